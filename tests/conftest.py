@@ -1,0 +1,87 @@
+"""Bake the template with cookiecutter's Python API and share the baked projects between tests.
+
+Baking in-process (not through the CLI) keeps a bake to a fraction of a second, so every named option
+combination can be checked on every run. Hooks still run as real subprocesses, as they do for users.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE = Path(__file__).resolve().parents[1]
+DEFAULTS: dict[str, Any] = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+
+# Named option combinations: each differs from the defaults in the answers it names, and together they
+# take every choice and every optional file both ways.
+COMBINATIONS: dict[str, dict[str, Any]] = {
+    "DEFAULT": {},
+    "REGRESSION": {"task": "regression"},
+    "REGRESSION_MAE_STRICT": {
+        "task": "regression",
+        "primary_metric": "mae",
+        "min_improvement": "0.5",
+        "gate_requires_significance": True,
+    },
+    "CLASSIFICATION_ROC_AUC": {
+        "primary_metric": "roc_auc",
+        "min_improvement": "0",
+        "license": "BSD-3-Clause",
+    },
+    "WITH_S3": {"s3_bucket": "my-models-bucket", "aws_region": "eu-west-1"},
+    "PY311": {"python_version": "3.11", "license": "Apache-2.0"},
+    "PY313": {"python_version": "3.13"},
+    "PROPRIETARY": {
+        "license": "Proprietary",
+        "task": "regression",
+        "s3_bucket": "models.example-corp",
+    },
+    "CUSTOM_NAMES": {
+        "project_name": "Churn Predictor",
+        "project": "churn-predictor",
+        "package": "churn",
+        "description": "Predicts churn; 'quoted' and \"double-quoted\" words, ümlauts & <tags> stay intact.",
+        "author": 'Ana O\'Neil "Ops" & Co',
+        "github_owner": "Acme-Corp",
+    },
+}
+
+
+def bake(output_dir: Path, **options: Any) -> Path:
+    """Bake the template with these answers (the rest default) into output_dir; return the project."""
+    path = cookiecutter(str(TEMPLATE), no_input=True, extra_context=options, output_dir=str(output_dir))
+    return Path(path)
+
+
+def answers(**options: Any) -> dict[str, Any]:
+    """The answers a bake with these options ends up with (defaults resolved as cookiecutter does)."""
+    resolved = {
+        key: (value[0] if isinstance(value, list) else value)
+        for key, value in DEFAULTS.items()
+        if not key.startswith("_")
+    }
+    resolved.update(options)
+    if "project" not in options:
+        resolved["project"] = resolved["project_name"].lower().replace(" ", "-")
+    if "package" not in options:
+        resolved["package"] = resolved["project"].replace("-", "_")
+    if "primary_metric" not in options:
+        resolved["primary_metric"] = "f1" if resolved["task"] == "classification" else "r2"
+    return resolved
+
+
+@pytest.fixture(scope="session")
+def baked(tmp_path_factory: pytest.TempPathFactory):
+    """baked(name) -> the project baked from COMBINATIONS[name], baked once per test session."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in cache:
+            cache[name] = bake(tmp_path_factory.mktemp(name.lower()), **COMBINATIONS[name])
+        return cache[name]
+
+    return get

@@ -1,0 +1,252 @@
+"""Every named option combination bakes a complete, consistent project and nothing it does not need."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import COMBINATIONS, TEMPLATE, answers, bake
+from cookiecutter.hooks import run_script_with_context
+
+NAMES = list(COMBINATIONS)
+# Left-over template syntax; GitHub's `${{ }}` and shell's `${#var}` are not Jinja.
+UNRENDERED = re.compile(r"\{\{-?\s*cookiecutter|\{%|(?<!\$)\{#")
+
+
+def files(root: Path) -> dict[str, bytes]:
+    """Relative path -> content of every file under root."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def text_files(root: Path):
+    """(path, text) for every file that decodes as UTF-8."""
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            try:
+                yield path, path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                continue
+
+
+def expected_tree(options: dict) -> tuple[set[str], set[str]]:
+    """(must exist, must not exist) for these answers, written independently of the hook's table."""
+    resolved = answers(**options)
+    datasets = {"classification": "breast_cancer", "regression": "diabetes"}
+    kept = datasets[resolved["task"]]
+    dropped = datasets["regression" if resolved["task"] == "classification" else "classification"]
+    present = {
+        "pyproject.toml",
+        "params.yaml",
+        ".cookiecutter.json",
+        f"src/{resolved['package']}/__init__.py",
+        f"data/{kept}.csv",
+        f"validation/{kept}.json",
+    }
+    absent = {f"data/{dropped}.csv", f"validation/{dropped}.json"}
+    (absent if resolved["license"] == "Proprietary" else present).add("LICENSE")
+    (present if resolved["s3_bucket"] else absent).add("deploy/aws/s3-policy.json")
+    if not resolved["s3_bucket"]:
+        absent.add("deploy/aws")
+    return present, absent
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_tree_follows_the_options(baked, name):
+    project = baked(name)
+    present, absent = expected_tree(COMBINATIONS[name])
+    assert project.name == answers(**COMBINATIONS[name])["project"]
+    assert sorted(p for p in present if not (project / p).exists()) == []
+    assert sorted(p for p in absent if (project / p).exists()) == []
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_nothing_left_unrendered(baked, name):
+    project = baked(name)
+    leftovers = [
+        f"{path.relative_to(project)}:{number}: {line.strip()}"
+        for path, text in text_files(project)
+        for number, line in enumerate(text.splitlines(), 1)
+        if UNRENDERED.search(line)
+    ]
+    assert leftovers == []
+    assert not [p for p in project.rglob("*") if "cookiecutter" in p.name and p.name != ".cookiecutter.json"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_pyproject_names_the_project(baked, name):
+    project = baked(name)
+    resolved = answers(**COMBINATIONS[name])
+    package = resolved["package"]
+    meta = tomllib.loads((project / "pyproject.toml").read_text())
+    assert meta["project"]["name"] == resolved["project"]
+    assert meta["project"]["description"] == resolved["description"]
+    assert meta["project"]["authors"] == [{"name": resolved["author"]}]
+    assert meta["project"]["requires-python"] == f">={resolved['python_version']}"
+    assert meta["project"]["scripts"][package] == f"{package}.cli:main"
+    assert meta["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == [f"src/{package}"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_structured_files_parse(baked, name):
+    project = baked(name)
+    parsers = {
+        ".json": json.loads,
+        ".yaml": yaml.safe_load,
+        ".yml": yaml.safe_load,
+        ".toml": tomllib.loads,
+    }
+    checked = []
+    for path, text in text_files(project):
+        parse = parsers.get(path.suffix)
+        if parse:
+            try:
+                parse(text)
+            except Exception as error:
+                pytest.fail(f"{path.relative_to(project)} does not parse: {error}")
+            checked.append(path.name)
+    assert {"params.yaml", ".cookiecutter.json", "pyproject.toml"} <= set(checked)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_params_carry_the_gate_answers(baked, name):
+    resolved = answers(**COMBINATIONS[name])
+    params = yaml.safe_load((baked(name) / "params.yaml").read_text())
+    assert params["task"] == resolved["task"]
+    assert params["gate"]["primary_metric"] == resolved["primary_metric"]
+    assert params["gate"]["min_improvement"] == float(resolved["min_improvement"])
+    assert params["gate"]["require_significance"] is resolved["gate_requires_significance"]
+    assert params["aws"]["region"] == resolved["aws_region"]
+    if resolved["s3_bucket"]:
+        assert params["batch"]["output"].startswith(f"s3://{resolved['s3_bucket']}/")
+    else:
+        assert "s3://" not in json.dumps(params)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_license_matches_the_choice(baked, name):
+    resolved = answers(**COMBINATIONS[name])
+    license_file = baked(name) / "LICENSE"
+    if resolved["license"] == "Proprietary":
+        return  # dropped, checked by the tree test
+    text = license_file.read_text()
+    title = {
+        "MIT": "MIT License",
+        "Apache-2.0": "Apache License",
+        "BSD-3-Clause": "BSD 3-Clause License",
+    }
+    assert title[resolved["license"]] in text.splitlines()[0] + text.splitlines()[1]
+    assert f"{datetime.datetime.now(datetime.UTC).year}" in text
+    assert resolved["author"] in text
+
+
+def test_s3_policy_grants_only_the_project_prefixes(baked):
+    policy = json.loads((baked("WITH_S3") / "deploy/aws/s3-policy.json").read_text())
+    list_bucket, read_write = policy["Statement"]
+    assert list_bucket["Action"] == "s3:ListBucket"
+    assert list_bucket["Resource"] == "arn:aws:s3:::my-models-bucket"
+    assert set(read_write["Action"]) == {"s3:GetObject", "s3:PutObject"}
+    assert read_write["Resource"] == [
+        f"arn:aws:s3:::my-models-bucket/{prefix}/*" for prefix in ("data", "predictions", "mlflow")
+    ]
+    assert "*" not in json.dumps([s["Action"] for s in policy["Statement"]])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_answers_are_recorded(baked, name):
+    recorded = json.loads((baked(name) / ".cookiecutter.json").read_text())
+    assert recorded.pop("_template") == str(TEMPLATE)
+    assert recorded == answers(**COMBINATIONS[name])
+
+
+@pytest.mark.parametrize("name", ["DEFAULT", "PROPRIETARY", "CUSTOM_NAMES"])
+def test_recorded_answers_bake_the_same_project(baked, tmp_path, name):
+    """What `cruft update` relies on: the record alone reproduces the project."""
+    project = baked(name)
+    recorded = json.loads((project / ".cookiecutter.json").read_text())
+    recorded.pop("_template")
+    assert files(bake(tmp_path, **recorded)) == files(project)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_post_hook_is_idempotent(baked, tmp_path, name):
+    project = shutil.copytree(baked(name), tmp_path / "copy")
+    before = files(project)
+    context = {"cookiecutter": json.loads((project / ".cookiecutter.json").read_text())}
+    run_script_with_context(TEMPLATE / "hooks" / "post_gen_project.py", project, context)
+    assert files(project) == before
+
+
+def test_post_hook_tolerates_missing_files(tmp_path):
+    context = {"cookiecutter": answers(s3_bucket="", license="Proprietary")}
+    run_script_with_context(TEMPLATE / "hooks" / "post_gen_project.py", tmp_path, context)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_project_and_package_derive_from_the_name(tmp_path):
+    project = bake(tmp_path, project_name="Fraud Détection v2")
+    assert project.name == "fraud-detection-v2"
+    assert (project / "src" / "fraud_detection_v2" / "__init__.py").is_file()
+
+
+def python_sources(project: Path) -> dict[str, str]:
+    return {str(p.relative_to(project)): p.read_text(encoding="utf-8") for p in sorted(project.rglob("*.py"))}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_python_files_compile(baked, name):
+    project = baked(name)
+    sources = python_sources(project)
+    assert sources
+    for path, source in sources.items():
+        compile(source, path, "exec", dont_inherit=True)
+
+
+def find_python(version: str) -> str | None:
+    """An interpreter of exactly this version: on PATH or installed by pyenv (as on CI machines)."""
+    candidates = [shutil.which(f"python{version}") or ""]
+    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    candidates += sorted(str(p) for p in pyenv_root.glob(f"versions/{version}.*/bin/python{version}"))
+    for candidate in filter(None, candidates):
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip() == version:
+            return candidate
+    return None
+
+
+COMPILE_ALL = """
+import json, sys
+for path, source in json.load(sys.stdin).items():
+    compile(source, path, "exec", dont_inherit=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["PY311", "DEFAULT", "PY313"])
+def test_python_files_compile_on_the_chosen_python(baked, name):
+    """requires-python promises the chosen version: the code must at least parse there."""
+    version = answers(**COMBINATIONS[name])["python_version"]
+    python = find_python(version)
+    if python is None:
+        if version == f"{sys.version_info.major}.{sys.version_info.minor}":
+            python = sys.executable
+        else:
+            pytest.skip(f"no Python {version} on this machine")
+    sources = json.dumps(python_sources(baked(name)))
+    run = subprocess.run(
+        [python, "-c", COMPILE_ALL], input=sources, capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr

@@ -1,0 +1,330 @@
+"""The command line: one subcommand per stage, and `pipeline` to run them in order.
+
+Every command prints a short summary, writes `reports/<command>.json` (and `.md` for people), and exits
+0 on success, 1 when a check it ran failed (invalid data, failed smoke test, a gate rejection under
+`--fail-on-reject`), 2 on bad input or configuration. CI workflows call these commands and nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from . import batch, data, deployment, evaluation, registry, reports, training, validation
+from .settings import Settings, SettingsError, load_settings
+
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
+PROG = __package__
+
+
+class CheckFailed(Exception):
+    """A check ran and said no; its report has been written."""
+
+
+def _say(message: str) -> None:
+    print(f"{PROG}: {message}", flush=True)
+
+
+# Stages. Each returns its result dict after writing its report.
+
+
+def run_validate(settings: Settings, args: argparse.Namespace) -> dict:
+    source = settings.resolve(settings.params.data.source)
+    frame = data.read_table(source)
+    suite = validation.load_suite(settings.resolve(settings.params.validation.suite))
+    result = {
+        **validation.validate(frame, suite),
+        "source": source,
+        "fingerprint": data.fingerprint(frame),
+    }
+    reports.write_report(settings.reports_dir, "validate", result, validation.to_markdown(result))
+    if not result["success"]:
+        raise CheckFailed(
+            f"data invalid: {result['failed']} of {result['evaluated']} expectations failed; "
+            f"see {settings.reports_dir / 'validate.md'}"
+        )
+    _say(f"data valid: {result['evaluated']} expectations on {result['rows']} rows")
+    return result
+
+
+def run_train(settings: Settings, args: argparse.Namespace) -> dict:
+    run_validate(settings, args)  # never register a model trained on data that failed validation
+    frame = data.read_table(settings.resolve(settings.params.data.source))
+    trained = training.train(settings, frame)
+    result = {
+        "model_version": trained.model_version,
+        "run_id": trained.run_id,
+        "holdout_metrics": trained.metrics,
+        "data_fingerprint": trained.data_fingerprint,
+        "params_hash": trained.params_hash,
+        "git_sha": trained.git_sha,
+    }
+    reports.write_report(settings.reports_dir, "train", result)
+    metric = settings.params.gate.primary_metric
+    _say(
+        f"trained v{trained.model_version} ({settings.params.model.estimator}), "
+        f"holdout {metric} {trained.metrics[metric]:.4f}; alias challenger -> v{trained.model_version}"
+    )
+    return result
+
+
+def run_evaluate(settings: Settings, args: argparse.Namespace) -> dict:
+    params = settings.params
+    candidate = args.version or registry.alias_version(settings, registry.CHALLENGER)
+    if candidate is None:
+        raise SettingsError("no challenger to evaluate: run `train` first or pass --version")
+    champion = registry.alias_version(settings, registry.CHAMPION)
+    if champion == candidate:
+        raise SettingsError(f"v{candidate} is already the champion; nothing to compare")
+    frame = data.read_table(settings.resolve(params.data.source))
+    _, _, x_holdout, y_holdout = data.train_holdout_split(
+        frame, params.data.target, params.data.holdout_fraction
+    )
+    candidate_model = registry.load_model(settings, candidate)
+    comparison = evaluation.compare(
+        params.task,
+        params.gate,
+        settings.greater_is_better,
+        x_holdout,
+        y_holdout,
+        (candidate, candidate_model),
+        None if champion is None else (champion, registry.load_model(settings, champion)),
+    )
+    plots = evaluation.plot(
+        candidate_model, x_holdout, y_holdout, params.task, settings.reports_dir / "plots"
+    )
+    result = {
+        **comparison.to_dict(),
+        "data_fingerprint": data.fingerprint(frame),
+        "plots": [str(path) for path in plots],
+    }
+    markdown = evaluation.to_markdown(comparison, settings.greater_is_better)
+    reports.write_report(settings.reports_dir, "evaluate", result, markdown)
+    registry.log_evaluation(settings, candidate, comparison, plots)
+    _say(f"gate: {comparison.decision} v{candidate}: {comparison.reasons[0]}")
+    if comparison.decision == evaluation.REJECT and getattr(args, "fail_on_reject", False):
+        raise CheckFailed(f"gate rejected v{candidate} (--fail-on-reject)")
+    return result
+
+
+def run_promote(settings: Settings, args: argparse.Namespace) -> dict:
+    """Promote what the last evaluation approved, only if the champion has not moved since."""
+    evaluated = reports.read_report(settings.reports_dir, "evaluate")
+    version = evaluated["candidate_version"]
+    if evaluated["decision"] != evaluation.PROMOTE:
+        raise CheckFailed(f"the gate rejected v{version}; not promoting")
+    why = "; ".join(evaluated["reasons"])
+    result = registry.promote(settings, version, evaluated["champion_version"], why=why)
+    reports.write_report(settings.reports_dir, "promote", result)
+    _say(f"champion -> v{version} (previous: {_describe(result['previous'])})")
+    return result
+
+
+def run_rollback(settings: Settings, args: argparse.Namespace) -> dict:
+    result = registry.rollback(settings, why=args.reason, to_version=args.to_version)
+    reports.write_report(settings.reports_dir, "rollback", result)
+    _say(f"champion -> v{result['champion']} (rolled back from v{result['rolled_back_from']})")
+    return result
+
+
+def _describe(version: int | None) -> str:
+    return "none" if version is None else f"v{version}"
+
+
+def _version_or_champion(settings: Settings, version: int | None) -> int:
+    version = version or registry.alias_version(settings, registry.CHAMPION)
+    if version is None:
+        raise SettingsError("there is no champion yet: promote a model or pass --version")
+    return version
+
+
+def run_build(settings: Settings, args: argparse.Namespace) -> dict:
+    version = _version_or_champion(settings, args.version)
+    result = {"bento": deployment.build(settings, version), "model_version": version}
+    reports.write_report(settings.reports_dir, "build", result)
+    _say(f"built bento {result['bento']} with model v{version}")
+    return result
+
+
+def run_serve(settings: Settings, args: argparse.Namespace) -> dict:
+    built = reports.read_report(settings.reports_dir, "build")
+    serving = settings.params.serving
+    command = deployment.serve_command(built["bento"], serving.host, args.port or serving.port)
+    _say(f"serving {built['bento']} on http://{serving.host}:{args.port or serving.port}")
+    os.execvp(command[0], command)  # the server takes over this process, as a container would
+    return {}
+
+
+def run_smoke(settings: Settings, args: argparse.Namespace) -> dict:
+    """Smoke-test a running server (--url), or start the last built bento, test it and stop it."""
+    built = reports.read_report(settings.reports_dir, "build")
+    version = args.version or built["model_version"]
+    if args.url:
+        result = deployment.smoke(settings, args.url, version)
+    else:
+        with deployment.serve(settings, built["bento"]) as server:
+            result = deployment.smoke(settings, server.url, version)
+    reports.write_report(settings.reports_dir, "smoke", result, deployment.smoke_markdown(result))
+    if not result["passed"]:
+        failed = [check["name"] for check in result["checks"] if not check["passed"]]
+        raise CheckFailed(f"smoke test failed: {', '.join(failed)}")
+    _say(f"smoke test passed against {result['url']} (v{version})")
+    return result
+
+
+def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
+    version = _version_or_champion(settings, args.version)
+    model = registry.load_model(settings, version)
+    result = batch.score_file(
+        model,
+        list(model.feature_names_in_),
+        version,
+        settings.resolve(args.input or settings.params.batch.input),
+        settings.resolve(args.output or settings.params.batch.output),
+        settings.params.batch.chunk_rows,
+    )
+    reports.write_report(settings.reports_dir, "batch", result)
+    _say(f"scored {result['rows']} rows with v{version} -> {result['output']}")
+    return result
+
+
+def run_history(settings: Settings, args: argparse.Namespace) -> dict:
+    entries = registry.history(settings)
+    result = {"aliases": registry.aliases(settings), "history": entries}
+    rows = [
+        [
+            e["sequence"],
+            e["at"],
+            e["by"],
+            e["action"],
+            e["alias"],
+            e["before"],
+            e["after"],
+            e["why"],
+        ]
+        for e in entries
+    ]
+    markdown = reports.markdown_table(
+        ["#", "when", "who", "action", "alias", "from", "to", "why"], rows
+    )
+    reports.write_report(settings.reports_dir, "history", result, markdown)
+    print(markdown)
+    return result
+
+
+def run_suggest_suite(settings: Settings, args: argparse.Namespace) -> dict:
+    """Profile the data into a starting expectation suite, to review and commit."""
+    frame = data.read_table(settings.resolve(settings.params.data.source))
+    suite = validation.suggest_suite(
+        frame, settings.params.data.target, settings.params.registry.model_name
+    )
+    path = Path(settings.resolve(settings.params.validation.suite))
+    validation.write_suite(suite, path)
+    _say(
+        f"wrote {len(suite['expectations'])} expectations to {path}; review them before committing"
+    )
+    return {"suite": str(path)}
+
+
+def run_pipeline(settings: Settings, args: argparse.Namespace) -> dict:
+    """validate -> train -> evaluate -> (promote -> build -> serve + smoke), rolling back on failure."""
+    trained = run_train(settings, args)
+    args.version = trained["model_version"]
+    evaluated = run_evaluate(settings, args)
+    result = {"model_version": args.version, "decision": evaluated["decision"], "deployed": False}
+    if evaluated["decision"] == evaluation.PROMOTE:
+        promotion = run_promote(settings, args)
+        try:
+            run_build(settings, args)
+            args.url = None
+            run_smoke(settings, args)
+        except Exception as failure:
+            rolled = registry.revert_promotion(
+                settings, promotion, why=f"deployment of v{args.version} failed: {failure}"
+            )
+            result.update(rolled_back=True, failure=str(failure), champion=rolled["champion"])
+            reports.write_report(settings.reports_dir, "pipeline", result)
+            raise CheckFailed(
+                f"v{args.version} failed after promotion ({failure}); "
+                f"champion is back to {_describe(rolled['champion'])}"
+            ) from failure
+        result.update(deployed=True, rolled_back=False)
+    result["champion"] = registry.alias_version(settings, registry.CHAMPION)
+    reports.write_report(settings.reports_dir, "pipeline", result)
+    _say(f"pipeline done: {result['decision']}; champion is {_describe(result['champion'])}")
+    return result
+
+
+COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] = {
+    "validate": (run_validate, "check the data against the expectation suite"),
+    "train": (run_train, "validate, train, register, and alias the new version as challenger"),
+    "evaluate": (run_evaluate, "score challenger and champion on the same holdout; apply the gate"),
+    "promote": (run_promote, "make the evaluated challenger the champion (compare-and-set)"),
+    "rollback": (run_rollback, "move champion back to previous (or --to-version)"),
+    "build": (run_build, "build the BentoML bento for the champion (or --version)"),
+    "serve": (run_serve, "serve the last built bento in the foreground"),
+    "smoke": (run_smoke, "smoke-test a server (--url) or the last built bento"),
+    "batch": (run_batch, "score a file with the champion (or --version)"),
+    "history": (run_history, "show every recorded alias move"),
+    "suggest-suite": (run_suggest_suite, "write a starting expectation suite from the data"),
+    "pipeline": (
+        run_pipeline,
+        "the whole loop: validate, train, evaluate, promote, deploy, verify",
+    ),
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    root.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
+    commands = root.add_subparsers(dest="command", required=True)
+    for name, (_, help_text) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_text, description=help_text)
+        if name in {"evaluate", "build", "smoke", "batch"}:
+            command.add_argument("--version", type=int, help="registered model version")
+        if name in {"evaluate", "pipeline"}:
+            command.add_argument(
+                "--fail-on-reject", action="store_true", help="exit 1 when the gate rejects"
+            )
+        if name == "rollback":
+            command.add_argument("--to-version", type=int, help="default: the `previous` alias")
+            command.add_argument("--reason", default="manual rollback", help="recorded in history")
+        if name == "serve":
+            command.add_argument("--port", type=int, help="default: serving.port in params")
+        if name == "smoke":
+            command.add_argument("--url", help="a running server; default: start the built bento")
+        if name == "batch":
+            command.add_argument("--input", help="default: batch.input in params")
+            command.add_argument("--output", help="default: batch.output in params")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "pipeline":
+        args.version = None
+    try:
+        settings = load_settings(args.params)
+        COMMANDS[args.command][0](settings, args)
+    except CheckFailed as failure:
+        print(f"{PROG}: FAILED: {failure}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except (
+        SettingsError,
+        data.DataError,
+        registry.RegistryError,
+        deployment.DeploymentError,
+        validation.SuiteError,
+        FileNotFoundError,
+        ValueError,
+    ) as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""Package a registered model as a BentoML bento, run it, and smoke-test a running server.
+
+`build` turns one registry version into a bento (model, package source, pinned runtime packages),
+`serve` runs a bento as a subprocess until it is ready (or fails with the server's own log),
+`serve_command` is the same server in the foreground, and `smoke` checks a running server against the
+registry: right version, malformed input refused with a 4xx, and the same predictions as the registered
+model itself. The BentoML home (model and bento stores) is $BENTOML_HOME, else `<project>/.bentoml`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import version as installed_version
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from . import data, registry
+from .reports import markdown_table
+from .settings import Settings
+
+SERVICE_MODULE = f"{__package__}.service"
+SERVICE = f"{SERVICE_MODULE}:ModelService"
+# What the service imports at run time, pinned to the versions that trained and tested the model.
+# mlflow-skinny, not mlflow: the server only loads a model, and the full package adds a web UI stack.
+RUNTIME_PACKAGES = (
+    "bentoml",
+    "mlflow-skinny",
+    "scikit-learn",
+    "skops",
+    "pandas",
+    "numpy",
+    "scipy",
+    "pydantic",
+    "pyyaml",
+)
+SMOKE_ROWS = 20
+LOG_TAIL_LINES = 30
+
+
+class DeploymentError(RuntimeError):
+    """A bento could not be built or served; the message says why, with the server's log if any."""
+
+
+def bentoml_home(settings: Settings) -> Path:
+    """$BENTOML_HOME when set, else `<project>/.bentoml`: bentos stay with the project they serve."""
+    return Path(os.environ.get("BENTOML_HOME") or settings.project_dir / ".bentoml").resolve()
+
+
+@contextlib.contextmanager
+def _bentoml_stores(home: Path) -> Iterator[None]:
+    """Point BentoML's model and bento stores at `home` for the duration of the block.
+
+    BentoML reads BENTOML_HOME once per process and caches its stores, so setting the variable is too
+    late once anything touched them, and one process that builds for two projects (the tests) would
+    write both into the first. Patching the providers scopes the stores to this call instead.
+    """
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer as container
+    from bentoml._internal.models import ModelStore
+
+    folders = {name: home / name for name in ("bentos", "models", "tmp", "envs")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    overrides = [
+        (container.bentoml_home, str(home)),
+        (container.bento_store_dir, str(folders["bentos"])),
+        (container.model_store_dir, str(folders["models"])),
+        (container.tmp_bento_store_dir, str(folders["tmp"])),
+        (container.env_store_dir, str(folders["envs"])),
+        (container.bento_store, BentoStore(str(folders["bentos"]))),
+        (container.tmp_bento_store, BentoStore(str(folders["tmp"]))),
+        (container.model_store, ModelStore(str(folders["models"]))),
+        (container.bento_arguments, {}),  # build() sets them process-wide; restore on the way out
+    ]
+    with contextlib.ExitStack() as stack:
+        for provider, value in overrides:
+            stack.enter_context(provider.patch(value))
+        yield
+
+
+def runtime_requirements() -> list[str]:
+    """The service's runtime packages, pinned to the versions installed here."""
+    return [f"{name}=={installed_version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def _package_copy(destination: Path) -> None:
+    """The package source, without caches: the bento's code is what runs here, not a repo checkout."""
+    source = Path(__file__).resolve().parent
+    shutil.copytree(
+        source, destination / source.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+
+
+def build(settings: Settings, version: int) -> str:
+    """Import registered `version` into the BentoML model store and build its bento; return the tag.
+
+    The service learns which stored model to serve from the bento arguments, and what it is (name,
+    version, task) from labels on the stored model, so the bento runs without params.yaml.
+    """
+    import bentoml
+    import bentoml.mlflow
+
+    params = settings.params
+    name = params.registry.model_name
+    uri = registry.model_uri(settings, version)
+    registry.configure(settings)
+    labels = {"registered_model": name, "registered_version": str(version), "task": params.task}
+    with _bentoml_stores(bentoml_home(settings)), tempfile.TemporaryDirectory() as context:
+        try:
+            stored = bentoml.mlflow.import_model(name.lower(), uri, labels=labels)
+        except Exception as error:
+            raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
+        _package_copy(Path(context))
+        # The service reads its model at import; a module cached from an earlier build in this
+        # process would pack that build's model instead.
+        sys.modules.pop(SERVICE_MODULE, None)
+        try:
+            bento = bentoml.build(
+                SERVICE,
+                name=name.lower(),
+                build_ctx=context,
+                description=f"{name} v{version} ({params.task}) from {uri}",
+                labels={"model_name": name, "model_version": str(version), "task": params.task},
+                args={
+                    "model_tag": str(stored.tag),
+                    "max_batch_rows": params.serving.max_batch_rows,
+                },
+                python={"packages": runtime_requirements(), "lock_packages": False},
+            )
+        except Exception as error:
+            raise DeploymentError(f"bento build for {uri} failed: {error}") from error
+        finally:
+            sys.modules.pop(SERVICE_MODULE, None)
+    return str(bento.tag)
+
+
+def serve_command(
+    bento_tag: str, host: str, port: int, settings: Settings | None = None
+) -> list[str]:
+    """`bentoml serve` for a bento, with this interpreter's bentoml.
+
+    With `settings`, the command sets BENTOML_HOME itself (through `env`), so it finds the project's
+    stores whatever the caller's environment says.
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "bentoml",
+        "serve",
+        bento_tag,
+        "--host",
+        host,
+        "--port",
+        str(port),
+    ]
+    if settings is not None:
+        command = ["env", f"BENTOML_HOME={bentoml_home(settings)}", *command]
+    return command
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def _ensure_free(host: str, port: int) -> None:
+    """Refuse a taken port up front: another server there could answer our readiness checks."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as error:
+            raise DeploymentError(f"cannot serve on {host}:{port}: {error.strerror}") from None
+
+
+@dataclass
+class Server:
+    """A `bentoml serve` subprocess; a context manager that stops it on exit."""
+
+    bento_tag: str
+    url: str
+    process: subprocess.Popen
+    log_path: Path
+    started: float  # time.monotonic() when the process was started
+    ready_seconds: float | None = None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        with contextlib.suppress(OSError), self.log_path.open(errors="replace") as log:
+            return "".join(deque(log, maxlen=lines)).rstrip()
+        return ""
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll /readyz until it answers 200; raise DeploymentError if the process dies or times out."""
+        deadline = self.started + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DeploymentError(
+                    f"`bentoml serve {self.bento_tag}` exited with code {self.process.returncode} "
+                    f"before it was ready. Last lines of {self.log_path}:\n{self.log_tail()}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    self.ready_seconds = time.monotonic() - self.started
+                    return
+            time.sleep(0.25)
+        self.stop()
+        raise DeploymentError(
+            f"`bentoml serve {self.bento_tag}` was not ready after {timeout:g} s "
+            f"(serving.ready_timeout_seconds). Last lines of {self.log_path}:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the server and its workers: they share the process group it was started in."""
+        if self.process.poll() is not None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(timeout)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server:
+    """Start `bentoml serve <bento_tag>` on 127.0.0.1 and return once it is ready.
+
+    Raises DeploymentError, with the end of the server's log, if the port is taken, the process exits,
+    or /readyz does not answer within serving.ready_timeout_seconds. The log is kept at
+    `<reports>/serve-<port>.log`.
+    """
+    host = "127.0.0.1"
+    if port is None:
+        port = _free_port(host)
+    _ensure_free(host, port)
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.reports_dir / f"serve-{port}.log"
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home(settings))}
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reports from CI and test runs
+    started = time.monotonic()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            serve_command(bento_tag, host, port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+    server = Server(bento_tag, f"http://{host}:{port}", process, log_path, started)
+    try:
+        server.wait_ready(settings.params.serving.ready_timeout_seconds)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def sample_rows(settings: Settings, rows: int = SMOKE_ROWS) -> pd.DataFrame:
+    """A fixed sample of the project's feature rows (the target dropped), the same on every run."""
+    frame = data.read_table(settings.resolve(settings.params.data.source))
+    features, _ = data.split_features_target(frame, settings.params.data.target)
+    return features.sample(n=min(rows, len(features)), random_state=0)
+
+
+def as_records(rows: pd.DataFrame) -> list[dict[str, float]]:
+    """Rows as JSON-ready dicts of plain floats (full precision, unlike DataFrame.to_json)."""
+    return [
+        {str(column): float(value) for column, value in zip(rows.columns, values, strict=True)}
+        for values in rows.itertuples(index=False)
+    ]
+
+
+def _compare(task: str, served: list, expected: np.ndarray) -> tuple[bool, str]:
+    """Exact for labels; np.allclose for regression, whose floats went through JSON."""
+    served_array = np.asarray(served)
+    if served_array.shape != expected.shape:
+        return False, f"{len(served)} predictions for {len(expected)} rows"
+    if task == "classification":
+        different = np.flatnonzero(served_array != expected)
+    else:
+        close = np.isclose(served_array.astype(float), expected.astype(float))
+        different = np.flatnonzero(~close)
+    if different.size == 0:
+        return (
+            True,
+            f"{len(expected)} of {len(expected)} rows equal the registry model's predictions",
+        )
+    first = different[0]
+    return False, (
+        f"{different.size} of {len(expected)} rows differ from the registry model; first: row "
+        f"{first} served {served_array[first]!r}, registry {expected[first]!r}"
+    )
+
+
+def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
+    """Check a running server against registered `version`; every check runs, none raises.
+
+    Checks: ready; metadata names the expected model and version; a row with a missing feature and one
+    with a non-number are refused with a 4xx naming the feature (a 5xx means the server broke); `predict`
+    row by row and `predict_batch` on SMOKE_ROWS data rows equal `registry.load_model(...).predict`;
+    every answer carries the expected version.
+    """
+    url = url.rstrip("/")
+    task, name = settings.params.task, settings.params.registry.model_name
+    rows = sample_rows(settings)
+    records = as_records(rows)
+    try:
+        expected = np.asarray(registry.load_model(settings, version).predict(rows))
+    except MlflowException as error:
+        raise DeploymentError(f"cannot load v{version} from the registry: {error}") from error
+    feature = str(rows.columns[0])
+    versions: list[Any] = []
+    checks: list[dict[str, Any]] = []
+
+    def check(http: httpx.Client, name_: str, run: Callable[[httpx.Client], tuple[bool, str]]):
+        try:
+            passed, detail = run(http)
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as error:
+            passed, detail = False, f"{type(error).__name__}: {error}"
+        checks.append({"name": name_, "passed": bool(passed), "detail": detail})
+
+    def ready(http: httpx.Client) -> tuple[bool, str]:
+        status = http.get("/readyz").status_code
+        return status == 200, f"/readyz answered HTTP {status}"
+
+    def metadata(http: httpx.Client) -> tuple[bool, str]:
+        answer = http.post("/metadata", json={}).raise_for_status().json()
+        served = f"{answer['model_name']} v{answer['model_version']}"
+        return (answer["model_name"], answer["model_version"]) == (name, version), (
+            f"serves {served}, expected {name} v{version}"
+        )
+
+    def refused(body: dict[str, Any], what: str) -> Callable[[httpx.Client], tuple[bool, str]]:
+        def run(http: httpx.Client) -> tuple[bool, str]:
+            answer = http.post("/predict", json=body)
+            named = feature in answer.text
+            passed = 400 <= answer.status_code < 500 and named
+            return passed, f"{what}: HTTP {answer.status_code}" + (
+                "" if named else f", body does not name {feature!r}"
+            )
+
+        return run
+
+    def predict(http: httpx.Client) -> tuple[bool, str]:
+        answers = [
+            http.post("/predict", json=record).raise_for_status().json() for record in records
+        ]
+        versions.extend(answer["model_version"] for answer in answers)
+        return _compare(task, [answer["prediction"] for answer in answers], expected)
+
+    def predict_batch(http: httpx.Client) -> tuple[bool, str]:
+        batch = records[: settings.params.serving.max_batch_rows]
+        answer = http.post("/predict_batch", json={"rows": batch}).raise_for_status().json()
+        versions.append(answer["model_version"])
+        return _compare(task, answer["predictions"], expected[: len(batch)])
+
+    def carries_version(http: httpx.Client) -> tuple[bool, str]:
+        wrong = [served for served in versions if served != version]
+        if not versions or wrong:
+            return (
+                False,
+                f"{len(wrong)} of {len(versions)} answers name another version: {wrong[:3]}",
+            )
+        return True, f"all {len(versions)} prediction answers carry model_version {version}"
+
+    missing = {key: value for key, value in records[0].items() if key != feature}
+    wrong_type = {**records[0], feature: "not-a-number"}
+    with httpx.Client(base_url=url, timeout=30) as http:
+        check(http, "ready", ready)
+        check(http, "metadata_version", metadata)
+        check(http, "rejects_missing_feature", refused(missing, f"row without {feature!r}"))
+        check(http, "rejects_wrong_type", refused(wrong_type, f"{feature!r} as a string"))
+        check(http, "predict_matches_registry", predict)
+        check(http, "predict_batch_matches_registry", predict_batch)
+        check(http, "responses_carry_version", carries_version)
+    return {
+        "passed": all(item["passed"] for item in checks),
+        "url": url,
+        "version": version,
+        "model_name": name,
+        "rows": len(records),
+        "checks": checks,
+    }
+
+
+def smoke_markdown(report: dict[str, Any]) -> str:
+    """The smoke report for people (a pull request comment or a job summary)."""
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    rows = [
+        [item["name"], "pass" if item["passed"] else "**FAIL**", item["detail"].replace("|", "\\|")]
+        for item in report["checks"]
+    ]
+    return "\n".join(
+        [
+            f"## Smoke test: **{verdict}**",
+            "",
+            f"Server {report['url']}, expected model v{report['version']}.",
+            "",
+            markdown_table(["check", "result", "detail"], rows),
+        ]
+    )

@@ -1,0 +1,294 @@
+"""Score challenger and champion on the same frozen holdout and decide, with reasons, whether to promote."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata
+from sklearn import metrics as skm
+from sklearn.base import BaseEstimator
+
+from .reports import markdown_table
+from .settings import GateParams
+
+PROMOTE, REJECT = "promote", "reject"
+
+
+def _metric_functions(task: str) -> dict:
+    """name -> f(y_true, predictions, positive-class scores or None)."""
+    if task == "classification":
+        return {
+            "accuracy": lambda y, p, s: skm.accuracy_score(y, p),
+            "f1": lambda y, p, s: skm.f1_score(y, p, zero_division=0),
+            "precision": lambda y, p, s: skm.precision_score(y, p, zero_division=0),
+            "recall": lambda y, p, s: skm.recall_score(y, p, zero_division=0),
+            "roc_auc": lambda y, p, s: skm.roc_auc_score(y, s),
+            "log_loss": lambda y, p, s: skm.log_loss(y, s, labels=[0, 1]),
+        }
+    return {
+        "r2": lambda y, p, s: skm.r2_score(y, p),
+        "rmse": lambda y, p, s: skm.root_mean_squared_error(y, p),
+        "mae": lambda y, p, s: skm.mean_absolute_error(y, p),
+    }
+
+
+def _predict(model: BaseEstimator, features: pd.DataFrame, task: str):
+    predictions = np.asarray(model.predict(features))
+    scores = model.predict_proba(features)[:, 1] if task == "classification" else None
+    return predictions, scores
+
+
+def _compute(task: str, y, predictions, scores) -> dict[str, float]:
+    return {name: float(f(y, predictions, scores)) for name, f in _metric_functions(task).items()}
+
+
+def score(model: BaseEstimator, features: pd.DataFrame, labels: pd.Series, task: str) -> dict:
+    """Every metric of the task for one model on one data set."""
+    return _compute(task, np.asarray(labels), *_predict(model, features, task))
+
+
+def _resampled_metric(metric: str, y: np.ndarray, predictions: np.ndarray, scores) -> np.ndarray:
+    """The metric on every resample at once: rows of `y`/`predictions` are resamples.
+
+    Vectorised, because sklearn's per-call checks make a thousand resamples take seconds.
+    """
+    if metric == "accuracy":
+        return (y == predictions).mean(axis=1)
+    if metric in {"precision", "recall", "f1"}:
+        true_pos = ((predictions == 1) & (y == 1)).sum(axis=1)
+        predicted, actual = (predictions == 1).sum(axis=1), (y == 1).sum(axis=1)
+        denominator = {"precision": predicted, "recall": actual, "f1": (predicted + actual) / 2}
+        below = denominator[metric]
+        return np.divide(true_pos, below, out=np.zeros(len(y)), where=below > 0)
+    if metric == "log_loss":
+        clipped = np.clip(scores, 1e-15, 1 - 1e-15)
+        return -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)).mean(axis=1)
+    if metric == "roc_auc":  # Mann-Whitney U: the chance a positive outranks a negative
+        ranks = rankdata(scores, axis=1)
+        positives = (y == 1).sum(axis=1)
+        negatives = y.shape[1] - positives
+        rank_sum = (ranks * (y == 1)).sum(axis=1)
+        return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+    errors = predictions - y
+    if metric == "rmse":
+        return np.sqrt((errors**2).mean(axis=1))
+    if metric == "mae":
+        return np.abs(errors).mean(axis=1)
+    total = ((y - y.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    return 1 - (errors**2).sum(axis=1) / total  # r2
+
+
+def bootstrap_difference(
+    task: str,
+    metric: str,
+    labels: np.ndarray,
+    candidate: tuple,
+    champion: tuple,
+    samples: int,
+    confidence_level: float,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Paired bootstrap interval of (candidate - champion) on the metric.
+
+    Both models are scored on the SAME resampled rows each time, so the interval reflects the noise of
+    the holdout rather than comparing two unrelated samples.
+    """
+    rng = np.random.default_rng(seed)
+    rows = rng.integers(0, len(labels), (samples, len(labels)))
+    y = labels[rows]
+    if task == "classification":  # a resample with one class has no defined AUC or F1
+        rows, y = rows[y.min(axis=1) != y.max(axis=1)], y[y.min(axis=1) != y.max(axis=1)]
+
+    def resampled(outputs: tuple) -> np.ndarray:
+        predictions, scores = outputs
+        return _resampled_metric(
+            metric, y, predictions[rows], None if scores is None else scores[rows]
+        )
+
+    differences = resampled(candidate) - resampled(champion)
+    tail = (1 - confidence_level) / 2 * 100
+    low, high = np.percentile(differences, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass
+class Comparison:
+    """Everything the gate decided and why; serialised as the evaluation report."""
+
+    decision: str
+    reasons: list[str]
+    primary_metric: str
+    candidate_version: int
+    champion_version: int | None
+    candidate_metrics: dict[str, float]
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+    improvement: float | None = None
+    interval: tuple[float, float] | None = None
+    holdout_rows: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def improvement(metric: str, candidate: float, champion: float, greater_is_better: bool) -> float:
+    """Positive when the candidate is better, whatever the metric's direction."""
+    return candidate - champion if greater_is_better else champion - candidate
+
+
+def decide(
+    gate: GateParams,
+    greater_is_better: dict[str, bool],
+    candidate: dict[str, float],
+    champion: dict[str, float] | None,
+    interval: tuple[float, float] | None,
+) -> tuple[str, list[str], float | None]:
+    """The gate: (decision, reasons, improvement of the primary metric). Pure, so it is easy to test.
+
+    The first model is promoted. Afterwards the primary metric must improve by at least
+    `min_improvement` (a tie never promotes), every guard metric must stay within its tolerance, and
+    with `require_significance` the bootstrap interval's lower bound must clear the margin too.
+    """
+    metric = gate.primary_metric
+    if champion is None:
+        return PROMOTE, ["no champion yet: the first model is promoted"], None
+    gain = improvement(metric, candidate[metric], champion[metric], greater_is_better[metric])
+    reasons, failed = [], False
+    if gain >= gate.min_improvement and gain > 0:
+        reasons.append(f"{metric} improves by {gain:+.4f} (needs at least {gate.min_improvement})")
+    else:
+        failed = True
+        reasons.append(f"{metric} changes by {gain:+.4f}; needs at least +{gate.min_improvement}")
+    for guard, tolerance in gate.guards.items():
+        change = improvement(guard, candidate[guard], champion[guard], greater_is_better[guard])
+        if change < -tolerance:
+            failed = True
+            reasons.append(f"guard {guard} worsens by {-change:.4f} (tolerance {tolerance})")
+        else:
+            reasons.append(f"guard {guard} within tolerance ({change:+.4f}, tolerance {tolerance})")
+    if interval is not None:
+        low, high = _as_improvement(interval, greater_is_better[metric])
+        text = (
+            f"{gate.confidence_level:.0%} bootstrap interval of the gain: [{low:+.4f}, {high:+.4f}]"
+        )
+        if gate.require_significance and low < gate.min_improvement:
+            failed = True
+            reasons.append(f"{text}; its lower bound does not clear {gate.min_improvement}")
+        else:
+            reasons.append(text)
+    return (REJECT if failed else PROMOTE), reasons, gain
+
+
+def _as_improvement(interval: tuple[float, float], greater_is_better: bool) -> tuple[float, float]:
+    low, high = interval
+    return (low, high) if greater_is_better else (-high, -low)
+
+
+def compare(
+    task: str,
+    gate: GateParams,
+    greater_is_better: dict[str, bool],
+    features: pd.DataFrame,
+    labels: pd.Series,
+    candidate: tuple[int, BaseEstimator],
+    champion: tuple[int, BaseEstimator] | None,
+) -> Comparison:
+    """Score both models on the same rows, bootstrap the difference, and apply the gate."""
+    y = np.asarray(labels)
+    candidate_version, candidate_model = candidate
+    candidate_outputs = _predict(candidate_model, features, task)
+    candidate_metrics = _compute(task, y, *candidate_outputs)
+    champion_metrics, interval = None, None
+    if champion is not None:
+        champion_outputs = _predict(champion[1], features, task)
+        champion_metrics = _compute(task, y, *champion_outputs)
+        interval = bootstrap_difference(
+            task,
+            gate.primary_metric,
+            y,
+            candidate_outputs,
+            champion_outputs,
+            gate.bootstrap_samples,
+            gate.confidence_level,
+        )
+    decision, reasons, gain = decide(
+        gate, greater_is_better, candidate_metrics, champion_metrics, interval
+    )
+    return Comparison(
+        decision=decision,
+        reasons=reasons,
+        primary_metric=gate.primary_metric,
+        candidate_version=candidate_version,
+        champion_version=None if champion is None else champion[0],
+        candidate_metrics=candidate_metrics,
+        champion_metrics=champion_metrics or {},
+        improvement=gain,
+        interval=interval,
+        holdout_rows=len(y),
+    )
+
+
+def to_markdown(comparison: Comparison, greater_is_better: dict[str, bool]) -> str:
+    champion = comparison.champion_version
+    rows = []
+    for name, value in comparison.candidate_metrics.items():
+        if name in comparison.champion_metrics:
+            reference = comparison.champion_metrics[name]
+            gain = improvement(name, value, reference, greater_is_better[name])
+            rows.append([name, f"{value:.4f}", f"{reference:.4f}", f"{gain:+.4f}"])
+        else:
+            rows.append([name, f"{value:.4f}", "n/a", "n/a"])
+    verdict = "PROMOTE" if comparison.decision == PROMOTE else "REJECT"
+    lines = [
+        f"## Model evaluation: **{verdict}** v{comparison.candidate_version}",
+        "",
+        f"Candidate v{comparison.candidate_version} against "
+        + (f"champion v{champion}" if champion else "no champion")
+        + f", on the same {comparison.holdout_rows} holdout rows. "
+        "Gain is positive when the candidate is better.",
+        "",
+        markdown_table(["metric", "candidate", "champion", "gain"], rows),
+        "",
+        "Why:",
+        *[f"- {reason}" for reason in comparison.reasons],
+    ]
+    return "\n".join(lines)
+
+
+def plot(model: BaseEstimator, features: pd.DataFrame, labels: pd.Series, task: str, out: Path):
+    """Diagnostic plots of one model on the holdout; returns the PNG paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    predictions, scores = _predict(model, features, task)
+    written = []
+    if task == "classification":
+        charts = {
+            "confusion_matrix": lambda ax: skm.ConfusionMatrixDisplay.from_predictions(
+                labels, predictions, ax=ax, colorbar=False
+            ),
+            "roc_curve": lambda ax: skm.RocCurveDisplay.from_predictions(labels, scores, ax=ax),
+        }
+    else:
+        charts = {
+            "residuals": lambda ax: skm.PredictionErrorDisplay.from_predictions(
+                labels, predictions, kind="residual_vs_predicted", ax=ax
+            ),
+            "actual_vs_predicted": lambda ax: skm.PredictionErrorDisplay.from_predictions(
+                labels, predictions, kind="actual_vs_predicted", ax=ax
+            ),
+        }
+    for name, draw in charts.items():
+        figure, axes = plt.subplots(figsize=(5, 4))
+        draw(axes)
+        axes.set_title(name.replace("_", " "))
+        figure.tight_layout()
+        path = out / f"{name}.png"
+        figure.savefig(path, dpi=80)
+        plt.close(figure)
+        written.append(path)
+    return written

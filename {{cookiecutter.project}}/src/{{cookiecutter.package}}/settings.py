@@ -1,0 +1,158 @@
+"""Every setting of the pipeline, typed and validated in one place.
+
+Two sources, nothing else: `params.yaml` (reviewed in pull requests: data, model, gate, serving) and the
+environment (what differs per machine: the MLflow tracking server, AWS credentials and endpoints, which
+boto3 and MLflow read themselves).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Task = Literal["classification", "regression"]
+
+# Metric name -> True when a larger value is better. The gate and the evaluation read this one table.
+METRIC_GREATER_IS_BETTER: dict[Task, dict[str, bool]] = {
+    "classification": {
+        "accuracy": True,
+        "f1": True,
+        "precision": True,
+        "recall": True,
+        "roc_auc": True,
+        "log_loss": False,
+    },
+    "regression": {"r2": True, "rmse": False, "mae": False},
+}
+
+
+class SettingsError(ValueError):
+    """A params file or environment value that cannot be used; the message says which and why."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataParams(_Section):
+    source: str
+    target: str
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class ValidationParams(_Section):
+    suite: str
+
+
+class ModelParams(_Section):
+    estimator: str
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    scale_features: bool = True
+    random_state: int = 42
+
+
+class GateParams(_Section):
+    primary_metric: str
+    min_improvement: float = Field(ge=0)
+    guards: dict[str, float] = Field(default_factory=dict)
+    bootstrap_samples: int = Field(1000, ge=100)
+    confidence_level: float = Field(0.95, gt=0.5, lt=1)
+    require_significance: bool = False
+
+
+class RegistryParams(_Section):
+    model_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    experiment: str
+
+
+class ServingParams(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(3000, ge=1, le=65535)
+    ready_timeout_seconds: float = Field(90, gt=0)
+    max_batch_rows: int = Field(1000, ge=1)
+
+
+class BatchParams(_Section):
+    input: str
+    output: str
+    chunk_rows: int = Field(50_000, ge=1)
+
+
+class AwsParams(_Section):
+    region: str = "us-east-1"
+
+
+class Params(_Section):
+    task: Task
+    data: DataParams
+    validation: ValidationParams
+    model: ModelParams
+    gate: GateParams
+    registry: RegistryParams
+    serving: ServingParams = ServingParams()
+    batch: BatchParams
+    aws: AwsParams = AwsParams()
+
+    @model_validator(mode="after")
+    def _metrics_fit_task(self) -> Params:
+        known = METRIC_GREATER_IS_BETTER[self.task]
+        for name in [self.gate.primary_metric, *self.gate.guards]:
+            if name not in known:
+                raise ValueError(
+                    f"gate metric {name!r} is not a {self.task} metric; choose from {sorted(known)}"
+                )
+        return self
+
+
+class Settings(BaseModel):
+    """Params plus the environment, with every relative path resolved against the project folder."""
+
+    model_config = ConfigDict(frozen=True)
+
+    params: Params
+    project_dir: Path
+    tracking_uri: str
+    reports_dir: Path
+
+    def resolve(self, location: str) -> str:
+        """A params location as something `data.read_table` opens: s3:// URIs pass unchanged."""
+        if "://" in location:
+            return location
+        return str((self.project_dir / location).resolve())
+
+    @property
+    def greater_is_better(self) -> dict[str, bool]:
+        return METRIC_GREATER_IS_BETTER[self.params.task]
+
+
+def load_params(path: Path) -> Params:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: params file not found") from None
+    except yaml.YAMLError as error:
+        raise SettingsError(f"{path}: not valid YAML: {error}") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in issue['loc']) or '(top level)'}: {issue['msg']}"
+            for issue in error.errors()
+        )
+        raise SettingsError(f"{path}: {problems}") from None
+
+
+def load_settings(params_path: Path | str = "params.yaml") -> Settings:
+    params_path = Path(params_path).resolve()
+    project_dir = params_path.parent
+    return Settings(
+        params=load_params(params_path),
+        project_dir=project_dir,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
+        or f"sqlite:///{project_dir / 'mlflow.db'}",
+        reports_dir=Path(os.environ.get("REPORTS_DIR") or project_dir / "reports"),
+    )

@@ -1,0 +1,40 @@
+"""Batch scoring in chunks: every row scored once, with version and time, CSV or Parquet."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.package }} import batch, data, training
+
+
+@pytest.fixture
+def model(settings, frame):
+    features, labels = data.split_features_target(frame, settings.params.data.target)
+    return training.build_pipeline(settings.params.task, settings.params.model).fit(features, labels)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_chunks_cover_every_row_once(settings, frame, model, tmp_path, suffix):
+    source = tmp_path / f"input{suffix}"
+    data.write_table(frame, str(source))
+    destination = tmp_path / "out" / f"scored{suffix}"
+    features = list(model.feature_names_in_)
+    summary = batch.score_file(model, features, 7, str(source), str(destination), chunk_rows=100)
+    assert summary["rows"] == len(frame)
+    assert summary["chunks"] == -(-len(frame) // 100)
+    scored = data.read_table(str(destination))
+    np.testing.assert_allclose(scored[batch.PREDICTION], model.predict(frame[features]))
+    assert set(scored[batch.MODEL_VERSION]) == {7}
+    assert pd.to_datetime(scored[batch.SCORED_AT]).notna().all()
+
+
+def test_missing_feature_column_is_named_and_nothing_is_written(settings, frame, model, tmp_path):
+    source = tmp_path / "input.csv"
+    first_feature = model.feature_names_in_[0]
+    data.write_table(frame.drop(columns=[first_feature]), str(source))
+    destination = tmp_path / "scored.csv"
+    with pytest.raises(data.DataError, match=first_feature):
+        batch.score_file(model, list(model.feature_names_in_), 1, str(source), str(destination), 50)
+    assert not destination.exists()

@@ -1,0 +1,122 @@
+"""Reading, fingerprinting and splitting data: what makes two runs comparable and reproducible."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.package }} import data
+from {{ cookiecutter.package }}.settings import Settings, load_settings
+
+from .conftest import PROJECT_DIR
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    """The project's own params, read only: these tests need no scratch copy and no MLflow store."""
+    return load_settings(PROJECT_DIR / "params.yaml")
+
+
+@pytest.fixture
+def frame(settings: Settings) -> pd.DataFrame:
+    return data.read_table(settings.resolve(settings.params.data.source))
+
+
+@pytest.fixture
+def target(settings: Settings) -> str:
+    return settings.params.data.target
+
+
+@pytest.fixture
+def fraction(settings: Settings) -> float:
+    return settings.params.data.holdout_fraction
+
+
+def holdout_index(frame: pd.DataFrame, target: str, fraction: float) -> set:
+    return set(data.train_holdout_split(frame, target, fraction)[2].index)
+
+
+def test_fingerprint_is_the_same_from_csv_and_parquet(frame, tmp_path):
+    """Converting the data set to Parquet is not a new data set; lineage must not say it is."""
+    for name in ("copy.csv", "copy.parquet"):
+        data.write_table(frame, str(tmp_path / name))
+    from_csv = data.read_table(str(tmp_path / "copy.csv"))
+    from_parquet = data.read_table(str(tmp_path / "copy.parquet"))
+    assert data.fingerprint(from_csv) == data.fingerprint(from_parquet) == data.fingerprint(frame)
+    assert data.fingerprint(frame) == data.fingerprint(frame.copy())
+
+
+def test_fingerprint_changes_with_any_value_or_name(frame):
+    before = data.fingerprint(frame)
+    changed = frame.copy()
+    changed.iloc[100, 2] = changed.iloc[100, 2] + 1
+    assert data.fingerprint(changed) != before
+    assert data.fingerprint(frame.rename(columns={frame.columns[0]: "renamed"})) != before
+    assert data.fingerprint(frame.head(-1)) != before
+
+
+def test_holdout_split_is_deterministic_and_near_the_fraction(frame, target, fraction):
+    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, target, fraction)
+    assert len(x_train) + len(x_holdout) == len(frame)
+    assert set(x_train.index).isdisjoint(x_holdout.index)
+    assert list(y_holdout.index) == list(x_holdout.index)
+    assert target not in x_train.columns and y_train.name == target
+    assert abs(len(x_holdout) / len(frame) - fraction) < 0.05
+    assert holdout_index(frame, target, fraction) == set(x_holdout.index)
+
+
+def test_old_rows_keep_their_side_when_rows_are_appended_or_shuffled(frame, target, fraction):
+    """The holdout stays frozen as data grows, so yesterday's champion is scored on the same rows."""
+    old = frame.iloc[:300]
+    before = holdout_index(old, target, fraction)
+    after = holdout_index(frame, target, fraction)
+    assert after & set(old.index) == before
+    assert len(after) > len(before)
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    assert holdout_index(shuffled, target, fraction) == after
+
+
+def test_holdout_needs_enough_rows(frame, target):
+    with pytest.raises(data.DataError, match="too few"):
+        data.train_holdout_split(frame.head(1), target, 0.2)
+
+
+def test_unsupported_suffix_is_named(frame, tmp_path):
+    location = str(tmp_path / "data.xlsx")
+    with pytest.raises(
+        data.DataError, match=re.escape(f"{location}: unsupported file type '.xlsx'")
+    ):
+        data.read_table(location)
+    with pytest.raises(data.DataError, match=re.escape("s3://bucket/data.json: unsupported")):
+        data.write_table(frame, "s3://bucket/data.json")
+
+
+def test_missing_file_is_named(tmp_path):
+    location = str(tmp_path / "missing.parquet")
+    with pytest.raises(data.DataError, match=re.escape(f"{location}: file not found")):
+        data.read_table(location)
+
+
+def test_s3_uri_without_a_bucket_is_named():
+    with pytest.raises(
+        data.DataError, match=re.escape("s3:///data.csv: an S3 location needs a bucket")
+    ):
+        data.read_table("s3:///data.csv")
+
+
+def test_missing_target_is_named(frame):
+    with pytest.raises(data.DataError, match="target column 'label' not found"):
+        data.split_features_target(frame, "label")
+
+
+def test_parquet_keeps_dtypes_that_csv_cannot(tmp_path):
+    frame = pd.DataFrame({"when": pd.to_datetime(["2024-01-01", "2024-06-30"]), "x": [1, 2]})
+    location = str(tmp_path / "nested" / "dates.parquet")
+    data.write_table(frame, location)  # creates the folder
+    back = data.read_table(location)
+    assert back["when"].dtype.kind == "M"
+    assert data.fingerprint(back) == data.fingerprint(frame)
+    assert np.array_equal(back["x"], frame["x"])

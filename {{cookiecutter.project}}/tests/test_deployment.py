@@ -1,0 +1,116 @@
+"""Build, serve and smoke-test a bento with real parts: MLflow registry, BentoML store, HTTP server."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from {{ cookiecutter.package }} import deployment, registry
+
+from .shared_bento import Built, shared_build, shared_server
+
+
+@pytest.fixture
+def built(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store) -> Built:
+    return shared_build(tmp_path_factory, empty_tracking_store)
+
+
+@pytest.fixture
+def server(built: Built, request: pytest.FixtureRequest) -> deployment.Server:
+    return shared_server(built, request.config)
+
+
+def bento_dir(built: Built):
+    name, version = built.bento.split(":")
+    return deployment.bentoml_home(built.settings) / "bentos" / name / version
+
+
+def test_build_packs_model_source_and_pinned_packages(built: Built):
+    info = yaml.safe_load((bento_dir(built) / "bento.yaml").read_text())
+    assert info["labels"]["model_version"] == str(built.version)
+    assert info["args"]["max_batch_rows"] == built.settings.params.serving.max_batch_rows
+    model_tag = info["args"]["model_tag"]
+    assert [model["tag"] for model in info["services"][0]["models"]] == [model_tag]
+    package = deployment.__package__
+    assert (bento_dir(built) / "src" / package / "service.py").is_file()
+    requirements = (bento_dir(built) / "env" / "python" / "requirements.txt").read_text().split()
+    for pinned in deployment.runtime_requirements():
+        assert pinned in requirements
+    name, version = model_tag.split(":")
+    stored = deployment.bentoml_home(built.settings) / "models" / name / version / "model.yaml"
+    labels = yaml.safe_load(stored.read_text())["labels"]
+    assert labels["registered_version"] == str(built.version)
+
+
+def test_building_an_unknown_version_fails_naming_it(built: Built):
+    with pytest.raises(deployment.DeploymentError, match=r"models:/\w+/999"):
+        deployment.build(built.settings, 999)
+
+
+def test_serve_command_runs_this_bentoml_in_the_project_home(built: Built):
+    command = deployment.serve_command(built.bento, "0.0.0.0", 3000, settings=built.settings)
+    assert command[:2] == ["env", f"BENTOML_HOME={deployment.bentoml_home(built.settings)}"]
+    assert command[-6:] == ["serve", built.bento, "--host", "0.0.0.0", "--port", "3000"]
+
+
+@pytest.mark.integration
+def test_smoke_passes_against_the_served_version(built: Built, server: deployment.Server):
+    report = deployment.smoke(built.settings, server.url, built.version)
+    assert report["passed"], deployment.smoke_markdown(report)
+    assert {check["name"] for check in report["checks"]} >= {
+        "ready",
+        "metadata_version",
+        "rejects_missing_feature",
+        "rejects_wrong_type",
+        "predict_matches_registry",
+        "predict_batch_matches_registry",
+        "responses_carry_version",
+    }
+    assert "**PASSED**" in deployment.smoke_markdown(report)
+
+
+@pytest.mark.integration
+def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: deployment.Server):
+    rows = deployment.sample_rows(built.settings)
+    served = registry.load_model(built.settings, built.version).predict(rows)
+    other = registry.load_model(built.settings, built.other_version).predict(rows)
+    assert not np.allclose(served, other), "the two versions must predict differently for this test"
+
+    report = deployment.smoke(built.settings, server.url, built.other_version)
+    failed = {check["name"] for check in report["checks"] if not check["passed"]}
+    assert not report["passed"]
+    assert {"predict_matches_registry", "predict_batch_matches_registry"} <= failed
+    assert {"metadata_version", "responses_carry_version"} <= failed
+    assert "**FAILED**" in deployment.smoke_markdown(report)
+
+
+@pytest.mark.integration
+def test_a_bento_that_cannot_start_raises_with_its_log(built: Built):
+    started = time.monotonic()
+    with pytest.raises(deployment.DeploymentError) as error:
+        deployment.serve(built.settings, "no_such_bento:v0")
+    assert "exited with code" in str(error.value)
+    assert "no_such_bento" in str(error.value) and "not found" in str(error.value)
+    assert time.monotonic() - started < 60
+
+
+@pytest.mark.integration
+def test_a_server_not_ready_in_time_is_stopped(built: Built):
+    serving = built.settings.params.serving.model_copy(update={"ready_timeout_seconds": 0.5})
+    params = built.settings.params.model_copy(update={"serving": serving})
+    impatient = built.settings.model_copy(update={"params": params})
+    with pytest.raises(deployment.DeploymentError, match="not ready after"):
+        deployment.serve(impatient, built.bento)
+
+
+def test_a_taken_port_is_refused_before_starting(built: Built):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(deployment.DeploymentError, match=f"127.0.0.1:{port}"):
+            deployment.serve(built.settings, built.bento, port=port)

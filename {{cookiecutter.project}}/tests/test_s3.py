@@ -1,0 +1,184 @@
+"""S3 for real, offline: a moto S3 server, boto3 as in production, and one real MLflow tracking server.
+
+Nothing is mocked inside the process: the code under test talks HTTP to 127.0.0.1, found through the
+same variables (AWS_ENDPOINT_URL_S3, MLFLOW_S3_ENDPOINT_URL, MLFLOW_TRACKING_URI) a deployment sets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import numpy as np
+import pytest
+from moto.server import ThreadedMotoServer
+
+from {{ cookiecutter.package }} import data, evaluation, registry, training
+from {{ cookiecutter.package }}.settings import load_settings
+
+from .conftest import write_params
+
+pytestmark = pytest.mark.integration
+
+DUMMY_AWS = {
+    "AWS_ACCESS_KEY_ID": "testing-access-key",
+    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh bucket, with boto3 pointed at moto through the environment only."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in DUMMY_AWS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=name)
+    return name
+
+
+def keys(bucket: str, prefix: str = "") -> list[str]:
+    pages = (
+        boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    )
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+@pytest.mark.parametrize("suffix", ["csv", "parquet"])
+def test_tables_round_trip_through_s3(frame, bucket, suffix):
+    uri = f"s3://{bucket}/data/nested/table.{suffix}"
+    data.write_table(frame, uri)
+    assert keys(bucket) == [f"data/nested/table.{suffix}"]
+    back = data.read_table(uri)
+    assert data.fingerprint(back) == data.fingerprint(frame)
+
+
+def test_a_missing_key_is_named(bucket):
+    uri = f"s3://{bucket}/nowhere/table.parquet"
+    with pytest.raises(data.DataError, match=re.escape(f"{uri}: cannot read from S3")):
+        data.read_table(uri)
+
+
+@pytest.fixture
+def mlflow_server(
+    bucket: str, moto_endpoint: str, tmp_path: Path, empty_tracking_store: Path
+) -> Iterator[str]:
+    """`mlflow server` storing artifacts in the moto bucket (proxied), as a deployment would."""
+    port = free_port()
+    shutil.copy(empty_tracking_store, tmp_path / "server.db")  # skips seconds of table creation
+    log = (tmp_path / "mlflow-server.log").open("wb")
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination", f"s3://{bucket}/mlflow",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    env = {
+        **os.environ,
+        **DUMMY_AWS,
+        "MLFLOW_S3_ENDPOINT_URL": moto_endpoint,
+        # The job runner (GenAI scorers) starts seven huey consumers: 20+ s on two cores, unused here.
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    # A session of its own: the server starts a uvicorn process that must go down with it.
+    process = subprocess.Popen(
+        command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(url, process, tmp_path / "mlflow-server.log")
+        yield url
+    finally:
+        stop_group(process)
+        log.close()
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group, then SIGKILL whatever is still there after 15 s."""
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def wait_for_health(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(
+                f"mlflow server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.25)
+    pytest.fail(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def test_training_against_a_tracking_server_stores_the_model_in_s3(
+    project, bucket, mlflow_server, monkeypatch
+):
+    """Data read from S3, model trained, registered on the server, artifacts in S3, loaded back."""
+    source = f"s3://{bucket}/data/train.parquet"
+    local = load_settings(project / "params.yaml")
+    data.write_table(data.read_table(local.resolve(local.params.data.source)), source)
+    write_params(project, data={"source": source})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    settings = load_settings(project / "params.yaml")
+    assert settings.tracking_uri == mlflow_server
+    frame = data.read_table(settings.resolve(settings.params.data.source))
+
+    result = training.train(settings, frame)
+
+    assert result.model_version == 1
+    assert registry.alias_version(settings, registry.CHALLENGER) == 1
+    stored = keys(bucket, "mlflow/")
+    assert any(key.endswith("/MLmodel") for key in stored), stored
+    assert not (project / "mlartifacts").exists() and not (project / "mlruns").exists()
+
+    model = registry.load_model(settings, result.model_version)
+    target, fraction = settings.params.data.target, settings.params.data.holdout_fraction
+    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, target, fraction)
+    assert evaluation.score(model, x_holdout, y_holdout, settings.params.task) == pytest.approx(
+        result.metrics
+    )
+    refit = training.build_pipeline(settings.params.task, settings.params.model).fit(
+        x_train, y_train
+    )
+    np.testing.assert_allclose(model.predict(x_holdout), refit.predict(x_holdout))

@@ -1,0 +1,100 @@
+"""The served HTTP contract, against a real `bentoml serve` of a built bento."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+from {{ cookiecutter.package }} import deployment, registry
+
+from .shared_bento import MAX_BATCH_ROWS, Built, shared_build, shared_server
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def built(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store) -> Built:
+    return shared_build(tmp_path_factory, empty_tracking_store)
+
+
+@pytest.fixture
+def server(built: Built, request: pytest.FixtureRequest) -> deployment.Server:
+    return shared_server(built, request.config)
+
+
+@pytest.fixture
+def http(server: deployment.Server):
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        yield client
+
+
+def test_predictions_equal_the_registry_model_and_name_the_version(built: Built, http):
+    rows = deployment.sample_rows(built.settings)
+    records = deployment.as_records(rows)
+    model = registry.load_model(built.settings, built.version)
+    expected = model.predict(rows)
+
+    single = [http.post("/predict", json=record).raise_for_status().json() for record in records]
+    batch = http.post("/predict_batch", json={"rows": records}).raise_for_status().json()
+
+    assert {answer["model_version"] for answer in [*single, batch]} == {built.version}
+    if built.settings.params.task == "classification":
+        assert [answer["prediction"] for answer in single] == expected.tolist()
+        assert batch["predictions"] == expected.tolist()
+        top = model.predict_proba(rows).max(axis=1)
+        assert np.allclose([answer["probability"] for answer in single], top)
+        assert np.allclose(batch["probabilities"], top)
+    else:
+        assert np.allclose([answer["prediction"] for answer in single], expected)
+        assert np.allclose(batch["predictions"], expected)
+
+
+@pytest.mark.parametrize("problem", ["missing", "not a number", "NaN", "unknown field"])
+def test_malformed_rows_get_a_4xx_naming_the_field(built: Built, http, problem: str):
+    row = deployment.as_records(deployment.sample_rows(built.settings, rows=1))[0]
+    feature = next(iter(row))
+    if problem == "missing":
+        del row[feature]
+    elif problem == "not a number":
+        row[feature] = "abc"
+    elif problem == "NaN":
+        row[feature] = float("nan")
+    else:
+        feature = "not_a_feature"
+        row[feature] = 1.0
+    # json.dumps writes NaN as the bare literal some clients send; httpx's json= would refuse it.
+    body = json.dumps(row)
+    answer = http.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 400, answer.text
+    assert feature in answer.text
+
+
+def test_batches_must_hold_one_to_max_batch_rows_rows(built: Built, http):
+    record = deployment.as_records(deployment.sample_rows(built.settings, rows=1))[0]
+    assert http.post("/predict_batch", json={"rows": []}).status_code == 400
+    too_many = http.post("/predict_batch", json={"rows": [record] * (MAX_BATCH_ROWS + 1)})
+    assert too_many.status_code == 400 and "rows" in too_many.text
+    full = http.post("/predict_batch", json={"rows": [record] * MAX_BATCH_ROWS})
+    assert len(full.raise_for_status().json()["predictions"]) == MAX_BATCH_ROWS
+
+
+def test_metadata_and_openapi_show_the_training_features(built: Built, http):
+    features = list(deployment.sample_rows(built.settings, rows=1).columns)
+    metadata = http.post("/metadata", json={}).raise_for_status().json()
+    assert metadata["model_name"] == built.settings.params.registry.model_name
+    assert metadata["model_version"] == built.version
+    assert metadata["task"] == built.settings.params.task
+    assert metadata["features"] == features
+    assert metadata["max_batch_rows"] == MAX_BATCH_ROWS
+
+    openapi = http.get("/docs.json").raise_for_status().json()
+    schema = openapi["components"]["schemas"]
+    assert any(set(features) <= set(item.get("properties", {})) for item in schema.values())
+
+
+def test_health_endpoints_answer(http):
+    assert http.get("/livez").status_code == 200
+    assert http.get("/readyz").status_code == 200

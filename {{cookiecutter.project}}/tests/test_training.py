@@ -1,0 +1,75 @@
+"""Training from params, and what a run records in MLflow (real sqlite tracking store)."""
+
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from {{ cookiecutter.package }} import data, registry, training
+from {{ cookiecutter.package }}.settings import ModelParams, load_settings
+
+from .conftest import write_params
+
+
+@pytest.mark.parametrize("estimator", sorted(training.ESTIMATORS["{{ cookiecutter.task }}"]))
+def test_every_listed_estimator_builds_and_fits(settings, frame, estimator):
+    params = ModelParams(estimator=estimator, hyperparameters={})
+    pipeline = training.build_pipeline(settings.params.task, params)
+    features = frame.drop(columns=[settings.params.data.target])
+    pipeline.fit(features, frame[settings.params.data.target])
+    assert len(pipeline.predict(features.head(3))) == 3
+
+
+def test_unknown_estimator_and_bad_hyperparameters_are_named(settings):
+    with pytest.raises(ValueError, match="'svm' is not a {{ cookiecutter.task }} estimator"):
+        training.build_pipeline(settings.params.task, ModelParams(estimator="svm"))
+    estimator = sorted(training.ESTIMATORS["{{ cookiecutter.task }}"])[0]
+    bad = ModelParams(estimator=estimator, hyperparameters={"no_such_knob": 1})
+    with pytest.raises(ValueError, match="no_such_knob"):
+        training.build_pipeline(settings.params.task, bad)
+
+
+def test_train_registers_a_challenger_with_lineage(settings, frame):
+    result = training.train(settings, frame)
+    assert result.model_version == 1
+    assert registry.aliases(settings) == {"challenger": 1}
+
+    client = MlflowClient(settings.tracking_uri)
+    run = client.get_run(result.run_id)
+    assert run.data.tags["data_fingerprint"] == result.data_fingerprint
+    assert run.data.tags["params_hash"] == result.params_hash
+    assert "git_sha" in run.data.tags
+    assert run.data.params["estimator"] == settings.params.model.estimator
+    primary = settings.params.gate.primary_metric
+    assert run.data.metrics[f"holdout_{primary}"] == pytest.approx(result.metrics[primary])
+
+    version = client.get_model_version(settings.params.registry.model_name, "1")
+    assert version.tags["data_fingerprint"] == result.data_fingerprint
+    model_info = mlflow.models.get_model_info(registry.model_uri(settings, 1))
+    assert model_info.signature is not None
+    assert model_info.saved_input_example_info is not None
+    requirements = mlflow.pyfunc.get_model_dependencies(registry.model_uri(settings, 1))
+    pinned = open(requirements).read()
+    assert "scikit-learn==" in pinned and "pytest" not in pinned
+
+    second = training.train(settings, frame)
+    assert second.model_version == 2
+    assert registry.alias_version(settings, registry.CHALLENGER) == 2
+    assert second.params_hash == result.params_hash  # same params, same hash
+
+
+@pytest.mark.parametrize("estimator", sorted(training.ESTIMATORS["{{ cookiecutter.task }}"]))
+def test_registered_model_predicts_like_the_trained_pipeline(project, estimator):
+    """Every estimator survives the round trip through the registry (skops trusted types included)."""
+    write_params(project, model={"estimator": estimator, "hyperparameters": {}})
+    settings = load_settings(project / "params.yaml")
+    frame = data.read_table(settings.resolve(settings.params.data.source))
+    result = training.train(settings, frame)
+    loaded = registry.load_model(settings, result.model_version)
+    x_train, y_train, x_holdout, _ = data.train_holdout_split(
+        frame, settings.params.data.target, settings.params.data.holdout_fraction
+    )
+    refit = training.build_pipeline(settings.params.task, settings.params.model).fit(x_train, y_train)
+    np.testing.assert_allclose(loaded.predict(x_holdout), refit.predict(x_holdout))
