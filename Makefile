@@ -19,6 +19,8 @@ UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 # uv must never try to download a Python build: only package registries are reachable.
 export UV_PYTHON_DOWNLOADS := never
 export PIP_ROOT_USER_ACTION := ignore
+# Bytecode caches matter here: every CLI call of a baked project imports MLflow and friends anew.
+unexport PYTHONDONTWRITEBYTECODE
 # Tests and the demo find the venv's tools (uv, cruft, ruff) on PATH, wherever pip put the bootstrap uv.
 RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 

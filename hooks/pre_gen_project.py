@@ -29,7 +29,7 @@ LICENSES = ("MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary")
 # shadow them on sys.path and fail in confusing ways.
 DEPENDENCY_MODULES = frozenset(
     {
-        "bentoml", "boto3", "botocore", "click", "fastapi", "flask", "great_expectations", "gx",
+        "bentoml", "boto3", "botocore", "click", "fastapi", "flask", "great_expectations",
         "hatchling", "jinja2", "joblib", "matplotlib", "mlflow", "moto", "numpy", "opentelemetry",
         "pandas", "pip", "pyarrow", "pydantic", "pytest", "ruff", "s3transfer", "scipy",
         "setuptools", "skops", "sklearn", "starlette", "uvicorn", "yaml",

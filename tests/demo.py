@@ -10,6 +10,7 @@ outcome from the JSON reports it writes; the demo stops with an error at the fir
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import shutil
 import subprocess
@@ -83,21 +84,38 @@ def check(condition: bool, message: str) -> None:
 def bake(output_dir: Path, **answers) -> Path:
     """Bake the template without prompts; returns the project folder."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    return Path(
-        cookiecutter(
-            str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)
-        )
-    )
+    return Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)))
+
+
+def interpreter(version: str) -> str:
+    """A local CPython of this minor version (uv may not download one here): pyenv's, else PATH's."""
+    pyenv = shutil.which("pyenv")
+    root = pyenv and subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+    found = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python")) if root else []
+    candidate = found[-1] if found else shutil.which(f"python{version}")
+    if not candidate:
+        raise StoryError(f"no Python {version} on this machine (pyenv or PATH)")
+    return candidate
 
 
 def install(project_dir: Path, venv: Path | None) -> Path:
     """`make install` in the project, or put the project into an existing environment."""
     if venv is None:
-        subprocess.run(["make", "install"], cwd=project_dir, check=True)
+        version = json.loads((project_dir / ".cookiecutter.json").read_text())["python_version"]
+        subprocess.run(["make", "install", f"PYTHON={interpreter(version)}"], cwd=project_dir, check=True)
         return project_dir / ".venv"
     subprocess.run(
-        ["uv", "pip", "install", "--quiet", "--no-deps", "--python", str(venv / "bin" / "python"),
-         "-e", str(project_dir)],
+        [
+            "uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--python",
+            str(venv / "bin" / "python"),
+            "-e",
+            str(project_dir),
+        ],
         check=True,
     )
     return venv
@@ -173,8 +191,10 @@ def step_corrupted_data(p: Project) -> str:
     failures = p.report("validate")["failures"]
     named = {failure["column"] for failure in failures}
     check({header[0], header[1], header[2]} <= named, f"validation missed a problem: {failures}")
-    check((p.aliases(), len(p.report("history")["history"])) == history_before,
-          "the registry changed although the data was invalid")
+    check(
+        (p.aliases(), len(p.report("history")["history"])) == history_before,
+        "the registry changed although the data was invalid",
+    )
     return f"corrupted data stopped before training: {len(failures)} failed expectations, nothing registered"
 
 
@@ -232,8 +252,10 @@ def main() -> int:
     print("\n| step | outcome | seconds |\n|---|---|---|")
     for title, outcome, seconds in outcomes:
         print(f"| {title} | {outcome} | {seconds:.0f} |")
-    print(f"\ndemo story done in {time.perf_counter() - started:.0f} s (after install); "
-          f"explore it: cd {project_dir}")
+    print(
+        f"\ndemo story done in {time.perf_counter() - started:.0f} s (after install); "
+        f"explore it: cd {project_dir}"
+    )
     return 0
 
 

@@ -41,7 +41,9 @@ def write_params(project: Path, **changes: dict) -> Path:
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for section, values in changes.items():
-        params[section] = {**params.get(section, {}), **values} if isinstance(values, dict) else values
+        params[section] = (
+            {**params.get(section, {}), **values} if isinstance(values, dict) else values
+        )
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 

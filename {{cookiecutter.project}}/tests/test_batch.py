@@ -12,7 +12,9 @@ from {{ cookiecutter.package }} import batch, data, training
 @pytest.fixture
 def model(settings, frame):
     features, labels = data.split_features_target(frame, settings.params.data.target)
-    return training.build_pipeline(settings.params.task, settings.params.model).fit(features, labels)
+    return training.build_pipeline(settings.params.task, settings.params.model).fit(
+        features, labels
+    )
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

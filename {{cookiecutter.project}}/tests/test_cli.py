@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from {{ cookiecutter.package }} import cli, data, registry
 
 from .conftest import write_params

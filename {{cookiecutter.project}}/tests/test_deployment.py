@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 
@@ -98,8 +100,22 @@ def test_a_bento_that_cannot_start_raises_with_its_log(built: Built):
     assert time.monotonic() - started < 60
 
 
+def test_stop_ends_the_server_and_what_it_started(tmp_path):
+    # A stand-in for `bentoml serve` and a worker that outlives it: a shell with a child process.
+    process = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE)
+    child = int(process.stdout.readline())
+    server = deployment.Server("stand-in", "http://unused", process, tmp_path / "log", 0.0)
+    server.stop(timeout=5)
+    process.stdout.close()
+    assert process.returncode is not None
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
+        assert time.monotonic() < deadline, "the server's child process survived stop()"
+        time.sleep(0.05)
+
+
 @pytest.mark.integration
-def test_a_server_not_ready_in_time_is_stopped(built: Built):
+def test_a_server_not_ready_in_time_raises(built: Built):
     serving = built.settings.params.serving.model_copy(update={"ready_timeout_seconds": 0.5})
     params = built.settings.params.model_copy(update={"serving": serving})
     impatient = built.settings.model_copy(update={"params": params})

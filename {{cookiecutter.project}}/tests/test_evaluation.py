@@ -9,7 +9,10 @@ from {{ cookiecutter.package }} import data, evaluation, training
 from {{ cookiecutter.package }}.evaluation import PROMOTE, REJECT, decide
 from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER, GateParams
 
-DIRECTIONS = {**METRIC_GREATER_IS_BETTER["classification"], **METRIC_GREATER_IS_BETTER["regression"]}
+DIRECTIONS = {
+    **METRIC_GREATER_IS_BETTER["classification"],
+    **METRIC_GREATER_IS_BETTER["regression"],
+}
 
 
 def gate(**changes) -> GateParams:
@@ -87,8 +90,13 @@ def test_compare_scores_both_models_on_the_same_rows(settings, frame):
     )
     model = training.build_pipeline(params.task, params.model).fit(x_train, y_train)
     comparison = evaluation.compare(
-        params.task, params.gate, settings.greater_is_better, x_holdout, y_holdout,
-        (2, model), (1, model),
+        params.task,
+        params.gate,
+        settings.greater_is_better,
+        x_holdout,
+        y_holdout,
+        (2, model),
+        (1, model),
     )
     assert comparison.candidate_metrics == comparison.champion_metrics
     assert comparison.decision == REJECT  # the same model twice is a tie
@@ -126,5 +134,7 @@ def test_vectorised_bootstrap_metrics_equal_sklearn(task, metric):
         metric, labels[rows], predictions[rows], None if scores is None else scores[rows]
     )
     function = evaluation._metric_functions(task)[metric]
-    expected = [function(labels[r], predictions[r], None if scores is None else scores[r]) for r in rows]
+    expected = [
+        function(labels[r], predictions[r], None if scores is None else scores[r]) for r in rows
+    ]
     np.testing.assert_allclose(vectorised, expected)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pytest
@@ -51,7 +53,7 @@ def test_train_registers_a_challenger_with_lineage(settings, frame):
     assert model_info.signature is not None
     assert model_info.saved_input_example_info is not None
     requirements = mlflow.pyfunc.get_model_dependencies(registry.model_uri(settings, 1))
-    pinned = open(requirements).read()
+    pinned = Path(requirements).read_text()
     assert "scikit-learn==" in pinned and "pytest" not in pinned
 
     second = training.train(settings, frame)
@@ -71,5 +73,6 @@ def test_registered_model_predicts_like_the_trained_pipeline(project, estimator)
     x_train, y_train, x_holdout, _ = data.train_holdout_split(
         frame, settings.params.data.target, settings.params.data.holdout_fraction
     )
-    refit = training.build_pipeline(settings.params.task, settings.params.model).fit(x_train, y_train)
+    refit = training.build_pipeline(settings.params.task, settings.params.model)
+    refit.fit(x_train, y_train)
     np.testing.assert_allclose(loaded.predict(x_holdout), refit.predict(x_holdout))

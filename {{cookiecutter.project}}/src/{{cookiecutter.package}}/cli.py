@@ -3,6 +3,9 @@
 Every command prints a short summary, writes `reports/<command>.json` (and `.md` for people), and exits
 0 on success, 1 when a check it ran failed (invalid data, failed smoke test, a gate rejection under
 `--fail-on-reject`), 2 on bad input or configuration. CI workflows call these commands and nothing else.
+
+Stage modules are imported inside the commands, so a command loads only the stack it needs (MLflow,
+great-expectations and BentoML each take seconds to import).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from . import batch, data, deployment, evaluation, registry, reports, training, validation
-from .settings import Settings, SettingsError, load_settings
+from . import data, reports
+from .settings import PipelineError, Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
 PROG = __package__
@@ -32,6 +35,8 @@ def _say(message: str) -> None:
 
 
 def run_validate(settings: Settings, args: argparse.Namespace) -> dict:
+    from . import validation
+
     source = settings.resolve(settings.params.data.source)
     frame = data.read_table(source)
     suite = validation.load_suite(settings.resolve(settings.params.validation.suite))
@@ -51,6 +56,8 @@ def run_validate(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_train(settings: Settings, args: argparse.Namespace) -> dict:
+    from . import training
+
     run_validate(settings, args)  # never register a model trained on data that failed validation
     frame = data.read_table(settings.resolve(settings.params.data.source))
     trained = training.train(settings, frame)
@@ -72,6 +79,8 @@ def run_train(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_evaluate(settings: Settings, args: argparse.Namespace) -> dict:
+    from . import evaluation, registry
+
     params = settings.params
     candidate = args.version or registry.alias_version(settings, registry.CHALLENGER)
     if candidate is None:
@@ -112,6 +121,8 @@ def run_evaluate(settings: Settings, args: argparse.Namespace) -> dict:
 
 def run_promote(settings: Settings, args: argparse.Namespace) -> dict:
     """Promote what the last evaluation approved, only if the champion has not moved since."""
+    from . import evaluation, registry
+
     evaluated = reports.read_report(settings.reports_dir, "evaluate")
     version = evaluated["candidate_version"]
     if evaluated["decision"] != evaluation.PROMOTE:
@@ -124,6 +135,8 @@ def run_promote(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_rollback(settings: Settings, args: argparse.Namespace) -> dict:
+    from . import registry
+
     result = registry.rollback(settings, why=args.reason, to_version=args.to_version)
     reports.write_report(settings.reports_dir, "rollback", result)
     _say(f"champion -> v{result['champion']} (rolled back from v{result['rolled_back_from']})")
@@ -135,6 +148,8 @@ def _describe(version: int | None) -> str:
 
 
 def _version_or_champion(settings: Settings, version: int | None) -> int:
+    from . import registry
+
     version = version or registry.alias_version(settings, registry.CHAMPION)
     if version is None:
         raise SettingsError("there is no champion yet: promote a model or pass --version")
@@ -142,6 +157,8 @@ def _version_or_champion(settings: Settings, version: int | None) -> int:
 
 
 def run_build(settings: Settings, args: argparse.Namespace) -> dict:
+    from . import deployment
+
     version = _version_or_champion(settings, args.version)
     result = {"bento": deployment.build(settings, version), "model_version": version}
     reports.write_report(settings.reports_dir, "build", result)
@@ -150,9 +167,13 @@ def run_build(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_serve(settings: Settings, args: argparse.Namespace) -> dict:
+    from . import deployment
+
     built = reports.read_report(settings.reports_dir, "build")
     serving = settings.params.serving
-    command = deployment.serve_command(built["bento"], serving.host, args.port or serving.port)
+    command = deployment.serve_command(
+        built["bento"], serving.host, args.port or serving.port, settings=settings
+    )
     _say(f"serving {built['bento']} on http://{serving.host}:{args.port or serving.port}")
     os.execvp(command[0], command)  # the server takes over this process, as a container would
     return {}
@@ -160,6 +181,8 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict:
 
 def run_smoke(settings: Settings, args: argparse.Namespace) -> dict:
     """Smoke-test a running server (--url), or start the last built bento, test it and stop it."""
+    from . import deployment
+
     built = reports.read_report(settings.reports_dir, "build")
     version = args.version or built["model_version"]
     if args.url:
@@ -176,6 +199,8 @@ def run_smoke(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
+    from . import batch, registry
+
     version = _version_or_champion(settings, args.version)
     model = registry.load_model(settings, version)
     result = batch.score_file(
@@ -192,6 +217,8 @@ def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_history(settings: Settings, args: argparse.Namespace) -> dict:
+    from . import registry
+
     entries = registry.history(settings)
     result = {"aliases": registry.aliases(settings), "history": entries}
     rows = [
@@ -217,11 +244,11 @@ def run_history(settings: Settings, args: argparse.Namespace) -> dict:
 
 def run_suggest_suite(settings: Settings, args: argparse.Namespace) -> dict:
     """Profile the data into a starting expectation suite, to review and commit."""
+    from . import validation
+
     frame = data.read_table(settings.resolve(settings.params.data.source))
-    suite = validation.suggest_suite(
-        frame, settings.params.data.target, settings.params.registry.model_name
-    )
     path = Path(settings.resolve(settings.params.validation.suite))
+    suite = validation.suggest_suite(frame, settings.params.data.target, path.stem)
     validation.write_suite(suite, path)
     _say(
         f"wrote {len(suite['expectations'])} expectations to {path}; review them before committing"
@@ -231,6 +258,8 @@ def run_suggest_suite(settings: Settings, args: argparse.Namespace) -> dict:
 
 def run_pipeline(settings: Settings, args: argparse.Namespace) -> dict:
     """validate -> train -> evaluate -> (promote -> build -> serve + smoke), rolling back on failure."""
+    from . import evaluation, registry
+
     trained = run_train(settings, args)
     args.version = trained["model_version"]
     evaluated = run_evaluate(settings, args)
@@ -312,15 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckFailed as failure:
         print(f"{PROG}: FAILED: {failure}", file=sys.stderr)
         return EXIT_CHECK_FAILED
-    except (
-        SettingsError,
-        data.DataError,
-        registry.RegistryError,
-        deployment.DeploymentError,
-        validation.SuiteError,
-        FileNotFoundError,
-        ValueError,
-    ) as error:
+    except (PipelineError, FileNotFoundError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK

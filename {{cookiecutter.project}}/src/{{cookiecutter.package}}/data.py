@@ -12,10 +12,12 @@ import boto3
 import numpy as np
 import pandas as pd
 
+from .settings import PipelineError
+
 _READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
 
 
-class DataError(ValueError):
+class DataError(PipelineError, ValueError):
     """The data cannot be read or does not have what the pipeline needs; the message says where."""
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -28,11 +27,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 from mlflow.exceptions import MlflowException
 
 from . import data, registry
 from .reports import markdown_table
-from .settings import Settings
+from .settings import PipelineError, Settings
 
 SERVICE_MODULE = f"{__package__}.service"
 SERVICE = f"{SERVICE_MODULE}:ModelService"
@@ -53,7 +53,7 @@ SMOKE_ROWS = 20
 LOG_TAIL_LINES = 30
 
 
-class DeploymentError(RuntimeError):
+class DeploymentError(PipelineError, RuntimeError):
     """A bento could not be built or served; the message says why, with the server's log if any."""
 
 
@@ -199,6 +199,7 @@ class Server:
     log_path: Path
     started: float  # time.monotonic() when the process was started
     ready_seconds: float | None = None
+    stopped: bool = False
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         with contextlib.suppress(OSError), self.log_path.open(errors="replace") as log:
@@ -226,17 +227,33 @@ class Server:
         )
 
     def stop(self, timeout: float = 15) -> None:
-        """Stop the server and its workers: they share the process group it was started in."""
-        if self.process.poll() is not None:
+        """Stop the server and every process it started.
+
+        SIGTERM lets BentoML shut its workers down. The workers run in sessions of their own, so a
+        signal to the server's process group would miss them; they are looked up first and whatever
+        survives the server is terminated, then killed.
+        """
+        if self.stopped:
             return
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, sig)
+        try:
+            family = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            family = []
+        if self.process.poll() is None:
+            self.process.terminate()
             try:
                 self.process.wait(timeout)
-                return
             except subprocess.TimeoutExpired:
-                continue
+                self.process.kill()
+                self.process.wait()
+        for leftover in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.terminate()
+        _, alive = psutil.wait_procs(family, timeout=5)
+        for leftover in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                leftover.kill()
+        self.stopped = True
 
     def __enter__(self) -> Server:
         return self

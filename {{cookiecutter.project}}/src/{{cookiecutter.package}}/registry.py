@@ -17,18 +17,19 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from .settings import Settings
+from .settings import PipelineError, Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 _AUDIT_PREFIX = "audit."
 
 
-class RegistryError(RuntimeError):
+class RegistryError(PipelineError, RuntimeError):
     """A registry move that was refused; nothing was changed."""
 
 
 def configure(settings: Settings) -> None:
     """Point MLflow at the tracking store and the project's experiment (created on first use)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep CI logs readable
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
     name = settings.params.registry.experiment
@@ -126,7 +127,10 @@ def move_alias(
         if before is not None:
             registry_client.delete_registered_model_alias(name, alias)
     else:
-        registry_client.get_model_version(name, str(version))  # raises when it does not exist
+        try:
+            registry_client.get_model_version(name, str(version))
+        except MlflowException:
+            raise RegistryError(f"{name} has no version {version}; nothing changed") from None
         registry_client.set_registered_model_alias(name, alias, str(version))
     return _record(settings, action, alias=alias, before=before, after=version, why=why)
 

@@ -30,7 +30,11 @@ METRIC_GREATER_IS_BETTER: dict[Task, dict[str, bool]] = {
 }
 
 
-class SettingsError(ValueError):
+class PipelineError(Exception):
+    """An expected failure (bad input, a refused move): the CLI reports it in one line, exit 2."""
+
+
+class SettingsError(PipelineError, ValueError):
     """A params file or environment value that cannot be used; the message says which and why."""
 
 

@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import data, evaluation, registry
-from .settings import ModelParams, Settings
+from .settings import ModelParams, Settings, SettingsError
 
 # The estimators params.yaml may name, per task. Add yours here; everything else follows.
 ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
@@ -58,7 +58,7 @@ def build_pipeline(task: str, params: ModelParams) -> Pipeline:
     """The unfitted model: optional scaling, then the estimator named in params."""
     choices = ESTIMATORS[task]
     if params.estimator not in choices:
-        raise ValueError(
+        raise SettingsError(
             f"model.estimator {params.estimator!r} is not a {task} estimator; "
             f"choose from {sorted(choices)}"
         )
@@ -69,7 +69,7 @@ def build_pipeline(task: str, params: ModelParams) -> Pipeline:
     try:
         estimator = estimator_class(**hyperparameters)
     except TypeError as error:
-        raise ValueError(f"model.hyperparameters for {params.estimator}: {error}") from None
+        raise SettingsError(f"model.hyperparameters for {params.estimator}: {error}") from None
     steps = [("scale", StandardScaler())] if params.scale_features else []
     return Pipeline([*steps, ("model", estimator)])
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from .settings import PipelineError
+
 if TYPE_CHECKING:
     import great_expectations as gx
 
@@ -34,7 +36,7 @@ _PHRASES = {
 }
 
 
-class SuiteError(ValueError):
+class SuiteError(PipelineError, ValueError):
     """An expectation suite file that cannot be used; the message names the file."""
 
 
