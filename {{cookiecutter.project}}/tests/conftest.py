@@ -56,3 +56,19 @@ def settings(project: Path) -> Settings:
 @pytest.fixture
 def frame(settings: Settings):
     return data.read_table(settings.resolve(settings.params.data.source))
+
+
+@pytest.fixture
+def built(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store: Path):
+    """Two registered versions and a bento of the first, built once and shared (tests/shared_bento.py)."""
+    from .shared_bento import shared_build
+
+    return shared_build(tmp_path_factory, empty_tracking_store)
+
+
+@pytest.fixture
+def server(built, request: pytest.FixtureRequest):
+    """A running server of the shared bento, started once and stopped at the end of the session."""
+    from .shared_bento import shared_server
+
+    return shared_server(built, request.config)

@@ -2,8 +2,8 @@
 
 Training two versions, building a bento and starting a BentoML server take tens of seconds on a small
 machine, so the first test that needs them builds them and every later one, in either file, reuses
-them; the server stops when the session ends. A fixture imported into two modules is two fixtures to
-pytest (each builds its own), hence plain cached functions here that each module wraps in a fixture.
+them; the server stops when the session ends. The `built` and `server` fixtures in conftest.py wrap
+these cached functions.
 """
 
 from __future__ import annotations

@@ -13,17 +13,7 @@ import yaml
 
 from {{ cookiecutter.package }} import deployment, registry
 
-from .shared_bento import Built, shared_build, shared_server
-
-
-@pytest.fixture
-def built(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store) -> Built:
-    return shared_build(tmp_path_factory, empty_tracking_store)
-
-
-@pytest.fixture
-def server(built: Built, request: pytest.FixtureRequest) -> deployment.Server:
-    return shared_server(built, request.config)
+from .shared_bento import Built
 
 
 def bento_dir(built: Built):

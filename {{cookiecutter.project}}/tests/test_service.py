@@ -10,19 +10,9 @@ import pytest
 
 from {{ cookiecutter.package }} import deployment, registry
 
-from .shared_bento import MAX_BATCH_ROWS, Built, shared_build, shared_server
+from .shared_bento import MAX_BATCH_ROWS, Built
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def built(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store) -> Built:
-    return shared_build(tmp_path_factory, empty_tracking_store)
-
-
-@pytest.fixture
-def server(built: Built, request: pytest.FixtureRequest) -> deployment.Server:
-    return shared_server(built, request.config)
 
 
 @pytest.fixture
