@@ -17,7 +17,8 @@ DROPS: dict[tuple[str, object], tuple[str, ...]] = {
     ("task", "classification"): ("data/diabetes.csv", "validation/diabetes.json"),
     ("task", "regression"): ("data/breast_cancer.csv", "validation/breast_cancer.json"),
     ("license", "Proprietary"): ("LICENSE",),
-    ("s3_bucket", ""): ("deploy/aws",),
+    # Batch scoring reads and writes S3; without a bucket there is nothing for a schedule to score.
+    ("s3_bucket", ""): ("deploy/aws", ".github/workflows/batch.yml"),
 }
 
 

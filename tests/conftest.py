@@ -7,9 +7,13 @@ combination can be checked on every run. Hooks still run as real subprocesses, a
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
+import demo
 import pytest
 from cookiecutter.main import cookiecutter
 
@@ -83,5 +87,43 @@ def baked(tmp_path_factory: pytest.TempPathFactory):
         if name not in cache:
             cache[name] = bake(tmp_path_factory.mktemp(name.lower()), **COMBINATIONS[name])
         return cache[name]
+
+    return get
+
+
+def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(
+        command, cwd=cwd, capture_output=True, text=True, env={**os.environ, **env}, timeout=1500
+    )
+    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory):
+    """stack(project) -> a venv with the project's dependencies, shared per Python version.
+
+    The project itself goes in with `--no-deps` (editable), so switching between bakes takes a second.
+    Used by tests/test_generated.py and tests/test_workflows_act.py.
+    """
+    venvs: dict[str, Path] = {}
+
+    def get(project: Path) -> Path:
+        pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+        version = pyproject["project"]["requires-python"].removeprefix(">=")
+        if version not in venvs:
+            venv = tmp_path_factory.mktemp(f"stack-{version}") / "venv"
+            run(["uv", "venv", "--quiet", "--python", demo.interpreter(version), str(venv)], project)
+            requirements = [
+                *pyproject["project"]["dependencies"],
+                *pyproject["dependency-groups"]["dev"],
+            ]
+            run(
+                ["uv", "pip", "install", "--quiet", "--python", str(venv / "bin/python"), *requirements],
+                project,
+            )
+            venvs[version] = venv
+        demo.install(project, venvs[version])
+        return venvs[version]
 
     return get

@@ -54,6 +54,18 @@ def expected_tree(options: dict) -> tuple[set[str], set[str]]:
     absent = {f"data/{dropped}.csv", f"validation/{dropped}.json"}
     (absent if resolved["license"] == "Proprietary" else present).add("LICENSE")
     (present if resolved["s3_bucket"] else absent).add("deploy/aws/s3-policy.json")
+    # GitHub Actions: every bake deploys; only a bake with a bucket has something to batch-score on S3.
+    present |= {
+        ".github/actions/setup/action.yml",
+        ".github/workflows/ci.yml",
+        ".github/workflows/cd.yml",
+        ".github/workflows/rollback.yml",
+        ".github/dependabot.yml",
+        ".github/zizmor.yml",
+        "deploy/docker/Dockerfile",
+        "docs/setup.md",
+    }
+    (present if resolved["s3_bucket"] else absent).add(".github/workflows/batch.yml")
     if not resolved["s3_bucket"]:
         absent.add("deploy/aws")
     return present, absent

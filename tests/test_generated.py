@@ -8,14 +8,9 @@ takes a second). These tests start real servers (BentoML, moto S3, mlflow server
 
 from __future__ import annotations
 
-import os
-import subprocess
-import tomllib
-from pathlib import Path
-
 import demo
 import pytest
-from conftest import COMBINATIONS, answers, bake
+from conftest import COMBINATIONS, answers, bake, run
 
 pytestmark = pytest.mark.slow
 
@@ -29,40 +24,6 @@ SUITE_RUNS = {
     "WITH_S3": "not integration",
     "CUSTOM_NAMES": "not integration",
 }
-
-
-def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        command, cwd=cwd, capture_output=True, text=True, env={**os.environ, **env}, timeout=1500
-    )
-    assert done.returncode == 0, f"{' '.join(command)} failed:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
-    return done
-
-
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory):
-    """stack(project) -> a venv with the project's dependencies, shared per Python version."""
-    venvs: dict[str, Path] = {}
-
-    def get(project: Path) -> Path:
-        pyproject = tomllib.loads((project / "pyproject.toml").read_text())
-        version = pyproject["project"]["requires-python"].removeprefix(">=")
-        if version not in venvs:
-            venv = tmp_path_factory.mktemp(f"stack-{version}") / "venv"
-            run(["uv", "venv", "--quiet", "--python", demo.interpreter(version), str(venv)], project)
-            requirements = [
-                *pyproject["project"]["dependencies"],
-                *pyproject["dependency-groups"]["dev"],
-            ]
-            run(
-                ["uv", "pip", "install", "--quiet", "--python", str(venv / "bin/python"), *requirements],
-                project,
-            )
-            venvs[version] = venv
-        demo.install(project, venvs[version])
-        return venvs[version]
-
-    return get
 
 
 @pytest.mark.parametrize(("name", "selection"), SUITE_RUNS.items())

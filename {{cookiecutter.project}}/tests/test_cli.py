@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from {{ cookiecutter.package }} import cli, data, registry
 
 from .conftest import write_params
@@ -70,3 +72,27 @@ def test_batch_scores_with_the_champion(project, settings):
     summary = report(project, "batch")
     assert summary["model_version"] == 1
     assert summary["rows"] == len(data.read_table(str(project / settings.params.batch.input)))
+
+
+def test_guarded_rollback_undoes_only_this_runs_promotion(project, settings):
+    """What cd.yml's rollback job runs: `rollback --if-champion N` after a failure past promotion."""
+    run("train"), run("evaluate"), run("promote")
+    # v2 was never promoted: nothing changes
+    assert run("rollback", "--if-champion", "2", "--reason", "x") == cli.EXIT_OK
+    assert report(project, "rollback")["skipped"] is True
+    assert registry.alias_version(settings, registry.CHAMPION) == 1
+
+    # v1 was the first champion: undoing its promotion leaves no champion, as pipeline does
+    assert run("rollback", "--if-champion", "1", "--reason", "deploy failed") == cli.EXIT_OK
+    assert registry.alias_version(settings, registry.CHAMPION) is None
+    assert run("rollback", "--to-version", "") == cli.EXIT_ERROR  # "" is "previous": there is none
+
+
+@pytest.mark.integration
+def test_pipeline_promotes_deploys_and_smoke_tests_the_first_model(project, settings):
+    """The whole loop through a real `bentoml serve`: what `make pipeline` and the demo run."""
+    assert run("pipeline") == cli.EXIT_OK
+    result = report(project, "pipeline")
+    assert (result["decision"], result["deployed"], result["champion"]) == ("promote", True, 1)
+    assert report(project, "smoke")["passed"] is True
+    assert registry.alias_version(settings, registry.CHAMPION) == 1

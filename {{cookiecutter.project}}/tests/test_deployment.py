@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import tarfile
 import time
 
 import numpy as np
@@ -120,3 +121,26 @@ def test_a_taken_port_is_refused_before_starting(built: Built):
         port = taken.getsockname()[1]
         with pytest.raises(deployment.DeploymentError, match=f"127.0.0.1:{port}"):
             deployment.serve(built.settings, built.bento, port=port)
+
+
+def test_an_exported_bento_imports_into_another_store(built: Built, tmp_path, monkeypatch):
+    """CD builds in one job and smoke-tests in another: the archive carries the bento and its model."""
+    monkeypatch.delenv("BENTOML_HOME", raising=False)
+    archive = deployment.export_bento(built.settings, built.bento, tmp_path / "bento.bento")
+    elsewhere = built.settings.model_copy(update={"project_dir": tmp_path / "elsewhere"})
+    assert deployment.import_bento(elsewhere, archive) == (built.bento, built.version)
+    assert deployment.import_bento(elsewhere, archive) == (built.bento, built.version)  # idempotent
+    models = tmp_path / "elsewhere" / ".bentoml" / "models"
+    assert any(models.rglob("MLmodel")), "the model travels inside the archive"
+    with tarfile.open(archive) as bundle:
+        assert "./env/docker/Dockerfile" in bundle.getnames()  # the image's build context
+
+
+def test_docker_base_image_comes_from_the_project_file(settings):
+    path = settings.project_dir / deployment.BASE_IMAGE_FILE
+    path.parent.mkdir(parents=True)
+    path.write_text("# comment\nFROM python:3.11-slim@sha256:abc\n")
+    assert deployment.docker_options(settings) == {"base_image": "python:3.11-slim@sha256:abc"}
+    path.write_text("FROM a\nFROM b\n")
+    with pytest.raises(deployment.DeploymentError, match="exactly one FROM"):
+        deployment.docker_options(settings)

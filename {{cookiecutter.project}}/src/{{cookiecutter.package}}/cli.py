@@ -135,8 +135,32 @@ def run_promote(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_rollback(settings: Settings, args: argparse.Namespace) -> dict:
+    """Move champion back; with --if-champion N, undo the promotion of vN and only that.
+
+    The guarded form is what a deploy workflow runs when anything after its promotion failed: if the
+    champion is no longer vN (never promoted, or moved since), nothing changes; if vN was the first
+    champion, the alias is removed again, as `pipeline` does after a failed first deployment.
+    """
     from . import registry
 
+    guard = getattr(args, "if_champion", None)
+    if guard is not None:
+        current = registry.alias_version(settings, registry.CHAMPION)
+        if current != guard:
+            result = {
+                "skipped": True,
+                "champion": current,
+                "why": f"the champion is {_describe(current)}, not v{guard}: nothing to roll back",
+            }
+            reports.write_report(settings.reports_dir, "rollback", result)
+            _say(result["why"])
+            return result
+        if args.to_version is None and registry.alias_version(settings, registry.PREVIOUS) is None:
+            promotion = {"champion": guard, "previous": None, "replaced_previous": None}
+            result = registry.revert_promotion(settings, promotion, why=args.reason)
+            reports.write_report(settings.reports_dir, "rollback", result)
+            _say(f"champion alias removed (v{guard} was the first champion)")
+            return result
     result = registry.rollback(settings, why=args.reason, to_version=args.to_version)
     reports.write_report(settings.reports_dir, "rollback", result)
     _say(f"champion -> v{result['champion']} (rolled back from v{result['rolled_back_from']})")
@@ -161,8 +185,21 @@ def run_build(settings: Settings, args: argparse.Namespace) -> dict:
 
     version = _version_or_champion(settings, args.version)
     result = {"bento": deployment.build(settings, version), "model_version": version}
+    if getattr(args, "export", None):
+        result["archive"] = deployment.export_bento(settings, result["bento"], args.export)
     reports.write_report(settings.reports_dir, "build", result)
     _say(f"built bento {result['bento']} with model v{version}")
+    return result
+
+
+def run_import_bento(settings: Settings, args: argparse.Namespace) -> dict:
+    """Put a bento archive from `build --export` in the local store, as if `build` had run here."""
+    from . import deployment
+
+    tag, version = deployment.import_bento(settings, args.archive)
+    result = {"bento": tag, "model_version": version, "archive": str(args.archive)}
+    reports.write_report(settings.reports_dir, "build", result)
+    _say(f"imported bento {tag} with model v{version}")
     return result
 
 
@@ -181,21 +218,43 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict:
 
 def run_smoke(settings: Settings, args: argparse.Namespace) -> dict:
     """Smoke-test a running server (--url), or start the last built bento, test it and stop it."""
-    from . import deployment
+    from . import deployment, loadtest
 
-    built = reports.read_report(settings.reports_dir, "build")
+    # A running server with a given version needs no build report (e.g. a production URL).
+    built = (
+        None if args.url and args.version else reports.read_report(settings.reports_dir, "build")
+    )
     version = args.version or built["model_version"]
     if args.url:
+        if args.wait_seconds:
+            loadtest.wait_for_version(args.url, version, args.wait_seconds)
         result = deployment.smoke(settings, args.url, version)
+        _load_test(settings, args, result)
     else:
         with deployment.serve(settings, built["bento"]) as server:
             result = deployment.smoke(settings, server.url, version)
+            _load_test(settings, args, result)
     reports.write_report(settings.reports_dir, "smoke", result, deployment.smoke_markdown(result))
     if not result["passed"]:
         failed = [check["name"] for check in result["checks"] if not check["passed"]]
         raise CheckFailed(f"smoke test failed: {', '.join(failed)}")
     _say(f"smoke test passed against {result['url']} (v{version})")
     return result
+
+
+def _load_test(settings: Settings, args: argparse.Namespace, result: dict) -> None:
+    """With --load-seconds, add a bounded load test to the smoke checks (only if they passed)."""
+    from . import deployment, loadtest
+
+    if not args.load_seconds or not result["passed"]:
+        return
+    records = deployment.as_records(deployment.sample_rows(settings))
+    check = loadtest.load_test(
+        result["url"], records, args.load_seconds, concurrency=args.load_concurrency
+    )
+    result["load"] = check.pop("stats")
+    result["checks"].append(check)
+    result["passed"] = check["passed"]
 
 
 def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
@@ -256,6 +315,13 @@ def run_suggest_suite(settings: Settings, args: argparse.Namespace) -> dict:
     return {"suite": str(path)}
 
 
+def _stage_args(command: str, **values) -> argparse.Namespace:
+    """The arguments a stage gets from its own command line defaults, with `values` set."""
+    args = parser().parse_args([command])
+    vars(args).update(values)
+    return args
+
+
 def run_pipeline(settings: Settings, args: argparse.Namespace) -> dict:
     """validate -> train -> evaluate -> (promote -> build -> serve + smoke), rolling back on failure."""
     from . import evaluation, registry
@@ -267,9 +333,8 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> dict:
     if evaluated["decision"] == evaluation.PROMOTE:
         promotion = run_promote(settings, args)
         try:
-            run_build(settings, args)
-            args.url = None
-            run_smoke(settings, args)
+            run_build(settings, _stage_args("build", version=args.version))
+            run_smoke(settings, _stage_args("smoke", version=args.version))
         except Exception as failure:
             rolled = registry.revert_promotion(
                 settings, promotion, why=f"deployment of v{args.version} failed: {failure}"
@@ -285,6 +350,116 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> dict:
     reports.write_report(settings.reports_dir, "pipeline", result)
     _say(f"pipeline done: {result['decision']}; champion is {_describe(result['champion'])}")
     return result
+
+
+# GitHub Actions: what the workflows call around the stages (see github.py).
+
+
+def run_comment(settings: Settings, args: argparse.Namespace) -> dict:
+    """The pull request comment (hidden marker first) from the reports; the same in the job summary."""
+    from . import github
+
+    env = os.environ
+    source, notes = github.champion_source(env)
+    context = github.Context(
+        title="Model report",
+        run_url=github.run_url(env),
+        artifact_url=args.artifact_url or env.get("ARTIFACT_URL") or None,
+        sha=env.get("PR_HEAD_SHA") or env.get("GITHUB_SHA"),
+        champion_source=source,
+        notes=notes,
+    )
+    found = github.load_reports(settings.reports_dir)
+    report = github.render(found, settings.greater_is_better, context, ("evaluate", "validate"))
+    body = github.comment_body(report, context.run_url)
+    path = Path(args.output or settings.reports_dir / "comment.md")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+    github.append_summary(report, env)
+    _say(f"wrote the pull request comment to {path} ({github.utf16_length(body)} characters)")
+    return {"comment": str(path)}
+
+
+def run_summary(settings: Settings, args: argparse.Namespace) -> dict:
+    """Render reports into $GITHUB_STEP_SUMMARY (printed when not in a GitHub Actions step)."""
+    from . import github
+
+    env = os.environ
+    sections = tuple(name.strip() for name in args.sections.split(",") if name.strip())
+    unknown = sorted(set(sections) - set(github.SECTIONS))
+    if unknown:
+        raise SettingsError(f"--sections: unknown {unknown}; choose from {sorted(github.SECTIONS)}")
+    context = github.Context(
+        title=args.title,
+        run_url=github.run_url(env),
+        artifact_url=args.artifact_url or env.get("ARTIFACT_URL") or None,
+        sha=env.get("GITHUB_SHA"),
+    )
+    found = github.load_reports(settings.reports_dir)
+    report = github.render(found, settings.greater_is_better, context, sections)
+    if not github.append_summary(report, env):
+        print(report)
+    return {"summary": report}
+
+
+def run_outputs(settings: Settings, args: argparse.Namespace) -> dict:
+    """Write the values later steps and jobs need from a report to $GITHUB_OUTPUT."""
+    from . import github
+
+    values = github.outputs_from(args.stage, reports.read_report(settings.reports_dir, args.stage))
+    print(github.write_outputs(values, os.environ), end="")
+    return values
+
+
+def run_check_config(settings: Settings, args: argparse.Namespace) -> dict:
+    """Say whether the repository is configured for a workflow, and exactly what to set if not.
+
+    Always exits 0: an unconfigured repository is a normal state, reported in the job summary, and the
+    `configured` output lets the workflow skip its remaining steps.
+    """
+    from . import github
+
+    env = os.environ
+    params = settings.params
+    locations = {
+        "data": params.data.source,
+        "input": env.get("BATCH_INPUT") or params.batch.input,
+        "output": env.get("BATCH_OUTPUT") or params.batch.output,
+    }
+    check = github.check_config(args.purpose, env, locations, settings.project_dir)
+    github.write_outputs(check.outputs, env)
+    if not github.append_summary(check.summary(), env):
+        print(check.summary())
+    _say(
+        f"{args.purpose}: "
+        + ("configured" if check.configured else "not configured (see the job summary)")
+    )
+    return {"configured": check.configured, **check.outputs}
+
+
+def run_baseline_params(settings: Settings, args: argparse.Namespace) -> dict:
+    """Params for training the base branch's code on this checkout's data (pull requests, no server)."""
+    import yaml
+
+    from . import github
+
+    base_dir = Path(args.base_dir)
+    source = base_dir / "params.yaml"
+    try:
+        base = yaml.safe_load(source.read_text())
+        params = github.baseline_params(
+            base,
+            settings.resolve(settings.params.data.source),
+            settings.params.registry.model_name,
+        )
+    except FileNotFoundError:
+        raise SettingsError(f"{source}: the base branch has no params file") from None
+    except (yaml.YAMLError, ValueError, AttributeError) as error:
+        raise SettingsError(f"{source}: cannot be used as the baseline's params: {error}") from None
+    target = base_dir / "params.ci.yaml"
+    target.write_text(yaml.safe_dump(params, sort_keys=False))
+    _say(f"wrote {target}: the base branch's params on this checkout's data")
+    return {"params": str(target)}
 
 
 COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] = {
@@ -303,6 +478,12 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] 
         run_pipeline,
         "the whole loop: validate, train, evaluate, promote, deploy, verify",
     ),
+    "import-bento": (run_import_bento, "put a bento archive from `build --export` in the store"),
+    "comment": (run_comment, "write the pull request comment (and job summary) from the reports"),
+    "summary": (run_summary, "append reports to the GitHub Actions job summary"),
+    "outputs": (run_outputs, "write a report's key values as GitHub Actions step outputs"),
+    "check-config": (run_check_config, "say what a workflow still needs configured, if anything"),
+    "baseline-params": (run_baseline_params, "params to train the base branch on this data"),
 }
 
 
@@ -319,16 +500,71 @@ def parser() -> argparse.ArgumentParser:
                 "--fail-on-reject", action="store_true", help="exit 1 when the gate rejects"
             )
         if name == "rollback":
-            command.add_argument("--to-version", type=int, help="default: the `previous` alias")
+            command.add_argument(
+                "--to-version", type=_optional_int, help="default (or empty): the `previous` alias"
+            )
             command.add_argument("--reason", default="manual rollback", help="recorded in history")
+            command.add_argument(
+                "--if-champion",
+                type=_optional_int,
+                help="undo the promotion of this version only if it is still the champion",
+            )
         if name == "serve":
             command.add_argument("--port", type=int, help="default: serving.port in params")
         if name == "smoke":
             command.add_argument("--url", help="a running server; default: start the built bento")
+            command.add_argument(
+                "--wait-seconds",
+                type=float,
+                default=0,
+                help="with --url: first wait up to this long for the server to serve the version",
+            )
+            command.add_argument(
+                "--load-seconds",
+                type=float,
+                default=0,
+                help="then load-test /predict for this long (default 0: no load test)",
+            )
+            command.add_argument("--load-concurrency", type=int, default=4, help="client threads")
+        if name == "build":
+            command.add_argument("--export", help="also write the bento archive to this file")
+        if name == "import-bento":
+            command.add_argument("archive", help="a file written by `build --export`")
+        if name in {"comment", "summary"}:
+            command.add_argument("--artifact-url", help="where the plots were uploaded")
+        if name == "comment":
+            command.add_argument("--output", help="default: reports/comment.md")
+        if name == "summary":
+            command.add_argument("--title", default="Model report", help="the summary's heading")
+            command.add_argument(
+                "--sections",
+                default="evaluate,validate",
+                help="comma-separated: evaluate, validate, smoke, promote, rollback, pipeline, batch",
+            )
+        if name == "outputs":
+            command.add_argument(
+                "stage", choices=["train", "evaluate", "build", "promote", "rollback"]
+            )
+        if name == "check-config":
+            command.add_argument(
+                "--for", dest="purpose", required=True, choices=["ci", "cd", "rollback", "batch"]
+            )
+        if name == "baseline-params":
+            command.add_argument("base_dir", help="checkout of the base branch")
         if name == "batch":
             command.add_argument("--input", help="default: batch.input in params")
             command.add_argument("--output", help="default: batch.output in params")
     return root
+
+
+def _optional_int(text: str) -> int | None:
+    """An int, or None for an empty string: workflow inputs pass "" when left blank."""
+    if not text.strip():
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a version number: {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

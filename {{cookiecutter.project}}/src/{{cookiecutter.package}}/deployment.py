@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections import deque
@@ -94,6 +95,25 @@ def _bentoml_stores(home: Path) -> Iterator[None]:
         yield
 
 
+# The container's base image, one FROM line that Dependabot keeps current (pin it by digest).
+BASE_IMAGE_FILE = "deploy/docker/Dockerfile"
+
+
+def docker_options(settings: Settings) -> dict[str, str]:
+    """BentoML's Docker options: the base image from BASE_IMAGE_FILE when the project has one."""
+    path = settings.project_dir / BASE_IMAGE_FILE
+    if not path.is_file():
+        return {}
+    images = [
+        line.split()[1]
+        for line in path.read_text().splitlines()
+        if line.strip().upper().startswith("FROM ") and len(line.split()) > 1
+    ]
+    if len(images) != 1:
+        raise DeploymentError(f"{path}: expected exactly one FROM line, found {len(images)}")
+    return {"base_image": images[0]}
+
+
 def runtime_requirements() -> list[str]:
     """The service's runtime packages, pinned to the versions installed here."""
     return [f"{name}=={installed_version(name)}" for name in RUNTIME_PACKAGES]
@@ -142,6 +162,7 @@ def build(settings: Settings, version: int) -> str:
                     "max_batch_rows": params.serving.max_batch_rows,
                 },
                 python={"packages": runtime_requirements(), "lock_packages": False},
+                docker=docker_options(settings),
             )
         except Exception as error:
             raise DeploymentError(f"bento build for {uri} failed: {error}") from error
@@ -440,3 +461,43 @@ def smoke_markdown(report: dict[str, Any]) -> str:
             markdown_table(["check", "result", "detail"], rows),
         ]
     )
+
+
+def export_bento(settings: Settings, bento_tag: str, path: Path | str) -> str:
+    """Write a bento, with the models it serves, to one archive file: the artifact CI moves between
+    jobs, and (unpacked) a Docker build context with its Dockerfile at `env/docker/Dockerfile`."""
+    import bentoml
+
+    path = Path(path).resolve()  # bentoml reads a relative path as relative to the filesystem root
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _bentoml_stores(bentoml_home(settings)):
+        try:
+            return bentoml.export_bento(bento_tag, str(path))
+        except Exception as error:
+            raise DeploymentError(f"cannot export bento {bento_tag} to {path}: {error}") from error
+
+
+def import_bento(settings: Settings, path: Path | str) -> tuple[str, int]:
+    """Import an archive written by `export_bento` (a no-op when the store already holds that bento);
+    return its tag and the model version it serves."""
+    import bentoml
+    import yaml
+
+    path = Path(path).resolve()
+    try:
+        with tarfile.open(path) as archive:
+            names = {name.removeprefix("./"): name for name in archive.getnames()}
+            with archive.extractfile(names["bento.yaml"]) as info:
+                described = yaml.safe_load(info)
+        tag = f"{described['name']}:{described['version']}"
+    except (OSError, KeyError, TypeError, tarfile.TarError, yaml.YAMLError) as error:
+        raise DeploymentError(f"{path} is not a bento archive: {error}") from error
+    with _bentoml_stores(bentoml_home(settings)):
+        try:
+            bento = bentoml.get(tag)
+        except bentoml.exceptions.NotFound:
+            try:
+                bento = bentoml.import_bento(str(path))
+            except Exception as error:
+                raise DeploymentError(f"cannot import a bento from {path}: {error}") from error
+        return str(bento.tag), int(bento.info.labels["model_version"])

@@ -1,0 +1,128 @@
+"""Static checks of every workflow the template ships or bakes: security audit, lint, schema, pins.
+
+The same tools a security review would run, all offline: zizmor (audits), actionlint with shellcheck
+on PATH (expressions, job graph, and the shell inside `run:`), check-jsonschema against GitHub's
+workflow, action and dependabot schemas. Then one rule across all files: every remote action is
+pinned by a full commit SHA with a version comment, and the same action has the same pin everywhere,
+in the template's own workflow and in every baked project.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import COMBINATIONS, TEMPLATE
+
+USES = re.compile(r"^\s*(?:-\s*)?uses:\s*(?P<target>\S+)(?P<comment>.*)$")
+PINNED = re.compile(r"^(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})$")
+VERSION_COMMENT = re.compile(r"^\s*#\s*v\d+(\.\d+)*\s*$")
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not on PATH: `make test` installs it from tests/requirements.txt")
+    return path
+
+
+def check(command: list[str], cwd: Path) -> None:
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"{' '.join(command)} in {cwd}:\n{done.stdout}\n{done.stderr}"
+
+
+def github_files(root: Path) -> dict[str, list[Path]]:
+    folder = root / ".github"
+    return {
+        "workflows": sorted(folder.glob("workflows/*.yml")),
+        "actions": sorted(folder.glob("actions/*/action.yml")),
+        "dependabot": sorted(folder.glob("dependabot.yml")),
+    }
+
+
+@pytest.fixture(scope="module", params=["TEMPLATE", *COMBINATIONS])
+def repository(request, baked) -> Path:
+    """The template repository itself, then each baked project."""
+    return TEMPLATE if request.param == "TEMPLATE" else baked(request.param)
+
+
+def test_there_are_workflows_to_check(repository):
+    files = github_files(repository)
+    assert files["workflows"], f"no workflows in {repository}/.github"
+    if repository != TEMPLATE:
+        names = {path.name for path in files["workflows"]}
+        assert {"ci.yml", "cd.yml", "rollback.yml"} <= names
+        assert files["actions"] and files["dependabot"]
+
+
+def test_zizmor_finds_nothing(repository):
+    check([tool("zizmor"), "--offline", "--min-severity", "low", ".github"], repository)
+
+
+def test_actionlint_with_shellcheck_finds_nothing(repository):
+    tool("shellcheck")  # actionlint checks `run:` scripts only when shellcheck is on PATH
+    files = [str(path) for path in github_files(repository)["workflows"]]
+    check([tool("actionlint"), *files], repository)
+
+
+def test_files_match_githubs_schemas(repository):
+    schemas = {
+        "workflows": "vendor.github-workflows",
+        "actions": "vendor.github-actions",
+        "dependabot": "vendor.dependabot",
+    }
+    for kind, files in github_files(repository).items():
+        if files:
+            command = [tool("check-jsonschema"), "--builtin-schema", schemas[kind]]
+            check([*command, *map(str, files)], repository)
+
+
+def test_every_job_is_hardened(repository):
+    """Least privilege by default, bounded run time, and no credentials left in the checkout."""
+    for path in github_files(repository)["workflows"]:
+        workflow = yaml.safe_load(path.read_text())
+        assert workflow.get("permissions") == {}, f"{path}: top-level `permissions: {{}}` missing"
+        assert "pull_request_target" not in (workflow.get(True) or workflow.get("on") or {})
+        for name, job in workflow["jobs"].items():
+            if "uses" in job:  # a reusable workflow call inherits the callee's limits
+                continue
+            assert "timeout-minutes" in job, f"{path}: job {name} has no timeout-minutes"
+            for step in job.get("steps", []):
+                if str(step.get("uses", "")).startswith("actions/checkout@"):
+                    with_ = step.get("with") or {}
+                    assert with_.get("persist-credentials") is False, (
+                        f"{path}: job {name} checks out without persist-credentials: false"
+                    )
+
+
+def all_pins(root: Path) -> list[tuple[Path, str, str, str]]:
+    """(file, action, sha, version comment) for every remote `uses:` under root/.github."""
+    pins = []
+    for path in sorted((root / ".github").rglob("*.yml")):
+        for line in path.read_text().splitlines():
+            match = USES.match(line)
+            if not match or match["target"].startswith(("./", "docker://")):
+                continue
+            pinned = PINNED.match(match["target"])
+            assert pinned, f"{path}: `{match['target']}` is not pinned by a full commit SHA"
+            assert VERSION_COMMENT.match(match["comment"]), (
+                f"{path}: `{match['target']}` has no `# vX.Y.Z` comment"
+            )
+            pins.append((path, pinned["action"], pinned["sha"], match["comment"].strip()))
+    return pins
+
+
+def test_each_action_has_one_pin_everywhere(baked):
+    """The template's own workflow and every baked project use the same SHA for the same action."""
+    seen: dict[str, tuple[str, str, Path]] = {}
+    for root in [TEMPLATE, *(baked(name) for name in COMBINATIONS)]:
+        for path, action, sha, comment in all_pins(root):
+            first = seen.setdefault(action, (sha, comment, path))
+            assert (sha, comment) == first[:2], (
+                f"{action}: {path} pins {sha} {comment}, {first[2]} pins {first[0]} {first[1]}"
+            )
+    assert "actions/checkout" in seen

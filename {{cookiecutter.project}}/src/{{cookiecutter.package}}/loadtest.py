@@ -1,0 +1,130 @@
+"""A short, bounded load test of a running server, and waiting until a server serves a given version.
+
+`smoke --load-seconds N` adds the load test to the smoke checks: a few client threads send single-row
+`/predict` requests for N seconds (at most `max_requests` in all), and the check fails on any error or
+when the 95th percentile latency exceeds its bound. Latencies are timed per request from send to answer,
+uncorrected for coordinated omission (a closed-loop client: each thread waits for its answer), and the
+report says so.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+
+from .settings import PipelineError
+
+
+class NotServing(PipelineError, RuntimeError):
+    """A server did not serve the expected model version in time."""
+
+
+def load_test(
+    url: str,
+    records: list[dict[str, float]],
+    seconds: float,
+    concurrency: int = 4,
+    max_requests: int = 5_000,
+    max_p95_ms: float = 1_000.0,
+) -> dict[str, Any]:
+    """Send `records` round-robin to `/predict` from `concurrency` threads; a smoke-style check."""
+    if not records:
+        raise ValueError("the load test needs at least one row")
+    latencies: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    sent = 0
+    deadline = time.monotonic() + seconds
+
+    def next_index() -> int | None:
+        nonlocal sent
+        with lock:
+            if sent >= max_requests or time.monotonic() >= deadline:
+                return None
+            sent += 1
+            return sent
+
+    def worker() -> None:
+        with httpx.Client(base_url=url.rstrip("/"), timeout=30) as http:
+            while (index := next_index()) is not None:
+                started = time.perf_counter()
+                try:
+                    answer = http.post("/predict", json=records[index % len(records)])
+                    failed = None if answer.status_code == 200 else f"HTTP {answer.status_code}"
+                except httpx.HTTPError as error:
+                    failed = f"{type(error).__name__}: {error}"
+                elapsed = (time.perf_counter() - started) * 1000
+                with lock:
+                    latencies.append(elapsed)
+                    if failed:
+                        errors.append(failed)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(seconds + 60)
+    duration = time.monotonic() - started
+    stats = _stats(latencies, len(errors), duration, concurrency)
+    slow = stats["p95_ms"] is not None and stats["p95_ms"] > max_p95_ms
+    passed = bool(latencies) and not errors and not slow
+    detail = (
+        f"{stats['requests']} requests in {duration:.1f} s at concurrency {concurrency}: "
+        f"{stats['requests_per_second']:.0f} req/s, p50 {stats['p50_ms']} ms, p95 {stats['p95_ms']} ms, "
+        f"p99 {stats['p99_ms']} ms (uncorrected), {len(errors)} errors"
+    )
+    if errors:
+        detail += f"; first error: {errors[0]}"
+    if slow:
+        detail += f"; p95 above the {max_p95_ms:g} ms bound"
+    return {"name": "load_test", "passed": passed, "detail": detail, "stats": stats}
+
+
+def _stats(
+    latencies: list[float], errors: int, duration: float, concurrency: int
+) -> dict[str, Any]:
+    def percentile(q: float) -> float | None:
+        return round(float(np.percentile(latencies, q)), 1) if latencies else None
+
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "seconds": round(duration, 2),
+        "concurrency": concurrency,
+        "requests_per_second": len(latencies) / duration if duration > 0 else 0.0,
+        "p50_ms": percentile(50),
+        "p95_ms": percentile(95),
+        "p99_ms": percentile(99),
+        "max_ms": round(max(latencies), 1) if latencies else None,
+        "latency": "per request, uncorrected for coordinated omission",
+    }
+
+
+def wait_for_version(url: str, version: int, timeout: float, interval: float = 5.0) -> float:
+    """Poll `/metadata` until the server serves `version`; return the seconds it took.
+
+    For a deployment that rolls out on its own after the image tag moved: the smoke test starts when
+    the new version answers, not before. Raises NotServing with the last answer after `timeout`.
+    """
+    started = time.monotonic()
+    last = "no answer"
+    while True:
+        try:
+            answer = httpx.post(f"{url.rstrip('/')}/metadata", json={}, timeout=10)
+            if answer.status_code == 200:
+                served = answer.json().get("model_version")
+                if served == version:
+                    return time.monotonic() - started
+                last = f"serves v{served}"
+            else:
+                last = f"HTTP {answer.status_code}"
+        except (httpx.HTTPError, ValueError) as error:
+            last = f"{type(error).__name__}: {error}"
+        if time.monotonic() - started + interval > timeout:
+            raise NotServing(f"{url} did not serve v{version} within {timeout:g} s (last: {last})")
+        time.sleep(interval)

@@ -1,0 +1,337 @@
+"""What the workflows show and decide: the PR comment, job summaries, step outputs, configuration checks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from {{ cookiecutter.package }} import cli, github, loadtest
+from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER
+
+DIRECTIONS = METRIC_GREATER_IS_BETTER["classification"]
+
+
+def evaluate_report(**changes) -> dict:
+    report = {
+        "decision": "promote",
+        "reasons": [
+            "f1 improves by +0.0200 (needs at least 0.005)",
+            "guard accuracy within tolerance (+0.0100, tolerance 0.01)",
+        ],
+        "primary_metric": "f1",
+        "candidate_version": 3,
+        "champion_version": 2,
+        "candidate_metrics": {"f1": 0.95, "accuracy": 0.96, "log_loss": 0.12},
+        "champion_metrics": {"f1": 0.93, "accuracy": 0.95, "log_loss": 0.10},
+        "improvement": 0.02,
+        "interval": [0.001, 0.04],
+        "holdout_rows": 114,
+        "plots": ["reports/plots/confusion_matrix.png", "reports/plots/roc_curve.png"],
+    }
+    return {**report, **changes}
+
+
+def validate_report(failures: int = 0) -> dict:
+    return {
+        "success": failures == 0,
+        "evaluated": 95,
+        "failed": failures,
+        "rows": 569,
+        "failures": [
+            {
+                "expectation": "expect_column_values_to_be_between",
+                "column": f"feature_{index}",
+                "unexpected_count": 3,
+                "observed": [-999.0, "a|b <script>"],
+                "expected": "between 0 and 40",
+            }
+            for index in range(failures)
+        ],
+    }
+
+
+def rows_by_metric(report: dict) -> dict[str, list[str]]:
+    return {row[0]: row for row in github.metric_rows(report, DIRECTIONS)}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (0.0123, "+0.0123"),
+        (-0.004, "-0.0040"),
+        (0.0, "0.0000"),
+        (-0.00001, "0.0000"),
+        (None, "n/a"),
+    ],
+)
+def test_deltas_carry_their_sign(value, expected):
+    assert github.signed(value) == expected
+
+
+def test_metric_table_shows_candidate_champion_delta_and_direction():
+    rows = rows_by_metric(evaluate_report())
+    assert rows["**f1** (gate)"] == ["**f1** (gate)", "0.9500", "0.9300", "+0.0200", "better"]
+    assert rows["accuracy"][3:] == ["+0.0100", "better"]
+    # log loss went up: a positive delta that is worse, because lower is better
+    assert rows["log_loss"][3:] == ["+0.0200", "worse"]
+
+
+def test_equal_metrics_are_the_same_not_better():
+    report = evaluate_report(candidate_metrics={"f1": 0.93}, champion_metrics={"f1": 0.93})
+    assert rows_by_metric(report)["**f1** (gate)"][3:] == ["0.0000", "same"]
+
+
+def test_first_model_has_no_champion_column_values():
+    report = evaluate_report(champion_version=None, champion_metrics={}, interval=None)
+    rows = rows_by_metric(report)
+    assert rows["accuracy"][2:4] == ["n/a", "n/a"]
+    text = github.evaluation_section(report, DIRECTIONS)
+    assert "no champion (first model)" in text
+
+
+@pytest.mark.parametrize(("decision", "word"), [("promote", "PROMOTE"), ("reject", "REJECT")])
+def test_verdict_and_reasons_are_in_the_report(decision, word):
+    reasons = ["f1 changes by -0.0100; needs at least +0.005", "guard accuracy worsens by 0.0200"]
+    report = github.render(
+        {"evaluate": evaluate_report(decision=decision, reasons=reasons), "validate": None},
+        DIRECTIONS,
+        github.Context(),
+    )
+    assert report.startswith(f"## Model report: **{word}** v3")
+    assert f"### Gate verdict: **{word}** candidate v3" in report
+    for reason in reasons:
+        assert f"- {reason}" in report
+
+
+def test_missing_reports_give_a_clear_line_not_an_error():
+    report = github.render(
+        {"evaluate": None, "validate": None},
+        DIRECTIONS,
+        github.Context(run_url="https://github.com/o/r/actions/runs/1"),
+    )
+    assert "_No evaluate report: the `evaluate` step did not run" in report
+    assert "_No validate report" in report
+    assert "(https://github.com/o/r/actions/runs/1)" in report
+    assert "Plots" not in report
+
+
+def test_validation_failures_are_tabulated_and_escaped():
+    text = github.validation_section(validate_report(failures=2))
+    assert "### Data validation: **FAILED**" in text
+    assert "2 of 95 expectations failed on 569 rows" in text
+    assert "`feature_1`" in text
+    assert "<script>" not in text and "&lt;script&gt;" in text
+    assert "a\\|b" in text  # a pipe in the data does not split the table row
+
+
+def test_many_validation_failures_are_counted_not_listed():
+    text = github.validation_section(validate_report(failures=github.MAX_FAILURE_ROWS + 7))
+    assert text.count("expect_column_values_to_be_between") == github.MAX_FAILURE_ROWS
+    assert "... and 7 more failures" in text
+
+
+def test_plots_link_to_the_artifact():
+    text = github.plots_section(evaluate_report(), "https://example.com/artifact/9")
+    assert "confusion matrix, roc curve" in text
+    assert "(https://example.com/artifact/9)" in text
+
+
+def test_comment_starts_with_the_hidden_marker():
+    body = github.comment_body("## Model report\n")
+    assert body.splitlines()[0] == github.MARKER
+    assert body.splitlines()[0].startswith("<!--")
+
+
+def test_very_long_report_is_cut_below_githubs_limit_with_a_note():
+    report = github.render(
+        {"evaluate": evaluate_report(), "validate": validate_report(failures=20)},
+        DIRECTIONS,
+        github.Context(),
+    )
+    # a report far over the limit, with characters that count twice in UTF-16
+    long_report = report + "\n".join(f"- line {n} \N{BAR CHART}" * 5 for n in range(20_000))
+    body = github.comment_body(long_report, "https://github.com/o/r/actions/runs/1")
+    assert github.utf16_length(body) <= github.COMMENT_LIMIT
+    assert body.startswith(github.MARKER + "\n## Model report")
+    assert body.rstrip().endswith("._")
+    assert "Truncated" in body and "(https://github.com/o/r/actions/runs/1)" in body
+    assert "| **f1** (gate) |" in body  # the top of the report survives
+
+
+def test_short_report_is_not_truncated():
+    report = "## Model report\n\nall good\n"
+    assert github.comment_body(report) == github.MARKER + "\n" + report
+
+
+def test_a_single_enormous_line_is_cut_too():
+    text = github.truncate("x" * 100_000, 1_000, "_cut_")
+    assert github.utf16_length(text) <= 1_000 and text.endswith("_cut_")
+
+
+def test_outputs_go_to_the_github_output_file(tmp_path):
+    path = tmp_path / "output"
+    values = github.outputs_from("evaluate", evaluate_report(champion_version=None))
+    github.write_outputs(values, {"GITHUB_OUTPUT": str(path)})
+    assert path.read_text() == "decision=promote\ncandidate_version=3\nchampion_version=\n"
+
+
+def test_outputs_refuse_line_breaks(tmp_path):
+    with pytest.raises(ValueError, match="line break"):
+        github.write_outputs({"x": "a\nb=c"}, {"GITHUB_OUTPUT": str(tmp_path / "output")})
+
+
+def test_cd_without_a_tracking_server_says_what_to_set(tmp_path):
+    check = github.check_config("cd", {}, {"data": "data/x.csv"}, tmp_path)
+    assert check.configured is False
+    assert check.outputs == {"configured": "false"}
+    summary = check.summary()
+    assert "MLFLOW_TRACKING_URI" in summary and "docs/setup.md" in summary
+    assert "AWS_ROLE_ARN" not in summary  # the data is local
+
+
+def test_s3_locations_need_an_aws_role(tmp_path):
+    env = {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}
+    locations = {"data": "data/x.csv", "input": "s3://bucket/in.csv", "output": "s3://bucket/out"}
+    assert github.check_config("cd", env, locations, tmp_path).configured is True
+    batch = github.check_config("batch", env, locations, tmp_path)
+    assert batch.configured is False
+    assert [name for _, name, _ in batch.missing] == ["AWS_ROLE_ARN"]
+    with_role = {**env, "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/gh"}
+    assert github.check_config("batch", with_role, locations, tmp_path).configured is True
+
+
+@pytest.mark.parametrize(
+    ("env", "mode"),
+    [
+        ({}, "baseline"),
+        ({"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}, "server"),
+        (
+            {
+                "MLFLOW_TRACKING_URI": "https://mlflow.example.com",
+                "PR_HEAD_REPO": "someone/fork",
+                "GITHUB_REPOSITORY": "owner/repo",
+            },
+            "baseline",
+        ),
+    ],
+)
+def test_ci_needs_no_configuration(tmp_path, env, mode):
+    check = github.check_config("ci", env, {}, tmp_path)
+    assert check.configured is True
+    assert check.outputs["mode"] == mode
+    if mode == "baseline":
+        assert check.outputs["tracking_uri"] == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    else:
+        assert check.outputs["tracking_uri"] == env["MLFLOW_TRACKING_URI"]
+
+
+def test_baseline_params_keep_the_base_model_but_use_this_data():
+    base = {"data": {"source": "data/old.csv", "target": "y"}, "registry": {"model_name": "old"}}
+    params = github.baseline_params(base, "/work/data/new.csv", "new_name")
+    assert params["data"] == {"source": "/work/data/new.csv", "target": "y"}
+    assert params["registry"]["model_name"] == "new_name"
+    assert base["data"]["source"] == "data/old.csv"  # the input is not changed
+
+
+def test_champion_source_reports_a_failed_baseline():
+    source, notes = github.champion_source(
+        {"BASE_REF": "main", "BASE_SHA": "a" * 40, "BASELINE_OUTCOME": "failure"}
+    )
+    assert source.startswith("trained from `main` at `aaaaaaaaaaaa`")
+    assert "could not be trained" in notes[0]
+    assert github.champion_source({"CHAMPION_MODE": "server"}) == ("the registry's champion", [])
+
+
+# The CLI commands, on reports written by hand (no training needed)
+
+
+def write_reports(project, **found: dict) -> None:
+    folder = project / "reports"
+    folder.mkdir(exist_ok=True)
+    for stage, report in found.items():
+        (folder / f"{stage}.json").write_text(json.dumps(report))
+
+
+def test_comment_command_writes_the_body_and_the_same_job_summary(project, tmp_path, monkeypatch):
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    write_reports(project, evaluate=evaluate_report(), validate=validate_report())
+    assert cli.main(["comment", "--output", "out/comment.md"]) == cli.EXIT_OK
+    body = (project / "out" / "comment.md").read_text()
+    assert body.startswith(github.MARKER + "\n")
+    assert "| **f1** (gate) | 0.9500 | 0.9300 | +0.0200 | better |" in body
+    assert "### Data validation: passed" in body
+    assert summary.read_text().strip() == body.removeprefix(github.MARKER + "\n").strip()
+
+
+def test_comment_command_works_without_any_report(project):
+    assert cli.main(["comment"]) == cli.EXIT_OK
+    assert "_No evaluate report" in (project / "reports" / "comment.md").read_text()
+
+
+def test_check_config_ends_green_and_sets_outputs(project, tmp_path, monkeypatch):
+    output, summary = tmp_path / "output", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(output))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    assert cli.main(["check-config", "--for", "cd"]) == cli.EXIT_OK
+    assert output.read_text() == "configured=false\n"
+    assert "MLFLOW_TRACKING_URI" in summary.read_text()
+
+
+def test_summary_command_refuses_unknown_sections(project, capsys):
+    assert cli.main(["summary", "--sections", "evaluate,nonsense"]) == cli.EXIT_ERROR
+    assert "nonsense" in capsys.readouterr().err
+
+
+# The load test and waiting for a version, against a tiny stand-in server
+
+
+class FakeModelServer(BaseHTTPRequestHandler):
+    version = 7
+    status = 200
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = json.dumps({"prediction": 1, "model_version": self.version}).encode()
+        self.send_response(self.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def fake_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeModelServer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    FakeModelServer.status = 200
+
+
+def test_load_test_is_bounded_and_reports_latency(fake_server):
+    check = loadtest.load_test(fake_server, [{"x": 1.0}], seconds=5, max_requests=50)
+    assert check["passed"] is True
+    assert check["stats"]["requests"] == 50  # stopped by max_requests, well before 5 s
+    assert check["stats"]["p95_ms"] is not None
+    assert "uncorrected" in check["detail"]
+
+
+def test_load_test_fails_on_errors(fake_server):
+    FakeModelServer.status = 503
+    check = loadtest.load_test(fake_server, [{"x": 1.0}], seconds=5, max_requests=10)
+    assert check["passed"] is False
+    assert "first error: HTTP 503" in check["detail"]
+
+
+def test_wait_for_version(fake_server):
+    assert loadtest.wait_for_version(fake_server, 7, timeout=5) < 5
+    with pytest.raises(loadtest.NotServing, match="serves v7"):
+        loadtest.wait_for_version(fake_server, 8, timeout=0.2, interval=0.1)
