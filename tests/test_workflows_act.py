@@ -1,0 +1,565 @@
+"""The baked project's GitHub workflows, executed with `act` in host mode (no Docker), on a real git
+repository, with every remote action replaced by a small documented stand-in (tests/act/stand-ins).
+
+One project is baked (defaults, with a committed uv.lock) and made a git repository whose `origin` is
+github.com/<owner>/<project>; one MLflow tracking server (sqlite + local artifacts) plays the team's
+registry for the whole module, since every act job gets a fresh workspace. Scenarios:
+
+1. a pull request (ci.yml, zero configuration: the champion is trained from the base branch);
+2. the first push to main (cd.yml): v1 promoted through staging and production;
+3. a push whose model is worse: the gate rejects, nothing after it runs, the run is green;
+4. a push whose deployment fails after promotion (a broken production service): rolled back;
+5. rollback.yml dispatched: the champion returns to `previous`.
+
+2 to 5 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1 runs
+from a clone of the repository in the background while the pushes run, and is asserted last. Each is
+asserted from act's JSON log (job and step results, outputs, job summaries), from what the stand-ins
+recorded (the pull request comment, docker calls) and from the registry through the project's own
+`history` command. `pytest -s` prints how long each run and job took.
+
+The stand-in checks at the top are fast; the scenarios are `slow`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import demo
+import pytest
+import yaml
+from act_runner import (
+    STAND_INS,
+    Act,
+    ActRun,
+    commit_all,
+    find_act,
+    git,
+    init_repository,
+    local_repository_args,
+    mlflow_server,
+    precompiled_uv_cache,
+    remote_actions,
+)
+from conftest import COMBINATIONS, bake, run
+
+# Long dummy secrets: act masks every occurrence of a secret's value in its log, so short ones would
+# mask random substrings.
+SECRETS = {
+    "GITHUB_TOKEN": "ghs_act-tests-dummy-github-token-0123456789abcdef",
+    "MLFLOW_TRACKING_TOKEN": "act-tests-dummy-mlflow-tracking-token-0123456789abcdef",
+}
+
+
+# The stand-ins against the workflows of every baked option combination (fast)
+
+
+def _remote_steps(project: Path) -> Iterator[tuple[str, dict, str]]:
+    """(action, step, text of its job or action file) for every remote action step of the project."""
+    files = [*project.glob(".github/workflows/*.yml"), *project.glob(".github/actions/*/action.yml")]
+    for path in files:
+        document = yaml.safe_load(path.read_text())
+        # Where `steps.<id>` is visible: its job (steps, outputs), or the whole composite action.
+        scopes = [(job, job.get("steps") or []) for job in (document.get("jobs") or {}).values()]
+        scopes.append((document, (document.get("runs") or {}).get("steps") or []))
+        for scope, steps in scopes:
+            for step in steps:
+                if "uses" in step and not step["uses"].startswith("./"):
+                    yield step["uses"].split("@")[0], step, yaml.safe_dump(scope)
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_every_remote_action_has_a_stand_in_that_accepts_its_inputs(name, baked):
+    """Same input names (`with:`) and output names (`steps.<id>.outputs.<name>`) as used."""
+    project = baked(name)
+    assert remote_actions(project), "the baked workflows use no remote action at all?"
+    local_repository_args(project)  # raises for a missing stand-in
+    for action, step, scope in _remote_steps(project):
+        owner, repo, *subpath = action.split("/")
+        spec = yaml.safe_load((STAND_INS / owner / repo).joinpath(*subpath, "action.yml").read_text())
+        unknown = set(step.get("with") or {}) - set(spec.get("inputs") or {})
+        assert not unknown, f"{action}: the stand-in does not declare inputs {sorted(unknown)}"
+        if "id" in step:
+            used = set(re.findall(rf"steps\.{re.escape(step['id'])}\.outputs\.([\w-]+)", scope))
+            unknown = used - set(spec.get("outputs") or {})
+            assert not unknown, f"{action}: the stand-in does not declare outputs {sorted(unknown)}"
+
+
+def test_every_stand_in_is_documented_and_used(baked):
+    used = set()
+    for name in COMBINATIONS:
+        used |= {"/".join(action.split("/")[:2]) for action in remote_actions(baked(name))}
+    for path in sorted(STAND_INS.glob("*/*/action.yml")):
+        action = f"{path.parent.parent.name}/{path.parent.name}"
+        text = path.read_text()
+        assert text.startswith(f"# Stand-in for {action} ("), f"{path}: header names another action"
+        assert "# Real action:" in text and "# This stand-in:" in text, f"{path}: undocumented"
+        assert action in used, f"{action}: no baked workflow uses it any more; delete the stand-in"
+
+
+def _comment_script(project: Path) -> str:
+    """The github-script body of ci.yml's comment job."""
+    workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text())
+    steps = workflow["jobs"]["comment"]["steps"]
+    return next(s["with"]["script"] for s in steps if s.get("uses", "").startswith("actions/github-script@"))
+
+
+def test_the_pull_request_comment_is_created_once_then_updated_in_place(baked, tmp_path):
+    """ci.yml's own comment script, run twice through the github-script stand-in's fake API: the second
+    push edits the first comment (found by its hidden marker) instead of adding one; other comments on
+    the pull request, a human's that quotes the marker included, are left alone."""
+    project = baked("DEFAULT")
+    slug = "octo/ml-service"
+    state, work = tmp_path / "state", tmp_path / "work"
+    (state / "github").mkdir(parents=True)
+    (work / "comment").mkdir(parents=True)
+    human = {"id": 1, "body": "<!-- ml_service:model-report -->\nquoted by hand", "user": {"type": "User"}}
+    (state / "github" / "comments-7.json").write_text(json.dumps([human]))
+    event = work / "event.json"
+    event.write_text(json.dumps({"number": 7, "pull_request": {"number": 7}, "repository": repository(slug)}))
+
+    def post(body: str) -> subprocess.CompletedProcess:
+        (work / "comment" / "comment.md").write_text(body)
+        env = {
+            **os.environ,
+            "ACT_STANDIN_STATE": str(state),
+            "GITHUB_EVENT_PATH": str(event),
+            "GITHUB_REPOSITORY": slug,
+            "GITHUB_OUTPUT": str(work / "output"),
+            "INPUT_SCRIPT": _comment_script(project),
+        }
+        fake = STAND_INS / "actions" / "github-script" / "fake.js"
+        return subprocess.run(["node", str(fake)], cwd=work, env=env, capture_output=True, text=True)
+
+    first = post("<!-- ml_service:model-report -->\n## first push")
+    assert first.returncode == 0 and "created comment" in first.stdout, first.stdout + first.stderr
+    second = post("<!-- ml_service:model-report -->\n## second push")
+    assert second.returncode == 0 and "updated comment" in second.stdout, second.stdout + second.stderr
+    comments = json.loads((state / "github" / "comments-7.json").read_text())
+    assert [c["body"] for c in comments] == [human["body"], "<!-- ml_service:model-report -->\n## second push"]
+    unmarked = post("## no marker")
+    assert unmarked.returncode != 0 and "hidden marker" in unmarked.stdout
+    assert len(json.loads((state / "github" / "comments-7.json").read_text())) == 2
+
+
+# The scenarios (slow)
+
+# Hyperparameters of the logistic regression: each step up in C fits the bundled data better.
+WORSE, WEAK, BETTER, BEST = 0.0001, 0.001, 0.01, 1.0
+
+
+def world_params(project: Path, c: float) -> None:
+    path = project / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["model"]["hyperparameters"] = {"C": c, "max_iter": 1000}
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@dataclass
+class World:
+    """The baked repository, act with its stand-ins, the registry server, and what has happened so far."""
+
+    repo: Path
+    venv: Path
+    act: Act
+    pr_act: Act  # on a clone of repo, so that scenario 1 can run while the pushes to main do
+    tracking_uri: str
+    slug: str
+    package: str
+    done: dict[str, ActRun] = field(default_factory=dict)
+    setup: dict[str, float] = field(default_factory=dict)  # seconds each preparation took
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """The project's CLI against the shared registry, with reports outside the repository."""
+        env = {
+            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+            "MLFLOW_TRACKING_URI": self.tracking_uri,
+            "REPORTS_DIR": str(self.act.state / "cli-reports"),
+        }
+        done = subprocess.run(
+            [str(self.venv / "bin" / self.package), *args],
+            cwd=self.repo,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert not check or done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
+        return done
+
+    def registry(self) -> dict:
+        """`history` of the shared registry: {"aliases": {...}, "history": [...]}."""
+        self.cli("history")
+        return json.loads((self.act.state / "cli-reports" / "history.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, stack) -> World:
+    root = tmp_path_factory.mktemp("act")
+    setup, started = {}, time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal started
+        setup[name], started = time.perf_counter() - started, time.perf_counter()
+
+    project = bake(root / "bake")
+    venv = stack(project)  # the project's stack, once; it also fills uv's cache the jobs install from
+    lap("stack")
+    answers = json.loads((project / ".cookiecutter.json").read_text())
+    slug = f"{answers['github_owner']}/{answers['project']}"
+    # A committed lock, as the setup action's notice asks: every job's `uv sync --locked` links the
+    # environment from uv's cache in about a second instead of resolving it again.
+    run(["uv", "lock", "--quiet", "--python", str(venv / "bin" / "python")], project)
+    lap("uv lock")
+    world_params(project, WEAK)  # a weak first model, so that better ones can win the gate later
+    init_repository(project, slug)
+    # The pull request's repository: a clone, with origin on GitHub like the main one.
+    pr_repo = root / "pull-request" / project.name
+    git(root, "clone", "--quiet", str(project), str(pr_repo))
+    git(pr_repo, "remote", "set-url", "origin", f"https://github.com/{slug}.git")
+    git(pr_repo, "config", "user.name", "act tests")
+    git(pr_repo, "config", "user.email", "act-tests@example.com")
+    git(pr_repo, "checkout", "--quiet", "-b", PR_BRANCH)
+    world_params(pr_repo, BETTER)
+    commit_all(pr_repo, "Weaker regularisation")
+    env = {
+        "ACT_STANDIN_PYTHONS": str(Path(demo.interpreter(answers["python_version"])).parent),
+        # Each job's `uv sync` links its .venv from this copy, bytecode included.
+        "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
+    }
+    lap("repositories, bytecode in uv's cache")
+    act = Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env)
+    pr_act = Act(find_act(), pr_repo, state=root / "pr-state", cache=root / "pr-act-cache", env=env)
+    with mlflow_server(venv, root / "registry") as tracking_uri:
+        lap("mlflow server")
+        world = World(project, venv, act, pr_act, tracking_uri, slug, answers["package"], setup=setup)
+        yield world
+    # How long each run and job took: shown with `pytest -s`, and kept next to act's logs.
+    lines = [
+        f"{name}: {done.seconds:.0f} s ("
+        + ", ".join(f"{job} {seconds:.0f} s" for job, seconds in done.job_seconds().items())
+        + ")"
+        for name, done in world.done.items()
+    ]
+    lines.insert(0, "setup: " + ", ".join(f"{name} {s:.0f} s" for name, s in setup.items()))
+    (act.state / "timings.txt").write_text("\n".join(lines) + "\n")
+    print("\nact runs:\n  " + "\n  ".join(lines))
+
+
+def repository(slug: str) -> dict:
+    owner, name = slug.split("/")
+    return {"full_name": slug, "name": name, "owner": {"login": owner}, "default_branch": "main"}
+
+
+def pull_request_payload(repo: Path, slug: str, number: int, base: str, head: str) -> dict:
+    """A `pull_request` event from `head` into `base`, both branches of the same repository."""
+
+    def side(branch: str) -> dict:
+        return {"ref": branch, "sha": git(repo, "rev-parse", branch), "repo": repository(slug)}
+
+    return {
+        "action": "synchronize",
+        "number": number,
+        "pull_request": {"number": number, "head": side(head), "base": side(base)},
+        "repository": repository(slug),
+    }
+
+
+def assert_ok(run: ActRun, jobs: set[str]) -> None:
+    assert run.returncode == 0, run.explain()
+    assert set(run.jobs) == jobs, run.explain()
+    assert all(result == "success" for result in run.jobs.values()), run.explain()
+
+
+# Pushes to main and the manual rollback, against the shared registry
+
+
+def push(world: World, c: float | None, message: str, variables: dict[str, str] | None = None) -> ActRun:
+    """Commit (new hyperparameters, or nothing) on main and run cd.yml for the push."""
+    before = git(world.repo, "rev-parse", "HEAD")
+    if c is not None:
+        world_params(world.repo, c)
+        after = commit_all(world.repo, message)
+    else:
+        before, after = "0" * 40, before  # the repository's first push
+    payload = {
+        "ref": "refs/heads/main",
+        "before": before,
+        "after": after,
+        "head_commit": {"id": after, "message": message},
+        "repository": repository(world.slug),
+    }
+    variables = {"MLFLOW_TRACKING_URI": world.tracking_uri, "SKIP_IMAGE": "true", **(variables or {})}
+    return world.act.run("push", "cd.yml", payload=payload, variables=variables, secrets=SECRETS)
+
+
+def entries(registry: dict, action: str) -> list[tuple]:
+    """(alias, before, after, why) of the audit trail's moves of one kind, oldest first."""
+    return [
+        (e["alias"], e["before"], e["after"], e["why"]) for e in registry["history"] if e["action"] == action
+    ]
+
+
+DEPLOY_JOBS = {"gate", "build", "staging", "production"}
+IMAGE_STEPS = {
+    "Set up Docker Buildx",
+    "Log in to GHCR",
+    "Image tags and labels",
+    "Build and push the image",
+    "SBOM of the image",
+    "Provenance attestation",
+    "Run the image",
+    "Smoke and load test the image",
+    "Tag the image for production",
+}
+
+
+def assert_deployed(world: World, run: ActRun, version: int) -> None:
+    """gate -> build -> staging -> production all green for `version`, without any image step."""
+    assert_ok(run, DEPLOY_JOBS)
+    gate = run.outputs["gate"]
+    assert (gate["decision"], gate["candidate_version"]) == ("promote", str(version)), gate
+    assert run.steps["build"]["Build the bento"] == "success"
+    assert run.steps["staging"]["Import the bento"] == "success"
+    assert run.steps["staging"]["Smoke and load test the bento"] == "success"
+    assert run.steps["production"]["Promote in the registry"] == "success"
+    # SKIP_IMAGE: no image step ran, and no docker, SBOM or attestation stand-in was called.
+    ran = {step for steps in run.steps.values() for step in steps}
+    assert not ran & IMAGE_STEPS, ran & IMAGE_STEPS
+    assert world.act.calls() == []
+    # Staging smoke-tested the bento on a local server, load test included; production promoted it.
+    staging = run.summaries["staging"]
+    assert "### Smoke test: passed" in staging and "| load_test | pass |" in staging, staging
+    assert f"Model v{version} served at http://127.0.0.1:" in staging, staging
+    assert f"### Promotion: champion is now v{version}" in run.summaries["production"]
+
+
+@pytest.fixture(scope="module")
+def first_push(world, pull_request) -> tuple[ActRun, dict]:
+    run = push(world, None, "Initial commit from the template")
+    world.done["first push"] = run
+    return run, world.registry()
+
+
+@pytest.mark.slow
+def test_2_first_push_promotes_v1_through_staging_and_production(world, first_push):
+    run, registry = first_push
+    assert_deployed(world, run, 1)
+    assert "rollback" not in run.jobs
+    aliases = registry["aliases"]
+    assert aliases["champion"] == 1 and "previous" not in aliases, aliases
+    promoted = [e for e in registry["history"] if e["action"] == "promote"]
+    assert [(e["before"], e["after"], e["by"]) for e in promoted] == [(None, 1, world.act.actor)]
+
+
+@pytest.fixture(scope="module")
+def worse_push(world, first_push) -> tuple[ActRun, dict]:
+    run = push(world, WORSE, "Much stronger regularisation")
+    world.done["worse push"] = run
+    return run, world.registry()
+
+
+@pytest.mark.slow
+def test_3_a_worse_model_is_rejected_and_nothing_after_the_gate_runs(world, worse_push):
+    run, registry = worse_push
+    assert_ok(run, {"gate"})  # green, and build, staging, production, rollback never started
+    assert (run.outputs["gate"]["decision"], run.outputs["gate"]["candidate_version"]) == ("reject", "2")
+    gate = run.summaries["gate"]
+    assert "## Gate: **REJECT** v2" in gate and "Candidate v2 against champion v1" in gate, gate
+    assert "- f1 changes by -" in gate, gate  # the reason
+    assert registry["aliases"]["champion"] == 1 and registry["aliases"]["challenger"] == 2, registry
+    assert [entry[2] for entry in entries(registry, "promote")] == [1]
+
+
+@pytest.fixture(scope="module")
+def better_push(world, worse_push) -> tuple[ActRun, dict]:
+    """A second promotion, so that there is a `previous` to roll back to."""
+    run = push(world, BETTER, "Weaker regularisation")
+    world.done["better push"] = run
+    return run, world.registry()
+
+
+class BrokenProduction:
+    """A production service that rolled out the newest registered model and is broken: it says it is
+    ready and serves the challenger's version, but every prediction fails (HTTP 503)."""
+
+    def __init__(self, tracking_uri: str, model_name: str) -> None:
+        import http.server
+        import threading
+        import urllib.parse
+        import urllib.request
+
+        self.requests: list[str] = []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def answer(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                outer.requests.append(f"GET {self.path}")
+                self.answer(200, {"status": "ok"})
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.requests.append(f"POST {self.path}")
+                if self.path == "/metadata":
+                    query = urllib.parse.urlencode({"name": model_name, "alias": "challenger"})
+                    url = f"{tracking_uri}/api/2.0/mlflow/registered-models/alias?{query}"
+                    with urllib.request.urlopen(url, timeout=10) as found:
+                        version = int(json.load(found)["model_version"]["version"])
+                    self.answer(200, {"model_name": model_name, "model_version": version})
+                else:
+                    self.answer(503, {"error": "the model failed to load"})
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> BrokenProduction:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def failed_deployment(world, better_push) -> tuple[ActRun, dict, BrokenProduction]:
+    """v4 wins the gate and is promoted, but the production service it rolls out to is broken."""
+    with BrokenProduction(world.tracking_uri, world.package) as production:
+        run = push(world, BEST, "No regularisation to speak of", {"PRODUCTION_URL": production.url})
+    world.done["failed deployment"] = run
+    return run, world.registry(), production
+
+
+@pytest.mark.slow
+def test_4_a_failure_after_promotion_rolls_the_champion_back(world, better_push, failed_deployment):
+    second, before = better_push
+    assert_deployed(world, second, 3)
+    assert (before["aliases"]["champion"], before["aliases"]["previous"]) == (3, 1), before
+
+    run, registry, production = failed_deployment
+    assert run.returncode != 0, run.explain()
+    expected = {"gate": "success", "build": "success", "staging": "success"}
+    assert run.jobs == {**expected, "production": "failure", "rollback": "success"}, run.explain()
+    assert run.outputs["gate"]["candidate_version"] == "4"
+    steps = run.steps["production"]
+    assert steps["Promote in the registry"] == "success"
+    assert steps["Smoke test production"] == "failure"
+    assert "POST /predict" in production.requests  # the smoke test reached the broken service
+    summary = run.summaries["production"]
+    assert "### Promotion: champion is now v4" in summary, summary
+    assert "### Smoke test: **FAILED**" in summary and "| predict_matches_registry | **FAIL** |" in summary
+    assert run.steps["rollback"]["Undo the promotion in the registry"] == "success"
+    assert "### Rollback: champion is now v3" in run.summaries["rollback"]
+    # The champion is what it was before this push.
+    assert (registry["aliases"]["champion"], registry["aliases"]["previous"]) == (3, 1), registry
+    assert [entry[2] for entry in entries(registry, "promote")] == [1, 3, 4]
+    alias, before, after, why = entries(registry, "rollback")[-1]
+    assert (alias, before, after) == ("champion", 4, 3) and "deployment failed" in why
+
+
+@pytest.mark.slow
+def test_5_rollback_workflow_returns_the_champion_to_previous(world, failed_deployment):
+    assert failed_deployment[1]["aliases"]["champion"] == 3
+    run = world.act.run(
+        "workflow_dispatch",
+        "rollback.yml",
+        inputs={"to_version": "", "reason": "act test: back to previous"},
+        variables={"MLFLOW_TRACKING_URI": world.tracking_uri, "SKIP_IMAGE": "true"},
+        secrets=SECRETS,
+    )
+    world.done["rollback"] = run
+    assert_ok(run, {"rollback"})
+    steps = run.steps["rollback"]
+    assert steps["Move the champion back"] == "success"
+    assert steps["Build and smoke-test the new champion"] == "success"
+    assert run.outputs["rollback"]["champion"] == "1"
+    summary = run.summaries["rollback"]
+    assert "### Rollback: champion is now v1" in summary and "### Smoke test: passed" in summary
+    registry = world.registry()
+    assert registry["aliases"]["champion"] == 1
+    alias, before, after, why = entries(registry, "rollback")[-1]
+    assert (alias, before, after) == ("champion", 3, 1) and "act test: back to previous" in why
+    assert world.act.calls() == []
+
+
+# Scenario 1 runs from its own clone while the pushes run (this machine has cores to spare while the
+# deploy jobs wait on servers), so its assertions come last.
+
+PR_BRANCH = "weaker-regularisation"
+
+
+@pytest.fixture(scope="module")
+def pull_request(request, world):
+    """(event payload, the running act) of scenario 1; started only if scenario 1 was selected."""
+    if not any(item.name.startswith("test_1_") for item in request.session.items):
+        yield None
+        return
+    payload = pull_request_payload(world.pr_act.repo, world.slug, 1, "main", PR_BRANCH)
+    running = world.pr_act.start("pull_request", "ci.yml", payload=payload, secrets=SECRETS)
+    yield payload, running
+    running.stop()
+
+
+@pytest.mark.slow
+def test_1_pull_request_reports_the_candidate_against_the_base_branch(world, pull_request):
+    """No tracking server configured: the champion is trained from the base branch in the same job."""
+    payload, running = pull_request
+    run = running.wait()
+    world.done["pull request"] = run
+
+    assert_ok(run, {"lint", "test", "model", "comment"})
+    model = run.steps["model"]
+    for step in (
+        "Check out the base branch",
+        "Set up the base branch",
+        "Train the base branch's model as the champion",
+        "Validate the data",
+        "Train the candidate",
+        "Evaluate the candidate against the champion",
+        "Write the comment and the job summary",
+    ):
+        assert model.get(step) == "success", f"{step}: {model.get(step)}\n{run.explain()}"
+    # A throwaway store in the job's workspace: nothing of a pull request reaches the team's registry.
+    assert run.outputs["model"]["mode"] == "baseline"
+    assert run.outputs["model"]["tracking_uri"].startswith(f"sqlite:///{world.pr_act.cache}/")
+
+    # ONE comment, created through the (fake) GitHub API by the comment job, with the metric table.
+    created = [c for c in world.pr_act.api_calls() if c["call"] == "issues.createComment"]
+    assert len(created) == 1 and created[0]["params"]["issue_number"] == 1
+    body = created[0]["params"]["body"]
+    assert [comment["body"] for comment in world.pr_act.comments(1)] == [body]
+    assert body.startswith("<!--") and "-->" in body.splitlines()[0]  # the hidden marker
+    head, base = (payload["pull_request"][side]["sha"][:12] for side in ("head", "base"))
+    assert f"commit `{head}`" in body
+    # The champion is the base branch's model, trained in the same job (C 0.001 against 0.01).
+    assert f"Candidate v2 against champion v1 (trained from `main` at `{base}`" in body
+    assert "### Gate verdict: **PROMOTE** candidate v2" in body
+    assert "| metric | candidate | champion | delta | change |" in body
+    evaluated = json.loads((world.pr_act.artifact("model-report") / "evaluate.json").read_text())
+    f1 = evaluated["candidate_metrics"]["f1"], evaluated["champion_metrics"]["f1"]
+    assert f1[0] > f1[1]
+    assert f"| **f1** (gate) | {f1[0]:.4f} | {f1[1]:.4f} | {f1[0] - f1[1]:+.4f} | better |" in body
+    assert "### Data validation: passed" in body
+    # The same report in the model job's summary.
+    assert "| metric | candidate | champion | delta | change |" in run.summaries["model"]
+
+    # Nothing was deployed: no docker, attestation or AWS call.
+    assert world.pr_act.calls() == []
