@@ -63,7 +63,18 @@ def expected_tree(options: dict) -> tuple[set[str], set[str]]:
         ".github/dependabot.yml",
         ".github/zizmor.yml",
         "deploy/docker/Dockerfile",
+        "deploy/docker/hadolint.yaml",
         "docs/setup.md",
+    }
+    # Rollouts: nginx locally, two slots and an HTTPRoute on Kubernetes, for every bake.
+    present |= {
+        f"src/{resolved['package']}/rollout.py",
+        f"src/{resolved['package']}/proxy.py",
+        f"src/{resolved['package']}/kubernetes.py",
+        "deploy/k8s/base/kustomization.yaml",
+        "deploy/k8s/overlays/staging/kustomization.yaml",
+        "deploy/k8s/overlays/production/kustomization.yaml",
+        "benchmarks/rollout.py",
     }
     (present if resolved["s3_bucket"] else absent).add(".github/workflows/batch.yml")
     if not resolved["s3_bucket"]:

@@ -14,13 +14,15 @@ from conftest import COMBINATIONS, answers, bake, run
 
 pytestmark = pytest.mark.slow
 
-# Bake -> which of its tests run: the whole suite (real servers included) once per task and once per
-# Python version; the unit tests for the options that change names and files but not the servers.
+# Bake -> which of its tests run: the whole suite (real servers included) once per task, the rollouts
+# through nginx (minutes, the same for every task) once, the unit tests and linters on the other
+# Python versions and for the options that change names and files but not the servers. The act
+# tests and the demo run the servers on the default version again.
 SUITE_RUNS = {
     "DEFAULT": "",
-    "REGRESSION": "",
-    "PY311": "",
-    "PY313": "",
+    "REGRESSION": "not rollout",
+    "PY311": "not integration",
+    "PY313": "not integration",
     "WITH_S3": "not integration",
     "CUSTOM_NAMES": "not integration",
 }
@@ -30,8 +32,8 @@ SUITE_RUNS = {
 def test_baked_project_passes_its_own_tests_and_linters(name, selection, tmp_path, stack):
     project = bake(tmp_path, **COMBINATIONS[name])
     venv = stack(project)
-    run([str(venv / "bin/ruff"), "check", "src", "tests"], project)
-    run([str(venv / "bin/ruff"), "format", "--check", "src", "tests"], project)
+    run([str(venv / "bin/ruff"), "check", "src", "tests", "benchmarks"], project)
+    run([str(venv / "bin/ruff"), "format", "--check", "src", "tests", "benchmarks"], project)
     done = run([str(venv / "bin/pytest"), "-q", "-p", "no:cacheprovider", "-m", selection], project)
     assert " passed" in done.stdout and " failed" not in done.stdout
     expected = answers(**COMBINATIONS[name])

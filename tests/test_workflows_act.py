@@ -232,6 +232,9 @@ def world(tmp_path_factory, stack) -> World:
         "ACT_STANDIN_PYTHONS": str(Path(demo.interpreter(answers["python_version"])).parent),
         # Each job's `uv sync` links its .venv from this copy, bytecode included.
         "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
+        # The pull request's `make test` leaves out the rollouts through nginx: minutes of the same
+        # tests that test_generated.py runs on this bake; here the workflow is under test.
+        "PYTEST_ADDOPTS": "-m 'not rollout'",
     }
     lap("repositories, bytecode in uv's cache")
     act = Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env)

@@ -257,6 +257,112 @@ def _load_test(settings: Settings, args: argparse.Namespace, result: dict) -> No
     result["passed"] = check["passed"]
 
 
+def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
+    """Roll the candidate (challenger, or --version) out beside the champion, step by step.
+
+    `--target local` (default) rehearses the plan on this machine: both models on local servers,
+    nginx in front, steady traffic from a second process. `--target kubernetes` runs it on a cluster:
+    the candidate's `--image` goes into the free slot of `--overlay`, and the route's weights move.
+    With --promote, a canary or blue-green that passed makes the candidate the champion
+    (compare-and-set); a breach sends traffic back and changes nothing in the registry.
+    """
+    from . import registry, rollout
+
+    params = settings.params.rollout
+    if args.strategy:
+        params = params.model_copy(update={"strategy": args.strategy})
+    champion = registry.alias_version(settings, registry.CHAMPION)
+    candidate = args.version or registry.alias_version(settings, registry.CHALLENGER)
+    if champion is None or candidate is None or champion == candidate:
+        raise SettingsError(
+            f"a rollout needs a champion and another candidate (champion {_describe(champion)}, "
+            f"candidate {_describe(candidate)}); the first model is promoted without one"
+        )
+
+    def say_step(done: rollout.StepResult) -> None:
+        _say(f"{done.step.name}: " + ("; ".join(done.breaches) or "pass"))
+
+    _say(f"rollout ({params.strategy}) of v{candidate} beside v{champion} on {args.target}")
+    if args.target == "kubernetes":
+        from . import kubernetes
+
+        if not args.image or not args.overlay:
+            raise SettingsError("--target kubernetes needs --image and --overlay")
+        target = kubernetes.KubernetesTarget.from_overlay(args.overlay, args.champion_slot)
+        target.prepare(args.image)
+        outcome = rollout.run(params, target, on_step=say_step)
+        result = rollout.report(outcome, champion, candidate)
+    else:
+        result = _local_rollout(settings, args, params, champion, candidate, say_step)
+    if result["passed"] and args.promote and params.strategy != "shadow":
+        why = f"{params.strategy} rollout passed"
+        result["promotion"] = registry.promote(settings, candidate, champion, why=why)
+        reports.write_report(settings.reports_dir, "promote", result["promotion"])
+    reports.write_report(settings.reports_dir, "rollout", result, rollout.markdown(result))
+    if not result["passed"]:
+        raise CheckFailed(
+            f"rollout of v{candidate} rolled back: {result['steps'][-1]['breaches'][0]}"
+        )
+    _say(f"rollout of v{candidate} passed" + (" and promoted" if "promotion" in result else ""))
+    return result
+
+
+def _local_rollout(settings, args, params, champion: int, candidate: int, say_step) -> dict:
+    """Both bentos on local servers behind nginx, with traffic from a second process if asked."""
+    import subprocess
+    import time
+
+    from . import deployment, proxy, rollout
+
+    bentos = [deployment.build(settings, version) for version in (champion, candidate)]
+    record = settings.reports_dir / "rollout-traffic.jsonl"
+    record.unlink(missing_ok=True)
+    with proxy.local_target(settings, *bentos) as target:
+        traffic = None
+        if args.traffic:
+            seconds = sum(step.seconds for step in rollout.plan(params)) + 60
+            traffic = subprocess.Popen(
+                [sys.executable, "-m", f"{__package__}.cli", "--params", args.params, "traffic",
+                 "--url", target.url, "--seconds", str(seconds),
+                 "--concurrency", str(args.traffic), "--record", str(record)]
+            )  # fmt: skip
+        try:
+            if traffic is not None:
+                _wait_for_traffic(traffic, record)
+            outcome = rollout.run(params, target, on_step=say_step)
+            time.sleep(0.5)  # the last answers of the last step reach the traffic record
+        finally:
+            if traffic is not None:
+                traffic.terminate()
+                traffic.wait(30)
+    result = rollout.report(outcome, champion, candidate)
+    result["traffic_record"] = str(record) if args.traffic else None
+    return result
+
+
+def _wait_for_traffic(sender, record: Path, timeout: float = 60) -> None:
+    """Return once the traffic process has recorded its first answer: the first step must see some."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (record.exists() and record.stat().st_size):
+        if sender.poll() is not None:
+            raise PipelineError(f"the traffic process exited with code {sender.returncode}")
+        if time.monotonic() > deadline:
+            raise PipelineError(f"no traffic recorded in {record} after {timeout:g} s")
+        time.sleep(0.1)
+
+
+def run_traffic(settings: Settings, args: argparse.Namespace) -> dict:
+    """Steady client traffic to a server or proxy, every answer recorded (for local rollouts)."""
+    from . import deployment, loadtest
+
+    records = deployment.as_records(deployment.sample_rows(settings, rows=200))
+    record = Path(args.record)
+    sent = loadtest.steady_traffic(args.url, records, args.seconds, record, args.concurrency)
+    return {"url": args.url, "requests": sent, "record": str(record)}
+
+
 def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
     from . import batch, registry
 
@@ -471,6 +577,11 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] 
     "build": (run_build, "build the BentoML bento for the champion (or --version)"),
     "serve": (run_serve, "serve the last built bento in the foreground"),
     "smoke": (run_smoke, "smoke-test a server (--url) or the last built bento"),
+    "rollout": (
+        run_rollout,
+        "shadow, canary or blue-green rollout of the candidate, with rollback",
+    ),
+    "traffic": (run_traffic, "send steady /predict traffic to a URL and record every answer"),
     "batch": (run_batch, "score a file with the champion (or --version)"),
     "history": (run_history, "show every recorded alias move"),
     "suggest-suite": (run_suggest_suite, "write a starting expectation suite from the data"),
@@ -493,7 +604,7 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True)
     for name, (_, help_text) in COMMANDS.items():
         command = commands.add_parser(name, help=help_text, description=help_text)
-        if name in {"evaluate", "build", "smoke", "batch"}:
+        if name in {"evaluate", "build", "smoke", "batch", "rollout"}:
             command.add_argument("--version", type=int, help="registered model version")
         if name in {"evaluate", "pipeline"}:
             command.add_argument(
@@ -526,6 +637,41 @@ def parser() -> argparse.ArgumentParser:
                 help="then load-test /predict for this long (default 0: no load test)",
             )
             command.add_argument("--load-concurrency", type=int, default=4, help="client threads")
+        if name == "rollout":
+            command.add_argument(
+                "--target",
+                choices=["local", "kubernetes"],
+                default="local",
+                help="local: both models behind nginx here; kubernetes: the cluster of $KUBECONFIG",
+            )
+            command.add_argument(
+                "--overlay", help="kubernetes: e.g. deploy/k8s/overlays/production"
+            )
+            command.add_argument("--image", help="kubernetes: the candidate's container image")
+            command.add_argument(
+                "--champion-slot",
+                choices=["blue", "green"],
+                help="kubernetes: default, the slot the live route serves from",
+            )
+            command.add_argument(
+                "--strategy",
+                choices=["canary", "shadow", "blue-green"],
+                help="default: rollout.strategy in params",
+            )
+            command.add_argument(
+                "--traffic",
+                type=int,
+                default=4,
+                help="client threads sending traffic through the proxy (0: bring your own)",
+            )
+            command.add_argument(
+                "--promote", action="store_true", help="promote the candidate if the rollout passed"
+            )
+        if name == "traffic":
+            command.add_argument("--url", required=True, help="server or proxy to send to")
+            command.add_argument("--seconds", type=float, required=True, help="how long at most")
+            command.add_argument("--concurrency", type=int, default=4, help="client threads")
+            command.add_argument("--record", required=True, help="JSON lines file of every answer")
         if name == "build":
             command.add_argument("--export", help="also write the bento archive to this file")
         if name == "import-bento":
@@ -539,7 +685,8 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--sections",
                 default="evaluate,validate",
-                help="comma-separated: evaluate, validate, smoke, promote, rollback, pipeline, batch",
+                help="comma-separated: evaluate, validate, smoke, promote, rollback, pipeline, "
+                "batch, rollout",
             )
         if name == "outputs":
             command.add_argument(

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -195,10 +197,39 @@ def serve_command(
     return command
 
 
-def _free_port(host: str) -> int:
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+_ISSUED_PORTS: set[int] = set()
+_ISSUING = threading.Lock()
+# Listening ports are picked below the range the kernel hands out to outgoing connections: a port
+# from that range can be taken by any client connection (a readiness poll, say) between the moment
+# it is found free and the moment a slow-starting server binds it.
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LISTEN_PORTS = range(20_000, 32_768)
+
+
+def _listen_ports() -> range:
+    try:
+        low = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return LISTEN_PORTS
+    return range(min(LISTEN_PORTS.start, low - 1_000), low) if low > 2_000 else LISTEN_PORTS
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, outside the kernel's ephemeral range, never the same twice in this
+    process (servers started at the same time would otherwise be handed the same one)."""
+    ports = _listen_ports()
+    with _ISSUING:
+        for port in random.sample(ports, len(ports)):
+            if port in _ISSUED_PORTS:
+                continue
+            with socket.socket() as probe:
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    continue
+            _ISSUED_PORTS.add(port)
+            return port
+    raise DeploymentError(f"no free port on {host} in {ports.start}-{ports.stop - 1}")
 
 
 def _ensure_free(host: str, port: int) -> None:
@@ -292,7 +323,7 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
     """
     host = "127.0.0.1"
     if port is None:
-        port = _free_port(host)
+        port = free_port(host)
     _ensure_free(host, port)
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.reports_dir / f"serve-{port}.log"

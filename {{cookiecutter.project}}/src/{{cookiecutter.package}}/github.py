@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import rollout
+
 # The first line of the comment: the workflow finds its own comment by it and edits it in place.
 MARKER = f"<!-- {__package__}:model-report -->"
 COMMENT_LIMIT = 65_536  # GitHub refuses longer comment bodies (counted in UTF-16 code units)
@@ -28,6 +30,7 @@ REPORT_STAGES = (
     "rollback",
     "pipeline",
     "batch",
+    "rollout",
 )
 MAX_FAILURE_ROWS = 50  # validation failures listed in full; the rest are counted
 CELL_LIMIT = 200
@@ -254,6 +257,12 @@ def rollback_section(rollback: Mapping[str, Any] | None, run_url: str | None = N
     )
 
 
+def rollout_section(report: Mapping[str, Any] | None, run_url: str | None = None) -> str:
+    if report is None:
+        return "### Rollout\n\n" + missing("rollout", run_url)
+    return rollout.markdown(report)
+
+
 def batch_section(batch: Mapping[str, Any] | None, run_url: str | None = None) -> str:
     if batch is None:
         return "### Batch scoring\n\n" + missing("batch", run_url)
@@ -287,6 +296,7 @@ SECTIONS = {
     "rollback": rollback_section,
     "pipeline": pipeline_section,
     "batch": batch_section,
+    "rollout": rollout_section,
 }
 
 

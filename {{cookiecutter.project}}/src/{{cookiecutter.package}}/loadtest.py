@@ -1,4 +1,5 @@
-"""A short, bounded load test of a running server, and waiting until a server serves a given version.
+"""A short, bounded load test of a running server, steady traffic for rollouts, and waiting until a
+server serves a given version.
 
 `smoke --load-seconds N` adds the load test to the smoke checks: a few client threads send single-row
 `/predict` requests for N seconds (at most `max_requests` in all), and the check fails on any error or
@@ -9,8 +10,11 @@ report says so.
 
 from __future__ import annotations
 
+import json
+import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -83,6 +87,69 @@ def load_test(
     if slow:
         detail += f"; p95 above the {max_p95_ms:g} ms bound"
     return {"name": "load_test", "passed": passed, "detail": detail, "stats": stats}
+
+
+def steady_traffic(
+    url: str,
+    records: list[dict[str, float]],
+    seconds: float,
+    record: Path,
+    concurrency: int = 4,
+) -> int:
+    """Send `records` round-robin to `/predict` for `seconds` (or until SIGTERM), as clients would.
+
+    A request whose connection the server closed before answering is sent once more, as browsers
+    do: a proxy that reloads closes its idle keep-alive connections, and a client may have sent on
+    one in that instant. Every answer becomes one JSON line in `record`, written as it arrives: wall time, HTTP status, the
+    model version that answered (None on failure) and the error, if any. Rollout tests and local
+    rollouts read it to see what clients saw. Returns the number of requests sent.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    lock = threading.Lock()
+    sent = 0
+    deadline = time.monotonic() + seconds
+
+    def worker(offset: int, log) -> None:
+        nonlocal sent
+        index = offset
+        with httpx.Client(base_url=url.rstrip("/"), timeout=30) as http:
+            while not stop.is_set() and time.monotonic() < deadline:
+                entry: dict[str, Any] = {"status": None, "version": None, "error": None}
+                try:
+                    answer = _post_once_more_if_dropped(http, records[index % len(records)])
+                    entry["status"] = answer.status_code
+                    if answer.status_code == 200:
+                        entry["version"] = answer.json()["model_version"]
+                    else:
+                        entry["error"] = answer.text[:200]
+                except httpx.HTTPError as error:
+                    entry["error"] = f"{type(error).__name__}: {error}"
+                entry["time"] = time.time()
+                with lock:
+                    log.write(json.dumps(entry) + "\n")
+                    sent += 1
+                index += concurrency
+
+    record.parent.mkdir(parents=True, exist_ok=True)
+    with record.open("w", buffering=1) as log:
+        threads = [
+            threading.Thread(target=worker, args=(offset, log), daemon=True)
+            for offset in range(concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    return sent
+
+
+def _post_once_more_if_dropped(http: httpx.Client, row: dict[str, float]) -> httpx.Response:
+    try:
+        return http.post("/predict", json=row)
+    except httpx.RemoteProtocolError:  # closed without an answer: a stale keep-alive connection
+        return http.post("/predict", json=row)
 
 
 def _stats(

@@ -25,6 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the MLflow model
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
+# Answers of up to this many rows also carry their predictions in the X-Prediction header, where a
+# proxy can log them without reading bodies: a shadow rollout compares champion and candidate there.
+PREDICTION_HEADER_ROWS = 100
 
 
 class ServiceArgs(BaseModel):
@@ -131,19 +134,22 @@ class ModelService:
             raise RuntimeError(f"signature columns {FEATURES} differ from the model's {trained_on}")
         self.with_probability = TASK == "classification" and hasattr(self.model, "predict_proba")
 
-    def _score(self, rows: list[Any]) -> tuple[list, list[float] | None]:
+    def _score(self, rows: list[Any], ctx: bentoml.Context) -> tuple[list, list[float] | None]:
         """Predictions (and predicted-class probabilities) for validated rows, in order."""
         features = np.array([_row_values(row) for row in rows], dtype=np.float64)
         features = features.reshape(len(rows), len(FEATURES))
         predictions = self.model.predict(features).tolist()
+        ctx.response.headers["X-Model-Version"] = str(MODEL_VERSION)
+        if len(predictions) <= PREDICTION_HEADER_ROWS:
+            ctx.response.headers["X-Prediction"] = json.dumps(predictions, separators=(",", ":"))
         if not self.with_probability:
             return predictions, None
         return predictions, self.model.predict_proba(features).max(axis=1).tolist()
 
     @bentoml.api
-    async def predict(self, row: Row, /) -> Prediction:  # type: ignore[valid-type]
+    async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Score one row. The body is the row itself: {"<feature>": <number>, ...}."""
-        predictions, probabilities = self._score([row])
+        predictions, probabilities = self._score([row], ctx)
         return Prediction(
             prediction=predictions[0],
             probability=None if probabilities is None else probabilities[0],
@@ -154,9 +160,10 @@ class ModelService:
     async def predict_batch(
         self,
         rows: Annotated[list[Row], Field(min_length=1, max_length=ARGS.max_batch_rows)],  # type: ignore[valid-type]
+        ctx: bentoml.Context,
     ) -> BatchPrediction:
         """Score up to max_batch_rows rows: {"rows": [{...}, ...]}."""
-        predictions, probabilities = self._score(rows)
+        predictions, probabilities = self._score(rows, ctx)
         return BatchPrediction(
             predictions=predictions, probabilities=probabilities, model_version=MODEL_VERSION
         )

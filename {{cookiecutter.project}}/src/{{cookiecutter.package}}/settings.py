@@ -86,6 +86,36 @@ class BatchParams(_Section):
     chunk_rows: int = Field(50_000, ge=1)
 
 
+class RolloutChecks(_Section):
+    """What the candidate must stay within at every step; any breach rolls traffic back."""
+
+    max_error_rate: float = Field(0.01, ge=0, le=1)
+    max_p95_latency_ms: float = Field(500, gt=0)
+    max_disagreement_rate: float = Field(0.05, ge=0, le=1)  # shadow only
+    min_requests: int = Field(50, ge=1)  # fewer candidate requests in a step: not enough to judge
+
+
+class RolloutParams(_Section):
+    strategy: Literal["canary", "shadow", "blue-green"] = "canary"
+    canary_steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100], min_length=1)
+    step_seconds: float = Field(300, gt=0)
+    shadow_seconds: float = Field(900, gt=0)
+    # Regression predictions agree when within this share of the champion's (at least of 1.0).
+    regression_tolerance: float = Field(0.05, ge=0)
+    checks: RolloutChecks = RolloutChecks()
+    # Local traffic target: nginx in front of the champion and candidate servers on serving.host.
+    proxy_port: int = Field(8080, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _steps_climb_to_100(self) -> RolloutParams:
+        steps = self.canary_steps
+        if any(not 0 < step <= 100 for step in steps) or steps != sorted(set(steps)):
+            raise ValueError(f"canary_steps {steps} must rise strictly, each in 1..100")
+        if steps[-1] != 100:
+            raise ValueError(f"canary_steps {steps} must end at 100")
+        return self
+
+
 class AwsParams(_Section):
     region: str = "us-east-1"
 
@@ -99,6 +129,7 @@ class Params(_Section):
     registry: RegistryParams
     serving: ServingParams = ServingParams()
     batch: BatchParams
+    rollout: RolloutParams = RolloutParams()
     aws: AwsParams = AwsParams()
 
     @model_validator(mode="after")

@@ -1,0 +1,196 @@
+"""The baked Kubernetes manifests render with `kubectl kustomize` and validate offline.
+
+Every object of both overlays is checked against the Kubernetes schemas that the kubernetes-validate
+package carries (strict: unknown fields fail), and the HTTPRoute against the Gateway API's JSON schema
+(tests/schemas/gateway-api). The routes the rollout applies at each step come from the baked project's
+own `kubernetes.render_route`, and are validated and their weights asserted the same way. kubectl must
+be on PATH (it renders kustomize offline; no cluster is involved): without it these tests fail.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+HTTPROUTE_SCHEMA = json.loads((SCHEMAS / "gateway-api/httproute_v1.json").read_text())
+# The oldest Kubernetes release the manifests are meant for, and the newest the package knows.
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
+OVERLAYS = ("staging", "production")
+SLOT_KINDS = ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
+
+
+def kustomize(overlay: Path) -> list[dict[str, Any]]:
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is not on PATH: these tests render the manifests with `kubectl kustomize`"
+    done = subprocess.run([kubectl, "kustomize", str(overlay)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered(baked) -> dict[tuple[str, str], list[dict[str, Any]]]:
+    """(combination, overlay) -> the objects `kubectl kustomize` renders for that overlay."""
+    return {
+        (name, overlay): kustomize(baked(name) / "deploy/k8s/overlays" / overlay)
+        for name in ("DEFAULT", "CUSTOM_NAMES")
+        for overlay in OVERLAYS
+    }
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in objects if doc["kind"] == kind]
+
+
+def validate_route(route: dict[str, Any]) -> None:
+    jsonschema.Draft7Validator(HTTPROUTE_SCHEMA).validate(route)
+
+
+def test_every_object_of_both_overlays_is_valid(rendered):
+    for objects in rendered.values():
+        kinds = sorted(doc["kind"] for doc in objects)
+        assert kinds == sorted([*SLOT_KINDS, *SLOT_KINDS, "HTTPRoute"])
+        for doc in objects:
+            if doc["kind"] == "HTTPRoute":
+                validate_route(doc)
+                continue
+            for version in KUBERNETES_VERSIONS:
+                kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_an_invalid_object_is_caught(rendered):
+    """The validators are not vacuous: a misspelt field and a negative weight fail."""
+    objects = rendered["DEFAULT", "production"]
+    deployment = json.loads(json.dumps(by_kind(objects, "Deployment")[0]))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[0], strict=True)
+    route = json.loads(json.dumps(by_kind(objects, "HTTPRoute")[0]))
+    route["spec"]["rules"][0]["backendRefs"][0]["weight"] = -5
+    with pytest.raises(jsonschema.ValidationError):
+        validate_route(route)
+
+
+def test_the_slots_are_locked_down_and_probed_on_bentomls_health_endpoints(rendered):
+    for objects in rendered.values():
+        for deployment in by_kind(objects, "Deployment"):
+            pod = deployment["spec"]["template"]["spec"]
+            [container] = pod["containers"]
+            assert pod["securityContext"]["runAsNonRoot"] is True
+            assert pod["securityContext"]["runAsUser"] == 1034  # BentoML's `bentoml` user
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+            assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+            assert container["ports"] == [{"name": "http", "containerPort": 3000}]
+            assert set(container["resources"]) == {"requests", "limits"}
+            assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+            assert {"name": "BENTOML_HOME", "value": "/tmp/bentoml"} in container["env"]
+            assert "replicas" not in deployment["spec"]  # the autoscaler's
+
+
+def test_each_slot_is_one_deployment_with_its_own_service_autoscaler_and_budget(rendered, baked):
+    project = baked("CUSTOM_NAMES").name
+    objects = rendered["CUSTOM_NAMES", "production"]
+    for slot in ("blue", "green"):
+        name = f"{project}-{slot}"
+        selected = {"app.kubernetes.io/name": project, "slot": slot}
+        [deployment] = [d for d in by_kind(objects, "Deployment") if d["metadata"]["name"] == name]
+        [service] = [d for d in by_kind(objects, "Service") if d["metadata"]["name"] == name]
+        [scaler] = [d for d in by_kind(objects, "HorizontalPodAutoscaler") if d["metadata"]["name"] == name]
+        [budget] = [d for d in by_kind(objects, "PodDisruptionBudget") if d["metadata"]["name"] == name]
+        assert deployment["spec"]["selector"]["matchLabels"] == selected
+        assert deployment["spec"]["template"]["metadata"]["labels"].items() >= selected.items()
+        assert service["spec"]["selector"] == selected
+        assert budget["spec"]["selector"]["matchLabels"] == selected
+        assert scaler["spec"]["scaleTargetRef"]["name"] == name
+    [route] = by_kind(objects, "HTTPRoute")
+    services = {service["metadata"]["name"] for service in by_kind(objects, "Service")}
+    assert {ref["name"] for ref in route["spec"]["rules"][0]["backendRefs"]} == services
+
+
+def test_the_overlays_set_namespace_bounds_hosts_and_image(rendered, baked):
+    project = baked("DEFAULT").name
+    seen = {}
+    for overlay in OVERLAYS:
+        objects = rendered["DEFAULT", overlay]
+        assert {doc["metadata"]["namespace"] for doc in objects} == {f"{project}-{overlay}"}
+        [route] = by_kind(objects, "HTTPRoute")
+        scalers = [scaler["spec"] for scaler in by_kind(objects, "HorizontalPodAutoscaler")]
+        bounds = {(spec["minReplicas"], spec["maxReplicas"]) for spec in scalers}
+        pods = [deployment["spec"]["template"]["spec"] for deployment in by_kind(objects, "Deployment")]
+        images = {pod["containers"][0]["image"] for pod in pods}
+        assert images == {f"ghcr.io/your-github-user/{project}:production"}
+        seen[overlay] = (bounds, route["spec"]["hostnames"], route["spec"]["parentRefs"])
+    assert seen["staging"][0] == {(1, 3)} and seen["production"][0] == {(3, 12)}
+    assert seen["staging"][1] != seen["production"][1] and seen["staging"][2] != seen["production"][2]
+
+
+def test_the_route_starts_with_all_traffic_on_blue(rendered, baked):
+    project = baked("DEFAULT").name
+    [route] = by_kind(rendered["DEFAULT", "production"], "HTTPRoute")
+    [rule] = route["spec"]["rules"]
+    assert {ref["name"]: ref["weight"] for ref in rule["backendRefs"]} == {
+        f"{project}-blue": 100,
+        f"{project}-green": 0,
+    }
+
+
+@pytest.fixture(scope="module")
+def baked_kubernetes(baked) -> Iterator[ModuleType]:
+    """The baked project's kubernetes module, imported from its source tree (pure functions only)."""
+    source = str(baked("DEFAULT") / "src")
+    sys.path.insert(0, source)
+    try:
+        yield importlib.import_module("ml_service.kubernetes")
+    finally:
+        sys.path.remove(source)
+        for module in [name for name in sys.modules if name.partition(".")[0] == "ml_service"]:
+            del sys.modules[module]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("champion", ["blue", "green"])
+def test_the_route_of_every_rollout_step_is_valid_with_the_planned_weights(
+    rendered, baked_kubernetes, overlay, champion
+):
+    kubernetes = baked_kubernetes
+    rollout = importlib.import_module("ml_service.rollout")
+    settings = importlib.import_module("ml_service.settings")
+    [skeleton] = by_kind(rendered["DEFAULT", overlay], "HTTPRoute")
+    champion_name = f"ml-service-{champion}"
+    candidate_name = f"ml-service-{kubernetes.other_slot(champion)}"
+
+    def render(traffic) -> tuple[dict[str, int], list[str]]:
+        route = kubernetes.render_route(skeleton, traffic, champion)
+        validate_route(route)
+        assert route["spec"]["parentRefs"] == skeleton["spec"]["parentRefs"]
+        [rule] = route["spec"]["rules"]
+        mirrors = [f["requestMirror"]["backendRef"]["name"] for f in rule.get("filters", [])]
+        return {ref["name"]: ref["weight"] for ref in rule["backendRefs"]}, mirrors
+
+    canary = rollout.plan(settings.RolloutParams(strategy="canary"))
+    steps = [render(step.traffic) for step in canary]
+    assert [weights[candidate_name] for weights, _ in steps] == [5, 25, 50, 100]
+    assert [weights[champion_name] for weights, _ in steps] == [95, 75, 50, 0]
+    assert all(mirrors == [] for _, mirrors in steps)
+
+    [shadow] = rollout.plan(settings.RolloutParams(strategy="shadow"))
+    assert render(shadow.traffic) == ({champion_name: 100, candidate_name: 0}, [candidate_name])
+
+    [switch] = rollout.plan(settings.RolloutParams(strategy="blue-green"))
+    assert render(switch.traffic) == ({champion_name: 0, candidate_name: 100}, [])
+    assert render(rollout.CHAMPION_ONLY) == ({champion_name: 100, candidate_name: 0}, [])

@@ -1,0 +1,138 @@
+"""How long rollouts take on this machine: a healthy canary from its first step to 100%, a blue-green
+switch, and a failing canary from the breach to the champion serving everything again.
+
+Real parts, as in tests/test_rollout.py: a scratch registry with a champion, a healthy candidate and
+one that fails every 5th request (tests/misbehaving.py), each served by BentoML on 127.0.0.1, nginx in
+front, steady traffic from a second process. Steps last 2 s (the test settings; production steps last
+minutes, which adds to the first column and nothing to the others). Prints a table; `make
+bench-rollout`. Not part of `make test`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.misbehaving import Misbehaving, register
+
+from {{ cookiecutter.package }} import data, deployment, proxy, registry, rollout, training
+from {{ cookiecutter.package }}.reports import markdown_table
+from {{ cookiecutter.package }}.settings import RolloutParams, Settings, load_settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+PARAMS = RolloutParams.model_validate(
+    {"step_seconds": 2.0, "checks": {"min_requests": 5, "max_p95_latency_ms": 250}}
+)
+REPEAT = 3
+
+
+class Timed:
+    """A traffic target that times every `route` (rewrite, reload, confirmed by the proxy)."""
+
+    def __init__(self, target: proxy.Proxy) -> None:
+        self.target, self.routes = target, []
+
+    def route(self, traffic: rollout.Traffic) -> None:
+        started = time.monotonic()
+        self.target.route(traffic)
+        self.routes.append(time.monotonic() - started)
+
+    def measure(self) -> rollout.Measurement:
+        return self.target.measure()
+
+
+def scratch_settings(folder: Path) -> Settings:
+    for name in ("data", "validation"):
+        shutil.copytree(PROJECT / name, folder / name)
+    shutil.copy(PROJECT / "params.yaml", folder / "params.yaml")
+    settings = load_settings(folder / "params.yaml")
+    return settings.model_copy(
+        update={
+            "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
+            "reports_dir": folder / "reports",
+        }
+    )
+
+
+@contextlib.contextmanager
+def traffic_through(settings: Settings, target: proxy.Proxy) -> Iterator[None]:
+    """Steady traffic from a second process, flowing before the first step."""
+    record = settings.reports_dir / "bench-traffic.jsonl"
+    record.unlink(missing_ok=True)
+    sender = subprocess.Popen(
+        [sys.executable, "-m", f"{proxy.__package__}.cli", "--params",
+         str(settings.project_dir / "params.yaml"), "traffic", "--url", target.url,
+         "--seconds", "600", "--record", str(record)],
+    )  # fmt: skip
+    try:
+        while not (record.exists() and record.stat().st_size):
+            time.sleep(0.1)
+        yield
+    finally:
+        sender.terminate()
+        sender.wait(30)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        settings = scratch_settings(Path(folder))
+        frame = data.read_table(settings.resolve(settings.params.data.source))
+        features, _ = data.split_features_target(frame, settings.params.data.target)
+        champion = training.train(settings, frame).model_version
+        healthy = training.train(settings, frame.sample(frac=0.9, random_state=1)).model_version
+        flaky = register(
+            settings, Misbehaving(registry.load_model(settings, champion), fail_every=5), features
+        )
+        scenarios = [
+            ("canary 5-25-50-100, healthy", healthy, PARAMS, "first step to 100%"),
+            ("blue-green, healthy", healthy, PARAMS.model_copy(update={"strategy": "blue-green"}), "switch and watch"),
+            ("canary, fails 20%", flaky, PARAMS, "breach to champion only"),
+        ]  # fmt: skip
+        rows = []
+        with contextlib.ExitStack() as running:
+            servers = {
+                version: running.enter_context(
+                    deployment.serve(settings, deployment.build(settings, version))
+                )
+                for version in (champion, healthy, flaky)
+            }
+            for name, candidate, params, measured in scenarios:
+                target = proxy.Proxy(
+                    servers[champion].url,
+                    servers[candidate].url,
+                    deployment.free_port(),
+                    Path(folder) / "nginx" / str(candidate),
+                    proxy.tolerance(settings),
+                )
+                timed = Timed(target)
+                outcomes = []
+                with target.start(), traffic_through(settings, target):
+                    for _ in range(REPEAT):
+                        outcomes.append(rollout.run(params, timed))
+                rows.append(row(name, measured, outcomes, timed.routes))
+    print(f"Rollouts through nginx, {PARAMS.step_seconds:g} s steps, median of {REPEAT} runs")
+    header = ["scenario", "measured", "time", "outcome", "one traffic move"]
+    print(markdown_table(header, rows))
+
+
+def row(name: str, measured: str, outcomes: list[rollout.Outcome], routes: list[float]) -> list:
+    rollbacks = [o.rollback_seconds for o in outcomes if o.rollback_seconds is not None]
+    if rollbacks:
+        reasons = {o.steps[-1].breaches[0] for o in outcomes if not o.passed}
+        time_taken = f"{statistics.median(rollbacks):.2f} s"
+        outcome = f"rolled back {len(rollbacks)}/{len(outcomes)}: {'; '.join(sorted(reasons))}"
+    else:
+        time_taken = f"{statistics.median(o.seconds for o in outcomes):.1f} s"
+        outcome = f"passed {len(outcomes)}/{len(outcomes)}"
+    return [name, measured, time_taken, outcome, f"{statistics.median(routes) * 1000:.0f} ms"]
+
+
+if __name__ == "__main__":
+    main()
