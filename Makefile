@@ -13,6 +13,8 @@ VENV := .venv
 VENV_PYTHON := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements.stamp
 PYTEST_ARGS ?=
+# pytest-xdist workers; 0 runs everything in one process.
+PYTEST_WORKERS ?= 2
 
 # `python -m uv` works wherever pip put the package, even when its script folder is not on PATH.
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
@@ -27,10 +29,10 @@ RUN := PATH="$(CURDIR)/$(VENV)/bin:$$PATH"
 .PHONY: test test-fast demo lint clean uv
 
 test: $(STAMP)
-	$(RUN) $(VENV_PYTHON) -m pytest tests $(PYTEST_ARGS)
+	$(RUN) $(VENV_PYTHON) -m pytest tests -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(RUN) $(VENV_PYTHON) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(RUN) $(VENV_PYTHON) -m pytest tests -m "not slow" -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 demo: $(STAMP)
 	$(RUN) $(VENV_PYTHON) tests/demo.py

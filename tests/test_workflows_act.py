@@ -351,6 +351,7 @@ def first_push(world, pull_request) -> tuple[ActRun, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("act")
 def test_2_first_push_promotes_v1_through_staging_and_production(world, first_push):
     run, registry = first_push
     assert_deployed(world, run, 1)
@@ -369,6 +370,7 @@ def worse_push(world, first_push) -> tuple[ActRun, dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("act")
 def test_3_a_worse_model_is_rejected_and_nothing_after_the_gate_runs(world, worse_push):
     run, registry = worse_push
     assert_ok(run, {"gate"})  # green, and build, staging, production, rollback never started
@@ -452,6 +454,7 @@ def failed_deployment(world, better_push) -> tuple[ActRun, dict, BrokenProductio
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("act")
 def test_4_a_failure_after_promotion_rolls_the_champion_back(world, better_push, failed_deployment):
     second, before = better_push
     assert_deployed(world, second, 3)
@@ -479,6 +482,7 @@ def test_4_a_failure_after_promotion_rolls_the_champion_back(world, better_push,
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("act")
 def test_5_rollback_workflow_returns_the_champion_to_previous(world, failed_deployment):
     assert failed_deployment[1]["aliases"]["champion"] == 3
     run = world.act.run(
@@ -522,6 +526,7 @@ def pull_request(request, world):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("act")
 def test_1_pull_request_reports_the_candidate_against_the_base_branch(world, pull_request):
     """No tracking server configured: the champion is trained from the base branch in the same job."""
     payload, running = pull_request
