@@ -127,3 +127,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         return venvs[version]
 
     return get
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (stable order otherwise): with two xdist workers, the longest pieces (the act
+    scenarios, the baked suites, the demo) start at once instead of after the quick ones."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -142,7 +142,8 @@ def test_the_pull_request_comment_is_created_once_then_updated_in_place(baked, t
     second = post("<!-- ml_service:model-report -->\n## second push")
     assert second.returncode == 0 and "updated comment" in second.stdout, second.stdout + second.stderr
     comments = json.loads((state / "github" / "comments-7.json").read_text())
-    assert [c["body"] for c in comments] == [human["body"], "<!-- ml_service:model-report -->\n## second push"]
+    second_body = "<!-- ml_service:model-report -->\n## second push"
+    assert [c["body"] for c in comments] == [human["body"], second_body]
     unmarked = post("## no marker")
     assert unmarked.returncode != 0 and "hidden marker" in unmarked.stdout
     assert len(json.loads((state / "github" / "comments-7.json").read_text())) == 2
