@@ -65,6 +65,7 @@ def expected_tree(options: dict) -> tuple[set[str], set[str]]:
         "deploy/docker/Dockerfile",
         "deploy/docker/hadolint.yaml",
         "docs/setup.md",
+        "docs/security.md",
     }
     # Rollouts: nginx locally, two slots and an HTTPRoute on Kubernetes, for every bake.
     present |= {
@@ -173,7 +174,7 @@ def test_license_matches_the_choice(baked, name):
 
 def test_s3_policy_grants_only_the_project_prefixes(baked):
     policy = json.loads((baked("WITH_S3") / "deploy/aws/s3-policy.json").read_text())
-    list_bucket, read_write = policy["Statement"]
+    list_bucket, read_write, kms = policy["Statement"]
     assert list_bucket["Action"] == "s3:ListBucket"
     assert list_bucket["Resource"] == "arn:aws:s3:::my-models-bucket"
     assert set(read_write["Action"]) == {"s3:GetObject", "s3:PutObject"}
@@ -181,6 +182,13 @@ def test_s3_policy_grants_only_the_project_prefixes(baked):
         f"arn:aws:s3:::my-models-bucket/{prefix}/*" for prefix in ("data", "predictions", "mlflow")
     ]
     assert "*" not in json.dumps([s["Action"] for s in policy["Statement"]])
+    # SSE-KMS: the key may be used only by S3, in that region, for objects of this bucket.
+    assert set(kms["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
+    assert kms["Condition"]["StringEquals"] == {"kms:ViaService": "s3.eu-west-1.amazonaws.com"}
+    assert kms["Condition"]["StringLike"]["kms:EncryptionContext:aws:s3:arn"] == [
+        "arn:aws:s3:::my-models-bucket",
+        "arn:aws:s3:::my-models-bucket/*",
+    ]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -44,10 +44,17 @@ def test_building_an_unknown_version_fails_naming_it(built: Built):
         deployment.build(built.settings, 999)
 
 
-def test_serve_command_runs_this_bentoml_in_the_project_home(built: Built):
-    command = deployment.serve_command(built.bento, "0.0.0.0", 3000, settings=built.settings)
-    assert command[:2] == ["env", f"BENTOML_HOME={deployment.bentoml_home(built.settings)}"]
+def test_serve_runs_this_bentoml_in_the_project_home_with_the_local_token(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("SERVICE_API_TOKENS", raising=False)
+    monkeypatch.delenv("SERVICE_API_TOKENS_FILE", raising=False)
+    command = deployment.serve_command(built.bento, "0.0.0.0", 3000)
+    env = deployment.server_environment(built.settings)
     assert command[-6:] == ["serve", built.bento, "--host", "0.0.0.0", "--port", "3000"]
+    assert env["BENTOML_HOME"] == str(deployment.bentoml_home(built.settings))
+    assert env["SERVICE_API_TOKENS"] == built.settings.api_token()
+    assert len(built.settings.api_token()) >= 32
 
 
 @pytest.mark.integration

@@ -16,8 +16,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def http(server: deployment.Server):
-    with httpx.Client(base_url=server.url, timeout=30) as client:
+def http(built: Built, server: deployment.Server):
+    headers = built.settings.client_headers()
+    with httpx.Client(base_url=server.url, timeout=30, headers=headers) as client:
         yield client
 
 

@@ -208,11 +208,14 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict:
 
     built = reports.read_report(settings.reports_dir, "build")
     serving = settings.params.serving
-    command = deployment.serve_command(
-        built["bento"], serving.host, args.port or serving.port, settings=settings
-    )
+    command = deployment.serve_command(built["bento"], serving.host, args.port or serving.port)
     _say(f"serving {built['bento']} on http://{serving.host}:{args.port or serving.port}")
-    os.execvp(command[0], command)  # the server takes over this process, as a container would
+    if serving.require_auth:
+        _say(
+            "clients send 'Authorization: Bearer <token>': $SERVICE_API_TOKEN or .runtime/api-token"
+        )
+    # The server takes over this process, as a container would.
+    os.execvpe(command[0], command, deployment.server_environment(settings))
     return {}
 
 
@@ -227,7 +230,9 @@ def run_smoke(settings: Settings, args: argparse.Namespace) -> dict:
     version = args.version or built["model_version"]
     if args.url:
         if args.wait_seconds:
-            loadtest.wait_for_version(args.url, version, args.wait_seconds)
+            loadtest.wait_for_version(
+                args.url, version, args.wait_seconds, headers=settings.client_headers()
+            )
         result = deployment.smoke(settings, args.url, version)
         _load_test(settings, args, result)
     else:
@@ -250,7 +255,11 @@ def _load_test(settings: Settings, args: argparse.Namespace, result: dict) -> No
         return
     records = deployment.as_records(deployment.sample_rows(settings))
     check = loadtest.load_test(
-        result["url"], records, args.load_seconds, concurrency=args.load_concurrency
+        result["url"],
+        records,
+        args.load_seconds,
+        concurrency=args.load_concurrency,
+        headers=settings.client_headers(),
     )
     result["load"] = check.pop("stats")
     result["checks"].append(check)
@@ -359,7 +368,14 @@ def run_traffic(settings: Settings, args: argparse.Namespace) -> dict:
 
     records = deployment.as_records(deployment.sample_rows(settings, rows=200))
     record = Path(args.record)
-    sent = loadtest.steady_traffic(args.url, records, args.seconds, record, args.concurrency)
+    sent = loadtest.steady_traffic(
+        args.url,
+        records,
+        args.seconds,
+        record,
+        args.concurrency,
+        headers=settings.client_headers(),
+    )
     return {"url": args.url, "requests": sent, "record": str(record)}
 
 
@@ -517,6 +533,15 @@ def run_outputs(settings: Settings, args: argparse.Namespace) -> dict:
     return values
 
 
+def run_api_token(settings: Settings, args: argparse.Namespace) -> dict:
+    """Print the token this machine's clients send, for a server started by hand or in a container:
+    `SERVICE_API_TOKENS="$(<cli> api-token)" docker run --env SERVICE_API_TOKENS ...`, or
+    `curl -H "Authorization: Bearer $(<cli> api-token)" ...`.
+    """
+    print(settings.api_token())
+    return {}
+
+
 def run_check_config(settings: Settings, args: argparse.Namespace) -> dict:
     """Say whether the repository is configured for a workflow, and exactly what to set if not.
 
@@ -593,6 +618,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] 
     "comment": (run_comment, "write the pull request comment (and job summary) from the reports"),
     "summary": (run_summary, "append reports to the GitHub Actions job summary"),
     "outputs": (run_outputs, "write a report's key values as GitHub Actions step outputs"),
+    "api-token": (run_api_token, "print the API token clients send ($SERVICE_API_TOKEN or local)"),
     "check-config": (run_check_config, "say what a workflow still needs configured, if anything"),
     "baseline-params": (run_baseline_params, "params to train the base branch on this data"),
 }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -33,7 +34,7 @@ import pandas as pd
 import psutil
 from mlflow.exceptions import MlflowException
 
-from . import data, registry
+from . import data, registry, security
 from .reports import markdown_table
 from .settings import PipelineError, Settings
 
@@ -51,6 +52,16 @@ RUNTIME_PACKAGES = (
     "scipy",
     "pydantic",
     "pyyaml",
+    "limits",
+)
+# The serving settings of params.yaml that become bento arguments (service.ServiceArgs).
+SERVICE_SETTINGS = (
+    "max_batch_rows",
+    "workers",
+    "require_auth",
+    "rate_limit",
+    "max_body_bytes",
+    "out_of_profile",
 )
 SMOKE_ROWS = 20
 LOG_TAIL_LINES = 30
@@ -142,12 +153,28 @@ def build(settings: Settings, version: int) -> str:
     name = params.registry.model_name
     uri = registry.model_uri(settings, version)
     registry.configure(settings)
-    labels = {"registered_model": name, "registered_version": str(version), "task": params.task}
+    try:
+        digest = registry.recorded_digest(settings, version)
+    except MlflowException as error:
+        raise DeploymentError(f"cannot read {uri} from the registry: {error}") from error
+    labels = {
+        "registered_model": name,
+        "registered_version": str(version),
+        "task": params.task,
+        registry.DIGEST_TAG: digest or "",
+    }
     with _bentoml_stores(bentoml_home(settings)), tempfile.TemporaryDirectory() as context:
         try:
             stored = bentoml.mlflow.import_model(name.lower(), uri, labels=labels)
         except Exception as error:
             raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
+        try:
+            security.verify_artifacts(
+                stored.path_of(security.MLFLOW_MODEL_FOLDER), digest, f"{uri}"
+            )
+        except security.SecurityError as error:
+            bentoml.models.delete(stored.tag)
+            raise DeploymentError(str(error)) from None
         _package_copy(Path(context))
         # The service reads its model at import; a module cached from an earlier build in this
         # process would pack that build's model instead.
@@ -161,7 +188,7 @@ def build(settings: Settings, version: int) -> str:
                 labels={"model_name": name, "model_version": str(version), "task": params.task},
                 args={
                     "model_tag": str(stored.tag),
-                    "max_batch_rows": params.serving.max_batch_rows,
+                    **params.serving.model_dump(include=set(SERVICE_SETTINGS)),
                 },
                 python={"packages": runtime_requirements(), "lock_packages": False},
                 docker=docker_options(settings),
@@ -173,15 +200,9 @@ def build(settings: Settings, version: int) -> str:
     return str(bento.tag)
 
 
-def serve_command(
-    bento_tag: str, host: str, port: int, settings: Settings | None = None
-) -> list[str]:
-    """`bentoml serve` for a bento, with this interpreter's bentoml.
-
-    With `settings`, the command sets BENTOML_HOME itself (through `env`), so it finds the project's
-    stores whatever the caller's environment says.
-    """
-    command = [
+def serve_command(bento_tag: str, host: str, port: int) -> list[str]:
+    """`bentoml serve` for a bento, with this interpreter's bentoml (run it in `server_environment`)."""
+    return [
         sys.executable,
         "-m",
         "bentoml",
@@ -192,9 +213,22 @@ def serve_command(
         "--port",
         str(port),
     ]
-    if settings is not None:
-        command = ["env", f"BENTOML_HOME={bentoml_home(settings)}", *command]
-    return command
+
+
+def server_environment(settings: Settings) -> dict[str, str]:
+    """This environment plus what a local server needs: the project's stores and the API tokens.
+
+    Without $SERVICE_API_TOKENS or $SERVICE_API_TOKENS_FILE, the server accepts this machine's
+    client token (`Settings.api_token`), so local servers are protected like deployed ones.
+    """
+    env = {**os.environ, "BENTOML_HOME": str(bentoml_home(settings))}
+    env.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reports from CI and test runs
+    # As in the container: a worker that cannot start (no token, changed model files) ends the
+    # server instead of being respawned forever.
+    env.setdefault("BENTOML_CONTAINERIZED", "true")
+    if not (env.get(security.TOKENS_VARIABLE) or env.get(security.TOKENS_FILE_VARIABLE)):
+        env[security.TOKENS_VARIABLE] = settings.api_token()
+    return env
 
 
 _ISSUED_PORTS: set[int] = set()
@@ -241,6 +275,10 @@ def _ensure_free(host: str, port: int) -> None:
             raise DeploymentError(f"cannot serve on {host}:{port}: {error.strerror}") from None
 
 
+# The last line of a Python traceback: `package.module.SomeError: message`.
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
+
+
 @dataclass
 class Server:
     """A `bentoml serve` subprocess; a context manager that stops it on exit."""
@@ -258,6 +296,14 @@ class Server:
             return "".join(deque(log, maxlen=lines)).rstrip()
         return ""
 
+    def first_error(self) -> str:
+        """': <the first exception the log names>', or '': the cause, before the arbiter's noise."""
+        with contextlib.suppress(OSError), self.log_path.open(errors="replace") as log:
+            for line in log:
+                if _EXCEPTION_LINE.match(line):
+                    return f": {line.strip()}"
+        return ""
+
     def wait_ready(self, timeout: float) -> None:
         """Poll /readyz until it answers 200; raise DeploymentError if the process dies or times out."""
         deadline = self.started + timeout
@@ -265,7 +311,8 @@ class Server:
             if self.process.poll() is not None:
                 raise DeploymentError(
                     f"`bentoml serve {self.bento_tag}` exited with code {self.process.returncode} "
-                    f"before it was ready. Last lines of {self.log_path}:\n{self.log_tail()}"
+                    f"before it was ready{self.first_error()}. Last lines of {self.log_path}:\n"
+                    f"{self.log_tail()}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
@@ -314,6 +361,25 @@ class Server:
         self.stop()
 
 
+def _server_home(settings: Settings, port: int) -> Path:
+    """A BentoML home for the server on `port`, sharing the project's bento and model stores.
+
+    BentoML empties `<home>/prometheus_multiproc_dir` whenever a server starts: two servers on one
+    home (a local rollout's champion and candidate) would wipe and then mix each other's metrics.
+    """
+    shared = bentoml_home(settings)
+    home = settings.project_dir / ".runtime" / f"bentoml-{port}"
+    home.mkdir(parents=True, exist_ok=True)
+    for store in ("bentos", "models"):
+        (shared / store).mkdir(parents=True, exist_ok=True)
+        link = home / store
+        if link.is_symlink() and link.resolve() != (shared / store).resolve():
+            link.unlink()
+        if not link.is_symlink():
+            link.symlink_to(shared / store, target_is_directory=True)
+    return home
+
+
 def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server:
     """Start `bentoml serve <bento_tag>` on 127.0.0.1 and return once it is ready.
 
@@ -327,8 +393,7 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
     _ensure_free(host, port)
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.reports_dir / f"serve-{port}.log"
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home(settings))}
-    env.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reports from CI and test runs
+    env = {**server_environment(settings), "BENTOML_HOME": str(_server_home(settings, port))}
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -388,7 +453,8 @@ def _compare(task: str, served: list, expected: np.ndarray) -> tuple[bool, str]:
 def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
     """Check a running server against registered `version`; every check runs, none raises.
 
-    Checks: ready; metadata names the expected model and version; a row with a missing feature and one
+    Checks: ready; a request without a token is refused (unless serving.require_auth is false);
+    metadata names the expected model and version; a row with a missing feature and one
     with a non-number are refused with a 4xx naming the feature (a 5xx means the server broke); `predict`
     row by row and `predict_batch` on SMOKE_ROWS data rows equal `registry.load_model(...).predict`;
     every answer carries the expected version.
@@ -456,10 +522,16 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
             )
         return True, f"all {len(versions)} prediction answers carry model_version {version}"
 
+    def refuses_anonymous(http: httpx.Client) -> tuple[bool, str]:
+        status = httpx.post(f"{url}/predict", json=records[0], timeout=30).status_code
+        return status == 401, f"a request without a token: HTTP {status}"
+
     missing = {key: value for key, value in records[0].items() if key != feature}
     wrong_type = {**records[0], feature: "not-a-number"}
-    with httpx.Client(base_url=url, timeout=30) as http:
+    with httpx.Client(base_url=url, timeout=30, headers=settings.client_headers()) as http:
         check(http, "ready", ready)
+        if settings.params.serving.require_auth:
+            check(http, "refuses_without_token", refuses_anonymous)
         check(http, "metadata_version", metadata)
         check(http, "rejects_missing_feature", refused(missing, f"row without {feature!r}"))
         check(http, "rejects_wrong_type", refused(wrong_type, f"{feature!r} as a string"))

@@ -14,6 +14,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ def load_test(
     concurrency: int = 4,
     max_requests: int = 5_000,
     max_p95_ms: float = 1_000.0,
+    headers: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send `records` round-robin to `/predict` from `concurrency` threads; a smoke-style check."""
     if not records:
@@ -53,7 +55,7 @@ def load_test(
             return sent
 
     def worker() -> None:
-        with httpx.Client(base_url=url.rstrip("/"), timeout=30) as http:
+        with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=headers) as http:
             while (index := next_index()) is not None:
                 started = time.perf_counter()
                 try:
@@ -95,6 +97,7 @@ def steady_traffic(
     seconds: float,
     record: Path,
     concurrency: int = 4,
+    headers: Mapping[str, str] | None = None,
 ) -> int:
     """Send `records` round-robin to `/predict` for `seconds` (or until SIGTERM), as clients would.
 
@@ -114,7 +117,7 @@ def steady_traffic(
     def worker(offset: int, log) -> None:
         nonlocal sent
         index = offset
-        with httpx.Client(base_url=url.rstrip("/"), timeout=30) as http:
+        with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=headers) as http:
             while not stop.is_set() and time.monotonic() < deadline:
                 entry: dict[str, Any] = {"status": None, "version": None, "error": None}
                 try:
@@ -172,7 +175,13 @@ def _stats(
     }
 
 
-def wait_for_version(url: str, version: int, timeout: float, interval: float = 5.0) -> float:
+def wait_for_version(
+    url: str,
+    version: int,
+    timeout: float,
+    interval: float = 5.0,
+    headers: Mapping[str, str] | None = None,
+) -> float:
     """Poll `/metadata` until the server serves `version`; return the seconds it took.
 
     For a deployment that rolls out on its own after the image tag moved: the smoke test starts when
@@ -182,7 +191,7 @@ def wait_for_version(url: str, version: int, timeout: float, interval: float = 5
     last = "no answer"
     while True:
         try:
-            answer = httpx.post(f"{url.rstrip('/')}/metadata", json={}, timeout=10)
+            answer = httpx.post(f"{url.rstrip('/')}/metadata", json={}, timeout=10, headers=headers)
             if answer.status_code == 200:
                 served = answer.json().get("model_version")
                 if served == version:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import tempfile
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
@@ -17,10 +18,12 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from . import security
 from .settings import PipelineError, Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 _AUDIT_PREFIX = "audit."
+DIGEST_TAG = "model_sha256"  # the model files' digest, recorded at registration (security.py)
 
 
 class RegistryError(PipelineError, RuntimeError):
@@ -83,6 +86,25 @@ def tag_version(settings: Settings, version: int, tags: dict[str, str]) -> None:
         registry_client.set_model_version_tag(
             settings.params.registry.model_name, str(version), key, value
         )
+
+
+def record_digest(settings: Settings, version: int) -> str:
+    """Digest the registered files of `version` as the registry hands them out; tag the version.
+
+    The build verifies this tag before packing the model, and the service before serving it, so a
+    model file changed in the artifact store after registration is never served.
+    """
+    configure(settings)
+    with tempfile.TemporaryDirectory() as folder:
+        local = mlflow.artifacts.download_artifacts(model_uri(settings, version), dst_path=folder)
+        digest = security.artifact_digest(local)
+    tag_version(settings, version, {DIGEST_TAG: digest})
+    return digest
+
+
+def recorded_digest(settings: Settings, version: int) -> str | None:
+    name = settings.params.registry.model_name
+    return client(settings).get_model_version(name, str(version)).tags.get(DIGEST_TAG)
 
 
 def _actor() -> str:

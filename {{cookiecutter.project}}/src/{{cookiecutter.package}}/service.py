@@ -1,46 +1,62 @@
 """The HTTP service: one registered model, packed into the bento, answering JSON requests.
 
 `deployment.build` imports one registered MLflow model version into the BentoML model store and builds
-a bento of this module with two bento arguments, `model_tag` (the stored model to serve) and
-`max_batch_rows`. The bento keeps its arguments and `bentoml serve` hands them back to this module, so
-a bento and its container need no params.yaml and no MLflow server. What the model is (registered
-name, version, task) travels with the stored model as labels; the request schema is built from the
-MLflow signature saved with it, so the OpenAPI page at /docs lists the real features.
+a bento of this module with its arguments (`ServiceArgs`: the stored model to serve and the serving
+settings of params.yaml). The bento keeps its arguments and `bentoml serve` hands them back to this
+module, so a bento and its container need no params.yaml and no MLflow server. What the model is
+(registered name, version, task, digest) travels with the stored model as labels; the request schema
+is built from the MLflow signature and the feature profile saved with it, so the OpenAPI page at /docs
+lists the real features and their bounds.
 
-Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
+In front of the APIs runs `security.Guard` (tokens, rate limits, body limits, request ids, one error
+shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from operator import attrgetter
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import bentoml
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
+from starlette.responses import JSONResponse
 
-MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the MLflow model
+from . import security
+
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 # Answers of up to this many rows also carry their predictions in the X-Prediction header, where a
 # proxy can log them without reading bodies: a shadow rollout compares champion and candidate there.
 PREDICTION_HEADER_ROWS = 100
+# Values further than this many training ranges beyond the training min or max are refused as input
+# errors whatever the out_of_profile policy: no real feature is that far, and the model's arithmetic
+# may overflow (StandardScaler on 1e308 does).
+HARD_BOUND_RANGES = 10
+logger = logging.getLogger("bentoml.service")
+logging.getLogger("bentoml._internal.server.http_app").addFilter(security.QuietClientErrors())
 
 
 class ServiceArgs(BaseModel):
-    """The bento arguments `deployment.build` writes into the bento."""
+    """The bento arguments `deployment.build` writes into the bento (serving settings of params)."""
 
     model_tag: str
     max_batch_rows: int = Field(1000, ge=1)
+    workers: int = Field(1, ge=1)
+    require_auth: bool = True
+    rate_limit: str | None = None
+    max_body_bytes: int = Field(2_000_000, ge=1)
+    out_of_profile: Literal["reject", "flag", "off"] = "flag"
 
 
-def signature_columns(model_dir: Path) -> list[str]:
-    """The training columns, in order, from the MLflow signature stored with the model.
+def read_model_meta(model_dir: Path) -> tuple[list[str], dict[str, dict]]:
+    """The training columns, in order, and their profile, from the model's MLmodel file.
 
-    Read from the MLmodel file directly: importing mlflow here would add seconds to the start of the
+    Read from the file directly: importing mlflow here would add seconds to the start of the
     serving process, which only needs the names (the workers import mlflow to load the model).
     """
     meta = yaml.safe_load((model_dir / "MLmodel").read_text())
@@ -53,29 +69,78 @@ def signature_columns(model_dir: Path) -> list[str]:
             raise RuntimeError(
                 f"feature {spec['name']!r} is {spec.get('type')}; only numbers serve"
             )
-    return [spec["name"] for spec in specs]
+    columns = [spec["name"] for spec in specs]
+    profile = (meta.get("metadata") or {}).get("feature_profile") or {}
+    unprofiled = [column for column in columns if column not in profile]
+    if unprofiled:
+        raise RuntimeError(f"{model_dir}: no training profile for features {unprofiled}")
+    return columns, profile
+
+
+def example_row(model_dir: Path) -> dict[str, float] | None:
+    """The first row of the input example saved with the model: the example on the /docs page."""
+    path = model_dir / "input_example.json"
+    if not path.exists():
+        return None
+    example = json.loads(path.read_text())
+    return dict(zip(example["columns"], example["data"][0], strict=True))
+
+
+def feature_field(column: str, stats: dict[str, Any]) -> Any:
+    """One feature's schema: keyed by its column name, within the hard bounds of its profile."""
+    spread = (stats["max"] - stats["min"]) or abs(stats["max"]) or 1.0
+    return Field(
+        alias=column,
+        title=column,
+        ge=stats["min"] - HARD_BOUND_RANGES * spread,
+        le=stats["max"] + HARD_BOUND_RANGES * spread,
+        description=f"trained on {stats['min']:g} to {stats['max']:g}",
+    )
 
 
 ARGS = bentoml.use_arguments(ServiceArgs)
 STORED_MODEL = bentoml.models.get(ARGS.model_tag)
-FEATURES = signature_columns(Path(STORED_MODEL.path_of(MLFLOW_MODEL_FOLDER)))
+MODEL_DIR = Path(STORED_MODEL.path_of(security.MLFLOW_MODEL_FOLDER))
+FEATURES, PROFILE = read_model_meta(MODEL_DIR)
 MODEL_NAME = STORED_MODEL.info.labels["registered_model"]
 MODEL_VERSION = int(STORED_MODEL.info.labels["registered_version"])
 TASK = STORED_MODEL.info.labels["task"]
 
 # Attribute names are positional; the JSON keys (aliases) are the training column names, whatever
-# characters they contain. Extra keys, missing keys, non-numbers, NaN and infinity are all a 400.
+# characters they contain. Extra keys, missing keys, non-numbers (strings and booleans included),
+# NaN, infinity and values beyond the hard bounds are all a 400 naming the feature.
 _ATTRIBUTES = [f"feature_{index}" for index in range(len(FEATURES))]
 Row = create_model(
     "Row",
-    __config__=ConfigDict(extra="forbid", allow_inf_nan=False),
+    __config__=ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra={"example": example} if (example := example_row(MODEL_DIR)) else None,
+    ),
     __doc__=f"One row of {MODEL_NAME} v{MODEL_VERSION} features, keyed by training column name.",
     **{
-        attribute: (float, Field(alias=column, title=column))
+        attribute: (float, feature_field(column, PROFILE[column]))
         for attribute, column in zip(_ATTRIBUTES, FEATURES, strict=True)
     },
 )
 _row_values = attrgetter(*_ATTRIBUTES)
+_LOWEST = np.array([PROFILE[column]["min"] for column in FEATURES])
+_HIGHEST = np.array([PROFILE[column]["max"] for column in FEATURES])
+_CATEGORIES = {
+    index: np.array(PROFILE[column]["categories"])
+    for index, column in enumerate(FEATURES)
+    if PROFILE[column].get("categories")
+}
+_CATEGORICAL = {FEATURES[index] for index in _CATEGORIES}
+
+
+def outside_profile(features: np.ndarray) -> list[list[str]]:
+    """For each row, the features whose value the training data never reached (or category never had)."""
+    outside = (features < _LOWEST) | (features > _HIGHEST)
+    for index, categories in _CATEGORIES.items():
+        outside[:, index] |= ~np.isclose(features[:, index, None], categories).any(axis=1)
+    return [[FEATURES[index] for index in np.flatnonzero(row)] for row in outside]
 
 
 class Prediction(BaseModel):
@@ -84,6 +149,15 @@ class Prediction(BaseModel):
         None, description="classification only: the model's probability of the predicted class"
     )
     model_version: int
+    out_of_profile: list[str] = Field(
+        default_factory=list,
+        description="features whose value training never saw (out_of_profile: flag)",
+    )
+
+
+class RowOutOfProfile(BaseModel):
+    row: int = Field(description="position in the rows sent, from 0")
+    features: list[str]
 
 
 class BatchPrediction(BaseModel):
@@ -92,6 +166,9 @@ class BatchPrediction(BaseModel):
         None, description="classification only: probability of each predicted class"
     )
     model_version: int
+    out_of_profile: list[RowOutOfProfile] = Field(
+        default_factory=list, description="rows with values training never saw (flag policy)"
+    )
 
 
 class Metadata(BaseModel):
@@ -101,13 +178,37 @@ class Metadata(BaseModel):
     features: list[str]
     bento_model: str
     max_batch_rows: int
+    out_of_profile: str
+    feature_profile: dict[str, dict[str, Any]]
+
+
+def _configured_tokens() -> tuple[list[str] | None, str | None]:
+    """The accepted tokens (None: auth off) and what is wrong with them, raised when serving starts.
+
+    Not raised here: `bentoml build` imports this module too, where no token needs to exist.
+    """
+    if not ARGS.require_auth:
+        return None, None
+    try:
+        tokens = security.load_tokens()
+    except security.SecurityError as error:
+        return [], str(error)
+    if not tokens:
+        return [], (
+            f"serving.require_auth is true but neither {security.TOKENS_VARIABLE} nor "
+            f"{security.TOKENS_FILE_VARIABLE} holds a token"
+        )
+    return tokens, None
+
+
+TOKENS, TOKEN_PROBLEM = _configured_tokens()
 
 
 @bentoml.service(
     name="model_service",
     description=f"Serves {MODEL_NAME} v{MODEL_VERSION} ({TASK}).",
-    # One worker per container, more replicas to scale: several workers on one socket accept unevenly.
-    workers=1,
+    # serving.workers (default 1): scale with replicas first, several workers share one socket.
+    workers=ARGS.workers,
     traffic={"timeout": 30},
 )
 class ModelService:
@@ -122,38 +223,75 @@ class ModelService:
     def __init__(self) -> None:
         import mlflow.sklearn
 
+        if TOKEN_PROBLEM:
+            raise security.SecurityError(TOKEN_PROBLEM)
+        if TOKENS is None:
+            logger.warning(
+                "AUTHENTICATION IS OFF (serving.require_auth: false): anyone who reaches this "
+                "server can call its APIs. Only for local development."
+            )
+        model_dir = self.bento_model.path_of(security.MLFLOW_MODEL_FOLDER)
+        security.verify_artifacts(
+            model_dir,
+            self.bento_model.info.labels.get("model_sha256"),
+            f"{MODEL_NAME} v{MODEL_VERSION} ({self.bento_model.tag})",
+        )
         # Rows reach the pipeline as a float array in the training column order (checked below), a
         # few times faster than a one-row DataFrame; sklearn would warn about that on every request.
         warnings.filterwarnings(
             "ignore", message="X does not have valid feature names", category=UserWarning
         )
 
-        self.model = mlflow.sklearn.load_model(self.bento_model.path_of(MLFLOW_MODEL_FOLDER))
+        self.model = mlflow.sklearn.load_model(model_dir)
         trained_on = [str(name) for name in getattr(self.model, "feature_names_in_", FEATURES)]
         if trained_on != FEATURES:
             raise RuntimeError(f"signature columns {FEATURES} differ from the model's {trained_on}")
         self.with_probability = TASK == "classification" and hasattr(self.model, "predict_proba")
+        # Made here, in the serving worker: the module is also imported by builds.
+        self.out_of_profile_values = bentoml.metrics.Counter(
+            name="out_of_profile_values",
+            documentation="Values outside the training profile, by feature (flagged or refused)",
+            labelnames=["feature", "model_version"],
+        )
 
-    def _score(self, rows: list[Any], ctx: bentoml.Context) -> tuple[list, list[float] | None]:
-        """Predictions (and predicted-class probabilities) for validated rows, in order."""
+    def _score(
+        self, rows: list[Any], ctx: bentoml.Context
+    ) -> tuple[list, list[float] | None, list[list[str]]] | JSONResponse:
+        """Predictions, predicted-class probabilities and out-of-profile features, row by row.
+
+        Under the reject policy, a row outside the profile makes the answer a 422 instead.
+        """
         features = np.array([_row_values(row) for row in rows], dtype=np.float64)
         features = features.reshape(len(rows), len(FEATURES))
+        outside = outside_profile(features) if ARGS.out_of_profile != "off" else []
+        for names in outside:
+            for name in names:
+                self.out_of_profile_values.labels(
+                    feature=name, model_version=str(MODEL_VERSION)
+                ).inc()
+        if ARGS.out_of_profile == "reject" and any(outside):
+            ctx.response.status_code = 422  # BentoML sets the context's status on the answer
+            return _refuse_out_of_profile(features, outside)
         predictions = self.model.predict(features).tolist()
-        ctx.response.headers["X-Model-Version"] = str(MODEL_VERSION)
         if len(predictions) <= PREDICTION_HEADER_ROWS:
             ctx.response.headers["X-Prediction"] = json.dumps(predictions, separators=(",", ":"))
-        if not self.with_probability:
-            return predictions, None
-        return predictions, self.model.predict_proba(features).max(axis=1).tolist()
+        probabilities = None
+        if self.with_probability:
+            probabilities = self.model.predict_proba(features).max(axis=1).tolist()
+        return predictions, probabilities, outside
 
     @bentoml.api
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Score one row. The body is the row itself: {"<feature>": <number>, ...}."""
-        predictions, probabilities = self._score([row], ctx)
+        scored = self._score([row], ctx)
+        if isinstance(scored, JSONResponse):
+            return scored
+        predictions, probabilities, outside = scored
         return Prediction(
             prediction=predictions[0],
             probability=None if probabilities is None else probabilities[0],
             model_version=MODEL_VERSION,
+            out_of_profile=outside[0] if outside else [],
         )
 
     @bentoml.api
@@ -163,9 +301,19 @@ class ModelService:
         ctx: bentoml.Context,
     ) -> BatchPrediction:
         """Score up to max_batch_rows rows: {"rows": [{...}, ...]}."""
-        predictions, probabilities = self._score(rows, ctx)
+        scored = self._score(rows, ctx)
+        if isinstance(scored, JSONResponse):
+            return scored
+        predictions, probabilities, outside = scored
         return BatchPrediction(
-            predictions=predictions, probabilities=probabilities, model_version=MODEL_VERSION
+            predictions=predictions,
+            probabilities=probabilities,
+            model_version=MODEL_VERSION,
+            out_of_profile=[
+                RowOutOfProfile(row=index, features=names)
+                for index, names in enumerate(outside)
+                if names
+            ],
         )
 
     @bentoml.api
@@ -178,4 +326,39 @@ class ModelService:
             features=FEATURES,
             bento_model=str(self.bento_model.tag),
             max_batch_rows=ARGS.max_batch_rows,
+            out_of_profile=ARGS.out_of_profile,
+            feature_profile=PROFILE,
         )
+
+
+def _refuse_out_of_profile(features: np.ndarray, outside: list[list[str]]) -> JSONResponse:
+    """The 422 of the reject policy, naming each row, feature, value and the training range."""
+    details = [
+        {
+            "row": row,
+            "field": name,
+            "problem": (
+                f"{features[row, FEATURES.index(name)]:g} is outside what training saw "
+                f"({PROFILE[name]['min']:g} to {PROFILE[name]['max']:g}"
+                + (f", categories {PROFILE[name]['categories']}" if name in _CATEGORICAL else "")
+                + ")"
+            ),
+        }
+        for row, names in enumerate(outside)
+        for name in names
+    ]
+    named = sorted({detail["field"] for detail in details})
+    body = security.error_body(
+        422, f"values outside the training profile: {', '.join(named)}", details=details
+    )
+    return JSONResponse(body, status_code=422)
+
+
+ModelService.add_asgi_middleware(
+    security.Guard,
+    protected=[api.route for api in ModelService.apis.values()],
+    tokens=TOKENS,
+    rate_limit=ARGS.rate_limit,
+    max_body_bytes=ARGS.max_body_bytes,
+    model_version=MODEL_VERSION,
+)

@@ -8,13 +8,22 @@ boto3 and MLflow read themselves).
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Task = Literal["classification", "regression"]
+API_TOKEN_VARIABLE = "SERVICE_API_TOKEN"  # what clients send; the service reads SERVICE_API_TOKENS
 
 # Metric name -> True when a larger value is better. The gate and the evaluation read this one table.
 METRIC_GREATER_IS_BETTER: dict[Task, dict[str, bool]] = {
@@ -78,6 +87,30 @@ class ServingParams(_Section):
     port: int = Field(3000, ge=1, le=65535)
     ready_timeout_seconds: float = Field(90, gt=0)
     max_batch_rows: int = Field(1000, ge=1)
+    # Worker processes per server; scale out with replicas first (deploy/k8s).
+    workers: int = Field(1, ge=1, le=64)
+    # false only for local development: the service then warns at every start.
+    require_auth: bool = True
+    # Requests per client (its token, else its address) in the `limits` notation, or null for none.
+    rate_limit: str | None = "1000/second"
+    max_body_bytes: int = Field(2_000_000, ge=1_024)
+    # A value outside what training saw: reject (422 naming the feature), flag (answer, and name the
+    # features in the answer and the metrics) or off.
+    out_of_profile: Literal["reject", "flag", "off"] = "flag"
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _limits_notation(cls, value: str | None) -> str | None:
+        if value is not None:
+            from limits import parse_many
+
+            try:
+                parse_many(value)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a rate limit like '100/second' or '10/second;1000/hour'"
+                ) from None
+        return value
 
 
 class BatchParams(_Section):
@@ -162,6 +195,26 @@ class Settings(BaseModel):
     @property
     def greater_is_better(self) -> dict[str, bool]:
         return METRIC_GREATER_IS_BETTER[self.params.task]
+
+    def api_token(self) -> str:
+        """The bearer token this machine's clients send to the service.
+
+        $SERVICE_API_TOKEN (a secret in CI and production), else a random token kept in
+        `.runtime/api-token` and created on first use: `serve` hands it to local servers, so local
+        servers are protected like deployed ones without anybody choosing a token.
+        """
+        if os.environ.get(API_TOKEN_VARIABLE):
+            return os.environ[API_TOKEN_VARIABLE]
+        path = self.project_dir / ".runtime" / "api-token"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(32))
+        return path.read_text().strip()
+
+    def client_headers(self) -> dict[str, str]:
+        """Headers for requests to the service's APIs."""
+        return {"Authorization": f"Bearer {self.api_token()}"}
 
 
 def load_params(path: Path) -> Params:

@@ -139,9 +139,12 @@ def train(settings: Settings, frame: pd.DataFrame) -> TrainingResult:
             pip_requirements=pip_requirements(),
             registered_model_name=params.registry.model_name,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            # In the MLmodel file: the service judges requests against it, monitoring traffic.
+            metadata={"feature_profile": data.feature_profile(x_train)},
         )
     model_version = int(model_info.registered_model_version)
     registry.tag_version(settings, model_version, lineage)
+    registry.record_digest(settings, model_version)
     registry.move_alias(settings, registry.CHALLENGER, model_version, why="newly trained")
     return TrainingResult(
         run_id=run.info.run_id,

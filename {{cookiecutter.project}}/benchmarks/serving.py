@@ -1,0 +1,460 @@
+"""How fast the generated service answers, side by side with a plain FastAPI app and the model itself.
+
+One run, one machine, one load generator (wrk on 127.0.0.1), the same registered models: a
+LogisticRegression and a 100-tree RandomForest trained here in a scratch registry (never the project's
+own). For each model and each worker count (one each, then two each):
+
+- the article's FastAPI + joblib app (benchmarks/baseline_fastapi.py, uvicorn), the baseline;
+- the generated BentoML service, once per variant in VARIANTS (a dict of `serving:` overrides);
+- the in-process limit: `model.predict` on one row, called in a loop in this process.
+
+Single-row JSON to /predict at concurrency 1, 8 and 64: requests/s, p50, p99, errors (non-2xx and
+socket errors), peak server memory (RSS summed over the server's process tree). Then the batch
+endpoint (BATCH_ROWS rows per request) against in-process predict on the same batch, and the `batch`
+command's scoring loop on a BATCH_FILE_ROWS-row CSV against a plain chunked read_csv + predict loop.
+What the numbers were and what each setting changed: benchmarks/README.md. Prints tables; `make bench`
+(about 7 minutes). Not part of `make test`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import string
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import joblib
+import numpy as np
+import pandas as pd
+import psutil
+import yaml
+
+from {{ cookiecutter.package }} import data, deployment, registry, training
+from {{ cookiecutter.package }}.reports import markdown_table
+from {{ cookiecutter.package }}.settings import ServingParams, Settings, load_settings
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+# Every served variant of the generated service: a name and the `serving:` overrides it is built
+# with, on top of the project's params.yaml. A variant whose keys this version's settings do not know
+# is skipped with a note. `workers` is set by the harness from WORKER_COUNTS.
+VARIANTS: list[tuple[str, dict[str, Any]]] = [
+    ("service", {}),
+    # Pending the protections in `serving:` (auth, rate limit, body size, input profile): their cost
+    # is "service" against this one; the target is under 10% of requests/s.
+    # ("protections off", {"require_auth": False, "rate_limit": None, "out_of_profile": "off"}),
+]
+WORKER_COUNTS = (1, 2)
+CONCURRENCY = (1, 8, 64)
+MODELS = {
+    "LR": {"estimator": "logistic_regression", "hyperparameters": {"C": 1.0, "max_iter": 1000}},
+    "RF": {"estimator": "random_forest", "hyperparameters": {"n_estimators": 100}},
+}
+SECONDS = 5  # per measurement
+WARMUP_SECONDS = 2  # of load at concurrency 8 once per server, not measured
+BATCH_ROWS = 1000  # rows per /predict_batch request (serving.max_batch_rows must allow it)
+BATCH_CONCURRENCY = 2
+BATCH_FILE_ROWS = 1_000_000
+READY_TIMEOUT = 60
+JSON = {"Content-Type": "application/json"}
+
+
+@dataclass
+class Load:
+    """One wrk run: requests/s, latency percentiles in ms, errors, peak server memory in MB."""
+
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int
+    memory_mb: float
+
+
+# wrk calls done() at the end; the line it prints is parsed instead of wrk's human-readable report.
+WRK_SCRIPT = string.Template("""
+wrk.method = "POST"
+wrk.body = [==[$body]==]
+$headers
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK_RESULT {"requests": %d, "seconds": %f, "p50_us": %f, "p99_us": %f, "errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+""")
+
+
+def require_wrk() -> str:
+    found = shutil.which("wrk")
+    if not found:
+        sys.exit("benchmarks.serving needs the wrk load generator: apt-get install wrk")
+    return found
+
+
+def scratch_settings(folder: Path, model: dict[str, Any], serving: dict[str, Any]) -> Settings:
+    """A scratch project in `folder` (data, suite, params with these overrides), its own registry."""
+    for name in ("data", "validation"):
+        if not (folder / name).exists():
+            shutil.copytree(PROJECT / name, folder / name)
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["model"] = {**params["model"], **model}
+    params["serving"] = {**params.get("serving", {}), "max_batch_rows": BATCH_ROWS, **serving}
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    settings = load_settings(folder / "params.yaml")
+    return settings.model_copy(
+        update={
+            "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
+            "reports_dir": folder / "reports",
+        }
+    )
+
+
+def client_headers(settings: Settings) -> dict[str, str]:
+    """The headers a client of this service sends (a bearer token when the service requires one)."""
+    headers = getattr(settings, "client_headers", None)
+    return dict(headers()) if callable(headers) else {}
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (BentoML and uvicorn fork workers)."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for process in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            total += process.memory_info().rss
+    return total / 2**20
+
+
+@contextlib.contextmanager
+def peak_memory(pid: int) -> Iterator[list[float]]:
+    """Sample the tree's RSS every 0.2 s while the block runs; the peak ends up in the list."""
+    peak = [tree_rss_mb(pid)]
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.2):
+            peak[0] = max(peak[0], tree_rss_mb(pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        sampler.join()
+
+
+def wrk(
+    url: str, body: str, headers: dict[str, str], concurrency: int, seconds: float, folder: Path
+) -> dict:
+    header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    script = folder / "wrk.lua"
+    script.write_text(WRK_SCRIPT.substitute(body=body, headers=header_lines))
+    command = [
+        "wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script), url,
+    ]  # fmt: skip
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in output.splitlines() if line.startswith("WRK_RESULT "))
+    return json.loads(line.removeprefix("WRK_RESULT "))
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0.0
+    with contextlib.suppress(psutil.NoSuchProcess):
+        root = psutil.Process(pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = process.cpu_times()
+                total += times.user + times.system
+    return total
+
+
+def wait_idle(pid: int, timeout: float = 10) -> None:
+    """Until the server stops working off requests of a run that ended (wrk closes its connections,
+    the server still answers what it had read): otherwise that work would slow the next run."""
+    deadline = time.monotonic() + timeout
+    before = tree_cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        now = tree_cpu_seconds(pid)
+        if now - before < 0.025:  # under a tenth of a core
+            return
+        before = now
+
+
+def warm_up(url: str, body: str, headers: dict[str, str], pid: int, folder: Path) -> None:
+    wrk(url, body, headers, 8, WARMUP_SECONDS, folder)
+    wait_idle(pid)
+
+
+def load(
+    url: str, body: str, headers: dict[str, str], concurrency: int, pid: int, folder: Path
+) -> Load:
+    wait_idle(pid)
+    with peak_memory(pid) as peak:
+        result = wrk(url, body, headers, concurrency, SECONDS, folder)
+    return Load(
+        requests_per_second=result["requests"] / result["seconds"],
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        errors=result["errors"],
+        requests=result["requests"],
+        memory_mb=peak[0],
+    )
+
+
+@contextlib.contextmanager
+def baseline_server(model_path: Path, workers: int, log: Path) -> Iterator[tuple[str, int]]:
+    """The FastAPI app under uvicorn with `workers` workers, as the article runs it."""
+    port = deployment.free_port()
+    command = [
+        sys.executable, "-m", "uvicorn", "benchmarks.baseline_fastapi:app",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+    ]  # fmt: skip
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT,
+            env={**os.environ, "MODEL_PATH": str(model_path)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the baseline app exited; see {log}:\n{log.read_text()[-2000:]}"
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/docs", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the baseline app was not ready in {READY_TIMEOUT} s; see {log}"
+                )
+            time.sleep(0.2)
+        yield url, process.pid
+    finally:
+        family = psutil.Process(process.pid).children(recursive=True)
+        process.terminate()
+        process.wait(15)
+        for child in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+
+def in_process_rate(model: Any, rows: np.ndarray, seconds: float = 1.0) -> float:
+    """Calls of model.predict(rows) per second, in this process, after one warm-up call."""
+    model.predict(rows)
+    calls, started = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - started) < seconds:
+        model.predict(rows)
+        calls += 1
+    return calls / elapsed
+
+
+def unknown_serving_keys(overrides: dict[str, Any]) -> list[str]:
+    return sorted(set(overrides) - set(ServingParams.model_fields))
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def ratio(value: float, reference: float | None) -> str:
+    return f"{value / reference:.2f}x" if reference else "-"
+
+
+def load_row(
+    model: str, server: str, workers: int, c: int, result: Load, baseline: Load | None
+) -> list:
+    return [
+        model, server, workers, c, fmt(result.requests_per_second),
+        ratio(result.requests_per_second, baseline and baseline.requests_per_second),
+        fmt(result.p50_ms, 2), fmt(result.p99_ms, 1), result.errors, fmt(result.memory_mb),
+    ]  # fmt: skip
+
+
+def serve_model(
+    label: str, folder: Path, frame: pd.DataFrame, records: list[dict[str, float]], notes: list[str]
+) -> tuple[list[list], list[list]]:
+    """Every server for one model: single-row rows of the table, and batch endpoint rows."""
+    base = scratch_settings(folder, MODELS[label], {})
+    version = training.train(base, frame).model_version
+    model = registry.load_model(base, version)
+    model_path = folder / "model.joblib"
+    joblib.dump(model, model_path)
+    row_body = json.dumps(records[0])
+    batch_body = json.dumps({"rows": records[:BATCH_ROWS]})
+    features = data.split_features_target(frame, base.params.data.target)[0]
+    one_row = features.head(1).to_numpy(dtype=np.float64)
+    many_rows = np.resize(features.to_numpy(dtype=np.float64), (BATCH_ROWS, features.shape[1]))
+    single, batch = [], []
+    with warnings_quiet():
+        one_rate = in_process_rate(model, one_row)
+        batch_rate = in_process_rate(model, many_rows) * BATCH_ROWS
+    single.append([label, "in-process predict, 1 row", 1, 1, fmt(one_rate), "-", fmt(1000 / one_rate, 2), "-", "-", "-"])  # fmt: skip
+    batch.append([label, f"in-process predict, {BATCH_ROWS} rows", fmt(batch_rate), "1.00x"])
+    for workers in WORKER_COUNTS:
+        baselines: dict[int, Load] = {}
+        with baseline_server(model_path, workers, folder / f"baseline-{workers}.log") as (url, pid):
+            warm_up(f"{url}/predict", row_body, JSON, pid, folder)
+            for c in CONCURRENCY:
+                baselines[c] = load(f"{url}/predict", row_body, JSON, c, pid, folder)
+                single.append(load_row(label, "FastAPI baseline", workers, c, baselines[c], None))
+        for name, overrides in VARIANTS:
+            overrides = {**overrides, "workers": workers} if workers != 1 else overrides
+            unknown = unknown_serving_keys(overrides)
+            if unknown:
+                notes.append(
+                    f"{label} {name}, {workers} workers: skipped, serving has no {unknown}"
+                )
+                continue
+            settings = scratch_settings(folder, MODELS[label], overrides)
+            headers = {**JSON, **client_headers(settings)}
+            tag = deployment.build(settings, version)
+            with deployment.serve(settings, tag) as server:
+                pid = server.process.pid
+                warm_up(f"{server.url}/predict", row_body, headers, pid, folder)
+                for c in CONCURRENCY:
+                    result = load(f"{server.url}/predict", row_body, headers, c, pid, folder)
+                    single.append(
+                        load_row(label, f"BentoML {name}", workers, c, result, baselines[c])
+                    )
+                if workers == 1:
+                    result = load(f"{server.url}/predict_batch", batch_body, headers, BATCH_CONCURRENCY, pid, folder)  # fmt: skip
+                    rows_per_second = result.requests_per_second * BATCH_ROWS
+                    batch.append([label, f"BentoML {name} /predict_batch, c={BATCH_CONCURRENCY}", fmt(rows_per_second), ratio(rows_per_second, batch_rate)])  # fmt: skip
+                    if result.errors:
+                        notes.append(f"{label} {name} /predict_batch: {result.errors} errors")
+    return single, batch
+
+
+@contextlib.contextmanager
+def warnings_quiet() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+# The two scoring loops run in fresh interpreters, so each one's peak memory is its own (VmHWM: the
+# high-water mark of this program's memory; ru_maxrss would carry over the harness's from the fork).
+BATCH_COMMAND = """
+import re, sys, time, warnings
+warnings.simplefilter("ignore")
+import joblib
+from {{ cookiecutter.package }} import batch
+model = joblib.load(sys.argv[1])
+features = [str(name) for name in model.feature_names_in_]
+started = time.perf_counter()
+summary = batch.score_file(model, features, 1, sys.argv[2], sys.argv[3], int(sys.argv[4]))
+seconds = time.perf_counter() - started
+peak_kb = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
+print(summary["rows"], seconds, peak_kb)
+"""
+PLAIN_LOOP = """
+import re, sys, time, warnings
+warnings.simplefilter("ignore")
+import joblib, pandas as pd
+model = joblib.load(sys.argv[1])
+features = [str(name) for name in model.feature_names_in_]
+started, rows = time.perf_counter(), 0
+for chunk in pd.read_csv(sys.argv[2], chunksize=int(sys.argv[4])):
+    model.predict(chunk[features])
+    rows += len(chunk)
+seconds = time.perf_counter() - started
+peak_kb = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
+print(rows, seconds, peak_kb)
+"""
+
+
+def big_csv(frame: pd.DataFrame, path: Path, rows: int) -> None:
+    """`rows` rows resampled from the data set, written in pieces so this process stays small."""
+    piece = frame.sample(n=100_000, replace=True, random_state=0)
+    with path.open("w") as output:
+        for start in range(0, rows, len(piece)):
+            piece.head(rows - start).to_csv(output, header=start == 0, index=False)
+
+
+def batch_command_rows(folder: Path, frame: pd.DataFrame, chunk_rows: int) -> list[list]:
+    """The batch command's loop (batch.score_file, staged Parquet output) against the plain loop."""
+    source = folder / "big.csv"
+    big_csv(frame, source, BATCH_FILE_ROWS)
+    rows = []
+    for label in MODELS:
+        model_path = folder / f"{label}.joblib"
+        output = folder / "predictions.parquet"
+        measured = {}
+        for name, code in (("plain read_csv + predict", PLAIN_LOOP), ("batch command (score_file)", BATCH_COMMAND)):  # fmt: skip
+            answer = subprocess.run(
+                [sys.executable, "-c", code, str(model_path), str(source), str(output), str(chunk_rows)],
+                capture_output=True, text=True, check=True, cwd=PROJECT,
+            ).stdout.split()  # fmt: skip
+            count, seconds, peak_kb = int(answer[0]), float(answer[1]), int(answer[2])
+            measured[name] = count / seconds
+            rows.append([
+                label, name, fmt(count), fmt(count / seconds),
+                ratio(count / seconds, measured["plain read_csv + predict"]), fmt(peak_kb / 1024),
+            ])  # fmt: skip
+    return rows
+
+
+def main() -> None:
+    require_wrk()
+    started = time.monotonic()
+    notes: list[str] = []
+    single: list[list] = []
+    batch: list[list] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = Path(scratch)
+        # Bentos and stored models go to the scratch folder too, whatever BENTOML_HOME says outside.
+        os.environ["BENTOML_HOME"] = str(folder / "bentoml")
+        settings = scratch_settings(folder, {}, {})
+        frame = data.read_table(settings.resolve(settings.params.data.source))
+        features, _ = data.split_features_target(frame, settings.params.data.target)
+        records = deployment.as_records(features.sample(n=BATCH_ROWS, replace=True, random_state=0))
+        for label in MODELS:
+            model_folder = folder / label
+            model_folder.mkdir()
+            model_single, model_batch = serve_model(label, model_folder, frame, records, notes)
+            single += model_single
+            batch += model_batch
+            shutil.copy(model_folder / "model.joblib", folder / f"{label}.joblib")
+        command_rows = batch_command_rows(folder, features, settings.params.batch.chunk_rows)
+    print(f"Serving on {os.cpu_count()} CPUs, wrk -t1 on 127.0.0.1, {SECONDS} s per row after a {WARMUP_SECONDS} s warm-up")  # fmt: skip
+    print("Single-row POST /predict (latency percentiles as wrk reports them)\n")
+    header = ["model", "server", "workers", "concurrency", "req/s", "vs baseline", "p50 ms", "p99 ms", "errors", "server MB"]  # fmt: skip
+    print(markdown_table(header, single))
+    print(f"\nBatch endpoint, {BATCH_ROWS} rows per request\n")
+    print(markdown_table(["model", "path", "rows/s", "vs in-process"], batch))
+    print(f"\nScoring a {BATCH_FILE_ROWS:,}-row CSV in chunks of {settings.params.batch.chunk_rows:,} rows, model loaded\n")  # fmt: skip
+    print(markdown_table(["model", "loop", "rows", "rows/s", "vs plain", "peak MB"], command_rows))
+    for note in notes:
+        print(f"- {note}")
+    print(f"\n{time.monotonic() - started:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()

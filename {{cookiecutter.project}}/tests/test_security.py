@@ -1,0 +1,368 @@
+"""Authentication, rate limits, input checks, model integrity and fuzzing of the served API.
+
+The unit tests call security.py directly; the others talk to real `bentoml serve` processes on
+127.0.0.1: the shared server (default serving settings) and a strict one of the same model with
+`out_of_profile: reject`, a low rate limit and three client tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.package }} import data, deployment, registry, security
+from {{ cookiecutter.package }}.settings import Settings
+
+from .shared_bento import Built, shared_build
+
+ALPHA, BRAVO, CHARLIE = (
+    f"{name}-client-token-0123456789" for name in ("alpha", "bravo", "charlie")
+)
+STRICT_RATE = 5  # per minute and client: a slow machine cannot spread the requests past it
+ERROR_FIELDS = {"status", "code", "message", "details", "request_id", "model_version"}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def row(built: Built) -> dict[str, float]:
+    return deployment.as_records(deployment.sample_rows(built.settings, rows=1))[0]
+
+
+def assert_error(answer: httpx.Response, status: int, code: str) -> dict:
+    """The one error shape, with the ids the headers carry too; returns the error object."""
+    assert answer.status_code == status, answer.text
+    error = answer.json()["error"]
+    assert set(error) == ERROR_FIELDS and (error["status"], error["code"]) == (status, code)
+    assert error["request_id"] == answer.headers["x-request-id"]
+    assert str(error["model_version"]) == answer.headers["x-model-version"]
+    assert "Traceback" not in answer.text
+    return error
+
+
+# --- security.py on its own -------------------------------------------------------------------
+
+
+def test_tokens_come_from_the_variable_or_the_mounted_file(tmp_path: Path):
+    secret = tmp_path / "tokens"
+    secret.write_text(f"{ALPHA}\n\n  {BRAVO}  \n")
+    assert security.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},{BRAVO}"}) == [ALPHA, BRAVO]
+    assert security.load_tokens({"SERVICE_API_TOKENS_FILE": str(secret)}) == [ALPHA, BRAVO]
+    assert security.load_tokens({}) == []
+    with pytest.raises(security.SecurityError, match="shorter than 16"):
+        security.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},short"})
+    with pytest.raises(security.SecurityError, match=r"SERVICE_API_TOKENS_FILE=.*missing"):
+        security.load_tokens({"SERVICE_API_TOKENS_FILE": str(tmp_path / "missing")})
+
+
+def test_the_digest_covers_every_model_file_but_the_registry_note(tmp_path: Path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "MLmodel").write_text("flavors: {}\n")
+    (tmp_path / "sub" / "model.skops").write_bytes(b"weights")
+    digest = security.artifact_digest(tmp_path)
+    (tmp_path / "registered_model_meta").write_text("model_name: x\n")
+    assert security.artifact_digest(tmp_path) == digest
+    security.verify_artifacts(tmp_path, digest, "the model")
+    (tmp_path / "sub" / "model.skops").write_bytes(b"weightz")
+    with pytest.raises(security.SecurityError, match="the model: model files changed"):
+        security.verify_artifacts(tmp_path, digest, "the model")
+    with pytest.raises(security.SecurityError, match="no model_sha256 was recorded"):
+        security.verify_artifacts(tmp_path, None, "the model")
+
+
+def test_errors_get_one_shape_and_server_errors_say_nothing_more():
+    validation = json.dumps(
+        {
+            "error": "1 validation error",
+            "detail": [{"loc": ["body", "age"], "msg": "Field required"}],
+        }
+    )
+    shaped = security.normalise_error(400, validation.encode())["error"]
+    assert shaped["message"] == "age: Field required"
+    assert shaped["details"] == [{"field": "age", "problem": "Field required"}]
+    crash = security.normalise_error(500, b'{"error": "ZeroDivisionError at model.py:12"}')
+    assert "ZeroDivision" not in json.dumps(crash) and crash["error"]["code"] == "internal_error"
+    assert security.normalise_error(405, b"Method Not Allowed")["error"]["message"] == (
+        "Method Not Allowed"
+    )
+    assert security.normalise_error(413, b"[{}]")["error"]["code"] == "body_too_large"
+
+
+def test_the_profile_records_ranges_missing_shares_and_categories():
+    frame = pd.DataFrame({"size": [1.0, 4.0, np.nan, 3.0], "kind": [0.0, 1.0, 1.0, 0.0]})
+    profile = data.feature_profile(frame)
+    assert profile["size"]["min"] == 1.0 and profile["size"]["max"] == 4.0
+    assert profile["size"]["missing_rate"] == 0.25
+    assert profile["kind"]["categories"] == [0.0, 1.0]
+    wide = pd.DataFrame({"x": np.arange(data.PROFILE_MAX_CATEGORIES + 1, dtype=float)})
+    assert data.feature_profile(wide)["x"]["categories"] is None
+
+
+# --- the shared server: default serving settings ------------------------------------------
+
+
+@pytest.mark.integration
+def test_apis_need_a_valid_token_and_probes_stay_open(built: Built, server: deployment.Server):
+    for path in ("/predict", "/predict_batch", "/metadata"):
+        anonymous = httpx.post(f"{server.url}{path}", json={})
+        assert_error(anonymous, 401, "unauthorized")
+        assert anonymous.headers["www-authenticate"] == 'Bearer realm="model"'
+    wrong = httpx.post(f"{server.url}/predict", json=row(built), headers=bearer(ALPHA))
+    assert_error(wrong, 401, "unauthorized")
+    assert 'error="invalid_token"' in wrong.headers["www-authenticate"]
+    for path in ("/livez", "/readyz", "/metrics", "/docs.json"):
+        assert httpx.get(f"{server.url}{path}").status_code == 200, path
+    answer = httpx.post(
+        f"{server.url}/predict", json=row(built), headers=built.settings.client_headers()
+    )
+    assert answer.status_code == 200 and answer.json()["model_version"] == built.version
+
+
+@pytest.mark.integration
+def test_answers_carry_the_request_id_and_the_model_version(
+    built: Built, server: deployment.Server
+):
+    headers = built.settings.client_headers()
+    ok = httpx.post(
+        f"{server.url}/predict", json=row(built), headers={**headers, "X-Request-ID": "order-42"}
+    )
+    assert ok.headers["x-request-id"] == "order-42"
+    assert ok.headers["x-model-version"] == str(built.version)
+    refused = httpx.post(
+        f"{server.url}/predict", json={}, headers={**headers, "X-Request-ID": "bad id\twith tab"}
+    )
+    error = assert_error(refused, 400, "invalid_input")
+    assert error["request_id"] != "bad id\twith tab" and len(error["request_id"]) == 32
+    probe = httpx.get(f"{server.url}/readyz")
+    assert probe.headers["x-model-version"] == str(built.version) and probe.headers["x-request-id"]
+
+
+@pytest.mark.integration
+def test_bodies_must_be_json_and_within_the_size_limit(built: Built, server: deployment.Server):
+    headers = {**built.settings.client_headers(), "Content-Type": "application/json"}
+    limit = built.settings.params.serving.max_body_bytes
+    declared = httpx.post(
+        f"{server.url}/predict_batch", content=b" " * (limit + 1), headers=headers
+    )
+    assert_error(declared, 413, "body_too_large")
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(limit // 65_536 + 2):
+            yield b" " * 65_536
+
+    streamed = httpx.post(f"{server.url}/predict_batch", content=chunked(), headers=headers)
+    assert_error(streamed, 413, "body_too_large")
+    form = httpx.post(
+        f"{server.url}/predict",
+        content=b"a=1",
+        headers={**headers, "Content-Type": "multipart/form-data"},
+    )
+    assert_error(form, 415, "unsupported_media_type")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    "value", ["NaN", "Infinity", "true", '"12.5"', "1e308", "null"], ids=lambda value: value
+)
+def test_rows_with_bad_values_get_400_naming_the_feature(
+    built: Built, server: deployment.Server, value: str
+):
+    record = row(built)
+    feature = next(iter(record))
+    body = json.dumps(record).replace(
+        f'"{feature}": {json.dumps(record[feature])}', f'"{feature}": {value}'
+    )
+    assert body != json.dumps(record)
+    answer = httpx.post(
+        f"{server.url}/predict",
+        content=body,
+        headers={**built.settings.client_headers(), "Content-Type": "application/json"},
+    )
+    error = assert_error(answer, 400, "invalid_input")
+    assert [detail["field"] for detail in error["details"]] == [feature]
+    assert error["message"].startswith(f"{feature}: ")
+
+
+@pytest.mark.integration
+def test_values_outside_the_profile_are_answered_and_flagged(
+    built: Built, server: deployment.Server
+):
+    profile = http_metadata(built, server)["feature_profile"]
+    record = row(built)
+    feature = next(iter(record))
+    stats = profile[feature]
+    record[feature] = stats["max"] + (stats["max"] - stats["min"])  # past training, within bounds
+    headers = built.settings.client_headers()
+    before = flagged_count(server, feature)
+    single = httpx.post(f"{server.url}/predict", json=record, headers=headers).raise_for_status()
+    assert single.json()["out_of_profile"] == [feature]
+    batch = httpx.post(
+        f"{server.url}/predict_batch", json={"rows": [row(built), record]}, headers=headers
+    ).raise_for_status()
+    assert batch.json()["out_of_profile"] == [{"row": 1, "features": [feature]}]
+    assert flagged_count(server, feature) == before + 2
+
+
+def http_metadata(built: Built, server: deployment.Server) -> dict:
+    answer = httpx.post(f"{server.url}/metadata", json={}, headers=built.settings.client_headers())
+    return answer.raise_for_status().json()
+
+
+def flagged_count(server: deployment.Server, feature: str) -> float:
+    """The out_of_profile_values counter of `feature` on the server's /metrics page."""
+    total = 0.0
+    for line in httpx.get(f"{server.url}/metrics").text.splitlines():
+        if line.startswith("out_of_profile_values_total{") and f'feature="{feature}"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.mark.integration
+def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
+    built: Built, server: deployment.Server, tmp_path: Path
+):
+    """At least 1,000 generated requests from the served OpenAPI document, every check enabled."""
+    token = built.settings.api_token()
+    schemathesis = Path(sys.executable).with_name("schemathesis")
+    finished = subprocess.run(
+        [str(schemathesis), "run", f"{server.url}/docs.json", "--checks", "all",
+         "--header", f"Authorization: Bearer {token}", "--max-examples", "100", "--seed", "1",
+         "--suppress-health-check", "all", "--report", "json", "--report-dir", str(tmp_path),
+         "--no-color"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stdout[-4000:]
+    (report_path,) = tmp_path.glob("json-*.json")
+    report = json.loads(report_path.read_text())
+    assert report["failures"] == [] and report["errors"] == []
+    assert report["test_cases"]["generated"] >= 1000
+    tested = {name.split(" ", 1)[1] for name in report["valid_rates"]}
+    assert {"/predict", "/predict_batch", "/metadata"} <= tested
+    log = server.log_path.read_text()
+    assert token not in log and ALPHA not in log  # the token (and a wrong one) never logged
+    assert "Traceback" not in log
+
+
+# --- a strict server of the same model: reject policy, low rate limit, three clients -------
+
+
+@pytest.fixture(scope="module")
+def strict(
+    tmp_path_factory: pytest.TempPathFactory, empty_tracking_store: Path
+) -> Iterator[deployment.Server]:
+    built = shared_build(tmp_path_factory, empty_tracking_store)
+    params = built.settings.params
+    serving = params.serving.model_copy(
+        update={"out_of_profile": "reject", "rate_limit": f"{STRICT_RATE}/minute"}
+    )
+    settings = built.settings.model_copy(
+        update={"params": params.model_copy(update={"serving": serving})}
+    )
+    bento = deployment.build(settings, built.version)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SERVICE_API_TOKENS", f"{ALPHA},{BRAVO},{CHARLIE}")
+        running = deployment.serve(settings, bento)
+    with running:
+        yield running
+
+
+@pytest.mark.integration
+def test_each_client_gets_its_own_rate_limit_and_a_retry_after(built: Built, strict):
+    with httpx.Client(base_url=strict.url, headers=bearer(ALPHA)) as alpha:
+        statuses = [alpha.post("/predict", json=row(built)).status_code for _ in range(STRICT_RATE)]
+        over = alpha.post("/predict", json=row(built))
+    bravo = httpx.post(f"{strict.url}/predict", json=row(built), headers=bearer(BRAVO))
+    assert statuses == [200] * STRICT_RATE
+    assert_error(over, 429, "rate_limited")
+    assert int(over.headers["retry-after"]) >= 1
+    assert bravo.status_code == 200, bravo.text
+
+
+@pytest.mark.integration
+def test_guessing_tokens_is_rate_limited_by_address(strict):
+    statuses = [
+        httpx.post(f"{strict.url}/metadata", json={}, headers=bearer(f"guess-{n:012d}")).status_code
+        for n in range(STRICT_RATE + 1)
+    ]
+    assert statuses == [401] * STRICT_RATE + [429]
+
+
+@pytest.mark.integration
+def test_the_reject_policy_answers_422_naming_each_feature(built: Built, strict):
+    metadata = httpx.post(f"{strict.url}/metadata", json={}, headers=bearer(CHARLIE))
+    profile = metadata.raise_for_status().json()["feature_profile"]
+    record = row(built)
+    first, second = list(record)[:2]
+    for feature, edge, side in ((first, "max", 1), (second, "min", -1)):
+        spread = profile[feature]["max"] - profile[feature]["min"]
+        record[feature] = profile[feature][edge] + side * spread / 2  # past training, within bounds
+    answer = httpx.post(f"{strict.url}/predict_batch", json={"rows": [row(built), record]},
+                        headers=bearer(CHARLIE))  # fmt: skip
+    error = assert_error(answer, 422, "out_of_profile")
+    assert [(detail["row"], detail["field"]) for detail in error["details"]] == [
+        (1, first),
+        (1, second),
+    ]
+    assert first in error["message"] and second in error["message"]
+
+
+# --- model integrity ----------------------------------------------------------------------
+
+
+def stored_model_folder(settings: Settings, bento: str) -> Path:
+    """The MLflow model folder of the stored model the bento serves."""
+    import bentoml
+
+    with deployment._bentoml_stores(deployment.bentoml_home(settings)):
+        model_tag = bentoml.bentos.get(bento).info.args["model_tag"]
+        return Path(bentoml.models.get(model_tag).path_of(security.MLFLOW_MODEL_FOLDER))
+
+
+@pytest.mark.integration
+def test_a_changed_model_file_keeps_the_service_from_starting(built: Built):
+    bento = deployment.build(built.settings, built.version)
+    folder = stored_model_folder(built.settings, bento)
+    weights = max(folder.iterdir(), key=lambda path: path.stat().st_size)
+    with weights.open("ab") as tampered:
+        tampered.write(b"\0")
+    with pytest.raises(deployment.DeploymentError, match="model files changed since registration"):
+        deployment.serve(built.settings, bento)
+
+
+@pytest.mark.integration
+def test_the_build_refuses_a_model_changed_in_the_artifact_store(built: Built):
+    settings = built.settings
+    location = registry.client(settings).get_model_version_download_uri(
+        settings.params.registry.model_name, str(built.other_version)
+    )
+    mlmodel = Path(location.removeprefix("file://")) / "MLmodel"
+    original = mlmodel.read_bytes()
+    stored = deployment.bentoml_home(settings) / "models"
+    before = sorted(stored.rglob("MLmodel"))
+    try:
+        mlmodel.write_bytes(original + b"\n# edited after registration\n")
+        with pytest.raises(deployment.DeploymentError, match="model files changed"):
+            deployment.build(settings, built.other_version)
+    finally:
+        mlmodel.write_bytes(original)
+    assert sorted(stored.rglob("MLmodel")) == before  # the refused import left nothing behind
+
+
+@pytest.mark.integration
+def test_two_servers_of_one_project_keep_their_own_metrics(built: Built, server, strict):
+    """BentoML empties its metrics folder when a server starts; each server has a home of its own."""
+    feature = next(iter(row(built)))
+    before = flagged_count(server, feature)
+    record = row(built)
+    record[feature] = http_metadata(built, server)["feature_profile"][feature]["max"] * 1.5
+    httpx.post(f"{server.url}/predict", json=record, headers=built.settings.client_headers())
+    assert flagged_count(server, feature) == before + 1
