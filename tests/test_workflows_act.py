@@ -284,8 +284,13 @@ def assert_ok(run: ActRun, jobs: set[str]) -> None:
 # Pushes to main and the manual rollback, against the shared registry
 
 
-def push(world: World, c: float | None, message: str, variables: dict[str, str] | None = None) -> ActRun:
-    """Commit (new hyperparameters, or nothing) on main and run cd.yml for the push."""
+def pushed(
+    world: World, scenario: str, c: float | None, message: str, variables: dict[str, str] | None = None
+) -> tuple[ActRun, dict]:
+    """Commit (new hyperparameters, or nothing) on main and run cd.yml for the push.
+
+    Returns the run (also kept in `world.done` under `scenario`) and the registry after it.
+    """
     before = git(world.repo, "rev-parse", "HEAD")
     if c is not None:
         world_params(world.repo, c)
@@ -300,7 +305,9 @@ def push(world: World, c: float | None, message: str, variables: dict[str, str] 
         "repository": repository(world.slug),
     }
     variables = {"MLFLOW_TRACKING_URI": world.tracking_uri, "SKIP_IMAGE": "true", **(variables or {})}
-    return world.act.run("push", "cd.yml", payload=payload, variables=variables, secrets=SECRETS)
+    run = world.act.run("push", "cd.yml", payload=payload, variables=variables, secrets=SECRETS)
+    world.done[scenario] = run
+    return run, world.registry()
 
 
 def entries(registry: dict, action: str) -> list[tuple]:
@@ -346,9 +353,7 @@ def assert_deployed(world: World, run: ActRun, version: int) -> None:
 
 @pytest.fixture(scope="module")
 def first_push(world, pull_request) -> tuple[ActRun, dict]:
-    run = push(world, None, "Initial commit from the template")
-    world.done["first push"] = run
-    return run, world.registry()
+    return pushed(world, "first push", None, "Initial commit from the template")
 
 
 @pytest.mark.slow
@@ -365,9 +370,7 @@ def test_2_first_push_promotes_v1_through_staging_and_production(world, first_pu
 
 @pytest.fixture(scope="module")
 def worse_push(world, first_push) -> tuple[ActRun, dict]:
-    run = push(world, WORSE, "Much stronger regularisation")
-    world.done["worse push"] = run
-    return run, world.registry()
+    return pushed(world, "worse push", WORSE, "Much stronger regularisation")
 
 
 @pytest.mark.slow
@@ -386,9 +389,7 @@ def test_3_a_worse_model_is_rejected_and_nothing_after_the_gate_runs(world, wors
 @pytest.fixture(scope="module")
 def better_push(world, worse_push) -> tuple[ActRun, dict]:
     """A second promotion, so that there is a `previous` to roll back to."""
-    run = push(world, BETTER, "Weaker regularisation")
-    world.done["better push"] = run
-    return run, world.registry()
+    return pushed(world, "better push", BETTER, "Weaker regularisation")
 
 
 class BrokenProduction:
@@ -449,9 +450,9 @@ class BrokenProduction:
 def failed_deployment(world, better_push) -> tuple[ActRun, dict, BrokenProduction]:
     """v4 wins the gate and is promoted, but the production service it rolls out to is broken."""
     with BrokenProduction(world.tracking_uri, world.package) as production:
-        run = push(world, BEST, "No regularisation to speak of", {"PRODUCTION_URL": production.url})
-    world.done["failed deployment"] = run
-    return run, world.registry(), production
+        variables = {"PRODUCTION_URL": production.url}
+        run, registry = pushed(world, "failed deployment", BEST, "No regularisation to speak of", variables)
+    return run, registry, production
 
 
 @pytest.mark.slow

@@ -13,16 +13,13 @@ from __future__ import annotations
 import contextlib
 import shutil
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from tests.misbehaving import Misbehaving, register
 
-from {{ cookiecutter.package }} import data, deployment, proxy, registry, rollout, training
+from {{ cookiecutter.package }} import data, deployment, loadtest, proxy, registry, rollout, training
 from {{ cookiecutter.package }}.reports import markdown_table
 from {{ cookiecutter.package }}.settings import RolloutParams, Settings, load_settings
 
@@ -61,25 +58,6 @@ def scratch_settings(folder: Path) -> Settings:
     )
 
 
-@contextlib.contextmanager
-def traffic_through(settings: Settings, target: proxy.Proxy) -> Iterator[None]:
-    """Steady traffic from a second process, flowing before the first step."""
-    record = settings.reports_dir / "bench-traffic.jsonl"
-    record.unlink(missing_ok=True)
-    sender = subprocess.Popen(
-        [sys.executable, "-m", f"{proxy.__package__}.cli", "--params",
-         str(settings.project_dir / "params.yaml"), "traffic", "--url", target.url,
-         "--seconds", "600", "--record", str(record)],
-    )  # fmt: skip
-    try:
-        while not (record.exists() and record.stat().st_size):
-            time.sleep(0.1)
-        yield
-    finally:
-        sender.terminate()
-        sender.wait(30)
-
-
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         settings = scratch_settings(Path(folder))
@@ -113,7 +91,15 @@ def main() -> None:
                 )
                 timed = Timed(target)
                 outcomes = []
-                with target.start(), traffic_through(settings, target):
+                with (
+                    target.start(),
+                    loadtest.traffic_from_another_process(
+                        settings.project_dir / "params.yaml",
+                        target.url,
+                        settings.reports_dir / "bench-traffic.jsonl",
+                        seconds=600,
+                    ),
+                ):
                     for _ in range(REPEAT):
                         outcomes.append(rollout.run(params, timed))
                 rows.append(row(name, measured, outcomes, timed.routes))

@@ -23,7 +23,7 @@ import yaml
 from {{ cookiecutter.package }} import deployment, kubernetes, rollout
 from {{ cookiecutter.package }}.kubernetes import KubernetesError, KubernetesTarget
 from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Traffic
-from {{ cookiecutter.package }}.settings import RolloutParams
+from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
 
 from .conftest import PROJECT_DIR
 
@@ -228,20 +228,22 @@ def test_from_overlay_reads_the_route_and_the_live_champion(cluster, monkeypatch
     deployment_doc = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": BLUE}}
     cluster.answer("kustomize", stdout=yaml.safe_dump_all([deployment_doc, SKELETON]))
     cluster.answer("get", stdout=json.dumps(live))
-    monkeypatch.setenv(kubernetes.PROMETHEUS_URL_VARIABLE, "http://prometheus.example:9090")
-    target = KubernetesTarget.from_overlay("deploy/k8s/overlays/production")
+    monkeypatch.setenv("PROMETHEUS_URL", "http://prometheus.example:9090")
+    prometheus_url = load_settings(PROJECT_DIR / "params.yaml").prometheus_url
+    target = KubernetesTarget.from_overlay("deploy/k8s/overlays/production", prometheus_url)
     assert (target.champion_slot, target.candidate_slot) == ("green", "blue")
     assert target.prometheus_url == "http://prometheus.example:9090"
     kustomize, get = cluster.calls()
     assert kustomize["args"] == ["kustomize", "deploy/k8s/overlays/production"]
     assert get["args"] == ["get", "httproute", "{{ cookiecutter.project }}", "-n", NAMESPACE, "-o", "json"]
-    assert KubernetesTarget.from_overlay("x", champion_slot="blue").champion_slot == "blue"
+    assert KubernetesTarget.from_overlay("x", prometheus_url, "blue").champion_slot == "blue"
 
 
 def test_from_overlay_needs_prometheus(monkeypatch):
-    monkeypatch.delenv(kubernetes.PROMETHEUS_URL_VARIABLE, raising=False)
-    with pytest.raises(KubernetesError, match=kubernetes.PROMETHEUS_URL_VARIABLE):
-        KubernetesTarget.from_overlay("deploy/k8s/overlays/production")
+    monkeypatch.delenv("PROMETHEUS_URL", raising=False)
+    prometheus_url = load_settings(PROJECT_DIR / "params.yaml").prometheus_url
+    with pytest.raises(KubernetesError, match="PROMETHEUS_URL is not set"):
+        KubernetesTarget.from_overlay("deploy/k8s/overlays/production", prometheus_url)
 
 
 # Prometheus, as a real HTTP server answering the query API.

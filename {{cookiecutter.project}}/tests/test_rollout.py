@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.package }} import cli, data, deployment, proxy, registry, rollout, training
+from {{ cookiecutter.package }} import cli, data, deployment, loadtest, proxy, registry, rollout, training
 from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
 from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
 
@@ -263,18 +262,9 @@ class Answer:
 def traffic_through(built: Built, url: str, record: Path) -> Iterator[list[Answer]]:
     """A second process sending /predict to `url`; on exit, the answers it recorded, in order."""
     answers: list[Answer] = []
-    sender = subprocess.Popen(
-        [sys.executable, "-m", f"{cli.__package__}.cli", "--params", str(built.project / "params.yaml"),
-         "traffic", "--url", url, "--seconds", "120", "--concurrency", "4", "--record", str(record)],
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not (record.exists() and record.stat().st_size) and time.monotonic() < deadline:
-            time.sleep(0.1)  # traffic flows before the first step
+    params = built.project / "params.yaml"
+    with loadtest.traffic_from_another_process(params, url, record, seconds=120):
         yield answers
-    finally:
-        sender.terminate()
-        sender.wait(30)
     for line in record.read_text().splitlines():
         got = json.loads(line)
         answers.append(Answer(got["time"], got["status"], got["version"]))

@@ -297,7 +297,9 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
 
         if not args.image or not args.overlay:
             raise SettingsError("--target kubernetes needs --image and --overlay")
-        target = kubernetes.KubernetesTarget.from_overlay(args.overlay, args.champion_slot)
+        target = kubernetes.KubernetesTarget.from_overlay(
+            args.overlay, settings.prometheus_url, args.champion_slot
+        )
         target.prepare(args.image)
         outcome = rollout.run(params, target, on_step=say_step)
         result = rollout.report(outcome, champion, candidate)
@@ -318,48 +320,24 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
 
 def _local_rollout(settings, args, params, champion: int, candidate: int, say_step) -> dict:
     """Both bentos on local servers behind nginx, with traffic from a second process if asked."""
-    import subprocess
-    import time
+    import contextlib
 
-    from . import deployment, proxy, rollout
+    from . import deployment, loadtest, proxy, rollout
 
     bentos = [deployment.build(settings, version) for version in (champion, candidate)]
     record = settings.reports_dir / "rollout-traffic.jsonl"
-    record.unlink(missing_ok=True)
     with proxy.local_target(settings, *bentos) as target:
-        traffic = None
+        traffic = contextlib.nullcontext()
         if args.traffic:
             seconds = sum(step.seconds for step in rollout.plan(params)) + 60
-            traffic = subprocess.Popen(
-                [sys.executable, "-m", f"{__package__}.cli", "--params", args.params, "traffic",
-                 "--url", target.url, "--seconds", str(seconds),
-                 "--concurrency", str(args.traffic), "--record", str(record)]
-            )  # fmt: skip
-        try:
-            if traffic is not None:
-                _wait_for_traffic(traffic, record)
+            traffic = loadtest.traffic_from_another_process(
+                args.params, target.url, record, seconds, args.traffic
+            )
+        with traffic:
             outcome = rollout.run(params, target, on_step=say_step)
-            time.sleep(0.5)  # the last answers of the last step reach the traffic record
-        finally:
-            if traffic is not None:
-                traffic.terminate()
-                traffic.wait(30)
     result = rollout.report(outcome, champion, candidate)
     result["traffic_record"] = str(record) if args.traffic else None
     return result
-
-
-def _wait_for_traffic(sender, record: Path, timeout: float = 60) -> None:
-    """Return once the traffic process has recorded its first answer: the first step must see some."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (record.exists() and record.stat().st_size):
-        if sender.poll() is not None:
-            raise PipelineError(f"the traffic process exited with code {sender.returncode}")
-        if time.monotonic() > deadline:
-            raise PipelineError(f"no traffic recorded in {record} after {timeout:g} s")
-        time.sleep(0.1)
 
 
 def run_traffic(settings: Settings, args: argparse.Namespace) -> dict:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import shlex
 import subprocess
 import time
@@ -36,7 +35,6 @@ SLOTS = ("blue", "green")
 PORT = 3000  # the Services' and BentoML's port
 CONTAINER = "model-service"  # the container's name in deploy/k8s/base/slot/deployment.yaml
 ROLLOUT_TIMEOUT_SECONDS = 600  # the candidate slot's pods must all be ready within this
-PROMETHEUS_URL_VARIABLE = "PROMETHEUS_URL"
 # BentoML 1.4's metrics. They count the probes and /metadata too: only the model's endpoints are read.
 REQUESTS_METRIC = "bentoml_service_request_total"
 LATENCY_BUCKETS_METRIC = "bentoml_service_request_duration_seconds_bucket"
@@ -195,13 +193,12 @@ class KubernetesTarget:
 
     @classmethod
     def from_overlay(
-        cls, overlay: Path | str, champion_slot: str | None = None
+        cls, overlay: Path | str, prometheus_url: str | None, champion_slot: str | None = None
     ) -> KubernetesTarget:
         """The target for an overlay; without `champion_slot`, the slot the live route serves from."""
-        prometheus_url = os.environ.get(PROMETHEUS_URL_VARIABLE)
         if not prometheus_url:
             raise KubernetesError(
-                f"{PROMETHEUS_URL_VARIABLE} is not set: the rollout reads each step's requests, "
+                "PROMETHEUS_URL is not set: the rollout reads each step's requests, "
                 "errors and latency from the Prometheus that scrapes the service's pods"
             )
         route = overlay_route(overlay)

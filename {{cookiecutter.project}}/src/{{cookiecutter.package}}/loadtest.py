@@ -10,11 +10,14 @@ report says so.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +176,44 @@ def _stats(
         "max_ms": round(max(latencies), 1) if latencies else None,
         "latency": "per request, uncorrected for coordinated omission",
     }
+
+
+@contextlib.contextmanager
+def traffic_from_another_process(
+    params_path: Path | str,
+    url: str,
+    record: Path,
+    seconds: float,
+    concurrency: int = 4,
+    first_answer_timeout: float = 60,
+) -> Iterator[Path]:
+    """Steady traffic to `url` from a second process (the `traffic` command) while the block runs.
+
+    Enters once the first answer is recorded, so what the block measures has traffic from its start.
+    On exit the process is stopped and waited for; it writes every answer as it arrives, so `record`
+    then holds all of them. A second process, as clients are: the proxy and the servers see real
+    connections, and this process's threads do not compete with the clients'.
+    """
+    record.unlink(missing_ok=True)
+    sender = subprocess.Popen(
+        [sys.executable, "-m", f"{__package__}.cli", "--params", str(params_path), "traffic",
+         "--url", url, "--seconds", str(seconds), "--concurrency", str(concurrency),
+         "--record", str(record)]
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + first_answer_timeout
+        while not (record.exists() and record.stat().st_size):
+            if sender.poll() is not None:
+                raise PipelineError(f"the traffic process exited with code {sender.returncode}")
+            if time.monotonic() > deadline:
+                raise PipelineError(
+                    f"no traffic recorded in {record} after {first_answer_timeout:g} s"
+                )
+            time.sleep(0.1)
+        yield record
+    finally:
+        sender.terminate()
+        sender.wait(30)
 
 
 def wait_for_version(

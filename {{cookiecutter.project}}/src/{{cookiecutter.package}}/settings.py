@@ -1,8 +1,8 @@
 """Every setting of the pipeline, typed and validated in one place.
 
 Two sources, nothing else: `params.yaml` (reviewed in pull requests: data, model, gate, serving) and the
-environment (what differs per machine: the MLflow tracking server, AWS credentials and endpoints, which
-boto3 and MLflow read themselves).
+environment (what differs per machine: the MLflow tracking server, the Prometheus of a cluster, API
+tokens, AWS credentials and endpoints, which boto3 and MLflow read themselves).
 """
 
 from __future__ import annotations
@@ -185,6 +185,8 @@ class Settings(BaseModel):
     project_dir: Path
     tracking_uri: str
     reports_dir: Path
+    # The Prometheus that scrapes the service's pods: a Kubernetes rollout judges each step on it.
+    prometheus_url: str | None = None
 
     def resolve(self, location: str) -> str:
         """A params location as something `data.read_table` opens: s3:// URIs pass unchanged."""
@@ -243,4 +245,5 @@ def load_settings(params_path: Path | str = "params.yaml") -> Settings:
         tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
         or f"sqlite:///{project_dir / 'mlflow.db'}",
         reports_dir=Path(os.environ.get("REPORTS_DIR") or project_dir / "reports"),
+        prometheus_url=os.environ.get("PROMETHEUS_URL") or None,
     )
