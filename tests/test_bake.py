@@ -76,6 +76,9 @@ def expected_tree(options: dict) -> tuple[set[str], set[str]]:
         "deploy/k8s/overlays/staging/kustomization.yaml",
         "deploy/k8s/overlays/production/kustomization.yaml",
         "benchmarks/rollout.py",
+        "benchmarks/serving.py",
+        "benchmarks/baseline_fastapi.py",
+        "benchmarks/README.md",
     }
     (present if resolved["s3_bucket"] else absent).add(".github/workflows/batch.yml")
     if not resolved["s3_bucket"]:

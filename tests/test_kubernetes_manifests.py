@@ -97,8 +97,17 @@ def test_the_slots_are_locked_down_and_probed_on_bentomls_health_endpoints(rende
             assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
             assert container["ports"] == [{"name": "http", "containerPort": 3000}]
             assert set(container["resources"]) == {"requests", "limits"}
-            assert {m["mountPath"] for m in container["volumeMounts"]} == {"/tmp"}
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            assert set(mounts) == {"/tmp", "/run/secrets/api"}
+            assert mounts["/run/secrets/api"]["readOnly"] is True
             assert {"name": "BENTOML_HOME", "value": "/tmp/bentoml"} in container["env"]
+            # API tokens from a Secret the service reads as a file; never a literal in the manifest.
+            tokens = {"name": "SERVICE_API_TOKENS_FILE", "value": "/run/secrets/api/tokens"}
+            assert tokens in container["env"]
+            assert not any(e["name"] == "SERVICE_API_TOKENS" for e in container["env"])
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            secret = volumes[mounts["/run/secrets/api"]["name"]]["secret"]
+            assert secret["secretName"].endswith("-api-tokens")
             assert "replicas" not in deployment["spec"]  # the autoscaler's
 
 

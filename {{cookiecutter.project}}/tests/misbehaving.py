@@ -1,7 +1,7 @@
 """Small test models that misbehave on purpose, for the rollout tests.
 
 `Misbehaving` wraps a trained model and answers exactly like it, except that every `fail_every`-th
-call to `predict` raises (the service answers HTTP 500) and every call first sleeps `delay_seconds`
+call to `predict` or `predict_proba` raises (the service answers HTTP 500) and every call first sleeps `delay_seconds`
 (the service's APIs run on its event loop, so the whole server slows down, as a heavy model would).
 `register` logs it as a real registered model version, pickled by value with cloudpickle so that the
 server needs none of the test code; it is then built into a real bento and served by the real
@@ -37,11 +37,17 @@ class Misbehaving(BaseEstimator):
         if self.fail_every and next(self._calls) % self.fail_every == 0:
             raise RuntimeError("a deliberate failure of the misbehaving test model")
 
+    @property
+    def classes_(self):
+        return self.model.classes_
+
+    # The service calls one of the two per batch of rows (predict_proba for a classifier).
     def predict(self, features):
         self._misbehave()
         return self.model.predict(features)
 
     def predict_proba(self, features):
+        self._misbehave()
         return self.model.predict_proba(features)
 
 

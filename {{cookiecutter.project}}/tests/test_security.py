@@ -97,6 +97,27 @@ def test_errors_get_one_shape_and_server_errors_say_nothing_more():
     assert security.normalise_error(413, b"[{}]")["error"]["code"] == "body_too_large"
 
 
+def test_the_document_names_the_token_the_error_answers_and_null_defaults():
+    def documented(auth: bool) -> dict:
+        answer = {"schema": {"properties": {"probability": {"type": "number", "default": None}}}}
+        operation = {
+            "requestBody": {"content": {}},
+            "responses": {"200": {"content": {"application/json": answer}}, "400": {}},
+        }
+        spec = security.document({"paths": {"/predict": {"post": operation}}}, ["/predict"], auth)
+        return spec["paths"]["/predict"]["post"]
+
+    operation = documented(auth=True)
+    assert operation["security"] == [{"bearer": []}] and operation["requestBody"]["required"]
+    assert set(operation["responses"]) == {"200", "400", "401", "413", "415", "422", "429", "500"}
+    error = operation["responses"]["429"]["content"]["application/json"]["schema"]
+    assert error == {"$ref": "#/components/schemas/Error"}
+    answer = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["properties"]["probability"]["nullable"] is True
+    unguarded = documented(auth=False)
+    assert "security" not in unguarded and "401" not in unguarded["responses"]
+
+
 def test_the_profile_records_ranges_missing_shares_and_categories():
     frame = pd.DataFrame({"size": [1.0, 4.0, np.nan, 3.0], "kind": [0.0, 1.0, 1.0, 0.0]})
     profile = data.feature_profile(frame)
@@ -235,7 +256,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
     schemathesis = Path(sys.executable).with_name("schemathesis")
     finished = subprocess.run(
         [str(schemathesis), "run", f"{server.url}/docs.json", "--checks", "all",
-         "--header", f"Authorization: Bearer {token}", "--max-examples", "100", "--seed", "1",
+         "--header", f"Authorization: Bearer {token}", "--max-examples", "250", "--seed", "1",
          "--suppress-health-check", "all", "--report", "json", "--report-dir", str(tmp_path),
          "--no-color"],
         capture_output=True, text=True, timeout=600,

@@ -409,8 +409,22 @@ _API_ERRORS = {
 }
 
 
+def _allow_null_defaults(node: Any) -> None:
+    """Mark properties whose default is null as nullable: BentoML's document leaves that out."""
+    if isinstance(node, dict):
+        for prop in (node.get("properties") or {}).values():
+            if isinstance(prop, dict) and "default" in prop and prop["default"] is None:
+                prop["nullable"] = True
+        for value in node.values():
+            _allow_null_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _allow_null_defaults(value)
+
+
 def document(spec: dict[str, Any], protected: Iterable[str], auth: bool) -> dict[str, Any]:
     """BentoML's OpenAPI document with what Guard adds: the token, the error answers, the headers."""
+    _allow_null_defaults(spec)
     components = spec.setdefault("components", {})
     components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     if auth:
