@@ -256,6 +256,7 @@ class Answer:
     time: float
     status: int | None
     version: int | None
+    error: str | None = None  # what the client saw instead of an answer: shown when a test fails
 
 
 @contextmanager
@@ -267,7 +268,7 @@ def traffic_through(built: Built, url: str, record: Path) -> Iterator[list[Answe
         yield answers
     for line in record.read_text().splitlines():
         got = json.loads(line)
-        answers.append(Answer(got["time"], got["status"], got["version"]))
+        answers.append(Answer(got["time"], got["status"], got["version"], got["error"]))
     answers.sort(key=lambda answer: answer.time)
 
 

@@ -151,10 +151,15 @@ def steady_traffic(
     return sent
 
 
+# A connection closed before any answer came: a keep-alive connection the proxy closed as it reloaded
+# (closed cleanly: RemoteProtocolError; reset: ReadError or WriteError). A prediction is safe to resend.
+_DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
 def _post_once_more_if_dropped(http: httpx.Client, row: dict[str, float]) -> httpx.Response:
     try:
         return http.post("/predict", json=row)
-    except httpx.RemoteProtocolError:  # closed without an answer: a stale keep-alive connection
+    except _DROPPED:
         return http.post("/predict", json=row)
 
 
