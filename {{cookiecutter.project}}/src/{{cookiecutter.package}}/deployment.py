@@ -161,7 +161,7 @@ def build(settings: Settings, version: int) -> str:
         "registered_model": name,
         "registered_version": str(version),
         "task": params.task,
-        registry.DIGEST_TAG: digest or "",
+        security.DIGEST_TAG: digest or "",
     }
     with _bentoml_stores(bentoml_home(settings)), tempfile.TemporaryDirectory() as context:
         try:
@@ -169,9 +169,7 @@ def build(settings: Settings, version: int) -> str:
         except Exception as error:
             raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
         try:
-            security.verify_artifacts(
-                stored.path_of(security.MLFLOW_MODEL_FOLDER), digest, f"{uri}"
-            )
+            security.verify_artifacts(stored.path_of(security.MLFLOW_MODEL_FOLDER), digest, uri)
         except security.SecurityError as error:
             bentoml.models.delete(stored.tag)
             raise DeploymentError(str(error)) from None
@@ -215,13 +213,13 @@ def serve_command(bento_tag: str, host: str, port: int) -> list[str]:
     ]
 
 
-def server_environment(settings: Settings) -> dict[str, str]:
-    """This environment plus what a local server needs: the project's stores and the API tokens.
+def server_environment(settings: Settings, home: Path | None = None) -> dict[str, str]:
+    """This environment plus what a local server needs: the project's stores (or `home`) and tokens.
 
     Without $SERVICE_API_TOKENS or $SERVICE_API_TOKENS_FILE, the server accepts this machine's
     client token (`Settings.api_token`), so local servers are protected like deployed ones.
     """
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home(settings))}
+    env = {**os.environ, "BENTOML_HOME": str(home or bentoml_home(settings))}
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reports from CI and test runs
     # As in the container: a worker that cannot start (no token, changed model files) ends the
     # server instead of being respawned forever.
@@ -393,7 +391,7 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
     _ensure_free(host, port)
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.reports_dir / f"serve-{port}.log"
-    env = {**server_environment(settings), "BENTOML_HOME": str(_server_home(settings, port))}
+    env = server_environment(settings, home=_server_home(settings, port))
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(

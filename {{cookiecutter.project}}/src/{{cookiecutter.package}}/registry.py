@@ -23,7 +23,6 @@ from .settings import PipelineError, Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 _AUDIT_PREFIX = "audit."
-DIGEST_TAG = "model_sha256"  # the model files' digest, recorded at registration (security.py)
 
 
 class RegistryError(PipelineError, RuntimeError):
@@ -98,13 +97,13 @@ def record_digest(settings: Settings, version: int) -> str:
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(model_uri(settings, version), dst_path=folder)
         digest = security.artifact_digest(local)
-    tag_version(settings, version, {DIGEST_TAG: digest})
+    tag_version(settings, version, {security.DIGEST_TAG: digest})
     return digest
 
 
 def recorded_digest(settings: Settings, version: int) -> str | None:
     name = settings.params.registry.model_name
-    return client(settings).get_model_version(name, str(version)).tags.get(DIGEST_TAG)
+    return client(settings).get_model_version(name, str(version)).tags.get(security.DIGEST_TAG)
 
 
 def _actor() -> str:

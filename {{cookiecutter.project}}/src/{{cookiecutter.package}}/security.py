@@ -60,6 +60,8 @@ ERROR_CODES = {
     503: "unavailable",
 }
 MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the MLflow model
+# The registry tag (and stored-model label) holding the digest recorded at registration.
+DIGEST_TAG = "model_sha256"
 # The file MLflow adds next to a model when it is downloaded through the registry: not the model.
 _NOT_ARTIFACTS = frozenset({"registered_model_meta"})
 
@@ -245,7 +247,7 @@ class Guard:
         if retry_after is not None:
             await self._refuse(send, 429, "too many requests", [("retry-after", str(retry_after))])
             return
-        if client.startswith("address:") and self.digests is not None:
+        if client.startswith("address:"):  # auth is on and no valid token came
             challenge = 'Bearer realm="model", error="invalid_token"'
             if "authorization" not in headers:
                 challenge = 'Bearer realm="model"'

@@ -141,7 +141,6 @@ _CATEGORIES = {
     for index, column in enumerate(FEATURES)
     if PROFILE[column].get("categories")
 }
-_CATEGORICAL = {FEATURES[index] for index in _CATEGORIES}
 
 
 def outside_profile(features: np.ndarray) -> list[list[str]]:
@@ -290,7 +289,7 @@ class ModelService:
         model_dir = self.bento_model.path_of(security.MLFLOW_MODEL_FOLDER)
         security.verify_artifacts(
             model_dir,
-            self.bento_model.info.labels.get("model_sha256"),
+            self.bento_model.info.labels.get(security.DIGEST_TAG),
             f"{MODEL_NAME} v{MODEL_VERSION} ({self.bento_model.tag})",
         )
         # Rows reach the pipeline as a float array in the training column order (checked below), a
@@ -415,7 +414,11 @@ def _refuse_out_of_profile(features: np.ndarray, outside: list[list[str]]) -> JS
             "problem": (
                 f"{features[row, FEATURES.index(name)]:g} is outside what training saw "
                 f"({PROFILE[name]['min']:g} to {PROFILE[name]['max']:g}"
-                + (f", categories {PROFILE[name]['categories']}" if name in _CATEGORICAL else "")
+                + (
+                    f", categories {PROFILE[name]['categories']}"
+                    if PROFILE[name]["categories"]
+                    else ""
+                )
                 + ")"
             ),
         }
