@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 
@@ -128,6 +129,20 @@ def test_a_taken_port_is_refused_before_starting(built: Built):
         port = taken.getsockname()[1]
         with pytest.raises(deployment.DeploymentError, match=f"127.0.0.1:{port}"):
             deployment.serve(built.settings, built.bento, port=port)
+
+
+def test_a_handed_out_port_stays_ours_until_the_process_ends():
+    """Parallel test workers pick ports independently: a port handed out here must look taken to
+    another process, while a server of ours, binding with SO_REUSEADDR as BentoML does, still gets it."""
+    port = deployment.free_port()
+    bind_elsewhere = f"import socket; socket.socket().bind(('127.0.0.1', {port}))"
+    other = subprocess.run([sys.executable, "-c", bind_elsewhere], capture_output=True, text=True)
+    assert other.returncode != 0 and "Address already in use" in other.stderr
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", port))
+        server.listen()
+    assert deployment.free_port() != port
 
 
 def test_an_exported_bento_imports_into_another_store(built: Built, tmp_path, monkeypatch):

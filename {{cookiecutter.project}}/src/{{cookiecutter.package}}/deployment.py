@@ -229,7 +229,10 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     return env
 
 
-_ISSUED_PORTS: set[int] = set()
+# Ports handed out by free_port, each held by a bound (not listening) socket for the life of this
+# process: another process's free_port cannot take it, while our own server, which binds with
+# SO_REUSEADDR as BentoML, uvicorn and nginx all do, still can.
+_RESERVED_PORTS: dict[int, socket.socket] = {}
 _ISSUING = threading.Lock()
 # Listening ports are picked below the range the kernel hands out to outgoing connections: a port
 # from that range can be taken by any client connection (a readiness poll, say) between the moment
@@ -246,31 +249,46 @@ def _listen_ports() -> range:
     return range(min(LISTEN_PORTS.start, low - 1_000), low) if low > 2_000 else LISTEN_PORTS
 
 
+def _bind(host: str, port: int, *, reuse: bool) -> socket.socket:
+    sock = socket.socket()
+    try:
+        if reuse:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on, outside the kernel's ephemeral range, never the same twice in this
-    process (servers started at the same time would otherwise be handed the same one)."""
+    """A port nothing uses, outside the kernel's ephemeral range, reserved for this process.
+
+    Parallel test workers and servers started at the same time each pick ports; the reservation
+    keeps two of them from being handed the same one between the pick and the server's bind.
+    """
     ports = _listen_ports()
     with _ISSUING:
         for port in random.sample(ports, len(ports)):
-            if port in _ISSUED_PORTS:
+            if port in _RESERVED_PORTS:
                 continue
-            with socket.socket() as probe:
-                try:
-                    probe.bind((host, port))
-                except OSError:
-                    continue
-            _ISSUED_PORTS.add(port)
+            try:
+                # A plain bind is refused if anyone holds the port, reserved or listening.
+                _bind(host, port, reuse=False).close()
+                _RESERVED_PORTS[port] = _bind(host, port, reuse=True)
+            except OSError:
+                continue
             return port
     raise DeploymentError(f"no free port on {host} in {ports.start}-{ports.stop - 1}")
 
 
 def _ensure_free(host: str, port: int) -> None:
     """Refuse a taken port up front: another server there could answer our readiness checks."""
-    with socket.socket() as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as error:
-            raise DeploymentError(f"cannot serve on {host}:{port}: {error.strerror}") from None
+    try:
+        # A port we reserved is bound by us; only a listener (or a foreign bind) makes it taken.
+        _bind(host, port, reuse=port in _RESERVED_PORTS).close()
+    except OSError as error:
+        raise DeploymentError(f"cannot serve on {host}:{port}: {error.strerror}") from None
 
 
 # The last line of a Python traceback: `package.module.SomeError: message`.
