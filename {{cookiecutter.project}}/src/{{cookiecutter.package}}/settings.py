@@ -149,6 +149,29 @@ class RolloutParams(_Section):
         return self
 
 
+class MonitoringParams(_Section):
+    # Where the service logs a sample of what it served (Parquet, one folder per day): a local path
+    # or an s3:// URI.
+    prediction_log: str = "logs/predictions"
+    # Share of requests logged, chosen by a hash of the request id (0 turns the log off).
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    # The service writes what it sampled at most this often, off the request path.
+    flush_seconds: float = Field(10, gt=0)
+    # Ground truth that arrives later: CSV or Parquet files with request_id, row, label.
+    labels: str = "logs/labels"
+    # `drift` and `performance` judge the last window of this many hours.
+    window_hours: float = Field(24, gt=0)
+    # Data drift: the window drifts when at least this share of the features drifted.
+    drift_share: float = Field(0.5, gt=0, le=1)
+    # Concept drift: the primary metric on labelled predictions may fall this far below the
+    # champion's offline metric before it is flagged.
+    performance_tolerance: float = Field(0.05, ge=0)
+    # Fewer rows than this in a window: too few to judge, reported as such.
+    min_window_rows: int = Field(50, ge=1)
+    # Retraining is dispatched when drift or decay persists for this many windows in a row.
+    retrain_after_windows: int = Field(2, ge=1)
+
+
 class AwsParams(_Section):
     region: str = "us-east-1"
 
@@ -163,6 +186,7 @@ class Params(_Section):
     serving: ServingParams = ServingParams()
     batch: BatchParams
     rollout: RolloutParams = RolloutParams()
+    monitoring: MonitoringParams = MonitoringParams()
     aws: AwsParams = AwsParams()
 
     @model_validator(mode="after")
