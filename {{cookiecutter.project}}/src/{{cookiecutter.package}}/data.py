@@ -118,6 +118,13 @@ def publish_file(local: Path, location: str) -> None:
 PROFILE_MAX_CATEGORIES = 10
 
 
+def prediction_buckets(target: pd.Series, shares: int = 10) -> list[float]:
+    """Bounds that cut the training target into `shares` equal parts: buckets of the service's
+    histogram of regression predictions, so a shift of the predictions shows in every part."""
+    inner = np.linspace(0, 1, shares + 1)[1:-1]
+    return np.unique(np.quantile(target.to_numpy(dtype=np.float64), inner)).tolist()
+
+
 def feature_profile(features: pd.DataFrame) -> dict[str, dict]:
     """What the model saw of each feature: range, mean, spread, missing share, and categories.
 

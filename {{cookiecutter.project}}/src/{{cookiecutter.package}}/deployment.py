@@ -34,7 +34,7 @@ import pandas as pd
 import psutil
 from mlflow.exceptions import MlflowException
 
-from . import data, registry, security
+from . import data, prediction_log, registry, security
 from .reports import markdown_table
 from .settings import PipelineError, Settings
 
@@ -53,6 +53,8 @@ RUNTIME_PACKAGES = (
     "pydantic",
     "pyyaml",
     "limits",
+    "pyarrow",
+    "boto3",
 )
 # The serving settings of params.yaml that become bento arguments (service.ServiceArgs).
 SERVICE_SETTINGS = (
@@ -63,6 +65,8 @@ SERVICE_SETTINGS = (
     "max_body_bytes",
     "out_of_profile",
 )
+# The monitoring settings the service needs: where and how much to log (service.ServiceArgs).
+LOG_SETTINGS = ("prediction_log", "sample_rate", "flush_seconds")
 SMOKE_ROWS = 20
 LOG_TAIL_LINES = 30
 
@@ -187,6 +191,7 @@ def build(settings: Settings, version: int) -> str:
                 args={
                     "model_tag": str(stored.tag),
                     **params.serving.model_dump(include=set(SERVICE_SETTINGS)),
+                    **params.monitoring.model_dump(include=set(LOG_SETTINGS)),
                 },
                 python={"packages": runtime_requirements(), "lock_packages": False},
                 docker=docker_options(settings),
@@ -214,7 +219,8 @@ def serve_command(bento_tag: str, host: str, port: int) -> list[str]:
 
 
 def server_environment(settings: Settings, home: Path | None = None) -> dict[str, str]:
-    """This environment plus what a local server needs: the project's stores (or `home`) and tokens.
+    """This environment plus what a local server needs: the project's stores (or `home`), tokens,
+    and the project's prediction log folder.
 
     Without $SERVICE_API_TOKENS or $SERVICE_API_TOKENS_FILE, the server accepts this machine's
     client token (`Settings.api_token`), so local servers are protected like deployed ones.
@@ -226,6 +232,11 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     env.setdefault("BENTOML_CONTAINERIZED", "true")
     if not (env.get(security.TOKENS_VARIABLE) or env.get(security.TOKENS_FILE_VARIABLE)):
         env[security.TOKENS_VARIABLE] = settings.api_token()
+    # A relative log location in the bento would land wherever the server runs: point it here.
+    env.setdefault(
+        prediction_log.LOCATION_VARIABLE,
+        settings.resolve(settings.params.monitoring.prediction_log),
+    )
     return env
 
 

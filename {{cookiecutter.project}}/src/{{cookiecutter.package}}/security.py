@@ -4,7 +4,8 @@
 keeps the model code free of HTTP concerns and answers abuse before any JSON is parsed:
 
 1. every request gets an id (the client's X-Request-ID when well formed, else a new one), echoed in
-   the response with the model version, so any answer can be traced in the server log;
+   the response with the model version, so any answer can be traced in the server log and the
+   prediction log (the APIs read it from `scope["state"]["request_id"]`);
 2. health, readiness, metrics and the OpenAPI document stay open; the APIs need a bearer token,
    checked in constant time against the configured ones (only their digests are kept);
 3. each client (its token, else its address) gets `rate_limit` requests, counted by the `limits`
@@ -12,6 +13,9 @@ keeps the model code free of HTTP concerns and answers abuse before any JSON is 
 4. API bodies must be JSON and at most `max_body_bytes` (checked before and while reading);
 5. every answer of 400 or more has one JSON shape, `{"error": {status, code, message, details,
    request_id, model_version}}`, and a 5xx never carries more than that: details stay in the log.
+
+Every API answer, refusals included, is reported to `observe(path, status, seconds)`: the service
+counts it in its Prometheus metrics, labelled with the model version.
 
 This module imports nothing heavy: the serving process loads it before any worker starts. Its
 `artifact_digest` is also what training records at registration and what the service verifies.
@@ -200,6 +204,7 @@ class Guard:
     `tokens=None` turns authentication off (local development only; the service warns at start).
     `rate_limit` is in the `limits` notation ("200/second", "10/second;1000/minute") or None.
     `protected` are the API paths; everything else but OPEN_PATHS is left to the app (404s).
+    `observe(path, status, seconds)` is called once each protected path's answer is sent.
     """
 
     def __init__(
@@ -211,8 +216,10 @@ class Guard:
         rate_limit: str | None,
         max_body_bytes: int,
         model_version: int,
+        observe: Callable[[str, int, float], None] | None = None,
     ) -> None:
         self.app = app
+        self.observe = observe
         self.protected = frozenset(protected)
         self.digests = (
             None
@@ -237,8 +244,14 @@ class Guard:
         headers = {name.decode("latin-1"): value for name, value in scope["headers"]}
         sent_id = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
         request_id = sent_id if _WELL_FORMED_REQUEST_ID.match(sent_id) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
         send = self._answering(scope["path"], request_id, send)
-        if scope["path"] not in self.protected or scope["method"] != "POST":
+        if scope["path"] not in self.protected:
+            await self.app(scope, receive, send)
+            return
+        if self.observe is not None:
+            send = _observed(scope["path"], send, self.observe)
+        if scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
 
@@ -361,6 +374,22 @@ class Guard:
             await send({"type": "http.response.body", "body": payload})
 
         return answer
+
+
+def _observed(path: str, send: Send, observe: Callable[[str, int, float], None]) -> Send:
+    """`send`, reporting the status and the seconds since now once the answer's last byte is sent."""
+    started = time.perf_counter()
+    status = 0
+
+    async def answer(message: Message) -> None:
+        nonlocal status
+        await send(message)
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            observe(path, status, time.perf_counter() - started)
+
+    return answer
 
 
 def _without(headers: list[tuple[bytes, bytes]], replaced: list[tuple[bytes, bytes]]) -> list:

@@ -15,14 +15,22 @@ this multiplies requests/s; alone, a request waits for nothing (benchmarks/READM
 
 In front of the APIs runs `security.Guard` (tokens, rate limits, body limits, request ids, one error
 shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
+
+For monitoring, /metrics carries, besides BentoML's own series, every API answer by endpoint, status
+and model version (`model_requests_total`, `model_request_duration_seconds`), the predictions made
+(`model_predictions_total` by class, or the `model_prediction_value` histogram) and the values outside
+the training profile; `prediction_log` keeps a sample of requests and answers for drift checks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import os
 import warnings
+from collections import Counter
 from collections.abc import Callable
 from operator import attrgetter
 from pathlib import Path
@@ -34,7 +42,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import JSONResponse
 
-from . import security
+from . import prediction_log, security
 
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 # Answers of up to this many rows also carry their predictions in the X-Prediction header, where a
@@ -46,6 +54,8 @@ MICRO_BATCH_ROWS = 128
 # errors whatever the out_of_profile policy: no real feature is that far, and the model's arithmetic
 # may overflow (StandardScaler on 1e308 does).
 HARD_BOUND_RANGES = 10
+# Seconds; the rollout's and the alerts' latency limit (500 ms) falls on a bound.
+REQUEST_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 logger = logging.getLogger("bentoml.service")
 logging.getLogger("bentoml._internal.server.http_app").addFilter(security.QuietClientErrors())
 
@@ -60,6 +70,9 @@ class ServiceArgs(BaseModel):
     rate_limit: str | None = None
     max_body_bytes: int = Field(2_000_000, ge=1)
     out_of_profile: Literal["reject", "flag", "off"] = "flag"
+    prediction_log: str = "logs/predictions"
+    sample_rate: float = Field(1.0, ge=0, le=1)
+    flush_seconds: float = Field(10, gt=0)
 
 
 def read_model_meta(model_dir: Path) -> tuple[list[str], dict[str, dict]]:
@@ -84,6 +97,12 @@ def read_model_meta(model_dir: Path) -> tuple[list[str], dict[str, dict]]:
     if unprofiled:
         raise RuntimeError(f"{model_dir}: no training profile for features {unprofiled}")
     return columns, profile
+
+
+def prediction_buckets(model_dir: Path) -> list[float] | None:
+    """The training target's deciles saved with a regression model: its prediction histogram's buckets."""
+    meta = yaml.safe_load((model_dir / "MLmodel").read_text())
+    return (meta.get("metadata") or {}).get("prediction_buckets")
 
 
 def example_row(model_dir: Path) -> dict[str, float] | None:
@@ -114,6 +133,76 @@ FEATURES, PROFILE = read_model_meta(MODEL_DIR)
 MODEL_NAME = STORED_MODEL.info.labels["registered_model"]
 MODEL_VERSION = int(STORED_MODEL.info.labels["registered_version"])
 TASK = STORED_MODEL.info.labels["task"]
+VERSION_LABEL = str(MODEL_VERSION)
+
+
+class Metrics:
+    """The service's own Prometheus series, each labelled with the model version."""
+
+    def __init__(self) -> None:
+        self.requests = bentoml.metrics.Counter(
+            name="model_requests",
+            documentation="API answers (refusals included) by endpoint, HTTP status, model version",
+            labelnames=["endpoint", "status", "model_version"],
+        )
+        self.request_seconds = bentoml.metrics.Histogram(
+            name="model_request_duration_seconds",
+            documentation="Seconds from a request's arrival to the last byte of its answer",
+            labelnames=["endpoint", "model_version"],
+            buckets=REQUEST_SECONDS_BUCKETS,
+        )
+        if TASK == "classification":
+            self.predicted_classes = bentoml.metrics.Counter(
+                name="model_predictions",
+                documentation="Predictions made, by predicted class",
+                labelnames=["model_version", "prediction"],
+            )
+        else:
+            buckets = prediction_buckets(MODEL_DIR)
+            self.predicted_values = bentoml.metrics.Histogram(
+                name="model_prediction_value",
+                documentation="Predicted values; the buckets cut the training target in ten shares",
+                labelnames=["model_version"],
+                **({"buckets": buckets} if buckets else {}),
+            )
+        self.out_of_profile_values = bentoml.metrics.Counter(
+            name="out_of_profile_values",
+            documentation="Values outside the training profile, by feature (flagged or refused)",
+            labelnames=["feature", "model_version"],
+        )
+
+    def answer(self, endpoint: str, status: int, seconds: float) -> None:
+        self.requests.labels(
+            endpoint=endpoint, status=str(status), model_version=VERSION_LABEL
+        ).inc()
+        self.request_seconds.labels(endpoint=endpoint, model_version=VERSION_LABEL).observe(seconds)
+
+    def predictions(self, predictions: list) -> None:
+        if TASK == "classification":
+            for label, count in Counter(predictions).items():
+                self.predicted_classes.labels(
+                    model_version=VERSION_LABEL, prediction=str(label)
+                ).inc(count)
+        else:
+            histogram = self.predicted_values.labels(model_version=VERSION_LABEL)
+            for value in predictions:
+                histogram.observe(value)
+
+    def out_of_profile(self, feature: str) -> None:
+        self.out_of_profile_values.labels(feature=feature, model_version=VERSION_LABEL).inc()
+
+
+@functools.cache
+def metrics() -> Metrics:
+    """Made once per serving worker, by ModelService.__init__ before any request: builds import
+    this module too, sometimes twice in one process, and a series registered twice is an error."""
+    return Metrics()
+
+
+def observe_answer(endpoint: str, status: int, seconds: float) -> None:
+    """security.Guard calls this once an API answer's last byte is sent."""
+    metrics().answer(endpoint, status, seconds)
+
 
 # Attribute names are positional; the JSON keys (aliases) are the training column names, whatever
 # characters they contain. Extra keys, missing keys, non-numbers (strings and booleans included),
@@ -303,12 +392,13 @@ class ModelService:
         if trained_on != FEATURES:
             raise RuntimeError(f"signature columns {FEATURES} differ from the model's {trained_on}")
         self.with_probability = TASK == "classification" and hasattr(self.model, "predict_proba")
-        # Made here, in the serving worker: the module is also imported by builds.
-        self.out_of_profile_values = bentoml.metrics.Counter(
-            name="out_of_profile_values",
-            documentation="Values outside the training profile, by feature (flagged or refused)",
-            labelnames=["feature", "model_version"],
-        )
+        metrics()  # before the first request, whose threads would race to make them
+        log_location = os.environ.get(prediction_log.LOCATION_VARIABLE) or ARGS.prediction_log
+        self.prediction_log = None
+        if ARGS.sample_rate > 0 and log_location != prediction_log.OFF:
+            self.prediction_log = prediction_log.PredictionLog(
+                log_location, FEATURES, MODEL_VERSION, ARGS.sample_rate, ARGS.flush_seconds
+            )
         self.batcher = MicroBatcher(self._model_scores, MICRO_BATCH_ROWS)
 
     def _checked(
@@ -323,9 +413,7 @@ class ModelService:
         outside = outside_profile(features) if ARGS.out_of_profile != "off" else []
         for names in outside:
             for name in names:
-                self.out_of_profile_values.labels(
-                    feature=name, model_version=str(MODEL_VERSION)
-                ).inc()
+                metrics().out_of_profile(name)
         if ARGS.out_of_profile == "reject" and any(outside):
             ctx.response.status_code = 422  # BentoML sets the context's status on the answer
             return _refuse_out_of_profile(features, outside)
@@ -338,11 +426,32 @@ class ModelService:
         scikit-learn's classifiers predict (a forest would otherwise walk every tree twice).
         """
         if not self.with_probability:
-            return self.model.predict(features).tolist(), None
+            predictions = self.model.predict(features).tolist()
+            metrics().predictions(predictions)
+            return predictions, None
         probabilities = self.model.predict_proba(features)
         best = probabilities.argmax(axis=1)
         predictions = self.model.classes_.take(best).tolist()
+        metrics().predictions(predictions)
         return predictions, probabilities[np.arange(len(best)), best].tolist()
+
+    def _log(
+        self,
+        ctx: bentoml.Context,
+        endpoint: str,
+        features: np.ndarray,
+        predictions: list,
+        probabilities: list[float] | None,
+    ) -> None:
+        """Hand the answer to the prediction log (it keeps the sampled requests)."""
+        if self.prediction_log is not None:
+            request_id = ctx.request.scope["state"]["request_id"]  # set by security.Guard
+            self.prediction_log.record(request_id, endpoint, features, predictions, probabilities)
+
+    @bentoml.on_shutdown
+    def _flush_prediction_log(self) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.close()
 
     @staticmethod
     def _label(ctx: bentoml.Context, predictions: list) -> None:
@@ -359,6 +468,9 @@ class ModelService:
         features, outside = checked
         prediction, probability = await self.batcher.score(features[0])
         self._label(ctx, [prediction])
+        self._log(
+            ctx, "predict", features, [prediction], None if probability is None else [probability]
+        )
         return Prediction(
             prediction=prediction,
             probability=probability,
@@ -379,6 +491,7 @@ class ModelService:
         features, outside = checked
         predictions, probabilities = await asyncio.to_thread(self._model_scores, features)
         self._label(ctx, predictions)
+        self._log(ctx, "predict_batch", features, predictions, probabilities)
         return BatchPrediction(
             predictions=predictions,
             probabilities=probabilities,
@@ -439,4 +552,5 @@ ModelService.add_asgi_middleware(
     rate_limit=ARGS.rate_limit,
     max_body_bytes=ARGS.max_body_bytes,
     model_version=MODEL_VERSION,
+    observe=observe_answer,
 )

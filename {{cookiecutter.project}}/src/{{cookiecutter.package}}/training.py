@@ -140,7 +140,14 @@ def train(settings: Settings, frame: pd.DataFrame) -> TrainingResult:
             registered_model_name=params.registry.model_name,
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             # In the MLmodel file: the service judges requests against it, monitoring traffic.
-            metadata={"feature_profile": data.feature_profile(x_train)},
+            metadata={
+                "feature_profile": data.feature_profile(x_train),
+                **(
+                    {"prediction_buckets": data.prediction_buckets(y_train)}
+                    if params.task == "regression"
+                    else {}
+                ),
+            },
         )
     model_version = int(model_info.registered_model_version)
     registry.tag_version(settings, model_version, lineage)

@@ -1,0 +1,203 @@
+"""The prediction log: a sample of what the service answered, kept as Parquet files, one folder a day.
+
+The service hands every answered request to `PredictionLog.record`, which only decides from the
+request id whether the request is in the sample and appends it to a list: no conversion and no I/O
+on the request path. A writer thread turns what piled up into Parquet every `flush_seconds` (and at
+shutdown), one file per day under `<location>/date=YYYY-MM-DD/`, on local disk or in S3 (boto3, so
+the AWS_* settings apply). `monitoring` reads the files back to judge drift and decay.
+
+Columns: request_id, row (position in the request), logged_at (UTC, ms), model_version, endpoint,
+one float column per feature (the training column names), prediction, probability (classification).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# Overrides the location packed in the bento: `deployment.serve` points local servers at the
+# project's folder; "off" turns the log off (pods with nowhere durable to write).
+LOCATION_VARIABLE = "PREDICTION_LOG"
+OFF = "off"
+# Rows kept waiting while the destination refuses writes; past this the oldest are dropped (and
+# counted in the server log) rather than letting a broken bucket exhaust the server's memory.
+MAX_PENDING_ROWS = 100_000
+MS_PER_DAY = 86_400_000
+logger = logging.getLogger("bentoml.service.prediction_log")
+
+
+def sampled(request_id: str, rate: float) -> bool:
+    """Whether a request is in the sample. Decided by a hash of its id, not by chance, so replicas,
+    retries and tests agree on which requests are logged."""
+    if rate >= 1:
+        return True
+    if rate <= 0:
+        return False
+    digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < rate * 2**64
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One answered request, as the service had it."""
+
+    request_id: str
+    endpoint: str
+    logged_at_ms: int
+    features: np.ndarray  # rows x features, float64
+    predictions: list[Any]
+    probabilities: list[float] | None
+
+
+def partition_key(location: str, day: str) -> str:
+    """Where the files of one UTC day go: `<location>/date=<day>` (Hive style, which readers know)."""
+    return f"{location.rstrip('/')}/date={day}"
+
+
+def to_table(entries: list[Entry], features: list[str], model_version: int):
+    """The entries of one day as a pyarrow Table in the log's column order."""
+    import pyarrow as pa
+
+    rows = [len(entry.predictions) for entry in entries]
+    columns: dict[str, Any] = {
+        "request_id": pa.array(np.repeat([e.request_id for e in entries], rows), pa.string()),
+        "row": pa.array(np.concatenate([np.arange(count) for count in rows]), pa.int32()),
+        "logged_at": pa.array(
+            np.repeat([e.logged_at_ms for e in entries], rows), pa.timestamp("ms", tz="UTC")
+        ),
+        "model_version": pa.array(np.full(sum(rows), model_version), pa.int64()),
+        "endpoint": pa.array(np.repeat([e.endpoint for e in entries], rows), pa.string()),
+    }
+    values = np.vstack([entry.features for entry in entries])
+    for index, name in enumerate(features):
+        columns[name] = pa.array(values[:, index], pa.float64())
+    columns["prediction"] = pa.array([p for entry in entries for p in entry.predictions])
+    columns["probability"] = pa.array(
+        [
+            probability
+            for entry in entries
+            for probability in (entry.probabilities or [None] * len(entry.predictions))
+        ],
+        pa.float64(),
+    )
+    return pa.table(columns)
+
+
+class PredictionLog:
+    """Samples answered requests and writes them, in batches, from a thread of its own."""
+
+    def __init__(
+        self,
+        location: str,
+        features: list[str],
+        model_version: int,
+        sample_rate: float,
+        flush_seconds: float,
+    ) -> None:
+        self.location = location if "://" in location else str(Path(location).resolve())
+        self.features, self.model_version = features, model_version
+        self.sample_rate, self.flush_seconds = sample_rate, flush_seconds
+        self._pending: list[Entry] = []
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self._s3: Any = None
+        self._writer = threading.Thread(target=self._write_until_closed, name="prediction-log")
+        self._writer.daemon = True  # close() flushes; a killed worker must not hang on it
+        self._writer.start()
+
+    def record(
+        self,
+        request_id: str,
+        endpoint: str,
+        features: np.ndarray,
+        predictions: list[Any],
+        probabilities: list[float] | None,
+    ) -> None:
+        """Queue one answered request if it is in the sample. Called on the request path: cheap."""
+        if not sampled(request_id, self.sample_rate):
+            return
+        entry = Entry(
+            request_id, endpoint, time.time_ns() // 1_000_000, features, predictions, probabilities
+        )
+        with self._lock:
+            self._pending.append(entry)
+
+    def flush(self) -> int:
+        """Write what is queued now; returns the rows written. A failed write keeps them queued."""
+        with self._lock:
+            entries, self._pending = self._pending, []
+        if not entries:
+            return 0
+        by_day: dict[int, list[Entry]] = defaultdict(list)
+        for entry in entries:
+            by_day[entry.logged_at_ms // MS_PER_DAY].append(entry)
+        written = 0
+        for day_number, day_entries in sorted(by_day.items()):
+            day = datetime.fromtimestamp(day_number * 86_400, UTC).date().isoformat()
+            try:
+                self._write(day, to_table(day_entries, self.features, self.model_version))
+            except Exception:  # a full disk or an unreachable bucket must not end the server
+                logger.exception("prediction log: cannot write to %s; will retry", self.location)
+                self._requeue(day_entries)
+                continue
+            written += sum(len(entry.predictions) for entry in day_entries)
+        return written
+
+    def close(self) -> None:
+        """Stop the writer after a last flush (the server is shutting down)."""
+        self._closing.set()
+        self._writer.join(timeout=max(30.0, self.flush_seconds))
+
+    def _write_until_closed(self) -> None:
+        while not self._closing.wait(self.flush_seconds):
+            self.flush()
+        self.flush()
+
+    def _requeue(self, entries: list[Entry]) -> None:
+        with self._lock:
+            self._pending[:0] = entries
+            rows = sum(len(entry.predictions) for entry in self._pending)
+            dropped = 0
+            while rows > MAX_PENDING_ROWS and self._pending:
+                oldest = self._pending.pop(0)
+                rows -= len(oldest.predictions)
+                dropped += len(oldest.predictions)
+        if dropped:
+            logger.error("prediction log: dropped the %d oldest unwritten rows", dropped)
+
+    def _write(self, day: str, table) -> None:
+        import pyarrow.parquet as pq
+
+        name = f"{uuid.uuid4().hex}.parquet"
+        folder = partition_key(self.location, day)
+        if folder.startswith("s3://"):
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer)
+            bucket, _, prefix = folder.removeprefix("s3://").partition("/")
+            self._s3_client().put_object(
+                Bucket=bucket, Key=f"{prefix}/{name}".lstrip("/"), Body=buffer.getvalue()
+            )
+            return
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        partial = Path(folder) / f".{name}.partial"  # readers take *.parquet only
+        pq.write_table(table, partial)
+        os.replace(partial, Path(folder) / name)
+
+    def _s3_client(self) -> Any:
+        if self._s3 is None:
+            import boto3
+
+            self._s3 = boto3.client("s3")
+        return self._s3
