@@ -55,7 +55,7 @@ def test_there_are_workflows_to_check(repository):
     assert files["workflows"], f"no workflows in {repository}/.github"
     if repository != TEMPLATE:
         names = {path.name for path in files["workflows"]}
-        assert {"ci.yml", "cd.yml", "rollback.yml"} <= names
+        assert {"ci.yml", "cd.yml", "rollback.yml", "monitor.yml"} <= names
         assert files["actions"] and files["dependabot"]
 
 

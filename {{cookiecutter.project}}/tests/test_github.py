@@ -228,6 +228,52 @@ def test_ci_needs_no_configuration(tmp_path, env, mode):
         assert check.outputs["tracking_uri"] == env["MLFLOW_TRACKING_URI"]
 
 
+def test_monitoring_needs_a_prediction_log_the_runner_can_read(tmp_path):
+    env = {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}
+    local = {"data": "data/x.csv", "prediction_log": "logs/predictions", "labels": "logs/labels"}
+    check = github.check_config("monitor", env, local, tmp_path)
+    assert not check.configured
+    assert [name for _, name, _ in check.missing] == ["monitoring.prediction_log"]
+    (tmp_path / "logs" / "predictions").mkdir(parents=True)  # a self-hosted runner that sees it
+    assert github.check_config("monitor", env, local, tmp_path).configured
+    in_s3 = {**local, "prediction_log": "s3://bucket/prediction-log"}
+    check = github.check_config("monitor", env, in_s3, tmp_path)
+    assert [name for _, name, _ in check.missing] == ["AWS_ROLE_ARN"]
+
+
+DRIFTED = {"judged": True, "drifted": True, "consecutive_windows": 2, "retrain": True}
+STEADY = {"judged_windows": 3, "decayed": False, "consecutive_windows": 0, "retrain": False}
+
+
+def test_persistent_drift_alerts_and_retrains():
+    verdict = github.monitoring_verdict(DRIFTED, STEADY, "DETAILS", "https://run")
+    assert (verdict.alert, verdict.retrain) == (True, True)
+    marker, heading, *rest = verdict.issue_body.splitlines()
+    assert marker == github.MONITORING_MARKER
+    assert heading == "## Model monitoring: data drift"
+    assert "- data drift in the latest window, 2 window(s) in a row" in rest
+    assert (
+        "DETAILS" in rest
+        and "- the run, with the HTML drift report as an artifact: https://run" in rest
+    )
+
+
+def test_a_first_window_of_decay_alerts_without_retraining():
+    decayed = {**STEADY, "decayed": True, "consecutive_windows": 1}
+    verdict = github.monitoring_verdict(
+        {**DRIFTED, "drifted": False, "retrain": False}, decayed, ""
+    )
+    assert (verdict.alert, verdict.retrain) == (True, False)
+    assert verdict.issue_body.splitlines()[1] == "## Model monitoring: decay"
+
+
+def test_healthy_or_unjudged_windows_raise_no_alert():
+    verdict = github.monitoring_verdict({"judged": False}, {"judged_windows": 0}, "")
+    assert (verdict.alert, verdict.retrain) == (False, False)
+    assert "## Model monitoring: healthy" in verdict.issue_body
+    assert "- not judged (too little data): drift, performance" in verdict.issue_body
+
+
 def test_baseline_params_keep_the_base_model_but_use_this_data():
     base = {"data": {"source": "data/old.csv", "target": "y"}, "registry": {"model_name": "old"}}
     params = github.baseline_params(base, "/work/data/new.csv", "new_name")

@@ -534,6 +534,8 @@ def run_check_config(settings: Settings, args: argparse.Namespace) -> dict:
         "data": params.data.source,
         "input": env.get("BATCH_INPUT") or params.batch.input,
         "output": env.get("BATCH_OUTPUT") or params.batch.output,
+        "prediction_log": params.monitoring.prediction_log,
+        "labels": params.monitoring.labels,
     }
     check = github.check_config(args.purpose, env, locations, settings.project_dir)
     github.write_outputs(check.outputs, env)
@@ -698,7 +700,10 @@ def parser() -> argparse.ArgumentParser:
             )
         if name == "check-config":
             command.add_argument(
-                "--for", dest="purpose", required=True, choices=["ci", "cd", "rollback", "batch"]
+                "--for",
+                dest="purpose",
+                required=True,
+                choices=["ci", "cd", "rollback", "batch", "monitor"],
             )
         if name == "baseline-params":
             command.add_argument("base_dir", help="checkout of the base branch")

@@ -479,11 +479,12 @@ def check_config(
     locations: Mapping[str, str],
     project_dir: Path,
 ) -> ConfigCheck:
-    """What `purpose` (ci, cd, rollback, batch) needs from the repository's variables and secrets.
+    """What `purpose` (ci, cd, rollback, batch, monitor) needs from the repository's variables and
+    secrets.
 
     `env` holds what the workflow passed from `vars` (MLFLOW_TRACKING_URI, AWS_ROLE_ARN, SKIP_IMAGE)
-    and, for pull requests, PR_HEAD_REPO. `locations` are the data locations of
-    params.yaml (data, batch input and output) that decide whether AWS credentials are needed.
+    and, for pull requests, PR_HEAD_REPO. `locations` are the locations of params.yaml (data, batch
+    input and output, prediction log and labels) that decide whether AWS credentials are needed.
     CI needs nothing: with no tracking server (or for a pull request from a fork, which gets no
     secrets), the champion is a model trained from the base branch in the same job, in a local store.
     """
@@ -526,7 +527,21 @@ def check_config(
         "cd": _uses_s3(locations.get("data")),
         "rollback": False,
         "batch": _uses_s3(locations.get("data"), locations.get("input"), locations.get("output")),
+        "monitor": _uses_s3(
+            locations.get("data"), locations.get("prediction_log"), locations.get("labels")
+        ),
     }.get(purpose, False)
+    log = locations.get("prediction_log") or ""
+    if purpose == "monitor" and not (_uses_s3(log) or (project_dir / log).is_dir()):
+        # The servers write the log; a runner sees it only in a bucket (or on a self-hosted runner).
+        check.configured = False
+        check.missing.append(
+            (
+                "params.yaml",
+                "monitoring.prediction_log",
+                f"an s3:// location the service writes to (now `{cell(log, 100)}`, not on this runner)",
+            )
+        )
     if needs_aws and not role:
         check.configured = False
         check.missing.append(
@@ -548,6 +563,75 @@ def check_config(
         )
     check.outputs = {"configured": str(check.configured).lower()}
     return check
+
+
+# Monitoring: one issue that follows the verdicts of `drift` and `performance`
+
+MONITORING_MARKER = f"<!-- {__package__}:model-monitoring -->"
+
+
+@dataclass
+class MonitoringVerdict:
+    """What the monitor workflow does with one run's drift and performance reports."""
+
+    alert: bool  # open or update the issue (else close it if one is open)
+    retrain: bool  # dispatch cd.yml
+    issue_body: str  # the marker, a `## <title>` line, then the story
+
+
+def _judged(report: Mapping[str, Any] | None) -> bool:
+    return bool(report) and bool(report.get("judged", report.get("judged_windows")))
+
+
+def monitoring_verdict(
+    drift: Mapping[str, Any] | None,
+    performance: Mapping[str, Any] | None,
+    details: str,
+    run_url: str | None = None,
+) -> MonitoringVerdict:
+    """The alert and retraining decisions from the two reports, and the issue that tells people.
+
+    `details` is the Markdown of both reports (drift.md and performance.md), shown in the issue.
+    """
+    found, lines, retrain = [], [], False
+    for name, report, flag in (("data drift", drift, "drifted"), ("decay", performance, "decayed")):
+        if not report or not report.get(flag):
+            continue
+        found.append(name)
+        streak = report.get("consecutive_windows", 1)
+        lines.append(f"- {name} in the latest window, {streak} window(s) in a row")
+        retrain = retrain or bool(report.get("retrain"))
+    if retrain:
+        lines.append("- it persisted: retraining was dispatched (cd.yml)")
+    if not found:
+        lines.append("- no data drift and no decay")
+    unjudged = [
+        name
+        for name, report in (("drift", drift), ("performance", performance))
+        if not _judged(report)
+    ]
+    if unjudged:
+        lines.append(f"- not judged (too little data): {', '.join(unjudged)}")
+    if run_url:
+        lines.append(f"- the run, with the HTML drift report as an artifact: {run_url}")
+    title = "Model monitoring: " + (" and ".join(found) if found else "healthy")
+    body = "\n".join(
+        [
+            MONITORING_MARKER,
+            f"## {title}",
+            "",
+            *lines,
+            "",
+            "Runbook: `docs/monitoring.md`.",
+            "",
+            details,
+        ]
+    )
+    return MonitoringVerdict(
+        alert=bool(found),
+        retrain=retrain,
+        issue_body=truncate(body, COMMENT_LIMIT, "(cut: the run's reports have the rest)"),
+    )
 
 
 # The base branch's model, for pull requests without a tracking server

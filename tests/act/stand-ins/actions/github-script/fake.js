@@ -59,10 +59,61 @@ const issues = {
     throw new Error(`fake GitHub API: no comment ${params.comment_id}`);
   },
 };
+// Issues (the monitor workflow's one issue) live in issues.json; numbers count from 1.
+function loadIssues() {
+  const file = path.join(folder, "issues.json");
+  return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, "utf8")) : [];
+}
+function saveIssues(all) {
+  fs.writeFileSync(path.join(folder, "issues.json"), JSON.stringify(all, null, 2));
+}
+Object.assign(issues, {
+  async listForRepo(params) {
+    checkRepo(params);
+    record("issues.listForRepo", params);
+    const wanted = (params.labels || "").split(",").filter(Boolean);
+    const found = loadIssues().filter(
+      (i) =>
+        (params.state === "all" || i.state === (params.state || "open")) &&
+        wanted.every((label) => i.labels.some((l) => l.name === label)),
+    );
+    return { status: 200, data: found };
+  },
+  async create(params) {
+    checkRepo(params);
+    record("issues.create", params);
+    const all = loadIssues();
+    const issue = {
+      number: all.length + 1, title: params.title, body: params.body, state: "open", user,
+      labels: (params.labels || []).map((name) => ({ name })),
+    };
+    saveIssues([...all, issue]);
+    return { status: 201, data: issue };
+  },
+  async update(params) {
+    checkRepo(params);
+    record("issues.update", params);
+    const all = loadIssues();
+    const issue = all.find((i) => i.number === params.issue_number);
+    if (!issue) throw new Error(`fake GitHub API: no issue ${params.issue_number}`);
+    for (const key of ["title", "body", "state", "state_reason"]) {
+      if (params[key] !== undefined) issue[key] = params[key];
+    }
+    saveIssues(all);
+    return { status: 200, data: issue };
+  },
+});
+const actions = {
+  async createWorkflowDispatch(params) {
+    checkRepo(params);
+    record("actions.createWorkflowDispatch", params);
+    return { status: 204, data: undefined };
+  },
+};
 const unsupported = (name) =>
   new Proxy({}, { get: (_, key) => { throw new Error(`fake GitHub API: ${name}.${String(key)} is not faked`); } });
 const github = {
-  rest: new Proxy({ issues }, { get: (target, key) => target[key] || unsupported(`rest.${String(key)}`) }),
+  rest: new Proxy({ issues, actions }, { get: (target, key) => target[key] || unsupported(`rest.${String(key)}`) }),
   async paginate(method, params) {
     return (await method(params)).data;
   },
