@@ -149,6 +149,66 @@ def test_the_pull_request_comment_is_created_once_then_updated_in_place(baked, t
     assert len(json.loads((state / "github" / "comments-7.json").read_text())) == 2
 
 
+def _monitor_script(project: Path, job: str) -> str:
+    """The github-script body of a job of monitor.yml."""
+    workflow = yaml.safe_load((project / ".github/workflows/monitor.yml").read_text())
+    steps = workflow["jobs"][job]["steps"]
+    return next(s["with"]["script"] for s in steps if s.get("uses", "").startswith("actions/github-script@"))
+
+
+def test_the_monitoring_issue_is_opened_once_updated_then_closed_and_retraining_dispatched(baked, tmp_path):
+    """monitor.yml's own scripts through the fake API: an alert opens ONE labelled issue, a second
+    alert edits it, recovery comments and closes it; a healthy run with nothing open does nothing. The
+    retrain job dispatches cd.yml on the default branch."""
+    project = baked("DEFAULT")
+    slug = "octo/ml-service"
+    state, work = tmp_path / "state", tmp_path / "work"
+    (work / "monitoring-run" / "monitoring").mkdir(parents=True)
+    event = work / "event.json"
+    event.write_text(json.dumps({"repository": repository(slug)}))
+
+    def run(job: str, env: dict[str, str], body: str = "") -> subprocess.CompletedProcess:
+        (work / "monitoring-run" / "monitoring" / "issue.md").write_text(body)
+        script = _monitor_script(project, job)
+        environment = {
+            **os.environ,
+            "ACT_STANDIN_STATE": str(state),
+            "GITHUB_EVENT_PATH": str(event),
+            "GITHUB_REPOSITORY": slug,
+            "GITHUB_OUTPUT": str(work / "output"),
+            "INPUT_SCRIPT": script,
+            **env,
+        }
+        fake = STAND_INS / "actions" / "github-script" / "fake.js"
+        done = subprocess.run(["node", str(fake)], cwd=work, env=environment, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    def issues() -> list[dict]:
+        path = state / "github" / "issues.json"
+        return json.loads(path.read_text()) if path.exists() else []
+
+    marker = "<!-- ml_service:model-monitoring -->"
+    healthy = f"{marker}\n## Model monitoring: healthy\n- no data drift and no decay"
+    assert "healthy, and no monitoring issue is open" in run("issue", {"ALERT": "false"}, healthy).stdout
+    assert issues() == []
+    run("issue", {"ALERT": "true"}, f"{marker}\n## Model monitoring: data drift\nfirst")
+    run("issue", {"ALERT": "true"}, f"{marker}\n## Model monitoring: data drift and decay\nsecond")
+    (issue,) = issues()
+    assert issue["state"] == "open" and [label["name"] for label in issue["labels"]] == ["model-monitoring"]
+    assert issue["title"] == "Model monitoring: data drift and decay" and issue["body"].endswith("second")
+    closed = run("issue", {"ALERT": "false"}, healthy)
+    assert "closed issue #1: recovered" in closed.stdout
+    (issue,) = issues()
+    assert issue["state"] == "closed"
+    assert json.loads((state / "github" / "comments-1.json").read_text())[0]["body"] == healthy
+
+    run("retrain", {"DEFAULT_BRANCH": "main"})
+    calls = [json.loads(line) for line in (state / "github" / "calls.jsonl").read_text().splitlines()]
+    dispatches = [c["params"] for c in calls if c["call"] == "actions.createWorkflowDispatch"]
+    assert dispatches == [{"owner": "octo", "repo": "ml-service", "workflow_id": "cd.yml", "ref": "main"}]
+
+
 # The scenarios (slow)
 
 # Hyperparameters of the logistic regression: each step up in C fits the bundled data better.
