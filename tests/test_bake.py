@@ -80,6 +80,14 @@ def expected_tree(options: dict) -> tuple[set[str], set[str]]:
         "benchmarks/baseline_fastapi.py",
         "benchmarks/README.md",
     }
+    # Monitoring: alert rules with their unit tests, a dashboard, the runbook, for every bake.
+    present |= {
+        "deploy/monitoring/alerts.yml",
+        "deploy/monitoring/alerts.test.yml",
+        "deploy/monitoring/dashboard.json",
+        "docs/monitoring.md",
+        "tests/test_monitoring_files.py",
+    }
     (present if resolved["s3_bucket"] else absent).add(".github/workflows/batch.yml")
     if not resolved["s3_bucket"]:
         absent.add("deploy/aws")
@@ -229,6 +237,32 @@ def test_project_and_package_derive_from_the_name(tmp_path):
     project = bake(tmp_path, project_name="Fraud Détection v2")
     assert project.name == "fraud-detection-v2"
     assert (project / "src" / "fraud_detection_v2" / "__init__.py").is_file()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_alerts_name_the_project_and_pass_their_unit_tests(baked, name):
+    """Runbook links go to this repository's docs/monitoring.md; the rules' unit tests (whose
+    series differ per task) pass under promtool when it is installed (the baked suites check the
+    rest of deploy/monitoring, tests/test_generated.py)."""
+    project = baked(name)
+    resolved = answers(**COMBINATIONS[name])
+    groups = yaml.safe_load((project / "deploy/monitoring/alerts.yml").read_text())["groups"]
+    repository = f"https://github.com/{resolved['github_owner']}/{resolved['project']}/blob/main/"
+    for rule in (rule for group in groups for rule in group["rules"]):
+        assert rule["labels"]["service"] == resolved["project"]
+        url = rule["annotations"]["runbook_url"]
+        assert url == f"{repository}docs/monitoring.md#{rule['alert'].lower()}"
+    promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
+    if promtool is None:
+        return  # tests/test_generated.py insists on it under CI
+    done = subprocess.run(
+        [promtool, "test", "rules", "deploy/monitoring/alerts.test.yml"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def python_sources(project: Path) -> dict[str, str]:
