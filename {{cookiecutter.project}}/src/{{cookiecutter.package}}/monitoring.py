@@ -561,7 +561,7 @@ def performance_markdown(result: dict) -> str:
     lines = [
         f"## Model performance: **{result['verdict']}**",
         "",
-        f"{metric} of labelled predictions per {result['window_hours']} h window against champion "
+        f"{metric} of labelled predictions per {result['window_hours']:g} h window against champion "
         f"v{result['champion']['version']}'s holdout {metric} "
         f"({result['champion']['metric']:.4f}); a window decays when it is worse by more than "
         f"{result['tolerance']}.",
