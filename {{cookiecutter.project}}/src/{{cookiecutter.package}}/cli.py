@@ -401,6 +401,61 @@ def run_history(settings: Settings, args: argparse.Namespace) -> dict:
     return result
 
 
+def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
+    """Logged features of a window (default: the last monitoring.window_hours) against training."""
+    from . import monitoring
+
+    params = settings.params.monitoring
+    window = monitoring.time_range(args.since, args.until, params.window_hours)
+    result = monitoring.drift(settings, window, settings.reports_dir / "drift.html")
+    reports.write_report(settings.reports_dir, "drift", result, monitoring.drift_markdown(result))
+    if not result["judged"]:
+        _say(f"drift not judged: {result['reason']}")
+        return result
+    summary = (
+        f"{len(result['drifted_features'])} of {len(result['features'])} features drifted "
+        f"(share {result['share_drifted']:.2f}, threshold {params.drift_share:g}) in {result['rows']} rows"
+        + (f": {', '.join(result['drifted_features'])}" if result["drifted_features"] else "")
+    )
+    if result["retrain"]:
+        summary += f"; drift in the last {result['consecutive_windows']} windows: retrain"
+    if result["drifted"]:
+        raise CheckFailed(f"data drift: {summary}; see {settings.reports_dir / 'drift.html'}")
+    _say(f"no data drift: {summary}")
+    return result
+
+
+def run_performance(settings: Settings, args: argparse.Namespace) -> dict:
+    """The primary metric on labelled predictions per window, against the champion's holdout metric."""
+    from . import monitoring
+
+    params = settings.params.monitoring
+    hours = params.window_hours if args.window_hours is None else args.window_hours
+    if hours <= 0:
+        raise SettingsError(f"--window-hours: {hours} is not a positive number of hours")
+    default_hours = hours * params.retrain_after_windows  # enough windows for the retraining streak
+    within = monitoring.time_range(args.since, args.until, default_hours)
+    result = monitoring.performance(settings, within, hours)
+    markdown = monitoring.performance_markdown(result)
+    reports.write_report(settings.reports_dir, "performance", result, markdown)
+    latest, metric = result["latest_judged"], result["metric"]
+    if latest is None:
+        reasons = sorted({w["reason"] for w in result["windows"]})
+        _say(f"performance not judged in {len(result['windows'])} windows: {'; '.join(reasons)}")
+        return result
+    summary = (
+        f"{metric} {latest['metric']:.4f} on {latest['labelled_rows']} labelled rows "
+        f"({latest['start']} to {latest['end']}), champion v{result['champion']['version']} "
+        f"{result['champion']['metric']:.4f}, tolerance {result['tolerance']}"
+    )
+    if result["retrain"]:
+        summary += f"; decayed in the last {result['consecutive_windows']} judged windows: retrain"
+    if result["decayed"]:
+        raise CheckFailed(f"performance decayed: {summary}")
+    _say(f"performance holds: {summary}")
+    return result
+
+
 def run_suggest_suite(settings: Settings, args: argparse.Namespace) -> dict:
     """Profile the data into a starting expectation suite, to review and commit."""
     from . import validation
@@ -589,6 +644,11 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] 
     "traffic": (run_traffic, "send steady /predict traffic to a URL and record every answer"),
     "batch": (run_batch, "score a file with the champion (or --version)"),
     "history": (run_history, "show every recorded alias move"),
+    "drift": (run_drift, "data drift of the logged features of a window against the training data"),
+    "performance": (
+        run_performance,
+        "the primary metric on labelled predictions per window, against the champion's",
+    ),
     "suggest-suite": (run_suggest_suite, "write a starting expectation suite from the data"),
     "pipeline": (
         run_pipeline,
@@ -707,6 +767,20 @@ def parser() -> argparse.ArgumentParser:
             )
         if name == "baseline-params":
             command.add_argument("base_dir", help="checkout of the base branch")
+        if name in {"drift", "performance"}:
+            command.add_argument(
+                "--since", help="ISO 8601 time, UTC unless it says otherwise (default: see --until)"
+            )
+            command.add_argument("--until", help="ISO 8601 time (default: now)")
+        if name == "drift":
+            command.description += "; --since defaults to monitoring.window_hours before --until"
+        if name == "performance":
+            command.add_argument(
+                "--window-hours", type=float, help="default: monitoring.window_hours in params"
+            )
+            command.description += (
+                "; --since defaults to monitoring.retrain_after_windows windows before --until"
+            )
         if name == "batch":
             command.add_argument("--input", help="default: batch.input in params")
             command.add_argument("--output", help="default: batch.output in params")

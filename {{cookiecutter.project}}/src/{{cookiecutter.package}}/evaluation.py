@@ -44,6 +44,11 @@ def _predict(model: BaseEstimator, features: pd.DataFrame, task: str):
     return predictions, scores
 
 
+def metric(task: str, name: str, y, predictions, scores=None) -> float:
+    """One metric from labels and a model's outputs (scores: positive-class probabilities)."""
+    return float(_metric_functions(task)[name](y, predictions, scores))
+
+
 def _compute(task: str, y, predictions, scores) -> dict[str, float]:
     return {name: float(f(y, predictions, scores)) for name, f in _metric_functions(task).items()}
 

@@ -79,6 +79,18 @@ def load_model(settings: Settings, version: int):
     return mlflow.sklearn.load_model(model_uri(settings, version))
 
 
+def holdout_metric(settings: Settings, version: int, metric: str) -> float:
+    """What `version` scored on the frozen holdout at training, as logged on its run."""
+    registry_client = client(settings)
+    run_id = registry_client.get_model_version(
+        settings.params.registry.model_name, str(version)
+    ).run_id
+    metrics = registry_client.get_run(run_id).data.metrics
+    if f"holdout_{metric}" not in metrics:
+        raise RegistryError(f"v{version} (run {run_id}) has no holdout_{metric} metric logged")
+    return metrics[f"holdout_{metric}"]
+
+
 def tag_version(settings: Settings, version: int, tags: dict[str, str]) -> None:
     registry_client = client(settings)
     for key, value in tags.items():

@@ -234,8 +234,17 @@ class Settings(BaseModel):
         path = self.project_dir / ".runtime" / "api-token"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(32))
+            # Written aside, then linked into place: whoever finds the file finds the whole token
+            # (two servers start in threads at once), and of two creators, both read the winner's.
+            staged = path.with_name(f".api-token-{secrets.token_hex(8)}")
+            staged.touch(mode=0o600)
+            staged.write_text(secrets.token_urlsafe(32))
+            try:
+                os.link(staged, path)
+            except FileExistsError:
+                pass
+            finally:
+                staged.unlink()
         return path.read_text().strip()
 
     def client_headers(self) -> dict[str, str]:
