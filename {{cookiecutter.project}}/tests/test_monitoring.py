@@ -6,7 +6,6 @@ local day folders or in a moto S3 server, and read back by the code under test.
 
 from __future__ import annotations
 
-import io
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -15,18 +14,12 @@ from pathlib import Path
 import boto3
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import cli, data, monitoring, registry, training
+from {{ cookiecutter.package }} import cli, data, monitoring, prediction_log, registry, training
 
-from . import test_s3
 from .conftest import PROJECT_DIR, write_params
-
-# The moto server and a fresh bucket per test, as test_s3 runs them.
-moto_endpoint, bucket = test_s3.moto_endpoint, test_s3.bucket
 
 START = datetime(2026, 3, 1, 22, 0, tzinfo=UTC)  # windows cross midnight: two day partitions
 ROWS = 200
@@ -34,22 +27,6 @@ ROWS = 200
 
 def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
-
-
-def log_schema(features: list[str], prediction: pa.DataType) -> pa.Schema:
-    """The prediction log's columns and types, as the service writes them."""
-    return pa.schema(
-        [
-            ("request_id", pa.string()),
-            ("row", pa.int32()),
-            ("logged_at", pa.timestamp("ms", tz="UTC")),
-            ("model_version", pa.int64()),
-            ("endpoint", pa.string()),
-            *[(name, pa.float64()) for name in features],
-            ("prediction", prediction),
-            ("probability", pa.float64()),
-        ]
-    )
 
 
 def logged(
@@ -83,24 +60,34 @@ def logged(
 
 
 def write_log(location: str, frame: pd.DataFrame, features: list[str], task: str) -> None:
-    """One Parquet file per day partition under a folder or s3:// prefix, in the log's format."""
-    prediction = pa.int64() if task == "classification" else pa.float64()
-    schema = log_schema(features, prediction)
-    for day, rows in frame.groupby(frame["logged_at"].dt.date):
-        buffer = io.BytesIO()
-        pq.write_table(
-            pa.Table.from_pandas(rows[schema.names], schema, preserve_index=False), buffer
-        )
-        name = f"date={day.isoformat()}/{uuid.uuid4()}.parquet"
-        if location.startswith("s3://"):
-            bucket_name, prefix = location[5:].split("/", 1)
-            boto3.client("s3").put_object(
-                Bucket=bucket_name, Key=f"{prefix}/{name}", Body=buffer.getvalue()
+    """`frame` as the service would have logged it: the service's own table builder and writer,
+    one file per UTC day under a folder or s3:// prefix."""
+    s3 = boto3.client("s3") if location.startswith("s3://") else None
+    for (day, version), rows in frame.groupby([frame["logged_at"].dt.date, "model_version"]):
+        values = rows[features].to_numpy(dtype=np.float64)
+        moments = (rows["logged_at"].astype("int64") // 10**6).tolist()  # ns -> ms
+        probabilities = rows["probability"].tolist()
+        entries = [
+            prediction_log.Entry(
+                request_id,
+                endpoint,
+                moment,
+                values[index : index + 1],
+                [prediction],
+                None if task == "regression" else [probabilities[index]],
             )
-        else:
-            path = Path(location) / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(buffer.getvalue())
+            for index, (request_id, endpoint, moment, prediction) in enumerate(
+                zip(
+                    rows["request_id"],
+                    rows["endpoint"],
+                    moments,
+                    rows["prediction"].tolist(),
+                    strict=True,
+                )
+            )
+        ]
+        table = prediction_log.to_table(entries, features, int(version))
+        prediction_log.write_partition(location, day.isoformat(), table, s3)
 
 
 def run(*args: str) -> int:

@@ -95,6 +95,30 @@ def to_table(entries: list[Entry], features: list[str], model_version: int):
     return pa.table(columns)
 
 
+def write_partition(location: str, day: str, table, s3: Any = None) -> str:
+    """Write `table` as a new file in the day's folder of the log; returns where it went.
+
+    Locally the file appears whole or not at all (written aside, then renamed), so a reader listing
+    `*.parquet` never meets half a file; in S3 a put is atomic anyway. `s3`: a boto3 S3 client.
+    """
+    import pyarrow.parquet as pq
+
+    name = f"{uuid.uuid4().hex}.parquet"
+    folder = partition_key(location, day)
+    if folder.startswith("s3://"):
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        bucket, _, prefix = folder.removeprefix("s3://").partition("/")
+        key = f"{prefix}/{name}".lstrip("/")
+        s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+        return f"s3://{bucket}/{key}"
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    partial = Path(folder) / f".{name}.partial"
+    pq.write_table(table, partial)
+    os.replace(partial, Path(folder) / name)
+    return str(Path(folder) / name)
+
+
 class PredictionLog:
     """Samples answered requests and writes them, in batches, from a thread of its own."""
 
@@ -178,26 +202,8 @@ class PredictionLog:
             logger.error("prediction log: dropped the %d oldest unwritten rows", dropped)
 
     def _write(self, day: str, table) -> None:
-        import pyarrow.parquet as pq
-
-        name = f"{uuid.uuid4().hex}.parquet"
-        folder = partition_key(self.location, day)
-        if folder.startswith("s3://"):
-            buffer = io.BytesIO()
-            pq.write_table(table, buffer)
-            bucket, _, prefix = folder.removeprefix("s3://").partition("/")
-            self._s3_client().put_object(
-                Bucket=bucket, Key=f"{prefix}/{name}".lstrip("/"), Body=buffer.getvalue()
-            )
-            return
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        partial = Path(folder) / f".{name}.partial"  # readers take *.parquet only
-        pq.write_table(table, partial)
-        os.replace(partial, Path(folder) / name)
-
-    def _s3_client(self) -> Any:
-        if self._s3 is None:
+        if self.location.startswith("s3://") and self._s3 is None:
             import boto3
 
             self._s3 = boto3.client("s3")
-        return self._s3
+        write_partition(self.location, day, table, self._s3)
