@@ -247,6 +247,45 @@ def test_too_few_rows_are_not_judged(project, settings, reference):
     assert not (project / "reports" / "drift.html").exists()
 
 
+def test_monitor_turns_the_verdicts_into_step_outputs_and_the_issue_text(
+    project, settings, reference, champion, tmp_path, monkeypatch
+):
+    """What monitor.yml runs: exit 0 whatever the verdicts, which go to $GITHUB_OUTPUT, the job
+    summary and the issue body; drift persisting for retrain_after_windows windows asks to retrain."""
+    features, task = list(reference.columns), settings.params.task
+    feature = continuous_feature(reference)
+    write_params(
+        project,
+        monitoring={
+            "window_hours": 1,
+            "drift_share": 1 / len(features),
+            "retrain_after_windows": 1,
+        },
+    )
+    (project / settings.params.monitoring.labels).mkdir(parents=True)  # no ground truth yet
+    moved = training_sample(reference, seed=3)
+    moved[feature] += 2 * reference[feature].std()
+    recent = datetime.now(UTC) - timedelta(minutes=30)
+    location = str(project / settings.params.monitoring.prediction_log)
+    write_log(location, logged(moved, recent, hours=0.25, task=task), features, task)
+    outputs, summary = tmp_path / "outputs", tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_OUTPUT", str(outputs))
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+
+    assert run("monitor", "--issue-body", str(tmp_path / "issue" / "body.md")) == cli.EXIT_OK
+
+    assert outputs.read_text().splitlines() == ["alert=true", "retrain=true"]
+    marker, heading, *story = (tmp_path / "issue" / "body.md").read_text().splitlines()
+    assert marker.startswith("<!--") and heading == "## Model monitoring: data drift"
+    assert "- not judged (too little data): performance" in story
+    assert any(feature in line for line in story)  # the drift report's table names it
+    assert "## Model monitoring: data drift" in summary.read_text()
+    assert (report(project, "monitor")["alert"], report(project, "monitor")["retrain"]) == (
+        True,
+        True,
+    )
+
+
 # Performance against the champion
 
 

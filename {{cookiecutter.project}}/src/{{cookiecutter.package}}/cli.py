@@ -401,8 +401,8 @@ def run_history(settings: Settings, args: argparse.Namespace) -> dict:
     return result
 
 
-def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
-    """Logged features of a window (default: the last monitoring.window_hours) against training."""
+def _judge_drift(settings: Settings, args: argparse.Namespace) -> tuple[dict, str | None]:
+    """Run and report `drift`; returns the result and, when the window drifted, what to say."""
     from . import monitoring
 
     params = settings.params.monitoring
@@ -411,7 +411,7 @@ def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
     reports.write_report(settings.reports_dir, "drift", result, monitoring.drift_markdown(result))
     if not result["judged"]:
         _say(f"drift not judged: {result['reason']}")
-        return result
+        return result, None
     summary = (
         f"{len(result['drifted_features'])} of {len(result['features'])} features drifted "
         f"(share {result['share_drifted']:.2f}, threshold {params.drift_share:g}) in {result['rows']} rows"
@@ -420,13 +420,22 @@ def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
     if result["retrain"]:
         summary += f"; drift in the last {result['consecutive_windows']} windows: retrain"
     if result["drifted"]:
-        raise CheckFailed(f"data drift: {summary}; see {settings.reports_dir / 'drift.html'}")
+        return result, f"data drift: {summary}; see {settings.reports_dir / 'drift.html'}"
     _say(f"no data drift: {summary}")
+    return result, None
+
+
+def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
+    """Logged features of a window (default: the last monitoring.window_hours) against training."""
+    result, drifted = _judge_drift(settings, args)
+    if drifted:
+        raise CheckFailed(drifted)
     return result
 
 
-def run_performance(settings: Settings, args: argparse.Namespace) -> dict:
-    """The primary metric on labelled predictions per window, against the champion's holdout metric."""
+def _judge_performance(settings: Settings, args: argparse.Namespace) -> tuple[dict, str | None]:
+    """Run and report `performance`; returns the result and, when the latest window decayed, what
+    to say."""
     from . import monitoring
 
     params = settings.params.monitoring
@@ -442,7 +451,7 @@ def run_performance(settings: Settings, args: argparse.Namespace) -> dict:
     if latest is None:
         reasons = sorted({w["reason"] for w in result["windows"]})
         _say(f"performance not judged in {len(result['windows'])} windows: {'; '.join(reasons)}")
-        return result
+        return result, None
     summary = (
         f"{metric} {latest['metric']:.4f} on {latest['labelled_rows']} labelled rows "
         f"({latest['start']} to {latest['end']}), champion v{result['champion']['version']} "
@@ -451,8 +460,45 @@ def run_performance(settings: Settings, args: argparse.Namespace) -> dict:
     if result["retrain"]:
         summary += f"; decayed in the last {result['consecutive_windows']} judged windows: retrain"
     if result["decayed"]:
-        raise CheckFailed(f"performance decayed: {summary}")
+        return result, f"performance decayed: {summary}"
     _say(f"performance holds: {summary}")
+    return result, None
+
+
+def run_performance(settings: Settings, args: argparse.Namespace) -> dict:
+    """The primary metric on labelled predictions per window, against the champion's holdout metric."""
+    result, decayed = _judge_performance(settings, args)
+    if decayed:
+        raise CheckFailed(decayed)
+    return result
+
+
+def run_monitor(settings: Settings, args: argparse.Namespace) -> dict:
+    """`drift` and `performance`, then what monitor.yml does about them.
+
+    Exits 0 whatever the verdicts (bad input still exits 2): `alert` and `retrain` become step
+    outputs, and the story goes to the job summary and to --issue-body, the monitoring issue's text.
+    """
+    from . import github
+
+    drift, drifted = _judge_drift(settings, args)
+    performance, decayed = _judge_performance(settings, args)
+    details = "\n\n".join(
+        (settings.reports_dir / f"{name}.md").read_text() for name in ("drift", "performance")
+    )
+    verdict = github.monitoring_verdict(drift, performance, details, github.run_url(os.environ))
+    if args.issue_body:
+        Path(args.issue_body).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.issue_body).write_text(verdict.issue_body)
+    flags = {"alert": verdict.alert, "retrain": verdict.retrain}
+    github.write_outputs({name: str(flag).lower() for name, flag in flags.items()}, os.environ)
+    github.append_summary(verdict.issue_body, os.environ)
+    result = {**flags, "drift": drifted, "decay": decayed}
+    reports.write_report(settings.reports_dir, "monitor", result, verdict.issue_body)
+    _say(
+        verdict.issue_body.splitlines()[1].removeprefix("## ")
+        + ("; retrain" if verdict.retrain else "")
+    )
     return result
 
 
@@ -645,6 +691,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] 
     "batch": (run_batch, "score a file with the champion (or --version)"),
     "history": (run_history, "show every recorded alias move"),
     "drift": (run_drift, "data drift of the logged features of a window against the training data"),
+    "monitor": (run_monitor, "drift and performance, then the alert and retraining verdicts"),
     "performance": (
         run_performance,
         "the primary metric on labelled predictions per window, against the champion's",
@@ -781,6 +828,9 @@ def parser() -> argparse.ArgumentParser:
             command.description += (
                 "; --since defaults to monitoring.retrain_after_windows windows before --until"
             )
+        if name == "monitor":  # the latest windows, as drift and performance judge by default
+            command.set_defaults(since=None, until=None, window_hours=None)
+            command.add_argument("--issue-body", help="write the monitoring issue's text here")
         if name == "batch":
             command.add_argument("--input", help="default: batch.input in params")
             command.add_argument("--output", help="default: batch.output in params")
