@@ -10,7 +10,8 @@ own). For each model and each worker count (one each, then two each):
 
 Single-row JSON to /predict at concurrency 1, 8 and 64: requests/s, p50, p99, errors (non-2xx and
 socket errors), peak server memory (RSS summed over the server's process tree). Then the batch
-endpoint (BATCH_ROWS rows per request) against in-process predict on the same batch, and the `batch`
+endpoints, rows as objects (/predict_batch) and as a table (/predict_columns), BATCH_ROWS rows per
+request, against in-process predict on the same batch, and the `batch`
 command's scoring loop on a BATCH_FILE_ROWS-row CSV against a plain chunked read_csv + predict loop.
 What the numbers were and what each setting changed: benchmarks/README.md. Prints tables; `make bench`
 (about 7 minutes). Not part of `make test`.
@@ -63,7 +64,7 @@ MODELS = {
 }
 SECONDS = 4  # per measurement
 WARMUP_SECONDS = 2  # of load at concurrency 8 once per server, not measured
-BATCH_ROWS = 1000  # rows per /predict_batch request (serving.max_batch_rows must allow it)
+BATCH_ROWS = 1000  # rows per batch request (serving.max_batch_rows must allow it)
 BATCH_CONCURRENCY = 2
 BATCH_FILE_ROWS = 1_000_000
 READY_TIMEOUT = 60
@@ -295,7 +296,10 @@ def serve_model(
     model_path = folder / "model.joblib"
     joblib.dump(model, model_path)
     row_body = json.dumps(records[0])
-    batch_body = json.dumps({"rows": records[:BATCH_ROWS]})
+    batch_bodies = {
+        "/predict_batch": json.dumps({"rows": records[:BATCH_ROWS]}),
+        "/predict_columns": json.dumps(deployment.as_table(pd.DataFrame(records[:BATCH_ROWS]))),
+    }
     features = data.split_features_target(frame, base.params.data.target)[0]
     one_row = features.head(1).to_numpy(dtype=np.float64)
     many_rows = np.resize(features.to_numpy(dtype=np.float64), (BATCH_ROWS, features.shape[1]))
@@ -331,12 +335,12 @@ def serve_model(
                     single.append(
                         load_row(label, f"BentoML {name}", workers, c, result, baselines[c])
                     )
-                if workers == 1:
-                    result = load(f"{server.url}/predict_batch", batch_body, headers, BATCH_CONCURRENCY, pid, folder)  # fmt: skip
+                for path, body in batch_bodies.items() if workers == 1 else ():
+                    result = load(f"{server.url}{path}", body, headers, BATCH_CONCURRENCY, pid, folder)  # fmt: skip
                     rows_per_second = result.requests_per_second * BATCH_ROWS
-                    batch.append([label, f"BentoML {name} /predict_batch, c={BATCH_CONCURRENCY}", fmt(rows_per_second), ratio(rows_per_second, batch_rate)])  # fmt: skip
+                    batch.append([label, f"BentoML {name} {path}, c={BATCH_CONCURRENCY}", fmt(rows_per_second), ratio(rows_per_second, batch_rate)])  # fmt: skip
                     if result.errors:
-                        notes.append(f"{label} {name} /predict_batch: {result.errors} errors")
+                        notes.append(f"{label} {name} {path}: {result.errors} errors")
     return single, batch
 
 

@@ -69,6 +69,7 @@ def test_smoke_passes_against_the_served_version(built: Built, server: deploymen
         "rejects_wrong_type",
         "predict_matches_registry",
         "predict_batch_matches_registry",
+        "predict_columns_matches_registry",
         "responses_carry_version",
     }
     assert "**PASSED**" in deployment.smoke_markdown(report)
@@ -84,7 +85,11 @@ def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: 
     report = deployment.smoke(built.settings, server.url, built.other_version)
     failed = {check["name"] for check in report["checks"] if not check["passed"]}
     assert not report["passed"]
-    assert {"predict_matches_registry", "predict_batch_matches_registry"} <= failed
+    assert {
+        "predict_matches_registry",
+        "predict_batch_matches_registry",
+        "predict_columns_matches_registry",
+    } <= failed
     assert {"metadata_version", "responses_carry_version"} <= failed
     assert "**FAILED**" in deployment.smoke_markdown(report)
 

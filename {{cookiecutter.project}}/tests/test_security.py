@@ -133,7 +133,7 @@ def test_the_profile_records_ranges_missing_shares_and_categories():
 
 @pytest.mark.integration
 def test_apis_need_a_valid_token_and_probes_stay_open(built: Built, server: deployment.Server):
-    for path in ("/predict", "/predict_batch", "/metadata"):
+    for path in ("/predict", "/predict_batch", "/predict_columns", "/metadata"):
         anonymous = httpx.post(f"{server.url}{path}", json={})
         assert_error(anonymous, 401, "unauthorized")
         assert anonymous.headers["www-authenticate"] == 'Bearer realm="model"'
@@ -230,7 +230,15 @@ def test_values_outside_the_profile_are_answered_and_flagged(
         f"{server.url}/predict_batch", json={"rows": [row(built), record]}, headers=headers
     ).raise_for_status()
     assert batch.json()["out_of_profile"] == [{"row": 1, "features": [feature]}]
-    assert flagged_count(server, feature) == before + 2
+    table = as_table([row(built), record])
+    columns = httpx.post(f"{server.url}/predict_columns", json=table, headers=headers)
+    assert columns.raise_for_status().json()["out_of_profile"] == batch.json()["out_of_profile"]
+    assert flagged_count(server, feature) == before + 3
+
+
+def as_table(records: list[dict[str, float]]) -> dict[str, list]:
+    """Records as a /predict_columns body."""
+    return deployment.as_table(pd.DataFrame(records))
 
 
 def http_metadata(built: Built, server: deployment.Server) -> dict:
@@ -267,7 +275,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
     assert report["failures"] == [] and report["errors"] == []
     assert report["test_cases"]["generated"] >= 1000
     tested = {name.split(" ", 1)[1] for name in report["valid_rates"]}
-    assert {"/predict", "/predict_batch", "/metadata"} <= tested
+    assert {"/predict", "/predict_batch", "/predict_columns", "/metadata"} <= tested
     log = server.log_path.read_text()
     assert token not in log and ALPHA not in log  # the token (and a wrong one) never logged
     assert "Traceback" not in log
@@ -334,6 +342,9 @@ def test_the_reject_policy_answers_422_naming_each_feature(built: Built, strict)
         (1, second),
     ]
     assert first in error["message"] and second in error["message"]
+    table = httpx.post(f"{strict.url}/predict_columns", json=as_table([row(built), record]),
+                       headers=bearer(CHARLIE))  # fmt: skip
+    assert assert_error(table, 422, "out_of_profile")["details"] == error["details"]
 
 
 # --- model integrity ----------------------------------------------------------------------

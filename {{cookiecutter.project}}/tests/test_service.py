@@ -30,17 +30,27 @@ def test_predictions_equal_the_registry_model_and_name_the_version(built: Built,
 
     single = [http.post("/predict", json=record).raise_for_status().json() for record in records]
     batch = http.post("/predict_batch", json={"rows": records}).raise_for_status().json()
+    table = http.post("/predict_columns", json=deployment.as_table(rows)).raise_for_status().json()
+    # Columns in another order are put back in the training order.
+    reordered = deployment.as_table(rows[list(reversed(rows.columns))])
+    shuffled = http.post("/predict_columns", json=reordered).raise_for_status().json()
 
-    assert {answer["model_version"] for answer in [*single, batch]} == {built.version}
+    answers = [*single, batch, table, shuffled]
+    assert {answer["model_version"] for answer in answers} == {built.version}
+    assert table["predictions"] == batch["predictions"]
     if built.settings.params.task == "classification":
         assert [answer["prediction"] for answer in single] == expected.tolist()
         assert batch["predictions"] == expected.tolist()
         top = model.predict_proba(rows).max(axis=1)
         assert np.allclose([answer["probability"] for answer in single], top)
         assert np.allclose(batch["probabilities"], top)
+        assert np.allclose(table["probabilities"], top)
+        assert shuffled["predictions"] == expected.tolist()
+        assert np.allclose(shuffled["probabilities"], top)
     else:
         assert np.allclose([answer["prediction"] for answer in single], expected)
         assert np.allclose(batch["predictions"], expected)
+        assert np.allclose(shuffled["predictions"], expected)
 
 
 @pytest.mark.parametrize("problem", ["missing", "not a number", "NaN", "unknown field"])
@@ -70,6 +80,62 @@ def test_batches_must_hold_one_to_max_batch_rows_rows(built: Built, http):
     assert too_many.status_code == 400 and "rows" in too_many.text
     full = http.post("/predict_batch", json={"rows": [record] * MAX_BATCH_ROWS})
     assert len(full.raise_for_status().json()["predictions"]) == MAX_BATCH_ROWS
+
+
+def table_body(built: Built, value: str) -> str:
+    """Two rows as /predict_columns JSON, the first feature of the second row written as `value`."""
+    table = deployment.as_table(deployment.sample_rows(built.settings, rows=2))
+    table["data"][1][0] = "VALUE"
+    return json.dumps(table).replace('"VALUE"', value)
+
+
+@pytest.mark.parametrize(
+    "value", ["NaN", "Infinity", "true", '"12.5"', "null", "1e308", "-1e308"], ids=str
+)
+def test_table_values_that_are_no_usable_number_get_400_naming_row_and_feature(
+    built: Built, http, value: str
+):
+    feature = str(deployment.sample_rows(built.settings, rows=1).columns[0])
+    answer = http.post(
+        "/predict_columns",
+        content=table_body(built, value),
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert [detail["field"] for detail in error["details"]] == [f"data.1.{feature}"]
+    assert error["message"].startswith(f"data.1.{feature}: ")
+    if value.endswith("e308"):  # the same words as a row's hard bound
+        assert "should be" in error["message"] and "than or equal to" in error["message"]
+
+
+def test_table_rows_and_columns_must_match_the_training_features(built: Built, http):
+    rows = deployment.sample_rows(built.settings, rows=2)
+    first, second = (str(column) for column in rows.columns[:2])
+
+    def refused(table: dict) -> dict:
+        answer = http.post("/predict_columns", json=table)
+        assert answer.status_code == 400, answer.text
+        return answer.json()["error"]
+
+    short = deployment.as_table(rows)
+    short["data"][1] = short["data"][1][:-1]
+    assert refused(short)["details"][0]["field"] == "data.1"
+    renamed = deployment.as_table(rows)
+    renamed["columns"][0] = "not_a_feature"
+    message = refused(renamed)["message"]
+    assert message.startswith("columns: ") and "'not_a_feature'" in message and first in message
+    repeated = deployment.as_table(rows)
+    repeated["columns"][1] = first
+    message = refused(repeated)["message"]
+    assert f"repeated '{first}'" in message and f"missing '{second}'" in message
+    assert refused({**deployment.as_table(rows), "data": []})["details"][0]["field"] == "data"
+    full = deployment.as_table(deployment.sample_rows(built.settings, rows=1))
+    full["data"] = full["data"] * (MAX_BATCH_ROWS + 1)
+    assert "at most" in refused(full)["message"]
+    full["data"] = full["data"][:MAX_BATCH_ROWS]
+    answer = http.post("/predict_columns", json={**full, "index": list(range(MAX_BATCH_ROWS))})
+    assert len(answer.raise_for_status().json()["predictions"]) == MAX_BATCH_ROWS
 
 
 def test_metadata_and_openapi_show_the_training_features(built: Built, http):

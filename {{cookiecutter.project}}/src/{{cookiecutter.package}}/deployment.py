@@ -455,6 +455,18 @@ def as_records(rows: pd.DataFrame) -> list[dict[str, float]]:
     ]
 
 
+def as_table(rows: pd.DataFrame) -> dict[str, list]:
+    """Rows as the body of /predict_columns: column names once, then rows of plain floats.
+
+    What `rows.to_json(orient="split", index=False)` writes, at full precision (to_json rounds to
+    10 significant digits unless given double_precision=15).
+    """
+    return {
+        "columns": [str(column) for column in rows.columns],
+        "data": rows.to_numpy(dtype=np.float64).tolist(),
+    }
+
+
 def _compare(task: str, served: list, expected: np.ndarray) -> tuple[bool, str]:
     """Exact for labels; np.allclose for regression, whose floats went through JSON."""
     served_array = np.asarray(served)
@@ -483,7 +495,7 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
     Checks: ready; a request without a token is refused (unless serving.require_auth is false);
     metadata names the expected model and version; a row with a missing feature and one
     with a non-number are refused with a 4xx naming the feature (a 5xx means the server broke); `predict`
-    row by row and `predict_batch` on SMOKE_ROWS data rows equal `registry.load_model(...).predict`;
+    row by row, `predict_batch` and `predict_columns` on SMOKE_ROWS data rows equal `registry.load_model(...).predict`;
     every answer carries the expected version.
     """
     url = url.rstrip("/")
@@ -540,6 +552,12 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
         versions.append(answer["model_version"])
         return _compare(task, answer["predictions"], expected[: len(batch)])
 
+    def predict_columns(http: httpx.Client) -> tuple[bool, str]:
+        table = as_table(rows.head(settings.params.serving.max_batch_rows))
+        answer = http.post("/predict_columns", json=table).raise_for_status().json()
+        versions.append(answer["model_version"])
+        return _compare(task, answer["predictions"], expected[: len(table["data"])])
+
     def carries_version(http: httpx.Client) -> tuple[bool, str]:
         wrong = [served for served in versions if served != version]
         if not versions or wrong:
@@ -564,6 +582,7 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
         check(http, "rejects_wrong_type", refused(wrong_type, f"{feature!r} as a string"))
         check(http, "predict_matches_registry", predict)
         check(http, "predict_batch_matches_registry", predict_batch)
+        check(http, "predict_columns_matches_registry", predict_columns)
         check(http, "responses_carry_version", carries_version)
     return {
         "passed": all(item["passed"] for item in checks),

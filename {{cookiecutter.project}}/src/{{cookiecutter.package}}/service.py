@@ -13,6 +13,9 @@ call (in a worker thread, so the server keeps reading requests), the rows that a
 the next call as one array. A forest scores 64 rows in about the time it takes for one, so under load
 this multiplies requests/s; alone, a request waits for nothing (benchmarks/README.md).
 
+Many rows go in one request to /predict_batch as objects or, about twice as fast, to
+/predict_columns as a table (what pandas' `to_json(orient="split")` writes), checked as one array.
+
 In front of the APIs runs `security.Guard` (tokens, rate limits, body limits, request ids, one error
 shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
 
@@ -39,7 +42,16 @@ from typing import Annotated, Any, Literal
 import bentoml
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    create_model,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from starlette.responses import JSONResponse
 
 from . import prediction_log, security
@@ -114,14 +126,20 @@ def example_row(model_dir: Path) -> dict[str, float] | None:
     return dict(zip(example["columns"], example["data"][0], strict=True))
 
 
+def hard_bounds(stats: dict[str, Any]) -> tuple[float, float]:
+    """The lowest and highest value a feature may take at all (HARD_BOUND_RANGES), from its profile."""
+    spread = (stats["max"] - stats["min"]) or abs(stats["max"]) or 1.0
+    return stats["min"] - HARD_BOUND_RANGES * spread, stats["max"] + HARD_BOUND_RANGES * spread
+
+
 def feature_field(column: str, stats: dict[str, Any]) -> Any:
     """One feature's schema: keyed by its column name, within the hard bounds of its profile."""
-    spread = (stats["max"] - stats["min"]) or abs(stats["max"]) or 1.0
+    lowest, highest = hard_bounds(stats)
     return Field(
         alias=column,
         title=column,
-        ge=stats["min"] - HARD_BOUND_RANGES * spread,
-        le=stats["max"] + HARD_BOUND_RANGES * spread,
+        ge=lowest,
+        le=highest,
         description=f"trained on {stats['min']:g} to {stats['max']:g}",
     )
 
@@ -225,6 +243,12 @@ Row = create_model(
 _row_values = attrgetter(*_ATTRIBUTES)
 _LOWEST = np.array([PROFILE[column]["min"] for column in FEATURES])
 _HIGHEST = np.array([PROFILE[column]["max"] for column in FEATURES])
+# A table's values (/predict_columns) are held to one range, the widest of the features' hard
+# bounds: the OpenAPI 3.0 document cannot give each position in a row bounds of its own, and the
+# document must say exactly what is accepted. A value past its own feature's hard bounds but within
+# this range is still far outside the profile: flagged or refused by the out_of_profile policy.
+_TABLE_LOWEST = min(hard_bounds(PROFILE[column])[0] for column in FEATURES)
+_TABLE_HIGHEST = max(hard_bounds(PROFILE[column])[1] for column in FEATURES)
 _CATEGORIES = {
     index: np.array(PROFILE[column]["categories"])
     for index, column in enumerate(FEATURES)
@@ -232,12 +256,140 @@ _CATEGORIES = {
 }
 
 
-def outside_profile(features: np.ndarray) -> list[list[str]]:
-    """For each row, the features whose value the training data never reached (or category never had)."""
+def rows_as_array(rows: list[Any]) -> np.ndarray:
+    """Validated rows as one float array, in the training column order."""
+    features = np.array([_row_values(row) for row in rows], dtype=np.float64)
+    return features.reshape(len(rows), len(FEATURES))
+
+
+def outside_profile(features: np.ndarray) -> dict[int, list[str]]:
+    """The rows holding values training never reached (or categories it never had), and which.
+
+    Only rows with any such value are listed: walking every row of a 1,000-row batch in Python
+    would cost about a millisecond, more than the model takes.
+    """
     outside = (features < _LOWEST) | (features > _HIGHEST)
     for index, categories in _CATEGORIES.items():
         outside[:, index] |= ~np.isclose(features[:, index, None], categories).any(axis=1)
-    return [[FEATURES[index] for index in np.flatnonzero(row)] for row in outside]
+    return {
+        int(row): [FEATURES[index] for index in np.flatnonzero(outside[row])]
+        for row in np.flatnonzero(outside.any(axis=1))
+    }
+
+
+def column_problem(columns: list[str]) -> str | None:
+    """What is wrong with the column names of a table, if anything: each training feature once."""
+    missing = [name for name in FEATURES if name not in columns]
+    unknown = [name for name in dict.fromkeys(columns) if name not in PROFILE]
+    repeated = [name for name in dict.fromkeys(columns) if columns.count(name) > 1]
+    problems = [
+        f"{what} {', '.join(map(repr, names))}"
+        for what, names in (("missing", missing), ("unknown", unknown), ("repeated", repeated))
+        if names
+    ]
+    return "; ".join(problems) or None
+
+
+def _named_positions(error: ValidationError, body: bytes | str) -> ValidationError:
+    """`error` with each value's position in a row ("data.3.7") replaced by its column's name."""
+    try:
+        columns = json.loads(body).get("columns")
+    except (ValueError, AttributeError):
+        columns = None
+    if not isinstance(columns, list):
+        return error
+    details = []
+    for item in error.errors():
+        loc = item["loc"]
+        if len(loc) == 3 and loc[0] == "data" and isinstance(loc[2], int) and loc[2] < len(columns):
+            loc = (*loc[:2], str(columns[loc[2]]))
+        details.append(
+            InitErrorDetails(
+                type=PydanticCustomError(item["type"], "{message}", {"message": item["msg"]}),
+                loc=loc,
+                input=item["input"],
+            )
+        )
+    return ValidationError.from_exception_data(error.title, details)
+
+
+class Columns(BaseModel):
+    """Rows as a table: the training features' names once, then rows of numbers in that order.
+
+    The fast way to send many rows: pandas writes it (`DataFrame.to_json(orient="split",
+    index=False)`; an `index` is accepted and ignored) and the service checks it as one numpy array,
+    about twice as fast as the same rows as /predict_batch objects (benchmarks/README.md).
+    The checks and errors are the rows' own: each feature once, in any order; finite numbers, a
+    400 naming row and feature ("data.3.<feature>") otherwise. One difference: every value is held
+    to the widest of the features' hard bounds (_TABLE_LOWEST, _TABLE_HIGHEST), not its own.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        strict=True,
+        json_schema_extra=(
+            {"example": {"columns": list(example), "data": [list(example.values())]}}
+            if example
+            else None
+        ),
+    )
+
+    columns: list[str] = Field(
+        min_length=len(FEATURES),
+        max_length=len(FEATURES),
+        description="the training features, each once, in any order",
+        # Documented exactly; checked by column_problem, whose message names what is wrong.
+        json_schema_extra={"items": {"type": "string", "enum": FEATURES}, "uniqueItems": True},
+    )
+    index: list[int | str] | None = Field(None, description="ignored: answers follow data's order")
+    data: Annotated[
+        list[
+            Annotated[
+                list[Annotated[float, Field(ge=_TABLE_LOWEST, le=_TABLE_HIGHEST)]],
+                Field(min_length=len(FEATURES), max_length=len(FEATURES)),
+            ]
+        ],
+        Field(
+            min_length=1,
+            max_length=ARGS.max_batch_rows,
+            description="the rows, each its values in the order of columns",
+        ),
+    ]
+    _features: np.ndarray = PrivateAttr()
+
+    @classmethod
+    def model_validate_json(cls, json_data: bytes | str, **kwargs: Any) -> Columns:
+        """pydantic's own checks, with errors naming the feature rather than its position in a row.
+
+        Renamed here, on the error path only: a wrap validator could rename them too, but makes
+        pydantic turn every body into Python objects before checking it (about 2 ms more on 1,000
+        rows). BentoML parses request bodies through this method.
+        """
+        try:
+            return super().model_validate_json(json_data, **kwargs)
+        except ValidationError as error:
+            raise _named_positions(error, json_data) from None
+
+    @model_validator(mode="after")
+    def _as_array(self) -> Columns:
+        problem = column_problem(self.columns)
+        if problem:
+            error = PydanticCustomError("column_names", "{problem}", {"problem": problem})
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [InitErrorDetails(type=error, loc=("columns",), input=self.columns)],
+            )
+        features = np.array(self.data, dtype=np.float64)
+        if self.columns != FEATURES:
+            features = features[:, [self.columns.index(name) for name in FEATURES]]
+        self._features = features
+        return self
+
+    @property
+    def features(self) -> np.ndarray:
+        """The rows as one float array in the training column order."""
+        return self._features
 
 
 Scores = tuple[list, list[float] | None]  # predictions, and predicted-class probabilities or None
@@ -401,23 +553,21 @@ class ModelService:
             )
         self.batcher = MicroBatcher(self._model_scores, MICRO_BATCH_ROWS)
 
-    def _checked(
-        self, rows: list[Any], ctx: bentoml.Context
-    ) -> tuple[np.ndarray, list[list[str]]] | JSONResponse:
-        """The rows as a float array, and the features of each row that training never saw.
+    def _profiled(
+        self, features: np.ndarray, ctx: bentoml.Context
+    ) -> dict[int, list[str]] | JSONResponse:
+        """The rows with features that training never saw, by row, counted in the metrics.
 
         Under the reject policy, a row outside the profile makes the answer a 422 instead.
         """
-        features = np.array([_row_values(row) for row in rows], dtype=np.float64)
-        features = features.reshape(len(rows), len(FEATURES))
-        outside = outside_profile(features) if ARGS.out_of_profile != "off" else []
-        for names in outside:
+        outside = outside_profile(features) if ARGS.out_of_profile != "off" else {}
+        for names in outside.values():
             for name in names:
                 metrics().out_of_profile(name)
-        if ARGS.out_of_profile == "reject" and any(outside):
+        if ARGS.out_of_profile == "reject" and outside:
             ctx.response.status_code = 422  # BentoML sets the context's status on the answer
             return _refuse_out_of_profile(features, outside)
-        return features, outside
+        return outside
 
     def _model_scores(self, features: np.ndarray) -> Scores:
         """Predictions (and predicted-class probabilities) for rows of features, in order.
@@ -462,10 +612,10 @@ class ModelService:
     @bentoml.api
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Score one row. The body is the row itself: {"<feature>": <number>, ...}."""
-        checked = self._checked([row], ctx)
-        if isinstance(checked, JSONResponse):
-            return checked
-        features, outside = checked
+        features = rows_as_array([row])
+        outside = self._profiled(features, ctx)
+        if isinstance(outside, JSONResponse):
+            return outside
         prediction, probability = await self.batcher.score(features[0])
         self._label(ctx, [prediction])
         self._log(
@@ -475,7 +625,7 @@ class ModelService:
             prediction=prediction,
             probability=probability,
             model_version=MODEL_VERSION,
-            out_of_profile=outside[0] if outside else [],
+            out_of_profile=outside.get(0, []),
         )
 
     @bentoml.api
@@ -484,22 +634,38 @@ class ModelService:
         rows: Annotated[list[Row], Field(min_length=1, max_length=ARGS.max_batch_rows)],  # type: ignore[valid-type]
         ctx: bentoml.Context,
     ) -> BatchPrediction:
-        """Score up to max_batch_rows rows: {"rows": [{...}, ...]}."""
-        checked = self._checked(rows, ctx)
-        if isinstance(checked, JSONResponse):
-            return checked
-        features, outside = checked
+        """Score up to max_batch_rows rows: {"rows": [{...}, ...]}.
+
+        Kept for clients that hold rows as objects; /predict_columns takes the same rows as a table
+        and answers the same, about twice as fast (each object here is checked on its own).
+        """
+        return await self._scored_batch(rows_as_array(rows), ctx, "predict_batch")
+
+    @bentoml.api
+    async def predict_columns(self, table: Columns, /, ctx: bentoml.Context) -> BatchPrediction:
+        """Score up to max_batch_rows rows sent as a table (what pandas' to_json orient="split" writes).
+
+        The body is {"columns": [<feature>, ...], "data": [[<number>, ...], ...]}: the fast way to
+        score many rows over HTTP. The answer is /predict_batch's.
+        """
+        return await self._scored_batch(table.features, ctx, "predict_columns")
+
+    async def _scored_batch(
+        self, features: np.ndarray, ctx: bentoml.Context, endpoint: str
+    ) -> BatchPrediction | JSONResponse:
+        """The batch endpoints' answer for checked rows: one model call in a worker thread."""
+        outside = self._profiled(features, ctx)
+        if isinstance(outside, JSONResponse):
+            return outside
         predictions, probabilities = await asyncio.to_thread(self._model_scores, features)
         self._label(ctx, predictions)
-        self._log(ctx, "predict_batch", features, predictions, probabilities)
+        self._log(ctx, endpoint, features, predictions, probabilities)
         return BatchPrediction(
             predictions=predictions,
             probabilities=probabilities,
             model_version=MODEL_VERSION,
             out_of_profile=[
-                RowOutOfProfile(row=index, features=names)
-                for index, names in enumerate(outside)
-                if names
+                RowOutOfProfile(row=index, features=names) for index, names in outside.items()
             ],
         )
 
@@ -518,7 +684,7 @@ class ModelService:
         )
 
 
-def _refuse_out_of_profile(features: np.ndarray, outside: list[list[str]]) -> JSONResponse:
+def _refuse_out_of_profile(features: np.ndarray, outside: dict[int, list[str]]) -> JSONResponse:
     """The 422 of the reject policy, naming each row, feature, value and the training range."""
     details = [
         {
@@ -535,7 +701,7 @@ def _refuse_out_of_profile(features: np.ndarray, outside: list[list[str]]) -> JS
                 + ")"
             ),
         }
-        for row, names in enumerate(outside)
+        for row, names in outside.items()
         for name in names
     ]
     named = sorted({detail["field"] for detail in details})
