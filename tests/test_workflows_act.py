@@ -9,9 +9,11 @@ registry for the whole module, since every act job gets a fresh workspace. Scena
 2. the first push to main (cd.yml): v1 promoted through staging and production;
 3. a push whose model is worse: the gate rejects, nothing after it runs, the run is green;
 4. a push whose deployment fails after promotion (a broken production service): rolled back;
-5. rollback.yml dispatched: the champion returns to `previous`.
+5. rollback.yml dispatched: the champion returns to `previous`;
+6. monitor.yml dispatched on a prediction log without drift (no issue), then with drift (one issue
+   labelled model-monitoring, cd.yml dispatched to retrain).
 
-2 to 5 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1 runs
+2 to 6 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1 runs
 from a clone of the repository in the background while the pushes run, and is asserted last. Each is
 asserted from act's JSON log (job and step results, outputs, job summaries), from what the stand-ins
 recorded (the pull request comment, docker calls) and from the registry through the project's own
@@ -567,6 +569,85 @@ def test_5_rollback_workflow_returns_the_champion_to_previous(world, failed_depl
     alias, before, after, why = entries(registry, "rollback")[-1]
     assert (alias, before, after) == ("champion", 3, 1) and "act test: back to previous" in why
     assert world.act.calls() == []
+
+
+# Monitoring: monitor.yml dispatched on a prediction log written by the project's own writer
+
+# Writes `sys.argv[1]` as the service would have: every training row, the first `sys.argv[2]` features
+# moved by two standard deviations, predicted by the champion's version `sys.argv[3]`.
+SERVED_TRAFFIC = """
+import sys
+from {package} import data, prediction_log
+from {package}.settings import load_settings
+
+settings = load_settings()
+frame = data.read_table(settings.resolve(settings.params.data.source))
+features, target = data.split_features_target(frame, settings.params.data.target)
+for column in features.columns[: int(sys.argv[2])]:
+    features[column] += 2 * features[column].std()
+log = prediction_log.PredictionLog(sys.argv[1], list(features.columns), int(sys.argv[3]), 1.0, 3600)
+for index, row in enumerate(features.to_numpy()):
+    log.record(f"served-{{index}}", "predict", row[None, :], [int(target.iloc[index])], [0.9])
+log.close()
+"""
+
+
+def monitored(world: World, scenario: str, shifted_features: int) -> ActRun:
+    """monitor.yml, dispatched, on a fresh prediction log with `shifted_features` moved features."""
+    served = world.act.state / f"served-{scenario}"
+    labels = world.act.state / "labels"
+    labels.mkdir(exist_ok=True)  # no ground truth yet: performance is not judged
+    script = SERVED_TRAFFIC.format(package=world.package)
+    champion = str(world.registry()["aliases"]["champion"])
+    for_repo = [str(world.venv / "bin" / "python"), "-c", script, str(served), str(shifted_features)]
+    run([*for_repo, champion], world.repo)
+    path = world.repo / "params.yaml"
+    params = yaml.safe_load(path.read_text())
+    params["monitoring"] = {
+        **params.get("monitoring", {}),
+        "prediction_log": str(served),
+        "labels": str(labels),
+        "retrain_after_windows": 1,
+    }
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    commit_all(world.repo, f"Monitor the traffic of {scenario}")
+    done = world.act.run(
+        "workflow_dispatch",
+        "monitor.yml",
+        payload={"repository": repository(world.slug)},
+        variables={"MLFLOW_TRACKING_URI": world.tracking_uri},
+        secrets=SECRETS,
+    )
+    world.done[scenario] = done
+    return done
+
+
+def github_calls(world: World) -> list[dict]:
+    path = world.act.state / "github" / "calls.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("act")
+def test_6_monitoring_raises_no_issue_without_drift_then_one_issue_and_a_retraining(world, failed_deployment):
+    before = len(github_calls(world))
+    healthy = monitored(world, "monitor, no drift", shifted_features=0)
+    assert_ok(healthy, {"judge", "issue"})
+    assert healthy.outputs["judge"]["alert"] == "false", healthy.explain()
+    assert "## Model monitoring: healthy" in healthy.summaries["judge"]
+    calls = [call["call"] for call in github_calls(world)[before:]]
+    assert calls == ["issues.listForRepo"], calls  # looked, found nothing open, opened nothing
+
+    drifted = monitored(world, "monitor, drift", shifted_features=20)
+    assert_ok(drifted, {"judge", "issue", "retrain"})
+    assert (drifted.outputs["judge"]["alert"], drifted.outputs["judge"]["retrain"]) == ("true", "true")
+    calls = github_calls(world)[before + 1 :]
+    made = [call["params"] for call in calls if call["call"] == "issues.create"]
+    assert len(made) == 1 and made[0]["labels"] == ["model-monitoring"]
+    assert made[0]["title"] == "Model monitoring: data drift"
+    assert "features drifted" in made[0]["body"] or "drift" in made[0]["body"]
+    dispatches = [call["params"] for call in calls if call["call"] == "actions.createWorkflowDispatch"]
+    assert [d["workflow_id"] for d in dispatches] == ["cd.yml"]
 
 
 # Scenario 1 runs from its own clone while the pushes run (this machine has cores to spare while the

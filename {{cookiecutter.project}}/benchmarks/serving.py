@@ -5,7 +5,7 @@ LogisticRegression and a 100-tree RandomForest trained here in a scratch registr
 own). For each model and each worker count (one each, then two each):
 
 - the article's FastAPI + joblib app (benchmarks/baseline_fastapi.py, uvicorn), the baseline;
-- the generated BentoML service, once per variant in VARIANTS (`serving:` overrides of params.yaml);
+- the generated BentoML service, once per variant in VARIANTS (overrides of params.yaml);
 - the in-process limit: `model.predict` on one row, called in a loop in this process.
 
 Single-row JSON to /predict at concurrency 1, 8 and 64: requests/s, p50, p99, errors (non-2xx and
@@ -47,14 +47,26 @@ from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
 
-# Every served variant of the generated service: a name, the `serving:` overrides it is built with on
-# top of the project's params.yaml, and the worker counts it runs with (`serving.workers`).
-VARIANTS: list[tuple[str, dict[str, Any], tuple[int, ...]]] = [
-    # Auth, rate limit and input checks on; the limit is raised above what one machine can send, so
-    # it is checked on every request but never refuses one (params.yaml's 1000/second would).
-    ("protections on", {"rate_limit": "1000000/second"}, (1, 2)),
+# Every served variant of the generated service: a name, the params.yaml sections it overrides (on
+# top of the project's), and the worker counts it runs with (`serving.workers`).
+LIMIT_NEVER_REACHED = {"rate_limit": "1000000/second"}
+VARIANTS: list[tuple[str, dict[str, dict[str, Any]], tuple[int, ...]]] = [
+    # Auth, rate limit and input checks on, and every request in the prediction log (sample_rate 1);
+    # the limit is raised above what one machine can send, so it is checked on every request but
+    # never refuses one (params.yaml's 1000/second would).
+    ("protections on", {"serving": LIMIT_NEVER_REACHED}, (1, 2)),
     # Their cost is this against "protections on" (target: under 10% of requests/s).
-    ("protections off", {"require_auth": False, "rate_limit": None, "out_of_profile": "off"}, (1,)),
+    (
+        "protections off",
+        {"serving": {"require_auth": False, "rate_limit": None, "out_of_profile": "off"}},
+        (1,),
+    ),
+    # The prediction log's cost is "protections on" against this (target: under 5%).
+    (
+        "prediction log off",
+        {"serving": LIMIT_NEVER_REACHED, "monitoring": {"sample_rate": 0}},
+        (1,),
+    ),
 ]
 WORKER_COUNTS = (1, 2)  # of the baseline; BentoML variants list theirs
 CONCURRENCY = (1, 8, 64)
@@ -105,14 +117,19 @@ def require_wrk() -> str:
     return found
 
 
-def scratch_settings(folder: Path, model: dict[str, Any], serving: dict[str, Any]) -> Settings:
-    """A scratch project in `folder` (data, suite, params with these overrides), its own registry."""
+def scratch_settings(
+    folder: Path, model: dict[str, Any], sections: dict[str, dict[str, Any]]
+) -> Settings:
+    """A scratch project in `folder` (data, suite, params with these section overrides), its own
+    registry."""
     for name in ("data", "validation"):
         if not (folder / name).exists():
             shutil.copytree(PROJECT / name, folder / name)
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     params["model"] = {**params["model"], **model}
-    params["serving"] = {**params.get("serving", {}), "max_batch_rows": BATCH_ROWS, **serving}
+    params["serving"] = {**params.get("serving", {}), "max_batch_rows": BATCH_ROWS}
+    for section, overrides in sections.items():
+        params[section] = {**params.get(section, {}), **overrides}
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     settings = load_settings(folder / "params.yaml")
     return settings.model_copy(
@@ -276,6 +293,11 @@ def ratio(value: float, reference: float | None) -> str:
     return f"{value / reference:.2f}x" if reference else "-"
 
 
+def cost(with_it: float, without_it: float) -> str:
+    """How much lower the requests/s are with a feature on: `4.2%` (negative: faster, i.e. noise)."""
+    return f"{(1 - with_it / without_it) * 100:.1f}%" if without_it else "-"
+
+
 def load_row(
     model: str, server: str, workers: int, c: int, result: Load, baseline: Load | None
 ) -> list:
@@ -287,9 +309,17 @@ def load_row(
 
 
 def serve_model(
-    label: str, folder: Path, frame: pd.DataFrame, records: list[dict[str, float]], notes: list[str]
+    label: str,
+    folder: Path,
+    frame: pd.DataFrame,
+    records: list[dict[str, float]],
+    notes: list[str],
+    one_worker_rates: dict[tuple[str, str, int], float],
 ) -> tuple[list[list], list[list]]:
-    """Every server for one model: single-row rows of the table, and batch endpoint rows."""
+    """Every server for one model: single-row rows of the table, and batch endpoint rows.
+
+    Each variant's requests/s with one worker also go to `one_worker_rates[label, variant, c]`.
+    """
     base = scratch_settings(folder, MODELS[label], {})
     version = training.train(base, frame).model_version
     model = registry.load_model(base, version)
@@ -323,8 +353,8 @@ def serve_model(
         for name, overrides, worker_counts in VARIANTS:
             if workers not in worker_counts:
                 continue
-            overrides = {**overrides, "workers": workers}
-            settings = scratch_settings(folder, MODELS[label], overrides)
+            serving = {**overrides.get("serving", {}), "workers": workers}
+            settings = scratch_settings(folder, MODELS[label], {**overrides, "serving": serving})
             headers = {**JSON, **settings.client_headers()}
             tag = deployment.build(settings, version)
             with deployment.serve(settings, tag) as server:
@@ -332,6 +362,8 @@ def serve_model(
                 warm_up(f"{server.url}/predict", row_body, headers, pid, folder)
                 for c in CONCURRENCY:
                     result = load(f"{server.url}/predict", row_body, headers, c, pid, folder)
+                    if workers == 1:
+                        one_worker_rates[label, name, c] = result.requests_per_second
                     single.append(
                         load_row(label, f"BentoML {name}", workers, c, result, baselines[c])
                     )
@@ -421,6 +453,7 @@ def main() -> None:
     notes: list[str] = []
     single: list[list] = []
     batch: list[list] = []
+    one_worker_rates: dict[tuple[str, str, int], float] = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         # Bentos and stored models go to the scratch folder too, whatever BENTOML_HOME says outside.
@@ -432,7 +465,9 @@ def main() -> None:
         for label in MODELS:
             model_folder = folder / label
             model_folder.mkdir()
-            model_single, model_batch = serve_model(label, model_folder, frame, records, notes)
+            model_single, model_batch = serve_model(
+                label, model_folder, frame, records, notes, one_worker_rates
+            )
             single += model_single
             batch += model_batch
             shutil.copy(model_folder / "model.joblib", folder / f"{label}.joblib")
@@ -441,6 +476,13 @@ def main() -> None:
     print("Single-row POST /predict (latency percentiles as wrk reports them)\n")
     header = ["model", "server", "workers", "concurrency", "req/s", "vs baseline", "p50 ms", "p99 ms", "errors", "server MB"]  # fmt: skip
     print(markdown_table(header, single))
+    print("\nWhat the protections and the prediction log cost (one worker, share of requests/s)\n")
+    print(markdown_table(["model", "concurrency", "protections", "prediction log"], [
+        [label, c,
+         cost(one_worker_rates[label, "protections on", c], one_worker_rates[label, "protections off", c]),
+         cost(one_worker_rates[label, "protections on", c], one_worker_rates[label, "prediction log off", c])]
+        for label in MODELS for c in CONCURRENCY
+    ]))  # fmt: skip
     print(f"\nBatch endpoint, {BATCH_ROWS} rows per request\n")
     print(markdown_table(["model", "path", "rows/s", "vs in-process"], batch))
     print(f"\nScoring a {BATCH_FILE_ROWS:,}-row CSV in chunks of {settings.params.batch.chunk_rows:,} rows, model loaded\n")  # fmt: skip
