@@ -401,6 +401,20 @@ def run_history(settings: Settings, args: argparse.Namespace) -> dict:
     return result
 
 
+def _verdict(
+    result: dict, summary: str, flag: str, problem: str, fine: str
+) -> tuple[dict, str | None]:
+    """What drift and performance end with: the retraining note, then either the problem (for the
+    caller to raise or report) or a line saying all is well. `problem`/`fine` hold `{}` for the
+    summary."""
+    if result["retrain"]:
+        summary += f"; {flag} in the last {result['consecutive_windows']} judged windows: retrain"
+    if result[flag]:
+        return result, problem.format(summary)
+    _say(fine.format(summary))
+    return result, None
+
+
 def _judge_drift(settings: Settings, args: argparse.Namespace) -> tuple[dict, str | None]:
     """Run and report `drift`; returns the result and, when the window drifted, what to say."""
     from . import monitoring
@@ -417,12 +431,8 @@ def _judge_drift(settings: Settings, args: argparse.Namespace) -> tuple[dict, st
         f"(share {result['share_drifted']:.2f}, threshold {params.drift_share:g}) in {result['rows']} rows"
         + (f": {', '.join(result['drifted_features'])}" if result["drifted_features"] else "")
     )
-    if result["retrain"]:
-        summary += f"; drift in the last {result['consecutive_windows']} windows: retrain"
-    if result["drifted"]:
-        return result, f"data drift: {summary}; see {settings.reports_dir / 'drift.html'}"
-    _say(f"no data drift: {summary}")
-    return result, None
+    problem = "data drift: {}; see " + str(settings.reports_dir / "drift.html")
+    return _verdict(result, summary, "drifted", problem, "no data drift: {}")
 
 
 def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
@@ -457,12 +467,7 @@ def _judge_performance(settings: Settings, args: argparse.Namespace) -> tuple[di
         f"({latest['start']} to {latest['end']}), champion v{result['champion']['version']} "
         f"{result['champion']['metric']:.4f}, tolerance {result['tolerance']}"
     )
-    if result["retrain"]:
-        summary += f"; decayed in the last {result['consecutive_windows']} judged windows: retrain"
-    if result["decayed"]:
-        return result, f"performance decayed: {summary}"
-    _say(f"performance holds: {summary}")
-    return result, None
+    return _verdict(result, summary, "decayed", "performance decayed: {}", "performance holds: {}")
 
 
 def run_performance(settings: Settings, args: argparse.Namespace) -> dict:
