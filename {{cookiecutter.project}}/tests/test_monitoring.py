@@ -98,6 +98,15 @@ def report(project: Path, stage: str) -> dict:
     return json.loads((project / "reports" / f"{stage}.json").read_text())
 
 
+@pytest.fixture(autouse=True)
+def local_log_and_labels(project) -> None:
+    """Local folders for the log and the labels, whatever the bake (with s3_bucket they are in S3;
+    the S3 test below sets its own)."""
+    write_params(
+        project, monitoring={"prediction_log": "logs/predictions", "labels": "logs/labels"}
+    )
+
+
 @pytest.fixture
 def reference(settings, frame) -> pd.DataFrame:
     return data.split_features_target(frame, settings.params.data.target)[0]
