@@ -129,6 +129,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Refuse `--dist loadgroup` where it would not keep an xdist_group together: pytest 9 ignores
+    the group suffix pytest-xdist 3.8 puts on node ids, so each worker built its own act world."""
+    loadgroup = config.getoption("dist", "no") == "loadgroup"
+    if loadgroup and int(pytest.__version__.split(".")[0]) >= 9:
+        raise pytest.UsageError(
+            f"pytest {pytest.__version__} splits xdist groups across workers; "
+            "install the pytest that tests/requirements.txt pins"
+        )
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Slow tests first (stable order otherwise): with two xdist workers, the longest pieces (the act
     scenarios, the baked suites, the demo) start at once instead of after the quick ones."""
