@@ -85,7 +85,8 @@ JSON = {"Content-Type": "application/json"}
 
 @dataclass
 class Load:
-    """One wrk run: requests/s, latency percentiles in ms, errors, peak server memory in MB."""
+    """One wrk run: requests/s, latency percentiles in ms, errors, peak server memory in MB, and the
+    server's CPU time per request in ms (its whole process tree)."""
 
     requests_per_second: float
     p50_ms: float
@@ -93,6 +94,7 @@ class Load:
     errors: int
     requests: int
     memory_mb: float
+    cpu_ms_per_request: float
 
 
 # wrk calls done() at the end; the line it prints is parsed instead of wrk's human-readable report.
@@ -220,8 +222,10 @@ def load(
     url: str, body: str, headers: dict[str, str], concurrency: int, pid: int, folder: Path
 ) -> Load:
     wait_idle(pid)
+    cpu_before = tree_cpu_seconds(pid)
     with peak_memory(pid) as peak:
         result = wrk(url, body, headers, concurrency, SECONDS, folder)
+    cpu_seconds = tree_cpu_seconds(pid) - cpu_before
     return Load(
         requests_per_second=result["requests"] / result["seconds"],
         p50_ms=result["p50_us"] / 1000,
@@ -229,6 +233,7 @@ def load(
         errors=result["errors"],
         requests=result["requests"],
         memory_mb=peak[0],
+        cpu_ms_per_request=cpu_seconds * 1000 / max(result["requests"], 1),
     )
 
 
@@ -293,9 +298,16 @@ def ratio(value: float, reference: float | None) -> str:
     return f"{value / reference:.2f}x" if reference else "-"
 
 
-def cost(with_it: float, without_it: float) -> str:
-    """How much lower the requests/s are with a feature on: `4.2%` (negative: faster, i.e. noise)."""
-    return f"{(1 - with_it / without_it) * 100:.1f}%" if without_it else "-"
+def cost(feature_on: Load, feature_off: Load) -> list[str]:
+    """What turning a feature on costs: requests/s lost, and server CPU time per request added.
+
+    The second is the steadier on a shared machine: time stolen by its neighbours slows requests
+    but is not the server's CPU time. Negative numbers: the variant with the feature was cheaper,
+    i.e. noise.
+    """
+    lost = 1 - feature_on.requests_per_second / feature_off.requests_per_second
+    added = feature_on.cpu_ms_per_request / feature_off.cpu_ms_per_request - 1
+    return [f"{lost * 100:.1f}%", f"{added * 100:.1f}%"]
 
 
 def load_row(
@@ -314,11 +326,11 @@ def serve_model(
     frame: pd.DataFrame,
     records: list[dict[str, float]],
     notes: list[str],
-    one_worker_rates: dict[tuple[str, str, int], float],
+    one_worker: dict[tuple[str, str, int], Load],
 ) -> tuple[list[list], list[list]]:
     """Every server for one model: single-row rows of the table, and batch endpoint rows.
 
-    Each variant's requests/s with one worker also go to `one_worker_rates[label, variant, c]`.
+    Each variant's measurement with one worker also goes to `one_worker[label, variant, c]`.
     """
     base = scratch_settings(folder, MODELS[label], {})
     version = training.train(base, frame).model_version
@@ -363,7 +375,7 @@ def serve_model(
                 for c in CONCURRENCY:
                     result = load(f"{server.url}/predict", row_body, headers, c, pid, folder)
                     if workers == 1:
-                        one_worker_rates[label, name, c] = result.requests_per_second
+                        one_worker[label, name, c] = result
                     single.append(
                         load_row(label, f"BentoML {name}", workers, c, result, baselines[c])
                     )
@@ -453,7 +465,7 @@ def main() -> None:
     notes: list[str] = []
     single: list[list] = []
     batch: list[list] = []
-    one_worker_rates: dict[tuple[str, str, int], float] = {}
+    one_worker: dict[tuple[str, str, int], Load] = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         # Bentos and stored models go to the scratch folder too, whatever BENTOML_HOME says outside.
@@ -466,7 +478,7 @@ def main() -> None:
             model_folder = folder / label
             model_folder.mkdir()
             model_single, model_batch = serve_model(
-                label, model_folder, frame, records, notes, one_worker_rates
+                label, model_folder, frame, records, notes, one_worker
             )
             single += model_single
             batch += model_batch
@@ -476,11 +488,11 @@ def main() -> None:
     print("Single-row POST /predict (latency percentiles as wrk reports them)\n")
     header = ["model", "server", "workers", "concurrency", "req/s", "vs baseline", "p50 ms", "p99 ms", "errors", "server MB"]  # fmt: skip
     print(markdown_table(header, single))
-    print("\nWhat the protections and the prediction log cost (one worker, share of requests/s)\n")
-    print(markdown_table(["model", "concurrency", "protections", "prediction log"], [
+    print("\nWhat the protections and the prediction log cost, one worker: requests/s lost, server CPU per request added\n")  # fmt: skip
+    print(markdown_table(["model", "concurrency", "protections: req/s", "protections: CPU/request", "prediction log: req/s", "prediction log: CPU/request"], [
         [label, c,
-         cost(one_worker_rates[label, "protections on", c], one_worker_rates[label, "protections off", c]),
-         cost(one_worker_rates[label, "protections on", c], one_worker_rates[label, "prediction log off", c])]
+         *cost(one_worker[label, "protections on", c], one_worker[label, "protections off", c]),
+         *cost(one_worker[label, "protections on", c], one_worker[label, "prediction log off", c])]
         for label in MODELS for c in CONCURRENCY
     ]))  # fmt: skip
     print(f"\nBatch endpoint, {BATCH_ROWS} rows per request\n")
