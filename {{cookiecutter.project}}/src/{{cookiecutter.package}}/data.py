@@ -35,16 +35,20 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def s3_object(location: str) -> bytes:
+    """The content of an s3:// object (boto3, so AWS_* settings apply); DataError naming it if not."""
+    bucket, key = _split_s3(location)
+    try:
+        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception as error:
+        raise DataError(f"{location}: cannot read from S3: {error}") from error
+
+
 def read_table(location: str) -> pd.DataFrame:
     """Read a CSV or Parquet file from a local path or an s3:// URI (boto3, so AWS_* settings apply)."""
     reader = _READERS[suffix(location)]
     if location.startswith("s3://"):
-        bucket, key = _split_s3(location)
-        try:
-            body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as error:
-            raise DataError(f"{location}: cannot read from S3: {error}") from error
-        return reader(io.BytesIO(body))
+        return reader(io.BytesIO(s3_object(location)))
     try:
         return reader(location)
     except FileNotFoundError:

@@ -139,20 +139,9 @@ def partition_files(location: str, start: datetime, end: datetime) -> list[str]:
     return [str(path) for folder in folders for path in sorted((root / folder).glob("*.parquet"))]
 
 
-def _read_bytes(location: str) -> bytes | str:
-    """An S3 object's content, or a local path as it is (pandas and pyarrow open both)."""
-    if not location.startswith("s3://"):
-        return location
-    bucket, key = data._split_s3(location)
-    try:
-        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception as error:
-        raise data.DataError(f"{location}: cannot read from S3: {error}") from error
-
-
 def _read_file(location: str) -> pd.DataFrame:
-    content = _read_bytes(location)
-    source = io.BytesIO(content) if isinstance(content, bytes) else content
+    # pandas and pyarrow open a local path as it is
+    source = io.BytesIO(data.s3_object(location)) if location.startswith("s3://") else location
     if PurePosixPath(location).suffix.lower() == ".csv":
         return pd.read_csv(source, dtype={REQUEST_ID: str})  # ids like "0042" stay as they are
     import pyarrow.parquet as pq
