@@ -9,12 +9,14 @@ own). For each model and each worker count (one each, then two each):
 - the in-process limit: `model.predict` on one row, called in a loop in this process.
 
 Single-row JSON to /predict at concurrency 1, 8 and 64: requests/s, p50, p99, errors (non-2xx and
-socket errors), peak server memory (RSS summed over the server's process tree). Then the batch
+socket errors), peak server memory (RSS summed over the server's process tree). Every server of one
+worker count is up at once and measured in turn, ROUNDS times over: whatever else the machine does
+hits them alike, and the tables give each one's median. Then the batch
 endpoints, rows as objects (/predict_batch) and as a table (/predict_columns), BATCH_ROWS rows per
 request, against in-process predict on the same batch, and the `batch`
 command's scoring loop on a BATCH_FILE_ROWS-row CSV against a plain chunked read_csv + predict loop.
 What the numbers were and what each setting changed: benchmarks/README.md. Prints tables; `make bench`
-(about 7 minutes). Not part of `make test`.
+(about 12 minutes). Not part of `make test`.
 """
 
 from __future__ import annotations
@@ -29,9 +31,11 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import httpx
@@ -41,7 +45,7 @@ import pandas as pd
 import psutil
 import yaml
 
-from {{ cookiecutter.package }} import data, deployment, registry, training
+from {{ cookiecutter.package }} import data, deployment, prediction_log, registry, training
 from {{ cookiecutter.package }}.reports import markdown_table
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
@@ -75,10 +79,12 @@ MODELS = {
     "RF": {"estimator": "random_forest", "hyperparameters": {"n_estimators": 100}},
 }
 SECONDS = 4  # per measurement
+ROUNDS = 3  # measurements of each server at each concurrency, interleaved with the other servers'
 WARMUP_SECONDS = 2  # of load at concurrency 8 once per server, not measured
 BATCH_ROWS = 1000  # rows per batch request (serving.max_batch_rows must allow it)
 BATCH_CONCURRENCY = 2
 BATCH_FILE_ROWS = 1_000_000
+LOG_REQUESTS = 20_000  # single-row requests through the prediction log in this process
 READY_TIMEOUT = 60
 JSON = {"Content-Type": "application/json"}
 
@@ -280,6 +286,15 @@ def baseline_server(model_path: Path, workers: int, log: Path) -> Iterator[tuple
                 child.kill()
 
 
+def start_baseline(
+    running: contextlib.ExitStack, model_path: Path, workers: int, folder: Path
+) -> Server:
+    url, pid = running.enter_context(
+        baseline_server(model_path, workers, folder / f"baseline-{workers}.log")
+    )
+    return Server(url, pid, JSON)
+
+
 def in_process_rate(model: Any, rows: np.ndarray, seconds: float = 1.0) -> float:
     """Calls of model.predict(rows) per second, in this process, after one warm-up call."""
     model.predict(rows)
@@ -298,16 +313,36 @@ def ratio(value: float, reference: float | None) -> str:
     return f"{value / reference:.2f}x" if reference else "-"
 
 
-def cost(feature_on: Load, feature_off: Load) -> list[str]:
+def cost(feature_on: list[Load], feature_off: list[Load]) -> list[str]:
     """What turning a feature on costs: requests/s lost, and server CPU time per request added.
 
-    The second is the steadier on a shared machine: time stolen by its neighbours slows requests
-    but is not the server's CPU time. Negative numbers: the variant with the feature was cheaper,
-    i.e. noise.
+    Each round's pair was measured back to back, so the cost is computed per round and the median
+    reported, with the rounds' range. CPU time per request is the steadier on a shared machine:
+    time stolen by its neighbours slows requests but is not the server's CPU time. Negative
+    numbers: the variant with the feature was cheaper, i.e. noise.
     """
-    lost = 1 - feature_on.requests_per_second / feature_off.requests_per_second
-    added = feature_on.cpu_ms_per_request / feature_off.cpu_ms_per_request - 1
-    return [f"{lost * 100:.1f}%", f"{added * 100:.1f}%"]
+    pairs = list(zip(feature_on, feature_off, strict=True))
+    lost = [1 - on.requests_per_second / off.requests_per_second for on, off in pairs]
+    added = [on.cpu_ms_per_request / off.cpu_ms_per_request - 1 for on, off in pairs]
+    return [spread(lost), spread(added)]
+
+
+def spread(values: list[float]) -> str:
+    """A share as "median% (lowest..highest)"."""
+    return f"{median(values) * 100:.1f}% ({min(values) * 100:.0f}..{max(values) * 100:.0f})"
+
+
+def typical(rounds: list[Load]) -> Load:
+    """One row for a server's rounds: medians, errors summed, the highest memory."""
+    return Load(
+        requests_per_second=median(r.requests_per_second for r in rounds),
+        p50_ms=median(r.p50_ms for r in rounds),
+        p99_ms=median(r.p99_ms for r in rounds),
+        errors=sum(r.errors for r in rounds),
+        requests=sum(r.requests for r in rounds),
+        memory_mb=max(r.memory_mb for r in rounds),
+        cpu_ms_per_request=median(r.cpu_ms_per_request for r in rounds),
+    )
 
 
 def load_row(
@@ -320,17 +355,24 @@ def load_row(
     ]  # fmt: skip
 
 
+@dataclass
+class Server:
+    url: str
+    pid: int
+    headers: dict[str, str]
+
+
 def serve_model(
     label: str,
     folder: Path,
     frame: pd.DataFrame,
     records: list[dict[str, float]],
     notes: list[str],
-    one_worker: dict[tuple[str, str, int], Load],
+    one_worker: dict[tuple[str, int], list[Load]],
 ) -> tuple[list[list], list[list]]:
     """Every server for one model: single-row rows of the table, and batch endpoint rows.
 
-    Each variant's measurement with one worker also goes to `one_worker[label, variant, c]`.
+    Each variant's rounds with one worker also go to `one_worker[variant, c]`.
     """
     base = scratch_settings(folder, MODELS[label], {})
     version = training.train(base, frame).model_version
@@ -356,36 +398,55 @@ def serve_model(
         rate_64 = in_process_rate(model, many_rows[:64]) * 64
     single.append([label, "in-process predict, 64 rows a call", 1, 64, fmt(rate_64), "-", "-", "-", "-", "-"])  # fmt: skip
     for workers in WORKER_COUNTS:
-        baselines: dict[int, Load] = {}
-        with baseline_server(model_path, workers, folder / f"baseline-{workers}.log") as (url, pid):
-            warm_up(f"{url}/predict", row_body, JSON, pid, folder)
-            for c in CONCURRENCY:
-                baselines[c] = load(f"{url}/predict", row_body, JSON, c, pid, folder)
-                single.append(load_row(label, "FastAPI baseline", workers, c, baselines[c], None))
-        for name, overrides, worker_counts in VARIANTS:
-            if workers not in worker_counts:
-                continue
-            serving = {**overrides.get("serving", {}), "workers": workers}
-            settings = scratch_settings(folder, MODELS[label], {**overrides, "serving": serving})
-            headers = {**JSON, **settings.client_headers()}
-            tag = deployment.build(settings, version)
-            with deployment.serve(settings, tag) as server:
-                pid = server.process.pid
-                warm_up(f"{server.url}/predict", row_body, headers, pid, folder)
-                for c in CONCURRENCY:
-                    result = load(f"{server.url}/predict", row_body, headers, c, pid, folder)
-                    if workers == 1:
-                        one_worker[label, name, c] = result
-                    single.append(
-                        load_row(label, f"BentoML {name}", workers, c, result, baselines[c])
+        with contextlib.ExitStack() as running:
+            servers = {"FastAPI baseline": start_baseline(running, model_path, workers, folder)}
+            for name, overrides, worker_counts in VARIANTS:
+                if workers in worker_counts:
+                    serving = {**overrides.get("serving", {}), "workers": workers}
+                    settings = scratch_settings(
+                        folder, MODELS[label], {**overrides, "serving": serving}
                     )
-                for path, body in batch_bodies.items() if workers == 1 else ():
-                    result = load(f"{server.url}{path}", body, headers, BATCH_CONCURRENCY, pid, folder)  # fmt: skip
+                    tag = deployment.build(settings, version)
+                    server = running.enter_context(deployment.serve(settings, tag))
+                    headers = {**JSON, **settings.client_headers()}
+                    servers[f"BentoML {name}"] = Server(server.url, server.process.pid, headers)
+            for server in servers.values():
+                warm_up(f"{server.url}/predict", row_body, server.headers, server.pid, folder)
+            rounds = interleaved(servers, row_body, folder)
+            for name in servers:
+                for c in CONCURRENCY:
+                    baseline = typical(rounds["FastAPI baseline", c])
+                    reference = None if name == "FastAPI baseline" else baseline
+                    result = typical(rounds[name, c])
+                    single.append(load_row(label, name, workers, c, result, reference))
+                    if workers == 1:
+                        one_worker[name, c] = rounds[name, c]
+            for name, server in servers.items() if workers == 1 else ():
+                for path, body in batch_bodies.items() if name != "FastAPI baseline" else ():
+                    result = load(f"{server.url}{path}", body, server.headers, BATCH_CONCURRENCY, server.pid, folder)  # fmt: skip
                     rows_per_second = result.requests_per_second * BATCH_ROWS
-                    batch.append([label, f"BentoML {name} {path}, c={BATCH_CONCURRENCY}", fmt(rows_per_second), ratio(rows_per_second, batch_rate)])  # fmt: skip
+                    batch.append([label, f"{name} {path}, c={BATCH_CONCURRENCY}", fmt(rows_per_second), ratio(rows_per_second, batch_rate)])  # fmt: skip
                     if result.errors:
                         notes.append(f"{label} {name} {path}: {result.errors} errors")
     return single, batch
+
+
+def interleaved(
+    servers: dict[str, Server], body: str, folder: Path
+) -> dict[tuple[str, int], list[Load]]:
+    """ROUNDS measurements of every server at every concurrency, the servers taking turns (the
+    first of each round rotates, so none is always the one that follows an idle pause)."""
+    rounds: dict[tuple[str, int], list[Load]] = {(n, c): [] for n in servers for c in CONCURRENCY}
+    names = list(servers)
+    for number in range(ROUNDS):
+        turn = names[number % len(names) :] + names[: number % len(names)]
+        for c in CONCURRENCY:
+            for name in turn:
+                server = servers[name]
+                rounds[name, c].append(
+                    load(f"{server.url}/predict", body, server.headers, c, server.pid, folder)
+                )
+    return rounds
 
 
 @contextlib.contextmanager
@@ -395,6 +456,24 @@ def warnings_quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield
+
+
+def prediction_log_work(folder: Path, names: list[str], row: np.ndarray) -> tuple[float, float]:
+    """The log's own work for a single-row request, in microseconds: on the request path (record)
+    and in the writer thread (its share of a flush to Parquet). Measured in this process, so free of
+    the noise of a loaded server: the A/B of whole servers cannot resolve a cost this small."""
+    log = prediction_log.PredictionLog(str(folder / "log"), names, 1, 1.0, flush_seconds=3600)
+    ids = [uuid.uuid4().hex for _ in range(LOG_REQUESTS)]
+    features = row.reshape(1, -1)
+    started = time.perf_counter()
+    for request_id in ids:
+        log.record(request_id, "predict", features, [1], [0.9])
+    recorded = time.perf_counter()
+    written = log.flush()
+    flushed = time.perf_counter()
+    log.close()
+    assert written == LOG_REQUESTS
+    return (recorded - started) * 1e6 / LOG_REQUESTS, (flushed - recorded) * 1e6 / LOG_REQUESTS
 
 
 # The two scoring loops run in fresh interpreters, so each one's peak memory is its own (VmHWM: the
@@ -465,7 +544,7 @@ def main() -> None:
     notes: list[str] = []
     single: list[list] = []
     batch: list[list] = []
-    one_worker: dict[tuple[str, str, int], Load] = {}
+    one_worker: dict[tuple[str, str, int], list[Load]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch)
         # Bentos and stored models go to the scratch folder too, whatever BENTOML_HOME says outside.
@@ -477,23 +556,38 @@ def main() -> None:
         for label in MODELS:
             model_folder = folder / label
             model_folder.mkdir()
+            rounds: dict[tuple[str, int], list[Load]] = {}
             model_single, model_batch = serve_model(
-                label, model_folder, frame, records, notes, one_worker
+                label, model_folder, frame, records, notes, rounds
             )
+            one_worker.update({(label, *key): value for key, value in rounds.items()})
             single += model_single
             batch += model_batch
             shutil.copy(model_folder / "model.joblib", folder / f"{label}.joblib")
         command_rows = batch_command_rows(folder, features, settings.params.batch.chunk_rows)
-    print(f"Serving on {os.cpu_count()} CPUs, wrk -t1 on 127.0.0.1, {SECONDS} s per row after a {WARMUP_SECONDS} s warm-up")  # fmt: skip
-    print("Single-row POST /predict (latency percentiles as wrk reports them)\n")
+        names = list(features.columns)
+        record_us, write_us = prediction_log_work(folder, names, features.to_numpy()[0])
+    print(f"Serving on {os.cpu_count()} CPUs, wrk -t1 on 127.0.0.1, {SECONDS} s per measurement after a {WARMUP_SECONDS} s warm-up")  # fmt: skip
+    print(f"Single-row POST /predict, medians of {ROUNDS} interleaved rounds (latency percentiles as wrk reports them)\n")  # fmt: skip
     header = ["model", "server", "workers", "concurrency", "req/s", "vs baseline", "p50 ms", "p99 ms", "errors", "server MB"]  # fmt: skip
     print(markdown_table(header, single))
-    print("\nWhat the protections and the prediction log cost, one worker: requests/s lost, server CPU per request added\n")  # fmt: skip
+    print(f"\nWhat the protections and the prediction log cost, one worker: requests/s lost, server CPU per request added; median of the {ROUNDS} rounds (lowest..highest)\n")  # fmt: skip
     print(markdown_table(["model", "concurrency", "protections: req/s", "protections: CPU/request", "prediction log: req/s", "prediction log: CPU/request"], [
         [label, c,
-         *cost(one_worker[label, "protections on", c], one_worker[label, "protections off", c]),
-         *cost(one_worker[label, "protections on", c], one_worker[label, "prediction log off", c])]
+         *cost(one_worker[label, "BentoML protections on", c], one_worker[label, "BentoML protections off", c]),
+         *cost(one_worker[label, "BentoML protections on", c], one_worker[label, "BentoML prediction log off", c])]
         for label in MODELS for c in CONCURRENCY
+    ]))  # fmt: skip
+    server_us = {
+        (label, c): typical(one_worker[label, "BentoML protections on", c]).cpu_ms_per_request
+        * 1000
+        for label in MODELS
+        for c in CONCURRENCY
+    }
+    print(f"\nThe prediction log's own work per single-row request, {LOG_REQUESTS:,} requests in this process: {record_us:.1f} µs on the request path, {write_us:.1f} µs in the writer thread; as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
+    print(markdown_table(["model", *(f"c={c}" for c in CONCURRENCY)], [
+        [label, *(f"{(record_us + write_us) / server_us[label, c] * 100:.1f}% of {server_us[label, c]:,.0f} µs" for c in CONCURRENCY)]
+        for label in MODELS
     ]))  # fmt: skip
     print(f"\nBatch endpoint, {BATCH_ROWS} rows per request\n")
     print(markdown_table(["model", "path", "rows/s", "vs in-process"], batch))

@@ -120,3 +120,16 @@ def test_parquet_keeps_dtypes_that_csv_cannot(tmp_path):
     assert back["when"].dtype.kind == "M"
     assert data.fingerprint(back) == data.fingerprint(frame)
     assert np.array_equal(back["x"], frame["x"])
+
+
+def test_one_s3_client_per_aws_setting(monkeypatch):
+    """Reading thousands of log files must not make a client per file; a changed endpoint (another
+    account, another S3 server) gets its own."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")
+    first = data.s3_client()
+    assert data.s3_client() is first
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:2")
+    second = data.s3_client()
+    assert second is not first
+    assert second.meta.endpoint_url == "http://127.0.0.1:2"

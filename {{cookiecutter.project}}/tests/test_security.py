@@ -2,7 +2,7 @@
 
 The unit tests call security.py directly; the others talk to real `bentoml serve` processes on
 127.0.0.1: the shared server (default serving settings) and a strict one of the same model with
-`out_of_profile: reject`, a low rate limit and three client tokens.
+`out_of_profile: reject`, a low rate limit, tracing and the access log on, and four client tokens.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from {{ cookiecutter.package }}.settings import Settings
 
 from .shared_bento import Built, shared_build
 
-ALPHA, BRAVO, CHARLIE = (
-    f"{name}-client-token-0123456789" for name in ("alpha", "bravo", "charlie")
+ALPHA, BRAVO, CHARLIE, DELTA = (
+    f"{name}-client-token-0123456789" for name in ("alpha", "bravo", "charlie", "delta")
 )
 STRICT_RATE = 5  # per minute and client: a slow machine cannot spread the requests past it
 ERROR_FIELDS = {"status", "code", "message", "details", "request_id", "model_version"}
@@ -291,14 +292,19 @@ def strict(
     built = shared_build(tmp_path_factory, empty_tracking_store)
     params = built.settings.params
     serving = params.serving.model_copy(
-        update={"out_of_profile": "reject", "rate_limit": f"{STRICT_RATE}/minute"}
+        update={
+            "out_of_profile": "reject",
+            "rate_limit": f"{STRICT_RATE}/minute",
+            "tracing": True,
+            "access_log": True,
+        }
     )
     settings = built.settings.model_copy(
         update={"params": params.model_copy(update={"serving": serving})}
     )
     bento = deployment.build(settings, built.version)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SERVICE_API_TOKENS", f"{ALPHA},{BRAVO},{CHARLIE}")
+        patch.setenv("SERVICE_API_TOKENS", f"{ALPHA},{BRAVO},{CHARLIE},{DELTA}")
         running = deployment.serve(settings, bento)
     with running:
         yield running
@@ -323,6 +329,26 @@ def test_guessing_tokens_is_rate_limited_by_address(strict):
         for n in range(STRICT_RATE + 1)
     ]
     assert statuses == [401] * STRICT_RATE + [429]
+
+
+@pytest.mark.integration
+def test_tracing_and_the_access_log_are_off_unless_turned_on(built: Built, server, strict):
+    """Off by default (together they cost half of /predict's requests/s): no span (BentoML names
+    its span in X-BentoML-Request-ID) and no access line. On, both; the token stays out of the log."""
+    quiet = httpx.post(
+        f"{server.url}/predict", json=row(built), headers=bearer(built.settings.api_token())
+    )
+    traced = httpx.post(f"{strict.url}/predict", json=row(built), headers=bearer(DELTA))
+    assert quiet.status_code == traced.status_code == 200, (quiet.text, traced.text)
+    assert "x-bentoml-request-id" not in quiet.headers
+    assert "x-bentoml-request-id" in traced.headers
+    access_line = "method=POST,path=/predict,"
+    deadline = time.monotonic() + 10
+    while access_line not in strict.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert access_line in strict.log_path.read_text()
+    assert DELTA not in strict.log_path.read_text()
+    assert access_line not in server.log_path.read_text()
 
 
 @pytest.mark.integration

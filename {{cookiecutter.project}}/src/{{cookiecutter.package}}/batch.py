@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-import boto3
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,7 +33,7 @@ def read_chunks(location: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder) / Path(key).name
             try:
-                boto3.client("s3").download_file(bucket, key, str(local))
+                data.s3_client().download_file(bucket, key, str(local))
             except Exception as error:
                 raise data.DataError(f"{location}: cannot read from S3: {error}") from error
             yield from read_chunks(str(local), chunk_rows)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
+import os
 import shutil
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import urlparse
 
 import boto3
@@ -35,11 +38,28 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return parsed.netloc, parsed.path.lstrip("/")
 
 
+def s3_client() -> Any:
+    """A boto3 S3 client for the AWS_* settings as they are now, made once per setting.
+
+    Making a client takes tens of milliseconds, and a day of prediction log is thousands of small
+    files; boto3 clients may be shared between threads.
+    """
+    aws = tuple(
+        sorted((name, value) for name, value in os.environ.items() if name.startswith("AWS_"))
+    )
+    return _s3_client_for(aws)
+
+
+@functools.lru_cache(maxsize=4)
+def _s3_client_for(aws_settings: tuple[tuple[str, str], ...]) -> Any:
+    return boto3.client("s3")
+
+
 def s3_object(location: str) -> bytes:
     """The content of an s3:// object (boto3, so AWS_* settings apply); DataError naming it if not."""
     bucket, key = _split_s3(location)
     try:
-        return boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+        return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
     except Exception as error:
         raise DataError(f"{location}: cannot read from S3: {error}") from error
 
@@ -65,7 +85,7 @@ def write_table(frame: pd.DataFrame, location: str) -> None:
         frame.to_parquet(buffer, index=False)
     if location.startswith("s3://"):
         bucket, key = _split_s3(location)
-        boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
+        s3_client().put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
         return
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,7 +131,7 @@ def publish_file(local: Path, location: str) -> None:
     """Move a finished local file to its destination: an s3:// URI (upload) or a local path."""
     if location.startswith("s3://"):
         bucket, key = _split_s3(location)
-        boto3.client("s3").upload_file(str(local), bucket, key)
+        s3_client().upload_file(str(local), bucket, key)
         return
     destination = Path(location)
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -64,6 +64,8 @@ SERVICE_SETTINGS = (
     "rate_limit",
     "max_body_bytes",
     "out_of_profile",
+    "tracing",
+    "access_log",
 )
 # The monitoring settings the service needs: where and how much to log (service.ServiceArgs).
 LOG_SETTINGS = ("prediction_log", "sample_rate", "flush_seconds")

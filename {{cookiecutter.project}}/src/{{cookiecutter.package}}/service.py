@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import json
 import logging
 import os
@@ -82,6 +83,8 @@ class ServiceArgs(BaseModel):
     rate_limit: str | None = None
     max_body_bytes: int = Field(2_000_000, ge=1)
     out_of_profile: Literal["reject", "flag", "off"] = "flag"
+    tracing: bool = False
+    access_log: bool = False
     prediction_log: str = "logs/predictions"
     sample_rate: float = Field(1.0, ge=0, le=1)
     flush_seconds: float = Field(10, gt=0)
@@ -507,6 +510,11 @@ TOKENS, TOKEN_PROBLEM = _configured_tokens()
     # serving.workers (default 1): scale with replicas first, several workers share one socket.
     workers=ARGS.workers,
     traffic={"timeout": 30},
+    # BentoML would open OpenTelemetry spans (for the request and each of its messages) and write an
+    # access log line for every request: with the spans thrown away (no exporter) and nginx or the
+    # ingress logging access, that was half of /predict's requests/s (benchmarks/README.md).
+    tracing={} if ARGS.tracing else {"excluded_urls": [".*"]},
+    logging={"access": {"enabled": ARGS.access_log}},
 )
 class ModelService:
     """Loads the packed model once per worker; every answer names the model version behind it.
@@ -552,6 +560,11 @@ class ModelService:
                 log_location, FEATURES, MODEL_VERSION, ARGS.sample_rate, ARGS.flush_seconds
             )
         self.batcher = MicroBatcher(self._model_scores, MICRO_BATCH_ROWS)
+        # What is loaded by now (imports, the model) lives as long as the worker. Frozen, it is left
+        # out of the garbage collector's full passes, which otherwise walk it again and again and
+        # stall every answer meanwhile (LR at concurrency 64: p99 241 -> 87 ms, benchmarks/README.md).
+        gc.collect()
+        gc.freeze()
 
     def _profiled(
         self, features: np.ndarray, ctx: bentoml.Context

@@ -97,6 +97,9 @@ class ServingParams(_Section):
     # A value outside what training saw: reject (422 naming the feature), flag (answer, and name the
     # features in the answer and the metrics) or off.
     out_of_profile: Literal["reject", "flag", "off"] = "flag"
+    # BentoML's per-request OpenTelemetry spans and access log; each costs a share of requests/s.
+    tracing: bool = False
+    access_log: bool = False
 
     @field_validator("rate_limit")
     @classmethod
