@@ -73,6 +73,7 @@ VARIANTS: list[tuple[str, dict[str, dict[str, Any]], tuple[int, ...]]] = [
     ),
 ]
 WORKER_COUNTS = (1, 2)  # of the baseline; BentoML variants list theirs
+BASELINE = "FastAPI baseline"
 CONCURRENCY = (1, 8, 64)
 MODELS = {
     "LR": {"estimator": "logistic_regression", "hyperparameters": {"C": 1.0, "max_iter": 1000}},
@@ -368,11 +369,11 @@ def serve_model(
     frame: pd.DataFrame,
     records: list[dict[str, float]],
     notes: list[str],
-    one_worker: dict[tuple[str, int], list[Load]],
+    one_worker: dict[tuple[str, str, int], list[Load]],
 ) -> tuple[list[list], list[list]]:
     """Every server for one model: single-row rows of the table, and batch endpoint rows.
 
-    Each variant's rounds with one worker also go to `one_worker[variant, c]`.
+    Each variant's rounds with one worker also go to `one_worker[label, variant, c]`.
     """
     base = scratch_settings(folder, MODELS[label], {})
     version = training.train(base, frame).model_version
@@ -399,7 +400,7 @@ def serve_model(
     single.append([label, "in-process predict, 64 rows a call", 1, 64, fmt(rate_64), "-", "-", "-", "-", "-"])  # fmt: skip
     for workers in WORKER_COUNTS:
         with contextlib.ExitStack() as running:
-            servers = {"FastAPI baseline": start_baseline(running, model_path, workers, folder)}
+            servers = {BASELINE: start_baseline(running, model_path, workers, folder)}
             for name, overrides, worker_counts in VARIANTS:
                 if workers in worker_counts:
                     serving = {**overrides.get("serving", {}), "workers": workers}
@@ -415,14 +416,14 @@ def serve_model(
             rounds = interleaved(servers, row_body, folder)
             for name in servers:
                 for c in CONCURRENCY:
-                    baseline = typical(rounds["FastAPI baseline", c])
-                    reference = None if name == "FastAPI baseline" else baseline
+                    baseline = typical(rounds[BASELINE, c])
+                    reference = None if name == BASELINE else baseline
                     result = typical(rounds[name, c])
                     single.append(load_row(label, name, workers, c, result, reference))
                     if workers == 1:
-                        one_worker[name, c] = rounds[name, c]
+                        one_worker[label, name, c] = rounds[name, c]
             for name, server in servers.items() if workers == 1 else ():
-                for path, body in batch_bodies.items() if name != "FastAPI baseline" else ():
+                for path, body in batch_bodies.items() if name != BASELINE else ():
                     result = load(f"{server.url}{path}", body, server.headers, BATCH_CONCURRENCY, server.pid, folder)  # fmt: skip
                     rows_per_second = result.requests_per_second * BATCH_ROWS
                     batch.append([label, f"{name} {path}, c={BATCH_CONCURRENCY}", fmt(rows_per_second), ratio(rows_per_second, batch_rate)])  # fmt: skip
@@ -556,11 +557,9 @@ def main() -> None:
         for label in MODELS:
             model_folder = folder / label
             model_folder.mkdir()
-            rounds: dict[tuple[str, int], list[Load]] = {}
             model_single, model_batch = serve_model(
-                label, model_folder, frame, records, notes, rounds
+                label, model_folder, frame, records, notes, one_worker
             )
-            one_worker.update({(label, *key): value for key, value in rounds.items()})
             single += model_single
             batch += model_batch
             shutil.copy(model_folder / "model.joblib", folder / f"{label}.joblib")
