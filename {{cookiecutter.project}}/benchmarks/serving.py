@@ -11,17 +11,18 @@ own). For each model and each worker count (one each, then two each):
 Single-row JSON to /predict at concurrency 1, 8 and 64: requests/s, p50, p99, errors (non-2xx and
 socket errors), peak server memory (RSS summed over the server's process tree). Every server of one
 worker count is up at once and measured in turn, ROUNDS times over: whatever else the machine does
-hits them alike, and the tables give each one's median. Then the batch
-endpoints, rows as objects (/predict_batch) and as a table (/predict_columns), BATCH_ROWS rows per
-request, against in-process predict on the same batch, and the `batch`
-command's scoring loop on a BATCH_FILE_ROWS-row CSV against a plain chunked read_csv + predict loop.
+hits them alike, and the tables give each one's median. Then the batch endpoints, rows as objects
+(/predict_batch), as a JSON table (/predict_columns) and as an Arrow stream (/predict_arrow),
+BATCH_ROWS rows per request, against in-process predict on the same batch, and the `batch` command's
+scoring loop on a BATCH_FILE_ROWS-row CSV against a plain chunked read_csv + predict loop.
 What the numbers were and what each setting changed: benchmarks/README.md. Prints tables; `make bench`
-(about 12 minutes). Not part of `make test`.
+(about 15 minutes). Not part of `make test`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import shutil
@@ -45,7 +46,7 @@ import pandas as pd
 import psutil
 import yaml
 
-from {{ cookiecutter.package }} import data, deployment, prediction_log, registry, training
+from {{ cookiecutter.package }} import data, deployment, prediction_log, registry, security, training
 from {{ cookiecutter.package }}.reports import markdown_table
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
@@ -79,8 +80,8 @@ MODELS = {
     "LR": {"estimator": "logistic_regression", "hyperparameters": {"C": 1.0, "max_iter": 1000}},
     "RF": {"estimator": "random_forest", "hyperparameters": {"n_estimators": 100}},
 }
-SECONDS = 4  # per measurement
-ROUNDS = 3  # measurements of each server at each concurrency, interleaved with the other servers'
+SECONDS = 3  # per measurement
+ROUNDS = 5  # measurements of each server at each concurrency, interleaved with the other servers'
 WARMUP_SECONDS = 2  # of load at concurrency 8 once per server, not measured
 BATCH_ROWS = 1000  # rows per batch request (serving.max_batch_rows must allow it)
 BATCH_CONCURRENCY = 2
@@ -107,7 +108,9 @@ class Load:
 # wrk calls done() at the end; the line it prints is parsed instead of wrk's human-readable report.
 WRK_SCRIPT = string.Template("""
 wrk.method = "POST"
-wrk.body = [==[$body]==]
+local file = assert(io.open([==[$body_path]==], "rb"))
+wrk.body = file:read("*a")
+file:close()
 $headers
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -183,11 +186,13 @@ def peak_memory(pid: int) -> Iterator[list[float]]:
 
 
 def wrk(
-    url: str, body: str, headers: dict[str, str], concurrency: int, seconds: float, folder: Path
+    url: str, body: bytes, headers: dict[str, str], concurrency: int, seconds: float, folder: Path
 ) -> dict:
     header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in headers.items())
+    body_path = folder / "wrk-body"
+    body_path.write_bytes(body)  # read by the script: a Lua string literal would mangle binary
     script = folder / "wrk.lua"
-    script.write_text(WRK_SCRIPT.substitute(body=body, headers=header_lines))
+    script.write_text(WRK_SCRIPT.substitute(body_path=body_path, headers=header_lines))
     command = [
         "wrk", "-t1", f"-c{concurrency}", f"-d{int(seconds)}s", "--timeout", "10s", "-s", str(script), url,
     ]  # fmt: skip
@@ -220,13 +225,13 @@ def wait_idle(pid: int, timeout: float = 10) -> None:
         before = now
 
 
-def warm_up(url: str, body: str, headers: dict[str, str], pid: int, folder: Path) -> None:
+def warm_up(url: str, body: bytes, headers: dict[str, str], pid: int, folder: Path) -> None:
     wrk(url, body, headers, 8, WARMUP_SECONDS, folder)
     wait_idle(pid)
 
 
 def load(
-    url: str, body: str, headers: dict[str, str], concurrency: int, pid: int, folder: Path
+    url: str, body: bytes, headers: dict[str, str], concurrency: int, pid: int, folder: Path
 ) -> Load:
     wait_idle(pid)
     cpu_before = tree_cpu_seconds(pid)
@@ -380,10 +385,12 @@ def serve_model(
     model = registry.load_model(base, version)
     model_path = folder / "model.joblib"
     joblib.dump(model, model_path)
-    row_body = json.dumps(records[0])
-    batch_bodies = {
-        "/predict_batch": json.dumps({"rows": records[:BATCH_ROWS]}),
-        "/predict_columns": json.dumps(deployment.as_table(pd.DataFrame(records[:BATCH_ROWS]))),
+    row_body = json.dumps(records[0]).encode()
+    rows = pd.DataFrame(records[:BATCH_ROWS])
+    batch_bodies = {  # path: body, media type
+        "/predict_batch": (json.dumps({"rows": records[:BATCH_ROWS]}).encode(), JSON),
+        "/predict_columns": (json.dumps(deployment.as_table(rows)).encode(), JSON),
+        "/predict_arrow": (deployment.as_arrow(rows), {"Content-Type": security.ARROW_STREAM}),
     }
     features = data.split_features_target(frame, base.params.data.target)[0]
     one_row = features.head(1).to_numpy(dtype=np.float64)
@@ -423,8 +430,9 @@ def serve_model(
                     if workers == 1:
                         one_worker[label, name, c] = rounds[name, c]
             for name, server in servers.items() if workers == 1 else ():
-                for path, body in batch_bodies.items() if name != BASELINE else ():
-                    result = load(f"{server.url}{path}", body, server.headers, BATCH_CONCURRENCY, server.pid, folder)  # fmt: skip
+                for path, (body, media_type) in batch_bodies.items() if name != BASELINE else ():
+                    headers = {**server.headers, **media_type}
+                    result = load(f"{server.url}{path}", body, headers, BATCH_CONCURRENCY, server.pid, folder)  # fmt: skip
                     rows_per_second = result.requests_per_second * BATCH_ROWS
                     batch.append([label, f"{name} {path}, c={BATCH_CONCURRENCY}", fmt(rows_per_second), ratio(rows_per_second, batch_rate)])  # fmt: skip
                     if result.errors:
@@ -433,7 +441,7 @@ def serve_model(
 
 
 def interleaved(
-    servers: dict[str, Server], body: str, folder: Path
+    servers: dict[str, Server], body: bytes, folder: Path
 ) -> dict[tuple[str, int], list[Load]]:
     """ROUNDS measurements of every server at every concurrency, the servers taking turns (the
     first of each round rotates, so none is always the one that follows an idle pause)."""
@@ -462,7 +470,11 @@ def warnings_quiet() -> Iterator[None]:
 def prediction_log_work(folder: Path, names: list[str], row: np.ndarray) -> tuple[float, float]:
     """The log's own work for a single-row request, in microseconds: on the request path (record)
     and in the writer thread (its share of a flush to Parquet). Measured in this process, so free of
-    the noise of a loaded server: the A/B of whole servers cannot resolve a cost this small."""
+    the noise of a loaded server: the A/B of whole servers cannot resolve a cost this small.
+    What is in memory is frozen first, as the service does once its model is loaded: the garbage
+    collector then walks the log's entries, not this program's data frames and imports."""
+    gc.collect()
+    gc.freeze()
     log = prediction_log.PredictionLog(str(folder / "log"), names, 1, 1.0, flush_seconds=3600)
     ids = [uuid.uuid4().hex for _ in range(LOG_REQUESTS)]
     features = row.reshape(1, -1)

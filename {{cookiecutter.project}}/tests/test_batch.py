@@ -40,3 +40,20 @@ def test_missing_feature_column_is_named_and_nothing_is_written(settings, frame,
     with pytest.raises(data.DataError, match=first_feature):
         batch.score_file(model, list(model.feature_names_in_), 1, str(source), str(destination), 50)
     assert not destination.exists()
+
+
+def test_a_value_that_is_not_a_number_is_named_and_nothing_is_written(
+    settings, frame, model, tmp_path, monkeypatch
+):
+    """The bad value sits past the first blocks pyarrow parses: chunks were scored and staged
+    before it is met, and still nothing reaches the destination."""
+    monkeypatch.setattr(batch, "CSV_BLOCK_BYTES", 4096)
+    feature = model.feature_names_in_[3]
+    damaged = frame.astype({feature: object})
+    damaged.loc[len(frame) - 5, feature] = "n/a?"
+    source = tmp_path / "input.csv"
+    data.write_table(damaged, str(source))
+    destination = tmp_path / "scored.parquet"
+    with pytest.raises(data.DataError, match=f"column '{feature}'.*'n/a\\?'"):
+        batch.score_file(model, list(model.feature_names_in_), 1, str(source), str(destination), 50)
+    assert not destination.exists()

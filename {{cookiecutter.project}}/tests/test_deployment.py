@@ -70,6 +70,7 @@ def test_smoke_passes_against_the_served_version(built: Built, server: deploymen
         "predict_matches_registry",
         "predict_batch_matches_registry",
         "predict_columns_matches_registry",
+        "predict_arrow_matches_registry",
         "responses_carry_version",
     }
     assert "**PASSED**" in deployment.smoke_markdown(report)
@@ -89,6 +90,7 @@ def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: 
         "predict_matches_registry",
         "predict_batch_matches_registry",
         "predict_columns_matches_registry",
+        "predict_arrow_matches_registry",
     } <= failed
     assert {"metadata_version", "responses_carry_version"} <= failed
     assert "**FAILED**" in deployment.smoke_markdown(report)

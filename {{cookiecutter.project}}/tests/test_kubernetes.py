@@ -305,9 +305,8 @@ def answer_slot(prometheus, deployments: list[str], seconds: int, **values: str 
 def test_the_queries_read_bentomls_metrics_of_the_model_endpoints_of_one_slot():
     queries = kubernetes.slot_queries(NAMESPACE, [GREEN], 300)
     pods = f'pod=~"{GREEN}-[a-z0-9]+-[a-z0-9]+"'
-    selector = (
-        f'namespace="{NAMESPACE}", {pods}, endpoint=~"/predict|/predict_batch|/predict_columns"'
-    )
+    endpoints = "/predict|/predict_batch|/predict_columns|/predict_arrow"
+    selector = f'namespace="{NAMESPACE}", {pods}, endpoint=~"{endpoints}"'
     assert queries["requests"] == (
         "sum(increase(bentoml_service_request_total" + "{" + selector + "}" + "[300s]))"
     )

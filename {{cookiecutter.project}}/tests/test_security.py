@@ -8,6 +8,7 @@ The unit tests call security.py directly; the others talk to real `bentoml serve
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -134,7 +135,7 @@ def test_the_profile_records_ranges_missing_shares_and_categories():
 
 @pytest.mark.integration
 def test_apis_need_a_valid_token_and_probes_stay_open(built: Built, server: deployment.Server):
-    for path in ("/predict", "/predict_batch", "/predict_columns", "/metadata"):
+    for path in ("/predict", "/predict_batch", "/predict_columns", "/predict_arrow", "/metadata"):
         anonymous = httpx.post(f"{server.url}{path}", json={})
         assert_error(anonymous, 401, "unauthorized")
         assert anonymous.headers["www-authenticate"] == 'Bearer realm="model"'
@@ -262,13 +263,20 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
 ):
     """At least 1,000 generated requests from the served OpenAPI document, every check enabled."""
     token = built.settings.api_token()
+    row_schema = httpx.get(f"{server.url}/docs.json").json()["components"]["schemas"]["Row"]
+    bounds = {
+        name: [field["minimum"], field["maximum"]]
+        for name, field in row_schema["properties"].items()
+    }
     schemathesis = Path(sys.executable).with_name("schemathesis")
     finished = subprocess.run(
         [str(schemathesis), "run", f"{server.url}/docs.json", "--checks", "all",
          "--header", f"Authorization: Bearer {token}", "--max-examples", "250", "--seed", "1",
          "--suppress-health-check", "all", "--report", "json", "--report-dir", str(tmp_path),
          "--no-color"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=Path(__file__).parents[1],
+        env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks",
+             "ARROW_FEATURES": json.dumps(bounds)},
     )  # fmt: skip
     assert finished.returncode == 0, finished.stdout[-4000:]
     (report_path,) = tmp_path.glob("json-*.json")
@@ -276,7 +284,13 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
     assert report["failures"] == [] and report["errors"] == []
     assert report["test_cases"]["generated"] >= 1000
     tested = {name.split(" ", 1)[1] for name in report["valid_rates"]}
-    assert {"/predict", "/predict_batch", "/predict_columns", "/metadata"} <= tested
+    assert {
+        "/predict",
+        "/predict_batch",
+        "/predict_columns",
+        "/predict_arrow",
+        "/metadata",
+    } <= tested
     log = server.log_path.read_text()
     assert token not in log and ALPHA not in log  # the token (and a wrong one) never logged
     assert "Traceback" not in log
@@ -371,6 +385,12 @@ def test_the_reject_policy_answers_422_naming_each_feature(built: Built, strict)
     table = httpx.post(f"{strict.url}/predict_columns", json=as_table([row(built), record]),
                        headers=bearer(CHARLIE))  # fmt: skip
     assert assert_error(table, 422, "out_of_profile")["details"] == error["details"]
+    arrow = httpx.post(
+        f"{strict.url}/predict_arrow",
+        content=deployment.as_arrow(pd.DataFrame([row(built), record])),
+        headers={**bearer(CHARLIE), "Content-Type": security.ARROW_STREAM},
+    )
+    assert assert_error(arrow, 422, "out_of_profile")["details"] == error["details"]
 
 
 # --- model integrity ----------------------------------------------------------------------

@@ -6,13 +6,15 @@ import json
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 
-from {{ cookiecutter.package }} import deployment, registry
+from {{ cookiecutter.package }} import deployment, registry, security
 
 from .shared_bento import MAX_BATCH_ROWS, Built
 
 pytestmark = pytest.mark.integration
+ARROW = {"content-type": security.ARROW_STREAM}
 
 
 @pytest.fixture
@@ -34,10 +36,15 @@ def test_predictions_equal_the_registry_model_and_name_the_version(built: Built,
     # Columns in another order are put back in the training order.
     reordered = deployment.as_table(rows[list(reversed(rows.columns))])
     shuffled = http.post("/predict_columns", json=reordered).raise_for_status().json()
+    arrow = http.post(
+        "/predict_arrow", content=deployment.as_arrow(rows), headers=ARROW
+    ).raise_for_status()
 
-    answers = [*single, batch, table, shuffled]
+    answers = [*single, batch, table, shuffled, arrow.json()]
     assert {answer["model_version"] for answer in answers} == {built.version}
     assert table["predictions"] == batch["predictions"]
+    assert arrow.json() == table
+    assert arrow.headers["x-model-version"] == str(built.version) and arrow.headers["x-request-id"]
     if built.settings.params.task == "classification":
         assert [answer["prediction"] for answer in single] == expected.tolist()
         assert batch["predictions"] == expected.tolist()
@@ -136,6 +143,38 @@ def test_table_rows_and_columns_must_match_the_training_features(built: Built, h
     full["data"] = full["data"][:MAX_BATCH_ROWS]
     answer = http.post("/predict_columns", json={**full, "index": list(range(MAX_BATCH_ROWS))})
     assert len(answer.raise_for_status().json()["predictions"]) == MAX_BATCH_ROWS
+
+
+def test_arrow_bodies_are_checked_like_tables(built: Built, http):
+    rows = deployment.sample_rows(built.settings, rows=3)
+    first, second = (str(column) for column in rows.columns[:2])
+
+    def refused(body: bytes) -> dict:
+        answer = http.post("/predict_arrow", content=body, headers=ARROW)
+        assert answer.status_code == 400, answer.text
+        return answer.json()["error"]
+
+    assert "not an Arrow IPC stream" in refused(b"not arrow at all")["message"]
+    message = refused(deployment.as_arrow(rows.rename(columns={first: "not_a_feature"})))["message"]
+    assert message.startswith("columns: ") and "'not_a_feature'" in message and first in message
+    words = pa.Table.from_pandas(rows.astype({second: str}), preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, words.schema) as stream:
+        stream.write_table(words)
+    assert f"{second} (string)" in refused(sink.getvalue().to_pybytes())["message"]
+    for bad in (np.nan, np.inf, 1e308):
+        damaged = rows.copy()
+        damaged.iloc[2, 1] = bad
+        error = refused(deployment.as_arrow(damaged))
+        assert [(detail["row"], detail["field"]) for detail in error["details"]] == [(2, second)]
+        assert second in error["message"]
+    assert "rows" in refused(deployment.as_arrow(rows.head(0)))["message"]
+    many = rows.sample(n=MAX_BATCH_ROWS + 1, replace=True, random_state=0)
+    assert f"send 1 to {MAX_BATCH_ROWS}" in refused(deployment.as_arrow(many))["message"]
+    as_json = http.post("/predict_arrow", json=deployment.as_table(rows))
+    assert as_json.status_code == 415 and ARROW["content-type"] in as_json.text
+    as_arrow = http.post("/predict_columns", content=deployment.as_arrow(rows), headers=ARROW)
+    assert as_arrow.status_code == 415 and "application/json" in as_arrow.text
 
 
 def test_metadata_and_openapi_show_the_training_features(built: Built, http):

@@ -1,15 +1,20 @@
 """Score a whole file with the champion, chunk by chunk, so memory stays flat however large it is.
 
-Three threads pass chunks along: one reads, this one scores, one converts and writes the staged
-output. pandas' CSV parser, the model's numpy code and the Parquet writer release the GIL, so on two
-cores the output costs little more time than a plain read-and-predict loop. At most one chunk waits
-between two threads, so memory stays a few chunks above the imports whatever the file size. An S3
-input is downloaded to a temporary file first, then streamed like a local file.
+Chunks are Arrow tables from end to end: pyarrow parses the CSV (on every core, feature columns
+straight to float64) or reads the Parquet row groups, the model scores the feature columns, and the
+prediction columns are appended to the same table for the Parquet or CSV writer, so no chunk goes
+through pandas' slower parser and writer. Three threads pass chunks along: one reads, this one
+scores, one writes the staged output; the parsers, the model's numpy code and the writers release
+the GIL. At most one chunk waits between two threads, so memory stays a few chunks above the
+imports whatever the file size. An S3 input is downloaded to a temporary file first, then streamed
+like a local file.
 """
 
 from __future__ import annotations
 
+import csv
 import queue
+import re
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
@@ -17,17 +22,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
-import pandas as pd
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
 from . import data
 
 PREDICTION, MODEL_VERSION, SCORED_AT = "prediction", "model_version", "scored_at"
+# Bytes of CSV parsed per step (pyarrow splits them across the cores); chunks are then cut to
+# chunk_rows. 1 MB (pyarrow's default) is as fast as 4 MB here, for a peak of 340 MB against 450.
+CSV_BLOCK_BYTES = 1 << 20
 
 
-def read_chunks(location: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
-    """Local files and S3 objects alike are streamed; an S3 object is downloaded to a temporary file."""
+def read_chunks(location: str, features: list[str], chunk_rows: int) -> Iterator[pa.Table]:
+    """The file's rows, `chunk_rows` at a time (the last chunk holds the rest).
+
+    Local files and S3 objects alike are streamed; an S3 object is downloaded to a temporary file.
+    Feature columns are read as float64 (what the model takes); other columns keep the types pyarrow
+    infers from the start of the file and pass through to the output.
+    """
     if location.startswith("s3://"):
         bucket, key = data._split_s3(location)
         with tempfile.TemporaryDirectory() as folder:
@@ -36,21 +50,57 @@ def read_chunks(location: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
                 data.s3_client().download_file(bucket, key, str(local))
             except Exception as error:
                 raise data.DataError(f"{location}: cannot read from S3: {error}") from error
-            yield from read_chunks(str(local), chunk_rows)
-    elif location.lower().endswith(".parquet"):
-        for batch in pq.ParquetFile(location).iter_batches(batch_size=chunk_rows):
-            yield batch.to_pandas()
-    else:
-        try:
-            yield from pd.read_csv(location, chunksize=chunk_rows)
-        except FileNotFoundError:
-            raise data.DataError(f"{location}: file not found") from None
+            yield from read_chunks(str(local), features, chunk_rows)
+        return
+    if not Path(location).exists():
+        raise data.DataError(f"{location}: file not found")
+    try:
+        if location.lower().endswith(".parquet"):
+            batches: Iterable[pa.RecordBatch] = pq.ParquetFile(location).iter_batches(chunk_rows)
+        else:
+            batches = pa_csv.open_csv(
+                location,
+                read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+                convert_options=pa_csv.ConvertOptions(
+                    column_types=dict.fromkeys(features, pa.float64())
+                ),
+            )
+        yield from rechunked(batches, chunk_rows)
+    except pa.ArrowInvalid as error:  # a value that is not a number in a feature column, say
+        raise data.DataError(f"{location}: {_with_column_name(location, str(error))}") from None
+
+
+def _with_column_name(location: str, message: str) -> str:
+    """pyarrow names a CSV column by position ("In CSV column #3: ..."): add its header."""
+    found = re.match(r"In CSV column #(\d+)", message)
+    if not found:
+        return message
+    with open(location, newline="") as file:
+        header = next(csv.reader(file), [])
+    position = int(found.group(1))
+    return f"column {header[position]!r}: {message}" if position < len(header) else message
+
+
+def rechunked(batches: Iterable[pa.RecordBatch], rows: int) -> Iterator[pa.Table]:
+    """The same rows as tables of exactly `rows` rows but the last (slices: the data is not copied)."""
+    pending: list[pa.RecordBatch] = []
+    count = 0
+    for batch in batches:
+        pending.append(batch)
+        count += batch.num_rows
+        while count >= rows:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, rows)
+            rest = table.slice(rows)
+            pending, count = rest.to_batches(), rest.num_rows
+    if count:
+        yield pa.Table.from_batches(pending)
 
 
 _DONE = object()
 
 
-def prefetched(chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+def prefetched(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
     """The same chunks, read one ahead in a thread of its own; its errors are raised here, in order."""
     handoff: queue.Queue = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -90,16 +140,18 @@ def prefetched(chunks: Iterable[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         reader.join()
 
 
-def score_chunk(model, chunk: pd.DataFrame, features: list[str], version: int) -> pd.DataFrame:
+def score_chunk(model, chunk: pa.Table, features: list[str], version: int) -> pa.Table:
     """The chunk's rows with prediction, model version and timestamp columns added."""
-    missing = [name for name in features if name not in chunk.columns]
+    missing = [name for name in features if name not in chunk.column_names]
     if missing:
         raise data.DataError(f"batch input lacks the model's feature columns {missing}")
-    scored = chunk.copy(deep=False)  # new columns go to the copy; the input's data is shared
-    scored[PREDICTION] = model.predict(chunk[features])
-    scored[MODEL_VERSION] = version
-    scored[SCORED_AT] = datetime.now(UTC).isoformat(timespec="seconds")
-    return scored
+    predictions = model.predict(chunk.select(features).to_pandas())
+    scored_at = datetime.now(UTC).isoformat(timespec="seconds")
+    return (
+        chunk.append_column(PREDICTION, pa.array(predictions))
+        .append_column(MODEL_VERSION, pa.array(np.full(chunk.num_rows, version)))
+        .append_column(SCORED_AT, pa.array([scored_at] * chunk.num_rows, pa.string()))
+    )
 
 
 class StagedWriter:
@@ -111,7 +163,7 @@ class StagedWriter:
 
     def __init__(self, path: Path, is_parquet: bool) -> None:
         self.path, self.is_parquet = path, is_parquet
-        self._chunks: queue.Queue[pd.DataFrame | None] = queue.Queue(maxsize=1)
+        self._chunks: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="batch-writer", daemon=True)
 
@@ -119,7 +171,7 @@ class StagedWriter:
         self._thread.start()
         return self
 
-    def write(self, chunk: pd.DataFrame) -> None:
+    def write(self, chunk: pa.Table) -> None:
         if self._error is not None:
             raise self._error
         self._chunks.put(chunk)
@@ -136,20 +188,17 @@ class StagedWriter:
             raise self._error
 
     def _run(self) -> None:
-        writer: pq.ParquetWriter | None = None
-        first = True
+        writer: pq.ParquetWriter | pa_csv.CSVWriter | None = None
+        schema: pa.Schema | None = None  # the first chunk's: later chunks are cast to it
         try:
             while (chunk := self._chunks.get()) is not None:
                 if self._error is not None:
                     continue  # keep taking chunks so the reader never blocks on a dead writer
                 try:
-                    if self.is_parquet:
-                        table = pa.Table.from_pandas(chunk, preserve_index=False)
-                        writer = writer or pq.ParquetWriter(self.path, table.schema)
-                        writer.write_table(table.cast(writer.schema))
-                    else:
-                        chunk.to_csv(self.path, mode="a", header=first, index=False)
-                    first = False
+                    if writer is None:
+                        kind = pq.ParquetWriter if self.is_parquet else pa_csv.CSVWriter
+                        writer, schema = kind(self.path, chunk.schema), chunk.schema
+                    writer.write_table(chunk.cast(schema))
                 except BaseException as error:
                     self._error = error
         finally:
@@ -170,7 +219,7 @@ def score_file(
     with tempfile.TemporaryDirectory() as staging:
         staged = Path(staging) / f"predictions{data.suffix(destination)}"
         with StagedWriter(staged, is_parquet) as writer:
-            for chunk in prefetched(read_chunks(source, chunk_rows)):
+            for chunk in prefetched(read_chunks(source, features, chunk_rows)):
                 scored = score_chunk(model, chunk, features, version)
                 writer.write(scored)
                 rows, chunks = rows + len(scored), chunks + 1

@@ -469,6 +469,18 @@ def as_table(rows: pd.DataFrame) -> dict[str, list]:
     }
 
 
+def as_arrow(rows: pd.DataFrame) -> bytes:
+    """Rows as the body of /predict_arrow (media type security.ARROW_STREAM): an Arrow IPC stream of
+    their float columns."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(rows.astype(np.float64), preserve_index=False)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
 def _compare(task: str, served: list, expected: np.ndarray) -> tuple[bool, str]:
     """Exact for labels; np.allclose for regression, whose floats went through JSON."""
     served_array = np.asarray(served)
@@ -497,7 +509,7 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
     Checks: ready; a request without a token is refused (unless serving.require_auth is false);
     metadata names the expected model and version; a row with a missing feature and one
     with a non-number are refused with a 4xx naming the feature (a 5xx means the server broke); `predict`
-    row by row, `predict_batch` and `predict_columns` on SMOKE_ROWS data rows equal `registry.load_model(...).predict`;
+    row by row, `predict_batch`, `predict_columns` and `predict_arrow` on SMOKE_ROWS data rows equal `registry.load_model(...).predict`;
     every answer carries the expected version.
     """
     url = url.rstrip("/")
@@ -560,6 +572,13 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
         versions.append(answer["model_version"])
         return _compare(task, answer["predictions"], expected[: len(table["data"])])
 
+    def predict_arrow(http: httpx.Client) -> tuple[bool, str]:
+        table = rows.head(settings.params.serving.max_batch_rows)
+        media_type = {"Content-Type": security.ARROW_STREAM}
+        answer = http.post("/predict_arrow", content=as_arrow(table), headers=media_type)
+        versions.append(answer.raise_for_status().json()["model_version"])
+        return _compare(task, answer.json()["predictions"], expected[: len(table)])
+
     def carries_version(http: httpx.Client) -> tuple[bool, str]:
         wrong = [served for served in versions if served != version]
         if not versions or wrong:
@@ -585,6 +604,7 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
         check(http, "predict_matches_registry", predict)
         check(http, "predict_batch_matches_registry", predict_batch)
         check(http, "predict_columns_matches_registry", predict_columns)
+        check(http, "predict_arrow_matches_registry", predict_arrow)
         check(http, "responses_carry_version", carries_version)
     return {
         "passed": all(item["passed"] for item in checks),

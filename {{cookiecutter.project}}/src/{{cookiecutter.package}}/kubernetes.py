@@ -38,7 +38,7 @@ ROLLOUT_TIMEOUT_SECONDS = 600  # the candidate slot's pods must all be ready wit
 # BentoML 1.4's metrics. They count the probes and /metadata too: only the model's endpoints are read.
 REQUESTS_METRIC = "bentoml_service_request_total"
 LATENCY_BUCKETS_METRIC = "bentoml_service_request_duration_seconds_bucket"
-MODEL_ENDPOINTS = "/predict|/predict_batch|/predict_columns"
+MODEL_ENDPOINTS = "/predict|/predict_batch|/predict_columns|/predict_arrow"
 
 
 class KubernetesError(PipelineError, RuntimeError):

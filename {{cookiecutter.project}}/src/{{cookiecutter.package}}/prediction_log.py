@@ -20,10 +20,10 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -49,9 +49,9 @@ def sampled(request_id: str, rate: float) -> bool:
     return int.from_bytes(digest, "big") < rate * 2**64
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One answered request, as the service had it."""
+class Entry(NamedTuple):
+    """One answered request, as the service had it. A named tuple: made on the request path, where it
+    costs half of what a frozen dataclass does."""
 
     request_id: str
     endpoint: str
@@ -67,29 +67,35 @@ def partition_key(location: str, day: str) -> str:
 
 
 def to_table(entries: list[Entry], features: list[str], model_version: int):
-    """The entries of one day as a pyarrow Table in the log's column order."""
+    """The entries of one day as a pyarrow Table in the log's column order.
+
+    Built column by column in numpy and Arrow, not row by row in Python: a batch request brings a
+    thousand rows, and this runs beside the server's own work.
+    """
     import pyarrow as pa
 
     rows = [len(entry.predictions) for entry in entries]
+    owner = np.repeat(np.arange(len(entries)), rows)  # the entry each row comes from
     columns: dict[str, Any] = {
-        "request_id": pa.array(np.repeat([e.request_id for e in entries], rows), pa.string()),
+        "request_id": pa.array([entry.request_id for entry in entries], pa.string()).take(owner),
         "row": pa.array(np.concatenate([np.arange(count) for count in rows]), pa.int32()),
         "logged_at": pa.array(
-            np.repeat([e.logged_at_ms for e in entries], rows), pa.timestamp("ms", tz="UTC")
+            np.array([entry.logged_at_ms for entry in entries])[owner],
+            pa.timestamp("ms", tz="UTC"),
         ),
-        "model_version": pa.array(np.full(sum(rows), model_version), pa.int64()),
-        "endpoint": pa.array(np.repeat([e.endpoint for e in entries], rows), pa.string()),
+        "model_version": pa.array(np.full(len(owner), model_version), pa.int64()),
+        "endpoint": pa.array([entry.endpoint for entry in entries], pa.string()).take(owner),
     }
-    values = np.vstack([entry.features for entry in entries])
-    for index, name in enumerate(features):
-        columns[name] = pa.array(values[:, index], pa.float64())
-    columns["prediction"] = pa.array([p for entry in entries for p in entry.predictions])
+    by_feature = np.vstack([entry.features for entry in entries]).T.copy()  # a row per feature
+    for name, values in zip(features, by_feature, strict=True):
+        columns[name] = pa.array(values, pa.float64())
+    columns["prediction"] = pa.array(list(chain.from_iterable(e.predictions for e in entries)))
     columns["probability"] = pa.array(
-        [
-            probability
-            for entry in entries
-            for probability in (entry.probabilities or [None] * len(entry.predictions))
-        ],
+        list(
+            chain.from_iterable(
+                entry.probabilities or [None] * len(entry.predictions) for entry in entries
+            )
+        ),
         pa.float64(),
     )
     return pa.table(columns)
@@ -104,17 +110,20 @@ def write_partition(location: str, day: str, table, s3: Any = None) -> str:
     import pyarrow.parquet as pq
 
     name = f"{uuid.uuid4().hex}.parquet"
+    # Dictionary encoding only where values repeat: tried on every float column it made writing
+    # about 8 times slower, for files no smaller.
+    options = {"use_dictionary": ["request_id", "endpoint"]}
     folder = partition_key(location, day)
     if folder.startswith("s3://"):
         buffer = io.BytesIO()
-        pq.write_table(table, buffer)
+        pq.write_table(table, buffer, **options)
         bucket, _, prefix = folder.removeprefix("s3://").partition("/")
         key = f"{prefix}/{name}".lstrip("/")
         s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
         return f"s3://{bucket}/{key}"
     Path(folder).mkdir(parents=True, exist_ok=True)
     partial = Path(folder) / f".{name}.partial"
-    pq.write_table(table, partial)
+    pq.write_table(table, partial, **options)
     os.replace(partial, Path(folder) / name)
     return str(Path(folder) / name)
 

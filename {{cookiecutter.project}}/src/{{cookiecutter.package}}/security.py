@@ -10,7 +10,8 @@ keeps the model code free of HTTP concerns and answers abuse before any JSON is 
    checked in constant time against the configured ones (only their digests are kept);
 3. each client (its token, else its address) gets `rate_limit` requests, counted by the `limits`
    library; past it: 429 with Retry-After. Failed logins count against the address;
-4. API bodies must be JSON and at most `max_body_bytes` (checked before and while reading);
+4. API bodies must have their API's media type (JSON; an Arrow stream for /predict_arrow) and at
+   most `max_body_bytes` (checked before and while reading);
 5. every answer of 400 or more has one JSON shape, `{"error": {status, code, message, details,
    request_id, model_version}}`, and a 5xx never carries more than that: details stay in the log.
 
@@ -38,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 Scope = MutableMapping[str, Any]
+# The body of /predict_arrow: an Arrow IPC stream (every other API takes JSON).
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -203,24 +206,28 @@ class Guard:
 
     `tokens=None` turns authentication off (local development only; the service warns at start).
     `rate_limit` is in the `limits` notation ("200/second", "10/second;1000/minute") or None.
-    `protected` are the API paths; everything else but OPEN_PATHS is left to the app (404s).
+    `protected` maps the API paths to the media type their bodies must have; everything else but
+    OPEN_PATHS is left to the app (404s).
     `observe(path, status, seconds)` is called once each protected path's answer is sent.
+    `documented`: OpenAPI path items of APIs that BentoML does not list, added to /docs.json.
     """
 
     def __init__(
         self,
         app: Callable[[Scope, Receive, Send], Awaitable[None]],
         *,
-        protected: Iterable[str],
+        protected: Mapping[str, str],
         tokens: list[str] | None,
         rate_limit: str | None,
         max_body_bytes: int,
         model_version: int,
         observe: Callable[[str, int, float], None] | None = None,
+        documented: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
         self.app = app
         self.observe = observe
-        self.protected = frozenset(protected)
+        self.documented = dict(documented or {})
+        self.protected = {path: kind.encode() for path, kind in protected.items()}
         self.digests = (
             None
             if tokens is None
@@ -268,8 +275,9 @@ class Guard:
             await self._refuse(send, 401, message, [("www-authenticate", challenge)])
             return
         media_type = headers.get("content-type", b"").split(b";")[0].strip().lower()
-        if media_type != b"application/json":
-            await self._refuse(send, 415, "the body must be application/json")
+        expected = self.protected[scope["path"]]
+        if media_type != expected:
+            await self._refuse(send, 415, f"the body must be {expected.decode()}")
             return
         body = await self._read_body(headers, receive)
         if body is None:
@@ -358,6 +366,7 @@ class Guard:
                 payload = json.dumps(shaped).encode()
             else:
                 spec = json.loads(b"".join(chunks))
+                spec.setdefault("paths", {}).update(self.documented)
                 payload = json.dumps(document(spec, self.protected, self.digests is not None))
                 payload = payload.encode()
             kept = [
@@ -433,7 +442,7 @@ _API_ERRORS = {
     "400": "the body is not valid JSON or a value is missing, of the wrong type or out of bounds",
     "401": "no valid bearer token",
     "413": "the body is over the size limit",
-    "415": "the body is not application/json",
+    "415": "the body is not of the endpoint's media type (application/json but for /predict_arrow)",
     "422": "a value is outside the training profile (out_of_profile: reject)",
     "429": "over the rate limit; retry after the Retry-After seconds",
     "500": "the server failed; the log has the details under the request id",

@@ -13,8 +13,9 @@ call (in a worker thread, so the server keeps reading requests), the rows that a
 the next call as one array. A forest scores 64 rows in about the time it takes for one, so under load
 this multiplies requests/s; alone, a request waits for nothing (benchmarks/README.md).
 
-Many rows go in one request to /predict_batch as objects or, about twice as fast, to
-/predict_columns as a table (what pandas' `to_json(orient="split")` writes), checked as one array.
+Many rows go in one request to /predict_batch as objects, to /predict_columns as a table (what
+pandas' `to_json(orient="split")` writes), checked as one array, or fastest to /predict_arrow as an
+Arrow IPC stream, which needs no JSON parsing at all (a small Starlette app mounted beside the APIs).
 
 In front of the APIs runs `security.Guard` (tokens, rate limits, body limits, request ids, one error
 shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
@@ -53,7 +54,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
-from starlette.responses import JSONResponse
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from . import prediction_log, security
 
@@ -395,6 +399,68 @@ class Columns(BaseModel):
         return self._features
 
 
+_HARD_LOWEST = np.array([hard_bounds(PROFILE[column])[0] for column in FEATURES])
+_HARD_HIGHEST = np.array([hard_bounds(PROFILE[column])[1] for column in FEATURES])
+BAD_VALUES_LISTED = 10  # of an Arrow body, in the 400's details
+
+
+class BadRows(ValueError):
+    """Rows refused, with what is wrong and, for bad values, their row and feature (`details`)."""
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or []
+
+
+def arrow_rows(body: bytes) -> np.ndarray:
+    """The rows of an Arrow IPC stream as one float array in the training column order.
+
+    /predict_arrow's body: what `pyarrow.ipc.new_stream` writes of a table whose columns are the
+    training features (any order, integer or float types). The checks are the single row's: each
+    feature once, 1 to max_batch_rows rows, every value a finite number within its feature's hard
+    bounds; BadRows naming what is wrong otherwise.
+    """
+    import pyarrow as pa
+
+    try:
+        table = pa.ipc.open_stream(body).read_all()
+    except (pa.ArrowException, ValueError) as error:
+        raise BadRows(f"the body is not an Arrow IPC stream: {error}") from None
+    problem = column_problem(table.column_names)
+    if problem:
+        raise BadRows(f"columns: {problem}")
+    if not 1 <= table.num_rows <= ARGS.max_batch_rows:
+        raise BadRows(f"{table.num_rows} rows; send 1 to {ARGS.max_batch_rows}")
+    not_numbers = [
+        f"{field.name} ({field.type})"
+        for field in table.schema
+        if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type))
+    ]
+    if not_numbers:
+        raise BadRows(f"columns that are not numbers: {', '.join(not_numbers)}")
+    features = np.column_stack(
+        [table.column(name).to_numpy().astype(np.float64, copy=False) for name in FEATURES]
+    )  # a null becomes NaN, refused below
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(features) | (features < _HARD_LOWEST) | (features > _HARD_HIGHEST)
+    if bad.any():
+        rows, columns = np.nonzero(bad)
+        details = [
+            {
+                "row": int(row),
+                "field": FEATURES[column],
+                "problem": f"{features[row, column]:g} is not a finite number within "
+                f"{_HARD_LOWEST[column]:g} to {_HARD_HIGHEST[column]:g}",
+            }
+            for row, column in zip(
+                rows[:BAD_VALUES_LISTED], columns[:BAD_VALUES_LISTED], strict=True
+            )
+        ]
+        named = sorted({detail["field"] for detail in details})
+        raise BadRows(f"{len(rows)} values refused, in {', '.join(named)}", details)
+    return features
+
+
 Scores = tuple[list, list[float] | None]  # predictions, and predicted-class probabilities or None
 
 
@@ -504,6 +570,68 @@ def _configured_tokens() -> tuple[list[str] | None, str | None]:
 TOKENS, TOKEN_PROBLEM = _configured_tokens()
 
 
+def request_id_of(scope: dict[str, Any]) -> str:
+    """The request's id, which security.Guard sets on every request and answer."""
+    return scope["state"]["request_id"]
+
+
+def prediction_header(predictions: list) -> dict[str, str]:
+    """Answers small enough carry their predictions in a header too (proxies can log them there)."""
+    if len(predictions) > PREDICTION_HEADER_ROWS:
+        return {}
+    return {"X-Prediction": json.dumps(predictions, separators=(",", ":"))}
+
+
+async def predict_arrow(request: Request) -> Response:
+    """POST /predict_arrow: up to max_batch_rows rows as an Arrow IPC stream (see arrow_rows).
+
+    The answer is /predict_batch's. Served by a Starlette app mounted beside the BentoML APIs, as
+    BentoML's own APIs parse every body as JSON; security.Guard protects it like them.
+    """
+    try:
+        features = arrow_rows(await request.body())
+    except BadRows as problem:
+        body = security.error_body(400, str(problem), details=problem.details)
+        return JSONResponse(body, status_code=400)
+    service: ModelService = bentoml.get_current_service()
+    answer = await service.scored_rows(features, request_id_of(request.scope), "predict_arrow")
+    if isinstance(answer, JSONResponse):
+        return answer
+    return Response(
+        answer.model_dump_json(),
+        media_type="application/json",
+        headers=prediction_header(answer.predictions),
+    )
+
+
+ARROW_APP = Starlette(routes=[Route("/predict_arrow", predict_arrow, methods=["POST"])])
+# BentoML documents its own APIs only: /docs.json gets this one from security.Guard.
+_ANSWER_SCHEMA = BatchPrediction.model_json_schema(ref_template="#/components/schemas/{model}")
+_ANSWER_SCHEMA.pop("$defs", None)  # RowOutOfProfile is in the document's components already
+ARROW_OPERATION = {
+    "post": {
+        "summary": "predict_arrow",
+        "description": (
+            "Score up to max_batch_rows rows sent as an Arrow IPC stream: what "
+            "pyarrow.ipc.new_stream writes of a table whose columns are the training features "
+            "(any order, integer or float). The fastest way to send many rows; the answer is "
+            "/predict_batch's."
+        ),
+        "requestBody": {
+            "required": True,
+            "content": {security.ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        },
+        "responses": {
+            "200": {
+                "description": "Successful Response",
+                "content": {"application/json": {"schema": _ANSWER_SCHEMA}},
+            }
+        },
+    }
+}
+
+
+@bentoml.asgi_app(ARROW_APP, path="/")  # only its own routes match: the rest stays BentoML's
 @bentoml.service(
     name="model_service",
     description=f"Serves {MODEL_NAME} v{MODEL_VERSION} ({TASK}).",
@@ -566,9 +694,7 @@ class ModelService:
         gc.collect()
         gc.freeze()
 
-    def _profiled(
-        self, features: np.ndarray, ctx: bentoml.Context
-    ) -> dict[int, list[str]] | JSONResponse:
+    def _profiled(self, features: np.ndarray) -> dict[int, list[str]] | JSONResponse:
         """The rows with features that training never saw, by row, counted in the metrics.
 
         Under the reject policy, a row outside the profile makes the answer a 422 instead.
@@ -578,7 +704,6 @@ class ModelService:
             for name in names:
                 metrics().out_of_profile(name)
         if ARGS.out_of_profile == "reject" and outside:
-            ctx.response.status_code = 422  # BentoML sets the context's status on the answer
             return _refuse_out_of_profile(features, outside)
         return outside
 
@@ -600,7 +725,7 @@ class ModelService:
 
     def _log(
         self,
-        ctx: bentoml.Context,
+        request_id: str,
         endpoint: str,
         features: np.ndarray,
         predictions: list,
@@ -608,7 +733,6 @@ class ModelService:
     ) -> None:
         """Hand the answer to the prediction log (it keeps the sampled requests)."""
         if self.prediction_log is not None:
-            request_id = ctx.request.scope["state"]["request_id"]  # set by security.Guard
             self.prediction_log.record(request_id, endpoint, features, predictions, probabilities)
 
     @bentoml.on_shutdown
@@ -616,23 +740,22 @@ class ModelService:
         if self.prediction_log is not None:
             self.prediction_log.close()
 
-    @staticmethod
-    def _label(ctx: bentoml.Context, predictions: list) -> None:
-        """Answers small enough carry their predictions in a header too."""
-        if len(predictions) <= PREDICTION_HEADER_ROWS:
-            ctx.response.headers["X-Prediction"] = json.dumps(predictions, separators=(",", ":"))
-
     @bentoml.api
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Score one row. The body is the row itself: {"<feature>": <number>, ...}."""
         features = rows_as_array([row])
-        outside = self._profiled(features, ctx)
+        outside = self._profiled(features)
         if isinstance(outside, JSONResponse):
+            ctx.response.status_code = outside.status_code  # BentoML answers with the context's
             return outside
         prediction, probability = await self.batcher.score(features[0])
-        self._label(ctx, [prediction])
+        ctx.response.headers.update(prediction_header([prediction]))
         self._log(
-            ctx, "predict", features, [prediction], None if probability is None else [probability]
+            request_id_of(ctx.request.scope),
+            "predict",
+            features,
+            [prediction],
+            None if probability is None else [probability],
         )
         return Prediction(
             prediction=prediction,
@@ -652,27 +775,38 @@ class ModelService:
         Kept for clients that hold rows as objects; /predict_columns takes the same rows as a table
         and answers the same, about twice as fast (each object here is checked on its own).
         """
-        return await self._scored_batch(rows_as_array(rows), ctx, "predict_batch")
+        return await self._batch_api(rows_as_array(rows), ctx, "predict_batch")
 
     @bentoml.api
     async def predict_columns(self, table: Columns, /, ctx: bentoml.Context) -> BatchPrediction:
         """Score up to max_batch_rows rows sent as a table (what pandas' to_json orient="split" writes).
 
         The body is {"columns": [<feature>, ...], "data": [[<number>, ...], ...]}: the fast way to
-        score many rows over HTTP. The answer is /predict_batch's.
+        score many rows as JSON (POST /predict_arrow takes them as an Arrow IPC stream, faster
+        still). The answer is /predict_batch's.
         """
-        return await self._scored_batch(table.features, ctx, "predict_columns")
+        return await self._batch_api(table.features, ctx, "predict_columns")
 
-    async def _scored_batch(
+    async def _batch_api(
         self, features: np.ndarray, ctx: bentoml.Context, endpoint: str
     ) -> BatchPrediction | JSONResponse:
+        """scored_rows for a BentoML API: status and header go through the context it answers from."""
+        answer = await self.scored_rows(features, request_id_of(ctx.request.scope), endpoint)
+        if isinstance(answer, JSONResponse):
+            ctx.response.status_code = answer.status_code  # BentoML answers with the context's
+        else:
+            ctx.response.headers.update(prediction_header(answer.predictions))
+        return answer
+
+    async def scored_rows(
+        self, features: np.ndarray, request_id: str, endpoint: str
+    ) -> BatchPrediction | JSONResponse:
         """The batch endpoints' answer for checked rows: one model call in a worker thread."""
-        outside = self._profiled(features, ctx)
+        outside = self._profiled(features)
         if isinstance(outside, JSONResponse):
             return outside
         predictions, probabilities = await asyncio.to_thread(self._model_scores, features)
-        self._label(ctx, predictions)
-        self._log(ctx, endpoint, features, predictions, probabilities)
+        self._log(request_id, endpoint, features, predictions, probabilities)
         return BatchPrediction(
             predictions=predictions,
             probabilities=probabilities,
@@ -726,7 +860,11 @@ def _refuse_out_of_profile(features: np.ndarray, outside: dict[int, list[str]]) 
 
 ModelService.add_asgi_middleware(
     security.Guard,
-    protected=[api.route for api in ModelService.apis.values()],
+    protected={
+        **{api.route: "application/json" for api in ModelService.apis.values()},
+        "/predict_arrow": security.ARROW_STREAM,
+    },
+    documented={"/predict_arrow": ARROW_OPERATION},
     tokens=TOKENS,
     rate_limit=ARGS.rate_limit,
     max_body_bytes=ARGS.max_body_bytes,

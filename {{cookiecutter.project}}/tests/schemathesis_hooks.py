@@ -1,0 +1,37 @@
+"""Bodies of /predict_arrow's media type for the schemathesis run in test_security.
+
+The document can only call the body binary, so schemathesis takes whatever is generated here as
+valid and expects it accepted: Arrow streams of every feature in ARROW_FEATURES (a JSON object of
+feature -> [lowest, highest] accepted value), in any order, 1 to 5 rows of any float within those
+bounds. Bodies that must be refused are test_service's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow as pa
+import schemathesis
+from hypothesis import strategies as st
+
+from {{ cookiecutter.package }} import security
+
+BOUNDS: dict[str, list[float]] = json.loads(os.environ["ARROW_FEATURES"])
+
+
+@st.composite
+def arrow_streams(draw: st.DrawFn) -> bytes:
+    rows = draw(st.integers(min_value=1, max_value=5))
+    columns = {
+        name: draw(st.lists(st.floats(*BOUNDS[name]), min_size=rows, max_size=rows))
+        for name in draw(st.permutations(list(BOUNDS)))
+    }
+    table = pa.table({name: pa.array(values, pa.float64()) for name, values in columns.items()})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as stream:
+        stream.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+schemathesis.openapi.media_type(security.ARROW_STREAM, arrow_streams())
