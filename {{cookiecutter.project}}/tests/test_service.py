@@ -163,7 +163,7 @@ def test_arrow_bodies_are_checked_like_tables(built: Built, http):
         stream.write_table(words)
     assert f"{second} (string)" in refused(sink.getvalue().to_pybytes())["message"]
     for bad in (np.nan, np.inf, 1e308):
-        damaged = rows.copy()
+        damaged = rows.astype(np.float64)  # an integer column could not hold NaN
         damaged.iloc[2, 1] = bad
         error = refused(deployment.as_arrow(damaged))
         assert [(detail["row"], detail["field"]) for detail in error["details"]] == [(2, second)]
