@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import os
 
-import pyarrow as pa
+import pandas as pd
 import schemathesis
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package }} import security
+from {{ cookiecutter.package }} import deployment, security
 
 BOUNDS: dict[str, list[float]] = json.loads(os.environ["ARROW_FEATURES"])
 
@@ -27,11 +27,7 @@ def arrow_streams(draw: st.DrawFn) -> bytes:
         name: draw(st.lists(st.floats(*BOUNDS[name]), min_size=rows, max_size=rows))
         for name in draw(st.permutations(list(BOUNDS)))
     }
-    table = pa.table({name: pa.array(values, pa.float64()) for name, values in columns.items()})
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as stream:
-        stream.write_table(table)
-    return sink.getvalue().to_pybytes()
+    return deployment.as_arrow(pd.DataFrame(columns, dtype="float64"))
 
 
 schemathesis.openapi.media_type(security.ARROW_STREAM, arrow_streams())

@@ -471,10 +471,10 @@ def as_table(rows: pd.DataFrame) -> dict[str, list]:
 
 def as_arrow(rows: pd.DataFrame) -> bytes:
     """Rows as the body of /predict_arrow (media type security.ARROW_STREAM): an Arrow IPC stream of
-    their float columns."""
+    their columns, with the types they have."""
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(rows.astype(np.float64), preserve_index=False)
+    table = pa.Table.from_pandas(rows, preserve_index=False)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as stream:
         stream.write_table(table)

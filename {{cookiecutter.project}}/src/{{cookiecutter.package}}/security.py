@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 Scope = MutableMapping[str, Any]
-# The body of /predict_arrow: an Arrow IPC stream (every other API takes JSON).
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
+# The body of /predict_arrow: an Arrow IPC stream (every other API takes JSON).
+ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 TOKENS_VARIABLE = "SERVICE_API_TOKENS"  # comma-separated
 TOKENS_FILE_VARIABLE = "SERVICE_API_TOKENS_FILE"  # one token per line: a mounted secret
