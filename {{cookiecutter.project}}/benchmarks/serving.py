@@ -375,8 +375,9 @@ def serve_model(
     records: list[dict[str, float]],
     notes: list[str],
     one_worker: dict[tuple[str, str, int], list[Load]],
-) -> tuple[list[list], list[list]]:
-    """Every server for one model: single-row rows of the table, and batch endpoint rows.
+) -> tuple[list[list], list[list], int]:
+    """Every server for one model: single-row rows of the table, batch endpoint rows, and the
+    version registered in `folder`'s registry.
 
     Each variant's rounds with one worker also go to `one_worker[label, variant, c]`.
     """
@@ -437,7 +438,7 @@ def serve_model(
                     batch.append([label, f"{name} {path}, c={BATCH_CONCURRENCY}", fmt(rows_per_second), ratio(rows_per_second, batch_rate)])  # fmt: skip
                     if result.errors:
                         notes.append(f"{label} {name} {path}: {result.errors} errors")
-    return single, batch
+    return single, batch, version
 
 
 def interleaved(
@@ -498,6 +499,7 @@ import joblib
 from {{ cookiecutter.package }} import batch
 model = joblib.load(sys.argv[1])
 features = [str(name) for name in model.feature_names_in_]
+batch.use_compact_memory_pool()  # as the command does
 started = time.perf_counter()
 summary = batch.score_file(model, features, 1, sys.argv[2], sys.argv[3], int(sys.argv[4]))
 seconds = time.perf_counter() - started
@@ -528,8 +530,20 @@ def big_csv(frame: pd.DataFrame, path: Path, rows: int) -> None:
             piece.head(rows - start).to_csv(output, header=start == 0, index=False)
 
 
-def batch_command_rows(folder: Path, frame: pd.DataFrame, chunk_rows: int) -> list[list]:
-    """The batch command's loop (batch.score_file, staged Parquet output) against the plain loop."""
+# The whole command in a child of its own: that child's peak is the one process this one waited for.
+WHOLE_COMMAND = """
+import resource, subprocess, sys, time
+started = time.perf_counter()
+subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
+print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+"""
+
+
+def batch_command_rows(
+    folder: Path, frame: pd.DataFrame, chunk_rows: int, versions: dict[str, int]
+) -> list[list]:
+    """The batch command's loop (batch.score_file, staged Parquet output) against the plain loop,
+    then the whole command (imports, registry, model load) for its peak memory."""
     source = folder / "big.csv"
     big_csv(frame, source, BATCH_FILE_ROWS)
     rows = []
@@ -548,6 +562,17 @@ def batch_command_rows(folder: Path, frame: pd.DataFrame, chunk_rows: int) -> li
                 label, name, fmt(count), fmt(count / seconds),
                 ratio(count / seconds, measured["plain read_csv + predict"]), fmt(peak_kb / 1024),
             ])  # fmt: skip
+        command = [
+            sys.executable, "-m", "{{ cookiecutter.package }}.cli", "--params", str(folder / label / "params.yaml"),
+            "batch", "--version", str(versions[label]), "--input", str(source), "--output", str(output),
+        ]  # fmt: skip
+        registry_uri = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / label / 'mlflow.db'}"}
+        answer = subprocess.run(
+            [sys.executable, "-c", WHOLE_COMMAND, *command],
+            capture_output=True, text=True, check=True, cwd=PROJECT, env={**os.environ, **registry_uri},
+        ).stdout.split()  # fmt: skip
+        seconds, peak_kb = float(answer[0]), int(answer[1])
+        rows.append([label, f"`batch` command, start to end ({seconds:.1f} s)", fmt(BATCH_FILE_ROWS), fmt(BATCH_FILE_ROWS / seconds), "-", fmt(peak_kb / 1024)])  # fmt: skip
     return rows
 
 
@@ -566,16 +591,19 @@ def main() -> None:
         frame = data.read_table(settings.resolve(settings.params.data.source))
         features, _ = data.split_features_target(frame, settings.params.data.target)
         records = deployment.as_records(features.sample(n=BATCH_ROWS, replace=True, random_state=0))
+        versions: dict[str, int] = {}
         for label in MODELS:
             model_folder = folder / label
             model_folder.mkdir()
-            model_single, model_batch = serve_model(
+            model_single, model_batch, versions[label] = serve_model(
                 label, model_folder, frame, records, notes, one_worker
             )
             single += model_single
             batch += model_batch
             shutil.copy(model_folder / "model.joblib", folder / f"{label}.joblib")
-        command_rows = batch_command_rows(folder, features, settings.params.batch.chunk_rows)
+        command_rows = batch_command_rows(
+            folder, features, settings.params.batch.chunk_rows, versions
+        )
         names = list(features.columns)
         record_us, write_us = prediction_log_work(folder, names, features.to_numpy()[0])
     print(f"Serving on {os.cpu_count()} CPUs, wrk -t1 on 127.0.0.1, {SECONDS} s per measurement after a {WARMUP_SECONDS} s warm-up")  # fmt: skip

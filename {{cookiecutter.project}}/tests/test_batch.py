@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from {{ cookiecutter.package }} import batch, data, training
@@ -57,3 +58,18 @@ def test_a_value_that_is_not_a_number_is_named_and_nothing_is_written(
     with pytest.raises(data.DataError, match=f"column '{feature}'.*'n/a\\?'"):
         batch.score_file(model, list(model.feature_names_in_), 1, str(source), str(destination), 50)
     assert not destination.exists()
+
+
+def test_the_command_allocates_from_jemalloc_where_pyarrow_has_it():
+    """The batch command's lower peak comes from this pool (benchmarks/README.md); without jemalloc
+    in the pyarrow build (Windows), the default pool stays."""
+    default = pa.default_memory_pool()
+    try:
+        expected = pa.jemalloc_memory_pool().backend_name
+    except NotImplementedError:
+        expected = default.backend_name
+    try:
+        batch.use_compact_memory_pool()
+        assert pa.default_memory_pool().backend_name == expected
+    finally:
+        pa.set_memory_pool(default)

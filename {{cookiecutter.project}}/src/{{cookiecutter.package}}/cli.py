@@ -360,6 +360,7 @@ def run_traffic(settings: Settings, args: argparse.Namespace) -> dict:
 def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
     from . import batch, registry
 
+    batch.use_compact_memory_pool()
     version = _version_or_champion(settings, args.version)
     model = registry.load_model(settings, version)
     result = batch.score_file(

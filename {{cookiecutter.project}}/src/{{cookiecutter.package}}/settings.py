@@ -119,7 +119,7 @@ class ServingParams(_Section):
 class BatchParams(_Section):
     input: str
     output: str
-    chunk_rows: int = Field(20_000, ge=1)
+    chunk_rows: int = Field(10_000, ge=1)
 
 
 class RolloutChecks(_Section):
