@@ -21,6 +21,7 @@ What the numbers were and what each setting changed: benchmarks/README.md. Print
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import json
@@ -87,6 +88,7 @@ BATCH_ROWS = 1000  # rows per batch request (serving.max_batch_rows must allow i
 BATCH_CONCURRENCY = 2
 BATCH_FILE_ROWS = 1_000_000
 LOG_REQUESTS = 20_000  # single-row requests through the prediction log in this process
+GUARD_BLOCK, GUARD_BLOCKS = 2_000, 10  # requests per block, blocks of each security.Guard
 READY_TIMEOUT = 60
 JSON = {"Content-Type": "application/json"}
 
@@ -490,6 +492,61 @@ def prediction_log_work(folder: Path, names: list[str], row: np.ndarray) -> tupl
     return (recorded - started) * 1e6 / LOG_REQUESTS, (flushed - recorded) * 1e6 / LOG_REQUESTS
 
 
+def guard_work(body: bytes) -> tuple[float, float]:
+    """Microseconds per single-row request in security.Guard with a token and a rate limit, and
+    without either (auth off, no limit): the same requests, in front of an app that only answers,
+    in this process's event loop. Their difference is what authentication and the rate limit add
+    (the rest of the Guard, request ids and the body limit, runs in both). Blocks of each alternate,
+    and the medians are kept, so a change in the machine's speed hits both alike."""
+    token = uuid.uuid4().hex
+
+    async def answer_only(scope: dict, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def guard(tokens: list[str] | None, rate_limit: str | None) -> security.Guard:
+        return security.Guard(
+            answer_only, protected={"/predict": "application/json"}, tokens=tokens,
+            rate_limit=rate_limit, max_body_bytes=len(body) * 2, model_version=1,
+        )  # fmt: skip
+
+    headers = [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        (b"authorization", f"Bearer {token}".encode()),
+    ]  # fmt: skip
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        pass
+
+    async def per_request(app: security.Guard) -> float:
+        started = time.perf_counter()
+        for _ in range(GUARD_BLOCK):
+            scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers,
+                     "client": ("127.0.0.1", 50000)}  # fmt: skip
+            await app(scope, receive, send)
+            # What the Guard scheduled (the limiter's expiry) runs now, as between a server's requests.
+            await asyncio.sleep(0)
+        return (time.perf_counter() - started) * 1e6 / GUARD_BLOCK
+
+    async def alternate() -> tuple[list[float], list[float]]:
+        protected = guard([token], LIMIT_NEVER_REACHED["rate_limit"])
+        open_ = guard(None, None)
+        on, off = [], []
+        for _ in range(GUARD_BLOCKS):
+            on.append(await per_request(protected))
+            off.append(await per_request(open_))
+        return on, off
+
+    gc.collect()
+    gc.freeze()
+    on, off = asyncio.run(alternate())
+    return median(on), median(off)
+
+
 # The two scoring loops run in fresh interpreters, so each one's peak memory is its own (VmHWM: the
 # high-water mark of this program's memory; ru_maxrss would carry over the harness's from the fork).
 BATCH_COMMAND = """
@@ -606,6 +663,7 @@ def main() -> None:
         )
         names = list(features.columns)
         record_us, write_us = prediction_log_work(folder, names, features.to_numpy()[0])
+        guarded_us, open_us = guard_work(json.dumps(records[0]).encode())
     print(f"Serving on {os.cpu_count()} CPUs, wrk -t1 on 127.0.0.1, {SECONDS} s per measurement after a {WARMUP_SECONDS} s warm-up")  # fmt: skip
     print(f"Single-row POST /predict, medians of {ROUNDS} interleaved rounds (latency percentiles as wrk reports them)\n")  # fmt: skip
     header = ["model", "server", "workers", "concurrency", "req/s", "vs baseline", "p50 ms", "p99 ms", "errors", "server MB"]  # fmt: skip
@@ -623,11 +681,18 @@ def main() -> None:
         for label in MODELS
         for c in CONCURRENCY
     }
+
+    def shares(work_us: float) -> str:
+        """`work_us` as a share of the server's CPU time per request, per model and concurrency."""
+        return markdown_table(["model", *(f"c={c}" for c in CONCURRENCY)], [
+            [label, *(f"{work_us / server_us[label, c] * 100:.1f}% of {server_us[label, c]:,.0f} µs" for c in CONCURRENCY)]
+            for label in MODELS
+        ])  # fmt: skip
+
     print(f"\nThe prediction log's own work per single-row request, {LOG_REQUESTS:,} requests in this process: {record_us:.1f} µs on the request path, {write_us:.1f} µs in the writer thread; as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
-    print(markdown_table(["model", *(f"c={c}" for c in CONCURRENCY)], [
-        [label, *(f"{(record_us + write_us) / server_us[label, c] * 100:.1f}% of {server_us[label, c]:,.0f} µs" for c in CONCURRENCY)]
-        for label in MODELS
-    ]))  # fmt: skip
+    print(shares(record_us + write_us))
+    print(f"\nWhat authentication and the rate limit add to a single-row request in security.Guard, {GUARD_BLOCKS} alternating blocks of {GUARD_BLOCK:,} requests in this process: {guarded_us - open_us:.1f} µs ({guarded_us:.1f} with them, {open_us:.1f} without; the out-of-profile check is not in it); as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
+    print(shares(guarded_us - open_us))
     print(f"\nBatch endpoint, {BATCH_ROWS} rows per request\n")
     print(markdown_table(["model", "path", "rows/s", "vs in-process"], batch))
     print(f"\nScoring a {BATCH_FILE_ROWS:,}-row CSV in chunks of {settings.params.batch.chunk_rows:,} rows, model loaded\n")  # fmt: skip
