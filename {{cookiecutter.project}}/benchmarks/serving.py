@@ -587,13 +587,22 @@ def big_csv(frame: pd.DataFrame, path: Path, rows: int) -> None:
             piece.head(rows - start).to_csv(output, header=start == 0, index=False)
 
 
-# The whole command in a child of its own: that child's peak is the one process this one waited for.
+# The whole command, in a child of a script this small: the child's peak (ru_maxrss of the one child
+# waited for) is its own, but for the few MB it inherits at the fork.
 WHOLE_COMMAND = """
 import resource, subprocess, sys, time
 started = time.perf_counter()
 subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
 print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
+
+
+def python_script(code: str, *args: object, environment: dict[str, str] | None = None) -> list[str]:
+    """The words `code` prints, run in a fresh interpreter from the project folder."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=True,
+        cwd=PROJECT, env={**os.environ, **(environment or {})},
+    ).stdout.split()  # fmt: skip
 
 
 def batch_command_rows(
@@ -609,10 +618,7 @@ def batch_command_rows(
         output = folder / "predictions.parquet"
         measured = {}
         for name, code in (("plain read_csv + predict", PLAIN_LOOP), ("batch command (score_file)", BATCH_COMMAND)):  # fmt: skip
-            answer = subprocess.run(
-                [sys.executable, "-c", code, str(model_path), str(source), str(output), str(chunk_rows)],
-                capture_output=True, text=True, check=True, cwd=PROJECT,
-            ).stdout.split()  # fmt: skip
+            answer = python_script(code, model_path, source, output, chunk_rows)
             count, seconds, peak_kb = int(answer[0]), float(answer[1]), int(answer[2])
             measured[name] = count / seconds
             rows.append([
@@ -624,10 +630,7 @@ def batch_command_rows(
             "batch", "--version", str(versions[label]), "--input", str(source), "--output", str(output),
         ]  # fmt: skip
         registry_uri = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / label / 'mlflow.db'}"}
-        answer = subprocess.run(
-            [sys.executable, "-c", WHOLE_COMMAND, *command],
-            capture_output=True, text=True, check=True, cwd=PROJECT, env={**os.environ, **registry_uri},
-        ).stdout.split()  # fmt: skip
+        answer = python_script(WHOLE_COMMAND, *command, environment=registry_uri)
         seconds, peak_kb = float(answer[0]), int(answer[1])
         rows.append([label, f"`batch` command, start to end ({seconds:.1f} s)", fmt(BATCH_FILE_ROWS), fmt(BATCH_FILE_ROWS / seconds), "-", fmt(peak_kb / 1024)])  # fmt: skip
     return rows
