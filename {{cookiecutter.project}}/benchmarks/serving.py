@@ -547,6 +547,21 @@ def guard_work(body: bytes) -> tuple[float, float]:
     return median(on), median(off)
 
 
+def profile_check_work(features: pd.DataFrame) -> float:
+    """Microseconds per single-row request in the out-of-profile check (security.ProfileCheck on
+    the data's profile, as the service runs it), the input check the protections add to the typed
+    schema's; the median of GUARD_BLOCKS blocks."""
+    check = security.ProfileCheck(list(features.columns), data.feature_profile(features))
+    row = features.to_numpy(dtype=np.float64)[:1]
+    blocks = []
+    for _ in range(GUARD_BLOCKS):
+        started = time.perf_counter()
+        for _ in range(GUARD_BLOCK):
+            check.outside(row)
+        blocks.append((time.perf_counter() - started) * 1e6 / GUARD_BLOCK)
+    return median(blocks)
+
+
 # The two scoring loops run in fresh interpreters, so each one's peak memory is its own (VmHWM: the
 # high-water mark of this program's memory; ru_maxrss would carry over the harness's from the fork).
 BATCH_COMMAND = """
@@ -667,6 +682,7 @@ def main() -> None:
         names = list(features.columns)
         record_us, write_us = prediction_log_work(folder, names, features.to_numpy()[0])
         guarded_us, open_us = guard_work(json.dumps(records[0]).encode())
+        profile_us = profile_check_work(features)
     print(f"Serving on {os.cpu_count()} CPUs, wrk -t1 on 127.0.0.1, {SECONDS} s per measurement after a {WARMUP_SECONDS} s warm-up")  # fmt: skip
     print(f"Single-row POST /predict, medians of {ROUNDS} interleaved rounds (latency percentiles as wrk reports them)\n")  # fmt: skip
     header = ["model", "server", "workers", "concurrency", "req/s", "vs baseline", "p50 ms", "p99 ms", "errors", "server MB"]  # fmt: skip
@@ -694,8 +710,8 @@ def main() -> None:
 
     print(f"\nThe prediction log's own work per single-row request, {LOG_REQUESTS:,} requests in this process: {record_us:.1f} µs on the request path, {write_us:.1f} µs in the writer thread; as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
     print(shares(record_us + write_us))
-    print(f"\nWhat authentication and the rate limit add to a single-row request in security.Guard, {GUARD_BLOCKS} alternating blocks of {GUARD_BLOCK:,} requests in this process: {guarded_us - open_us:.1f} µs ({guarded_us:.1f} with them, {open_us:.1f} without; the out-of-profile check is not in it); as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
-    print(shares(guarded_us - open_us))
+    print(f"\nWhat the protections add to a single-row request by their own work, in this process: authentication and the rate limit {guarded_us - open_us:.1f} µs in security.Guard ({guarded_us:.1f} with them, {open_us:.1f} without; {GUARD_BLOCKS} alternating blocks of {GUARD_BLOCK:,} requests), the out-of-profile check {profile_us:.1f} µs (security.ProfileCheck); together {guarded_us - open_us + profile_us:.1f} µs, as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
+    print(shares(guarded_us - open_us + profile_us))
     print(f"\nBatch endpoint, {BATCH_ROWS} rows per request\n")
     print(markdown_table(["model", "path", "rows/s", "vs in-process"], batch))
     print(f"\nScoring a {BATCH_FILE_ROWS:,}-row CSV in chunks of {settings.params.batch.chunk_rows:,} rows, model loaded\n")  # fmt: skip

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import tarfile
 import time
+import uuid
 
 import numpy as np
 import psutil
@@ -106,6 +108,19 @@ def test_a_bento_that_cannot_start_raises_with_its_log(built: Built):
     assert time.monotonic() - started < 60
 
 
+def ended(pid: int, within: float = 5) -> bool:
+    """Whether process `pid` is gone (or a zombie) within `within` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_stop_ends_the_server_and_what_it_started(tmp_path):
     # A stand-in for `bentoml serve` and a worker that outlives it: a shell with a child process.
     process = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE)
@@ -114,10 +129,39 @@ def test_stop_ends_the_server_and_what_it_started(tmp_path):
     server.stop(timeout=5)
     process.stdout.close()
     assert process.returncode is not None
-    deadline = time.monotonic() + 5
-    while psutil.pid_exists(child) and psutil.Process(child).status() != psutil.STATUS_ZOMBIE:
-        assert time.monotonic() < deadline, "the server's child process survived stop()"
-        time.sleep(0.05)
+    assert ended(child), "the server's child process survived stop()"
+
+
+def test_stop_ends_what_the_server_started_even_after_the_server_died(tmp_path):
+    """A worker outlives a killed server (or is spawned while it shuts down) as nobody's child:
+    `stop` finds it by the launch id in its environment."""
+    launch_id = uuid.uuid4().hex
+    orphaning = (
+        "sleep 60 >/dev/null 2>&1 & echo $!"  # the shell exits at once: its child is orphaned
+    )
+    env = {**os.environ, deployment.LAUNCH_VARIABLE: launch_id}
+    process = subprocess.Popen(["sh", "-c", orphaning], stdout=subprocess.PIPE, env=env)
+    orphan = int(process.stdout.readline())
+    process.stdout.close()
+    process.wait()
+    assert psutil.Process(orphan).ppid() != process.pid
+    server = deployment.Server(
+        "stand-in", "http://unused", process, tmp_path / "log", 0.0, launch_id
+    )
+    server.stop(timeout=5)
+    assert ended(orphan)
+
+
+@pytest.mark.integration
+def test_stop_ends_the_workers_of_a_server_that_was_killed(built: Built):
+    """A server killed outright (as when it ignores SIGTERM past the timeout) leaves its workers to
+    nobody; `stop` still ends them."""
+    with deployment.serve(built.settings, built.bento) as server:
+        workers = [worker.pid for worker in psutil.Process(server.process.pid).children()]
+        assert workers, "a ready server runs at least one worker"
+        server.process.kill()
+        server.process.wait()
+    assert [pid for pid in workers if not ended(pid)] == []
 
 
 @pytest.mark.integration

@@ -130,6 +130,15 @@ def test_the_profile_records_ranges_missing_shares_and_categories():
     assert data.feature_profile(wide)["x"]["categories"] is None
 
 
+def test_the_profile_check_names_the_rows_and_features_training_never_saw():
+    size = np.linspace(1.0, 4.0, data.PROFILE_MAX_CATEGORIES + 2)  # a range, not categories
+    frame = pd.DataFrame({"size": size, "kind": np.resize([0.0, 1.0], len(size))})
+    check = security.ProfileCheck(["size", "kind"], data.feature_profile(frame))
+    rows = np.array([[1.0, 0.0], [4.5, 1.0], [2.0, 0.5], [0.5, 2.0], [4.0, 1.0]])
+    assert check.outside(rows) == {1: ["size"], 2: ["kind"], 3: ["size", "kind"]}
+    assert check.outside(rows[[0, 4]]) == {}
+
+
 # --- the shared server: default serving settings ------------------------------------------
 
 

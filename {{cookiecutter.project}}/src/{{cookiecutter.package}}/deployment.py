@@ -21,6 +21,7 @@ import tarfile
 import tempfile
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -71,6 +72,9 @@ SERVICE_SETTINGS = (
 LOG_SETTINGS = ("prediction_log", "sample_rate", "flush_seconds")
 SMOKE_ROWS = 20
 LOG_TAIL_LINES = 30
+# Set to a fresh id in the environment of each server `serve` starts; its workers inherit it, so
+# `Server.stop` finds them even when they are no longer the server's children.
+LAUNCH_VARIABLE = "SERVICE_LAUNCH_ID"
 
 
 class DeploymentError(PipelineError, RuntimeError):
@@ -317,6 +321,7 @@ class Server:
     process: subprocess.Popen
     log_path: Path
     started: float  # time.monotonic() when the process was started
+    launch_id: str = ""  # $SERVICE_LAUNCH_ID of the server and every process it started
     ready_seconds: float | None = None
     stopped: bool = False
 
@@ -358,8 +363,10 @@ class Server:
         """Stop the server and every process it started.
 
         SIGTERM lets BentoML shut its workers down. The workers run in sessions of their own, so a
-        signal to the server's process group would miss them; they are looked up first and whatever
-        survives the server is terminated, then killed.
+        signal to the server's process group would miss them: whatever survives the server is
+        terminated, then killed. Survivors are the server's children as they were before the signal,
+        plus every process carrying its launch id: a worker spawned while the server shut down, or
+        orphaned by a server that was killed, is no longer anyone's child.
         """
         if self.stopped:
             return
@@ -374,6 +381,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        family = list({*family, *self._launched()})
         for leftover in family:
             with contextlib.suppress(psutil.NoSuchProcess):
                 leftover.terminate()
@@ -382,6 +390,17 @@ class Server:
             with contextlib.suppress(psutil.NoSuchProcess):
                 leftover.kill()
         self.stopped = True
+
+    def _launched(self) -> list[psutil.Process]:
+        """The processes whose environment carries this server's launch id."""
+        if not self.launch_id:
+            return []
+        found = []
+        for process in psutil.process_iter():
+            with contextlib.suppress(psutil.Error):
+                if process.environ().get(LAUNCH_VARIABLE) == self.launch_id:
+                    found.append(process)
+        return found
 
     def __enter__(self) -> Server:
         return self
@@ -422,7 +441,9 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
     _ensure_free(host, port)
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     log_path = settings.reports_dir / f"serve-{port}.log"
+    launch_id = uuid.uuid4().hex
     env = server_environment(settings, home=_server_home(settings, port))
+    env[LAUNCH_VARIABLE] = launch_id
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -433,7 +454,7 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
             env=env,
             start_new_session=True,
         )
-    server = Server(bento_tag, f"http://{host}:{port}", process, log_path, started)
+    server = Server(bento_tag, f"http://{host}:{port}", process, log_path, started, launch_id)
     try:
         server.wait_ready(settings.params.serving.ready_timeout_seconds)
     except BaseException:

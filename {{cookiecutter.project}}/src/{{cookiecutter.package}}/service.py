@@ -248,40 +248,19 @@ Row = create_model(
     },
 )
 _row_values = attrgetter(*_ATTRIBUTES)
-_LOWEST = np.array([PROFILE[column]["min"] for column in FEATURES])
-_HIGHEST = np.array([PROFILE[column]["max"] for column in FEATURES])
+PROFILE_CHECK = security.ProfileCheck(FEATURES, PROFILE)
 # A table's values (/predict_columns) are held to one range, the widest of the features' hard
 # bounds: the OpenAPI 3.0 document cannot give each position in a row bounds of its own, and the
 # document must say exactly what is accepted. A value past its own feature's hard bounds but within
 # this range is still far outside the profile: flagged or refused by the out_of_profile policy.
 _TABLE_LOWEST = min(hard_bounds(PROFILE[column])[0] for column in FEATURES)
 _TABLE_HIGHEST = max(hard_bounds(PROFILE[column])[1] for column in FEATURES)
-_CATEGORIES = {
-    index: np.array(PROFILE[column]["categories"])
-    for index, column in enumerate(FEATURES)
-    if PROFILE[column].get("categories")
-}
 
 
 def rows_as_array(rows: list[Any]) -> np.ndarray:
     """Validated rows as one float array, in the training column order."""
     features = np.array([_row_values(row) for row in rows], dtype=np.float64)
     return features.reshape(len(rows), len(FEATURES))
-
-
-def outside_profile(features: np.ndarray) -> dict[int, list[str]]:
-    """The rows holding values training never reached (or categories it never had), and which.
-
-    Only rows with any such value are listed: walking every row of a 1,000-row batch in Python
-    would cost about a millisecond, more than the model takes.
-    """
-    outside = (features < _LOWEST) | (features > _HIGHEST)
-    for index, categories in _CATEGORIES.items():
-        outside[:, index] |= ~np.isclose(features[:, index, None], categories).any(axis=1)
-    return {
-        int(row): [FEATURES[index] for index in np.flatnonzero(outside[row])]
-        for row in np.flatnonzero(outside.any(axis=1))
-    }
 
 
 def column_problem(columns: list[str]) -> str | None:
@@ -699,7 +678,7 @@ class ModelService:
 
         Under the reject policy, a row outside the profile makes the answer a 422 instead.
         """
-        outside = outside_profile(features) if ARGS.out_of_profile != "off" else {}
+        outside = PROFILE_CHECK.outside(features) if ARGS.out_of_profile != "off" else {}
         for names in outside.values():
             for name in names:
                 metrics().out_of_profile(name)
