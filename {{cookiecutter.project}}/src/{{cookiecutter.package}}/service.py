@@ -9,8 +9,8 @@ is built from the MLflow signature and the feature profile saved with it, so the
 lists the real features and their bounds.
 
 Single rows sent to /predict at the same time are scored together: while the model works on one
-call (in a worker thread, so the server keeps reading requests), the rows that arrive wait and go to
-the next call as one array. A forest scores 64 rows in about the time it takes for one, so under load
+call (in a thread of its own, so the server keeps reading requests), the rows that arrive wait and
+go to the next call as one array. A forest scores 64 rows in about the time it takes for one, so under load
 this multiplies requests/s; alone, a request waits for nothing (benchmarks/README.md).
 
 Many rows go in one request to /predict_batch as objects, to /predict_columns as a table (what
@@ -29,6 +29,7 @@ the training profile; `prediction_log` keeps a sample of requests and answers fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -36,7 +37,8 @@ import logging
 import os
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -443,6 +445,25 @@ def arrow_rows(body: bytes) -> np.ndarray:
 Scores = tuple[list, list[float] | None]  # predictions, and predicted-class probabilities or None
 
 
+@contextlib.contextmanager
+def warnings_ignored() -> Iterator[None]:
+    """Run the block under one warning filter, "ignore", instead of the process's list.
+
+    scikit-learn re-applies every warning filter of the process around each tree of a forest's
+    predict (`sklearn.utils.parallel`): about 0.2 ms per filter per call for 100 trees, and a
+    worker holds 17 filters once BentoML, MLflow, numpy and scipy are imported, over a third of a
+    RandomForest's single-row time (benchmarks/README.md). What the model would warn about here,
+    on every request, is noise (rows reach it as arrays, so scikit-learn's "X does not have valid
+    feature names"); training and evaluation run the same model with every filter in place. For
+    that time the whole process ignores warnings, and `warnings.catch_warnings` is not thread-safe
+    before Python 3.14: only the model thread uses this.
+    """
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        warnings.simplefilter("ignore")
+        yield
+
+
 class MicroBatcher:
     """Scores single rows in as few model calls as the load allows, with no batching window.
 
@@ -453,7 +474,7 @@ class MicroBatcher:
     a one-row API and sheds nothing.
     """
 
-    def __init__(self, score: Callable[[np.ndarray], Scores], max_rows: int) -> None:
+    def __init__(self, score: Callable[[np.ndarray], Awaitable[Scores]], max_rows: int) -> None:
         self._score, self._max_rows = score, max_rows
         self._waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self._draining: asyncio.Task | None = None
@@ -474,7 +495,7 @@ class MicroBatcher:
                 del self._waiting[: self._max_rows]
                 features = np.array([values for values, _ in batch], dtype=np.float64)
                 try:
-                    predictions, probabilities = await asyncio.to_thread(self._score, features)
+                    predictions, probabilities = await self._score(features)
                 except Exception as error:  # every waiting request fails as the call did
                     for _, answer in batch:
                         if not answer.done():
@@ -626,7 +647,7 @@ ARROW_OPERATION = {
 class ModelService:
     """Loads the packed model once per worker; every answer names the model version behind it.
 
-    APIs are `async def` and the model runs in a worker thread (`asyncio.to_thread`): the event loop
+    APIs are `async def` and the model runs in a thread of its own (`scores`): the event loop
     goes on reading requests meanwhile, and /predict batches the rows that pile up.
     """
 
@@ -648,12 +669,6 @@ class ModelService:
             self.bento_model.info.labels.get(security.DIGEST_TAG),
             f"{MODEL_NAME} v{MODEL_VERSION} ({self.bento_model.tag})",
         )
-        # Rows reach the pipeline as a float array in the training column order (checked below), a
-        # few times faster than a one-row DataFrame; sklearn would warn about that on every request.
-        warnings.filterwarnings(
-            "ignore", message="X does not have valid feature names", category=UserWarning
-        )
-
         self.model = mlflow.sklearn.load_model(model_dir)
         trained_on = [str(name) for name in getattr(self.model, "feature_names_in_", FEATURES)]
         if trained_on != FEATURES:
@@ -666,7 +681,9 @@ class ModelService:
             self.prediction_log = prediction_log.PredictionLog(
                 log_location, FEATURES, MODEL_VERSION, ARGS.sample_rate, ARGS.flush_seconds
             )
-        self.batcher = MicroBatcher(self._model_scores, MICRO_BATCH_ROWS)
+        # The one thread that runs the model, so that only it swaps the warning filters.
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.batcher = MicroBatcher(self.scores, MICRO_BATCH_ROWS)
         # What is loaded by now (imports, the model) lives as long as the worker. Frozen, it is left
         # out of the garbage collector's full passes, which otherwise walk it again and again and
         # stall every answer meanwhile (LR at concurrency 64: p99 241 -> 87 ms, benchmarks/README.md).
@@ -686,6 +703,11 @@ class ModelService:
             return _refuse_out_of_profile(features, outside)
         return outside
 
+    async def scores(self, features: np.ndarray) -> Scores:
+        """_model_scores in the model thread: the event loop goes on reading requests meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.model_thread, self._model_scores, features)
+
     def _model_scores(self, features: np.ndarray) -> Scores:
         """Predictions (and predicted-class probabilities) for rows of features, in order.
 
@@ -693,10 +715,12 @@ class ModelService:
         scikit-learn's classifiers predict (a forest would otherwise walk every tree twice).
         """
         if not self.with_probability:
-            predictions = self.model.predict(features).tolist()
+            with warnings_ignored():
+                predictions = self.model.predict(features).tolist()
             metrics().predictions(predictions)
             return predictions, None
-        probabilities = self.model.predict_proba(features)
+        with warnings_ignored():
+            probabilities = self.model.predict_proba(features)
         best = probabilities.argmax(axis=1)
         predictions = self.model.classes_.take(best).tolist()
         metrics().predictions(predictions)
@@ -780,11 +804,11 @@ class ModelService:
     async def scored_rows(
         self, features: np.ndarray, request_id: str, endpoint: str
     ) -> BatchPrediction | JSONResponse:
-        """The batch endpoints' answer for checked rows: one model call in a worker thread."""
+        """The batch endpoints' answer for checked rows: one model call in the model thread."""
         outside = self._profiled(features)
         if isinstance(outside, JSONResponse):
             return outside
-        predictions, probabilities = await asyncio.to_thread(self._model_scores, features)
+        predictions, probabilities = await self.scores(features)
         self._log(request_id, endpoint, features, predictions, probabilities)
         return BatchPrediction(
             predictions=predictions,
