@@ -714,12 +714,11 @@ class ModelService:
         A classifier runs once: its prediction is the class of highest probability, which is how
         scikit-learn's classifiers predict (a forest would otherwise walk every tree twice).
         """
-        if not self.with_probability:
-            with warnings_ignored():
-                predictions = self.model.predict(features).tolist()
-            metrics().predictions(predictions)
-            return predictions, None
         with warnings_ignored():
+            if not self.with_probability:
+                predictions = self.model.predict(features).tolist()
+                metrics().predictions(predictions)
+                return predictions, None
             probabilities = self.model.predict_proba(features)
         best = probabilities.argmax(axis=1)
         predictions = self.model.classes_.take(best).tolist()
