@@ -44,12 +44,8 @@ _CACHE: dict[str, object] = {}
 def _scratch_settings(project: Path) -> Settings:
     """The scratch project's settings, whatever MLFLOW_TRACKING_URI or REPORTS_DIR say outside."""
     settings = load_settings(project / "params.yaml")
-    return settings.model_copy(
-        update={
-            "tracking_uri": f"sqlite:///{project / 'mlflow.db'}",
-            "reports_dir": project / "reports",
-        }
-    )
+    outside = {"tracking_uri": None, "reports_dir": None}
+    return settings.model_copy(update={"env": settings.env.model_copy(update=outside)})
 
 
 def shared_build(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store: Path) -> Built:

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from {{ cookiecutter.package }} import batch, data, training
+from {{ cookiecutter.package }}.errors import DataError
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_missing_feature_column_is_named_and_nothing_is_written(settings, frame,
     first_feature = model.feature_names_in_[0]
     data.write_table(frame.drop(columns=[first_feature]), str(source))
     destination = tmp_path / "scored.csv"
-    with pytest.raises(data.DataError, match=first_feature):
+    with pytest.raises(DataError, match=first_feature):
         batch.score_file(model, list(model.feature_names_in_), 1, str(source), str(destination), 50)
     assert not destination.exists()
 
@@ -55,7 +56,7 @@ def test_a_value_that_is_not_a_number_is_named_and_nothing_is_written(
     source = tmp_path / "input.csv"
     data.write_table(damaged, str(source))
     destination = tmp_path / "scored.parquet"
-    with pytest.raises(data.DataError, match=f"column '{feature}'.*'n/a\\?'"):
+    with pytest.raises(DataError, match=f"column '{feature}'.*'n/a\\?'"):
         batch.score_file(model, list(model.feature_names_in_), 1, str(source), str(destination), 50)
     assert not destination.exists()
 

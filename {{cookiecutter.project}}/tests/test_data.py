@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from {{ cookiecutter.package }} import data
+from {{ cookiecutter.package }}.errors import DataError
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 from .conftest import PROJECT_DIR
@@ -80,35 +81,31 @@ def test_old_rows_keep_their_side_when_rows_are_appended_or_shuffled(frame, targ
 
 
 def test_holdout_needs_enough_rows(frame, target):
-    with pytest.raises(data.DataError, match="too few"):
+    with pytest.raises(DataError, match="too few"):
         data.train_holdout_split(frame.head(1), target, 0.2)
 
 
 def test_unsupported_suffix_is_named(frame, tmp_path):
     location = str(tmp_path / "data.xlsx")
-    with pytest.raises(
-        data.DataError, match=re.escape(f"{location}: unsupported file type '.xlsx'")
-    ):
+    with pytest.raises(DataError, match=re.escape(f"{location}: unsupported file type '.xlsx'")):
         data.read_table(location)
-    with pytest.raises(data.DataError, match=re.escape("s3://bucket/data.json: unsupported")):
+    with pytest.raises(DataError, match=re.escape("s3://bucket/data.json: unsupported")):
         data.write_table(frame, "s3://bucket/data.json")
 
 
 def test_missing_file_is_named(tmp_path):
     location = str(tmp_path / "missing.parquet")
-    with pytest.raises(data.DataError, match=re.escape(f"{location}: file not found")):
+    with pytest.raises(DataError, match=re.escape(f"{location}: file not found")):
         data.read_table(location)
 
 
 def test_s3_uri_without_a_bucket_is_named():
-    with pytest.raises(
-        data.DataError, match=re.escape("s3:///data.csv: an S3 location needs a bucket")
-    ):
+    with pytest.raises(DataError, match=re.escape("s3:///data.csv: an S3 location needs a bucket")):
         data.read_table("s3:///data.csv")
 
 
 def test_missing_target_is_named(frame):
-    with pytest.raises(data.DataError, match="target column 'label' not found"):
+    with pytest.raises(DataError, match="target column 'label' not found"):
         data.split_features_target(frame, "label")
 
 

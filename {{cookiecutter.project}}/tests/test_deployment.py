@@ -16,19 +16,20 @@ import pytest
 import yaml
 
 from {{ cookiecutter.package }} import deployment, registry
+from {{ cookiecutter.package }}.errors import DeploymentError
 
 from .shared_bento import Built
 
 
 def bento_dir(built: Built):
     name, version = built.bento.split(":")
-    return deployment.bentoml_home(built.settings) / "bentos" / name / version
+    return built.settings.bentoml_home / "bentos" / name / version
 
 
 def test_build_packs_model_source_and_pinned_packages(built: Built):
     info = yaml.safe_load((bento_dir(built) / "bento.yaml").read_text())
     assert info["labels"]["model_version"] == str(built.version)
-    assert info["args"]["max_batch_rows"] == built.settings.params.serving.max_batch_rows
+    assert info["args"]["serving"]["max_batch_rows"] == built.settings.params.serving.max_batch_rows
     model_tag = info["args"]["model_tag"]
     assert [model["tag"] for model in info["services"][0]["models"]] == [model_tag]
     package = deployment.__package__
@@ -37,13 +38,13 @@ def test_build_packs_model_source_and_pinned_packages(built: Built):
     for pinned in deployment.runtime_requirements():
         assert pinned in requirements
     name, version = model_tag.split(":")
-    stored = deployment.bentoml_home(built.settings) / "models" / name / version / "model.yaml"
+    stored = built.settings.bentoml_home / "models" / name / version / "model.yaml"
     labels = yaml.safe_load(stored.read_text())["labels"]
     assert labels["registered_version"] == str(built.version)
 
 
 def test_building_an_unknown_version_fails_naming_it(built: Built):
-    with pytest.raises(deployment.DeploymentError, match=r"models:/\w+/999"):
+    with pytest.raises(DeploymentError, match=r"models:/\w+/999"):
         deployment.build(built.settings, 999)
 
 
@@ -55,7 +56,7 @@ def test_serve_runs_this_bentoml_in_the_project_home_with_the_local_token(
     command = deployment.serve_command(built.bento, "0.0.0.0", 3000)
     env = deployment.server_environment(built.settings)
     assert command[-6:] == ["serve", built.bento, "--host", "0.0.0.0", "--port", "3000"]
-    assert env["BENTOML_HOME"] == str(deployment.bentoml_home(built.settings))
+    assert env["BENTOML_HOME"] == str(built.settings.bentoml_home)
     assert env["SERVICE_API_TOKENS"] == built.settings.api_token()
     assert len(built.settings.api_token()) >= 32
 
@@ -101,7 +102,7 @@ def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: 
 @pytest.mark.integration
 def test_a_bento_that_cannot_start_raises_with_its_log(built: Built):
     started = time.monotonic()
-    with pytest.raises(deployment.DeploymentError) as error:
+    with pytest.raises(DeploymentError) as error:
         deployment.serve(built.settings, "no_such_bento:v0")
     assert "exited with code" in str(error.value)
     assert "no_such_bento" in str(error.value) and "not found" in str(error.value)
@@ -169,7 +170,7 @@ def test_a_server_not_ready_in_time_raises(built: Built):
     serving = built.settings.params.serving.model_copy(update={"ready_timeout_seconds": 0.5})
     params = built.settings.params.model_copy(update={"serving": serving})
     impatient = built.settings.model_copy(update={"params": params})
-    with pytest.raises(deployment.DeploymentError, match="not ready after"):
+    with pytest.raises(DeploymentError, match="not ready after"):
         deployment.serve(impatient, built.bento)
 
 
@@ -178,7 +179,7 @@ def test_a_taken_port_is_refused_before_starting(built: Built):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        with pytest.raises(deployment.DeploymentError, match=f"127.0.0.1:{port}"):
+        with pytest.raises(DeploymentError, match=f"127.0.0.1:{port}"):
             deployment.serve(built.settings, built.bento, port=port)
 
 
@@ -196,11 +197,15 @@ def test_a_handed_out_port_stays_ours_until_the_process_ends():
     assert deployment.free_port() != port
 
 
-def test_an_exported_bento_imports_into_another_store(built: Built, tmp_path, monkeypatch):
+def test_an_exported_bento_imports_into_another_store(built: Built, tmp_path):
     """CD builds in one job and smoke-tests in another: the archive carries the bento and its model."""
-    monkeypatch.delenv("BENTOML_HOME", raising=False)
     archive = deployment.export_bento(built.settings, built.bento, tmp_path / "bento.bento")
-    elsewhere = built.settings.model_copy(update={"project_dir": tmp_path / "elsewhere"})
+    elsewhere = built.settings.model_copy(
+        update={
+            "project_dir": tmp_path / "elsewhere",
+            "env": built.settings.env.model_copy(update={"bentoml_home": None}),
+        }
+    )
     assert deployment.import_bento(elsewhere, archive) == (built.bento, built.version)
     assert deployment.import_bento(elsewhere, archive) == (built.bento, built.version)  # idempotent
     models = tmp_path / "elsewhere" / ".bentoml" / "models"
@@ -215,5 +220,5 @@ def test_docker_base_image_comes_from_the_project_file(settings):
     path.write_text("# comment\nFROM python:3.11-slim@sha256:abc\n")
     assert deployment.docker_options(settings) == {"base_image": "python:3.11-slim@sha256:abc"}
     path.write_text("FROM a\nFROM b\n")
-    with pytest.raises(deployment.DeploymentError, match="exactly one FROM"):
+    with pytest.raises(DeploymentError, match="exactly one FROM"):
         deployment.docker_options(settings)

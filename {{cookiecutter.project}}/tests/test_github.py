@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from {{ cookiecutter.package }} import cli, github, loadtest
+from {{ cookiecutter.package }}.errors import NotServing
 from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER
 
 DIRECTIONS = METRIC_GREATER_IS_BETTER["classification"]
@@ -379,5 +380,5 @@ def test_load_test_fails_on_errors(fake_server):
 
 def test_wait_for_version(fake_server):
     assert loadtest.wait_for_version(fake_server, 7, timeout=5) < 5
-    with pytest.raises(loadtest.NotServing, match="serves v7"):
+    with pytest.raises(NotServing, match="serves v7"):
         loadtest.wait_for_version(fake_server, 8, timeout=0.2, interval=0.1)

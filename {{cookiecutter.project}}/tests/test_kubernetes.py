@@ -20,8 +20,9 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import deployment, kubernetes, rollout
-from {{ cookiecutter.package }}.kubernetes import KubernetesError, KubernetesTarget
+from {{ cookiecutter.package }} import kubernetes, rollout
+from {{ cookiecutter.package }}.errors import KubernetesError
+from {{ cookiecutter.package }}.kubernetes import KubernetesTarget
 from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Traffic
 from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
 
@@ -386,7 +387,7 @@ def test_the_bentos_dockerfile_runs_as_the_non_root_user_the_manifests_expect(bu
     """BentoML generates the image's Dockerfile; it must end as a non-root user whose uid is the one
     deploy/k8s gives as runAsUser (Kubernetes cannot check a user name), and pass hadolint."""
     name, version = built.bento.split(":")
-    bento_dir = deployment.bentoml_home(built.settings) / "bentos" / name / version
+    bento_dir = built.settings.bentoml_home / "bentos" / name / version
     dockerfile = bento_dir / "env/docker/Dockerfile"
     instructions = [line.split() for line in dockerfile.read_text().splitlines()]
     users = [words[1] for words in instructions if words[:1] == ["USER"]]

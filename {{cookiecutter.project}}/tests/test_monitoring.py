@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from {{ cookiecutter.package }} import cli, data, monitoring, prediction_log, registry, training
+from {{ cookiecutter.package }}.errors import DataError
 
 from .conftest import PROJECT_DIR, write_params
 
@@ -144,7 +145,7 @@ def test_read_log_reads_only_the_partitions_in_range(settings, reference, projec
         START.date(),
         (START + timedelta(1)).date(),
     ]
-    with pytest.raises(data.DataError, match=r"broken\.parquet"):
+    with pytest.raises(DataError, match=r"broken\.parquet"):
         monitoring.read_log(location, START - timedelta(days=2), until, features)
 
 

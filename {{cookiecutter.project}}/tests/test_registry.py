@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from {{ cookiecutter.package }} import registry, training
-from {{ cookiecutter.package }}.registry import CHAMPION, PREVIOUS, RegistryError
+from {{ cookiecutter.package }}.errors import RegistryError
+from {{ cookiecutter.package }}.registry import CHAMPION, PREVIOUS
+from {{ cookiecutter.package }}.settings import GitHubContext
 
 
 @pytest.fixture
@@ -61,8 +63,9 @@ def test_revert_promotion_of_the_first_model_leaves_no_champion(settings, versio
     assert CHAMPION not in registry.aliases(settings)
 
 
-def test_every_move_is_recorded_with_who_what_when_why(settings, versions, monkeypatch):
-    monkeypatch.setenv("GITHUB_ACTOR", "octocat")
+def test_every_move_is_recorded_with_who_what_when_why(settings, versions):
+    on_github = settings.env.model_copy(update={"github": GitHubContext(actor="octocat")})
+    settings = settings.model_copy(update={"env": on_github})
     registry.promote(settings, 1, None, why="first model")
     entry = registry.history(settings)[-1]
     assert entry["action"] == "promote" and entry["alias"] == CHAMPION

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from {{ cookiecutter.package }} import data, evaluation, registry, training
+from {{ cookiecutter.package }}.errors import DataError
 from {{ cookiecutter.package }}.settings import load_settings
 
 from .conftest import DUMMY_AWS, free_port, keys, write_params
@@ -40,7 +41,7 @@ def test_tables_round_trip_through_s3(frame, bucket, suffix):
 
 def test_a_missing_key_is_named(bucket):
     uri = f"s3://{bucket}/nowhere/table.parquet"
-    with pytest.raises(data.DataError, match=re.escape(f"{uri}: cannot read from S3")):
+    with pytest.raises(DataError, match=re.escape(f"{uri}: cannot read from S3")):
         data.read_table(uri)
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from {{ cookiecutter.package }} import data, deployment, registry, security
+from {{ cookiecutter.package }}.errors import DeploymentError, SecurityError
 from {{ cookiecutter.package }}.settings import Settings
 
 from .shared_bento import Built, shared_build
@@ -60,9 +61,9 @@ def test_tokens_come_from_the_variable_or_the_mounted_file(tmp_path: Path):
     assert security.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},{BRAVO}"}) == [ALPHA, BRAVO]
     assert security.load_tokens({"SERVICE_API_TOKENS_FILE": str(secret)}) == [ALPHA, BRAVO]
     assert security.load_tokens({}) == []
-    with pytest.raises(security.SecurityError, match="shorter than 16"):
+    with pytest.raises(SecurityError, match="shorter than 16"):
         security.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},short"})
-    with pytest.raises(security.SecurityError, match=r"SERVICE_API_TOKENS_FILE=.*missing"):
+    with pytest.raises(SecurityError, match=r"SERVICE_API_TOKENS_FILE=.*missing"):
         security.load_tokens({"SERVICE_API_TOKENS_FILE": str(tmp_path / "missing")})
 
 
@@ -75,9 +76,9 @@ def test_the_digest_covers_every_model_file_but_the_registry_note(tmp_path: Path
     assert security.artifact_digest(tmp_path) == digest
     security.verify_artifacts(tmp_path, digest, "the model")
     (tmp_path / "sub" / "model.skops").write_bytes(b"weightz")
-    with pytest.raises(security.SecurityError, match="the model: model files changed"):
+    with pytest.raises(SecurityError, match="the model: model files changed"):
         security.verify_artifacts(tmp_path, digest, "the model")
-    with pytest.raises(security.SecurityError, match="no model_sha256 was recorded"):
+    with pytest.raises(SecurityError, match="no model_sha256 was recorded"):
         security.verify_artifacts(tmp_path, None, "the model")
 
 
@@ -409,7 +410,7 @@ def stored_model_folder(settings: Settings, bento: str) -> Path:
     """The MLflow model folder of the stored model the bento serves."""
     import bentoml
 
-    with deployment._bentoml_stores(deployment.bentoml_home(settings)):
+    with deployment._bentoml_stores(settings.bentoml_home):
         model_tag = bentoml.bentos.get(bento).info.args["model_tag"]
         return Path(bentoml.models.get(model_tag).path_of(security.MLFLOW_MODEL_FOLDER))
 
@@ -421,7 +422,7 @@ def test_a_changed_model_file_keeps_the_service_from_starting(built: Built):
     weights = max(folder.iterdir(), key=lambda path: path.stat().st_size)
     with weights.open("ab") as tampered:
         tampered.write(b"\0")
-    with pytest.raises(deployment.DeploymentError, match="model files changed since registration"):
+    with pytest.raises(DeploymentError, match="model files changed since registration"):
         deployment.serve(built.settings, bento)
 
 
@@ -433,11 +434,11 @@ def test_the_build_refuses_a_model_changed_in_the_artifact_store(built: Built):
     )
     mlmodel = Path(location.removeprefix("file://")) / "MLmodel"
     original = mlmodel.read_bytes()
-    stored = deployment.bentoml_home(settings) / "models"
+    stored = settings.bentoml_home / "models"
     before = sorted(stored.rglob("MLmodel"))
     try:
         mlmodel.write_bytes(original + b"\n# edited after registration\n")
-        with pytest.raises(deployment.DeploymentError, match="model files changed"):
+        with pytest.raises(DeploymentError, match="model files changed"):
             deployment.build(settings, built.other_version)
     finally:
         mlmodel.write_bytes(original)

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from {{ cookiecutter.package }} import data, validation
+from {{ cookiecutter.package }}.errors import SuiteError
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 from .conftest import PROJECT_DIR
@@ -176,19 +177,13 @@ def test_suggest_suite_handles_other_data():
 
 def test_unusable_suite_files_are_named(tmp_path):
     missing = tmp_path / "nope.json"
-    with pytest.raises(
-        validation.SuiteError, match=re.escape(f"{missing}: expectation suite not found")
-    ):
+    with pytest.raises(SuiteError, match=re.escape(f"{missing}: expectation suite not found")):
         validation.load_suite(missing)
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
-    with pytest.raises(
-        validation.SuiteError, match=re.escape(f"{broken}: not a readable JSON file")
-    ):
+    with pytest.raises(SuiteError, match=re.escape(f"{broken}: not a readable JSON file")):
         validation.load_suite(broken)
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({"name": "x", "expectations": [{"type": "expect_magic"}]}))
-    with pytest.raises(
-        validation.SuiteError, match=re.escape(f"{wrong}: not a valid expectation suite")
-    ):
+    with pytest.raises(SuiteError, match=re.escape(f"{wrong}: not a valid expectation suite")):
         validation.load_suite(wrong)

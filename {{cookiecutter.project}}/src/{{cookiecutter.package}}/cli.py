@@ -17,14 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import data, reports
-from .settings import PipelineError, Settings, SettingsError, load_settings
+from .errors import CheckFailed, PipelineError, SettingsError, StateError
+from .settings import Settings, load_settings
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
 PROG = __package__
-
-
-class CheckFailed(Exception):
-    """A check ran and said no; its report has been written."""
 
 
 def _say(message: str) -> None:
@@ -84,10 +81,10 @@ def run_evaluate(settings: Settings, args: argparse.Namespace) -> dict:
     params = settings.params
     candidate = args.version or registry.alias_version(settings, registry.CHALLENGER)
     if candidate is None:
-        raise SettingsError("no challenger to evaluate: run `train` first or pass --version")
+        raise StateError("no challenger to evaluate: run `train` first or pass --version")
     champion = registry.alias_version(settings, registry.CHAMPION)
     if champion == candidate:
-        raise SettingsError(f"v{candidate} is already the champion; nothing to compare")
+        raise StateError(f"v{candidate} is already the champion; nothing to compare")
     frame = data.read_table(settings.resolve(params.data.source))
     _, _, x_holdout, y_holdout = data.train_holdout_split(
         frame, params.data.target, params.data.holdout_fraction
@@ -176,7 +173,7 @@ def _version_or_champion(settings: Settings, version: int | None) -> int:
 
     version = version or registry.alias_version(settings, registry.CHAMPION)
     if version is None:
-        raise SettingsError("there is no champion yet: promote a model or pass --version")
+        raise StateError("there is no champion yet: promote a model or pass --version")
     return version
 
 
@@ -283,7 +280,7 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
     champion = registry.alias_version(settings, registry.CHAMPION)
     candidate = args.version or registry.alias_version(settings, registry.CHALLENGER)
     if champion is None or candidate is None or champion == candidate:
-        raise SettingsError(
+        raise StateError(
             f"a rollout needs a champion and another candidate (champion {_describe(champion)}, "
             f"candidate {_describe(candidate)}); the first model is promoted without one"
         )
@@ -639,8 +636,8 @@ def run_check_config(settings: Settings, args: argparse.Namespace) -> dict:
     params = settings.params
     locations = {
         "data": params.data.source,
-        "input": env.get("BATCH_INPUT") or params.batch.input,
-        "output": env.get("BATCH_OUTPUT") or params.batch.output,
+        "input": settings.env.batch_input or params.batch.input,
+        "output": settings.env.batch_output or params.batch.output,
         "prediction_log": params.monitoring.prediction_log,
         "labels": params.monitoring.labels,
     }

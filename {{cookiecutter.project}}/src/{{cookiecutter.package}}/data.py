@@ -15,13 +15,9 @@ import boto3
 import numpy as np
 import pandas as pd
 
-from .settings import PipelineError
+from .errors import DataError
 
 _READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
-
-
-class DataError(PipelineError, ValueError):
-    """The data cannot be read or does not have what the pipeline needs; the message says where."""
 
 
 def suffix(location: str) -> str:

@@ -36,8 +36,9 @@ import psutil
 from mlflow.exceptions import MlflowException
 
 from . import data, prediction_log, registry, security
+from .errors import DeploymentError, SecurityError
 from .reports import markdown_table
-from .settings import PipelineError, Settings
+from .settings import ServiceArgs, Settings
 
 SERVICE_MODULE = f"{__package__}.service"
 SERVICE = f"{SERVICE_MODULE}:ModelService"
@@ -57,33 +58,11 @@ RUNTIME_PACKAGES = (
     "pyarrow",
     "boto3",
 )
-# The serving settings of params.yaml that become bento arguments (service.ServiceArgs).
-SERVICE_SETTINGS = (
-    "max_batch_rows",
-    "workers",
-    "require_auth",
-    "rate_limit",
-    "max_body_bytes",
-    "out_of_profile",
-    "tracing",
-    "access_log",
-)
-# The monitoring settings the service needs: where and how much to log (service.ServiceArgs).
-LOG_SETTINGS = ("prediction_log", "sample_rate", "flush_seconds")
 SMOKE_ROWS = 20
 LOG_TAIL_LINES = 30
 # Set to a fresh id in the environment of each server `serve` starts; its workers inherit it, so
 # `Server.stop` finds them even when they are no longer the server's children.
 LAUNCH_VARIABLE = "SERVICE_LAUNCH_ID"
-
-
-class DeploymentError(PipelineError, RuntimeError):
-    """A bento could not be built or served; the message says why, with the server's log if any."""
-
-
-def bentoml_home(settings: Settings) -> Path:
-    """$BENTOML_HOME when set, else `<project>/.bentoml`: bentos stay with the project they serve."""
-    return Path(os.environ.get("BENTOML_HOME") or settings.project_dir / ".bentoml").resolve()
 
 
 @contextlib.contextmanager
@@ -173,14 +152,14 @@ def build(settings: Settings, version: int) -> str:
         "task": params.task,
         security.DIGEST_TAG: digest or "",
     }
-    with _bentoml_stores(bentoml_home(settings)), tempfile.TemporaryDirectory() as context:
+    with _bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
         try:
             stored = bentoml.mlflow.import_model(name.lower(), uri, labels=labels)
         except Exception as error:
             raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
         try:
             security.verify_artifacts(stored.path_of(security.MLFLOW_MODEL_FOLDER), digest, uri)
-        except security.SecurityError as error:
+        except SecurityError as error:
             bentoml.models.delete(stored.tag)
             raise DeploymentError(str(error)) from None
         _package_copy(Path(context))
@@ -194,11 +173,7 @@ def build(settings: Settings, version: int) -> str:
                 build_ctx=context,
                 description=f"{name} v{version} ({params.task}) from {uri}",
                 labels={"model_name": name, "model_version": str(version), "task": params.task},
-                args={
-                    "model_tag": str(stored.tag),
-                    **params.serving.model_dump(include=set(SERVICE_SETTINGS)),
-                    **params.monitoring.model_dump(include=set(LOG_SETTINGS)),
-                },
+                args=ServiceArgs.for_model(params, str(stored.tag)).model_dump(mode="json"),
                 python={"packages": runtime_requirements(), "lock_packages": False},
                 docker=docker_options(settings),
             )
@@ -231,7 +206,7 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     Without $SERVICE_API_TOKENS or $SERVICE_API_TOKENS_FILE, the server accepts this machine's
     client token (`Settings.api_token`), so local servers are protected like deployed ones.
     """
-    env = {**os.environ, "BENTOML_HOME": str(home or bentoml_home(settings))}
+    env = {**os.environ, "BENTOML_HOME": str(home or settings.bentoml_home)}
     env.setdefault("BENTOML_DO_NOT_TRACK", "true")  # no usage reports from CI and test runs
     # As in the container: a worker that cannot start (no token, changed model files) ends the
     # server instead of being respawned forever.
@@ -415,7 +390,7 @@ def _server_home(settings: Settings, port: int) -> Path:
     BentoML empties `<home>/prometheus_multiproc_dir` whenever a server starts: two servers on one
     home (a local rollout's champion and candidate) would wipe and then mix each other's metrics.
     """
-    shared = bentoml_home(settings)
+    shared = settings.bentoml_home
     home = settings.project_dir / ".runtime" / f"bentoml-{port}"
     home.mkdir(parents=True, exist_ok=True)
     for store in ("bentos", "models"):
@@ -662,7 +637,7 @@ def export_bento(settings: Settings, bento_tag: str, path: Path | str) -> str:
 
     path = Path(path).resolve()  # bentoml reads a relative path as relative to the filesystem root
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _bentoml_stores(bentoml_home(settings)):
+    with _bentoml_stores(settings.bentoml_home):
         try:
             return bentoml.export_bento(bento_tag, str(path))
         except Exception as error:
@@ -684,7 +659,7 @@ def import_bento(settings: Settings, path: Path | str) -> tuple[str, int]:
         tag = f"{described['name']}:{described['version']}"
     except (OSError, KeyError, TypeError, tarfile.TarError, yaml.YAMLError) as error:
         raise DeploymentError(f"{path} is not a bento archive: {error}") from error
-    with _bentoml_stores(bentoml_home(settings)):
+    with _bentoml_stores(settings.bentoml_home):
         try:
             bento = bentoml.get(tag)
         except bentoml.exceptions.NotFound:

@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import yaml
 
+from .errors import KubernetesError
 from .rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
-from .settings import PipelineError
 
 SLOTS = ("blue", "green")
 PORT = 3000  # the Services' and BentoML's port
@@ -39,10 +39,6 @@ ROLLOUT_TIMEOUT_SECONDS = 600  # the candidate slot's pods must all be ready wit
 REQUESTS_METRIC = "bentoml_service_request_total"
 LATENCY_BUCKETS_METRIC = "bentoml_service_request_duration_seconds_bucket"
 MODEL_ENDPOINTS = "/predict|/predict_batch|/predict_columns|/predict_arrow"
-
-
-class KubernetesError(PipelineError, RuntimeError):
-    """kubectl or Prometheus refused or failed; the message names the command or query and why."""
 
 
 def other_slot(slot: str) -> str:

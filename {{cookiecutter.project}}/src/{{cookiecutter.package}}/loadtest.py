@@ -24,11 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from .settings import PipelineError
-
-
-class NotServing(PipelineError, RuntimeError):
-    """A server did not serve the expected model version in time."""
+from .errors import NotServing, PipelineError
 
 
 def load_test(

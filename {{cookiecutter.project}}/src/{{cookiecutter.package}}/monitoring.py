@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from . import data
+from .errors import SettingsError, StateError
 from .reports import markdown_table
-from .settings import Settings, SettingsError
+from .settings import Settings
 
 REQUEST_ID, ROW, LOGGED_AT, MODEL_VERSION = "request_id", "row", "logged_at", "model_version"
 ENDPOINT, PREDICTION, PROBABILITY, LABEL = "endpoint", "prediction", "probability", "label"
@@ -455,7 +456,7 @@ def performance(settings: Settings, within: Window, hours: float) -> dict:
     params, metric = settings.params.monitoring, settings.params.gate.primary_metric
     champion = registry.alias_version(settings, registry.CHAMPION)
     if champion is None:
-        raise SettingsError("performance: there is no champion to compare with; promote a model")
+        raise StateError("performance: there is no champion to compare with; promote a model")
     champion_metric = registry.holdout_metric(settings, champion, metric)
     labels = read_labels(settings.resolve(params.labels))
     log = read_log(settings.resolve(params.prediction_log), within.start, within.end)

@@ -34,7 +34,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from .rollout import CHAMPION_ONLY, Measurement, RolloutError, Traffic, UpstreamStats
+from .errors import RolloutError
+from .rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
 from .settings import Settings
 
 # `step` is written into the format itself: workers of an earlier config that still finish requests

@@ -19,14 +19,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from . import security
-from .settings import PipelineError, Settings
+from .errors import RegistryError
+from .settings import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 _AUDIT_PREFIX = "audit."
-
-
-class RegistryError(PipelineError, RuntimeError):
-    """A registry move that was refused; nothing was changed."""
 
 
 def configure(settings: Settings) -> None:
@@ -118,8 +115,8 @@ def recorded_digest(settings: Settings, version: int) -> str | None:
     return client(settings).get_model_version(name, str(version)).tags.get(security.DIGEST_TAG)
 
 
-def _actor() -> str:
-    return os.environ.get("GITHUB_ACTOR") or getpass.getuser()
+def _actor(settings: Settings) -> str:
+    return settings.env.github.actor or getpass.getuser()
 
 
 def _record(settings: Settings, action: str, **details) -> dict:
@@ -130,8 +127,8 @@ def _record(settings: Settings, action: str, **details) -> dict:
         "sequence": sequence,
         "action": action,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "by": _actor(),
-        "run": os.environ.get("GITHUB_RUN_ID", "local"),
+        "by": _actor(settings),
+        "run": settings.env.github.run_id or "local",
         **details,
     }
     registry_client.set_registered_model_tag(

@@ -23,11 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from .reports import markdown_table
-from .settings import PipelineError, RolloutParams
-
-
-class RolloutError(PipelineError, RuntimeError):
-    """A rollout could not be run at all (no traffic target, a server that never came up)."""
+from .settings import RolloutParams
 
 
 @dataclass(frozen=True)

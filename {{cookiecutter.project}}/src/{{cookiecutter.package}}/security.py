@@ -43,6 +43,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SecurityError
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -76,10 +78,6 @@ MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts t
 DIGEST_TAG = "model_sha256"
 # The file MLflow adds next to a model when it is downloaded through the registry: not the model.
 _NOT_ARTIFACTS = frozenset({"registered_model_meta"})
-
-
-class SecurityError(RuntimeError):
-    """A security setting that cannot work (no tokens, a short token, a changed model)."""
 
 
 def load_tokens(environ: Mapping[str, str] = os.environ) -> list[str]:

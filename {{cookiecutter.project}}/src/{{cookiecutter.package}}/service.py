@@ -1,8 +1,8 @@
 """The HTTP service: one registered model, packed into the bento, answering JSON requests.
 
 `deployment.build` imports one registered MLflow model version into the BentoML model store and builds
-a bento of this module with its arguments (`ServiceArgs`: the stored model to serve and the serving
-settings of params.yaml). The bento keeps its arguments and `bentoml serve` hands them back to this
+a bento of this module with its arguments (`settings.ServiceArgs`: the stored model to serve, and the
+serving and monitoring settings of params.yaml). The bento keeps its arguments and `bentoml serve` hands them back to this
 module, so a bento and its container need no params.yaml and no MLflow server. What the model is
 (registered name, version, task, digest) travels with the stored model as labels; the request schema
 is built from the MLflow signature and the feature profile saved with it, so the OpenAPI page at /docs
@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from operator import attrgetter
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import bentoml
 import numpy as np
@@ -62,6 +62,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from . import prediction_log, security
+from .errors import BadRows, SecurityError
+from .settings import ServiceArgs
 
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 # Answers of up to this many rows also carry their predictions in the X-Prediction header, where a
@@ -77,23 +79,6 @@ HARD_BOUND_RANGES = 10
 REQUEST_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 logger = logging.getLogger("bentoml.service")
 logging.getLogger("bentoml._internal.server.http_app").addFilter(security.QuietClientErrors())
-
-
-class ServiceArgs(BaseModel):
-    """The bento arguments `deployment.build` writes into the bento (serving settings of params)."""
-
-    model_tag: str
-    max_batch_rows: int = Field(1000, ge=1)
-    workers: int = Field(1, ge=1)
-    require_auth: bool = True
-    rate_limit: str | None = None
-    max_body_bytes: int = Field(2_000_000, ge=1)
-    out_of_profile: Literal["reject", "flag", "off"] = "flag"
-    tracing: bool = False
-    access_log: bool = False
-    prediction_log: str = "logs/predictions"
-    sample_rate: float = Field(1.0, ge=0, le=1)
-    flush_seconds: float = Field(10, gt=0)
 
 
 def read_model_meta(model_dir: Path) -> tuple[list[str], dict[str, dict]]:
@@ -340,7 +325,7 @@ class Columns(BaseModel):
         ],
         Field(
             min_length=1,
-            max_length=ARGS.max_batch_rows,
+            max_length=ARGS.serving.max_batch_rows,
             description="the rows, each its values in the order of columns",
         ),
     ]
@@ -385,14 +370,6 @@ _HARD_HIGHEST = np.array([hard_bounds(PROFILE[column])[1] for column in FEATURES
 BAD_VALUES_LISTED = 10  # of an Arrow body, in the 400's details
 
 
-class BadRows(ValueError):
-    """Rows refused, with what is wrong and, for bad values, their row and feature (`details`)."""
-
-    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.details = details or []
-
-
 def arrow_rows(body: bytes) -> np.ndarray:
     """The rows of an Arrow IPC stream as one float array in the training column order.
 
@@ -410,8 +387,8 @@ def arrow_rows(body: bytes) -> np.ndarray:
     problem = column_problem(table.column_names)
     if problem:
         raise BadRows(f"columns: {problem}")
-    if not 1 <= table.num_rows <= ARGS.max_batch_rows:
-        raise BadRows(f"{table.num_rows} rows; send 1 to {ARGS.max_batch_rows}")
+    if not 1 <= table.num_rows <= ARGS.serving.max_batch_rows:
+        raise BadRows(f"{table.num_rows} rows; send 1 to {ARGS.serving.max_batch_rows}")
     not_numbers = [
         f"{field.name} ({field.type})"
         for field in table.schema
@@ -553,11 +530,11 @@ def _configured_tokens() -> tuple[list[str] | None, str | None]:
 
     Not raised here: `bentoml build` imports this module too, where no token needs to exist.
     """
-    if not ARGS.require_auth:
+    if not ARGS.serving.require_auth:
         return None, None
     try:
         tokens = security.load_tokens()
-    except security.SecurityError as error:
+    except SecurityError as error:
         return [], str(error)
     if not tokens:
         return [], (
@@ -636,13 +613,13 @@ ARROW_OPERATION = {
     name="model_service",
     description=f"Serves {MODEL_NAME} v{MODEL_VERSION} ({TASK}).",
     # serving.workers (default 1): scale with replicas first, several workers share one socket.
-    workers=ARGS.workers,
+    workers=ARGS.serving.workers,
     traffic={"timeout": 30},
     # BentoML would open OpenTelemetry spans (for the request and each of its messages) and write an
     # access log line for every request: with the spans thrown away (no exporter) and nginx or the
     # ingress logging access, that was half of /predict's requests/s (benchmarks/README.md).
-    tracing={} if ARGS.tracing else {"excluded_urls": [".*"]},
-    logging={"access": {"enabled": ARGS.access_log}},
+    tracing={} if ARGS.serving.tracing else {"excluded_urls": [".*"]},
+    logging={"access": {"enabled": ARGS.serving.access_log}},
 )
 class ModelService:
     """Loads the packed model once per worker; every answer names the model version behind it.
@@ -657,7 +634,7 @@ class ModelService:
         import mlflow.sklearn
 
         if TOKEN_PROBLEM:
-            raise security.SecurityError(TOKEN_PROBLEM)
+            raise SecurityError(TOKEN_PROBLEM)
         if TOKENS is None:
             logger.warning(
                 "AUTHENTICATION IS OFF (serving.require_auth: false): anyone who reaches this "
@@ -675,11 +652,17 @@ class ModelService:
             raise RuntimeError(f"signature columns {FEATURES} differ from the model's {trained_on}")
         self.with_probability = TASK == "classification" and hasattr(self.model, "predict_proba")
         metrics()  # before the first request, whose threads would race to make them
-        log_location = os.environ.get(prediction_log.LOCATION_VARIABLE) or ARGS.prediction_log
+        log_location = (
+            os.environ.get(prediction_log.LOCATION_VARIABLE) or ARGS.monitoring.prediction_log
+        )
         self.prediction_log = None
-        if ARGS.sample_rate > 0 and log_location != prediction_log.OFF:
+        if ARGS.monitoring.sample_rate > 0 and log_location != prediction_log.OFF:
             self.prediction_log = prediction_log.PredictionLog(
-                log_location, FEATURES, MODEL_VERSION, ARGS.sample_rate, ARGS.flush_seconds
+                log_location,
+                FEATURES,
+                MODEL_VERSION,
+                ARGS.monitoring.sample_rate,
+                ARGS.monitoring.flush_seconds,
             )
         # The one thread that runs the model, so that only it swaps the warning filters.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -695,11 +678,11 @@ class ModelService:
 
         Under the reject policy, a row outside the profile makes the answer a 422 instead.
         """
-        outside = PROFILE_CHECK.outside(features) if ARGS.out_of_profile != "off" else {}
+        outside = PROFILE_CHECK.outside(features) if ARGS.serving.out_of_profile != "off" else {}
         for names in outside.values():
             for name in names:
                 metrics().out_of_profile(name)
-        if ARGS.out_of_profile == "reject" and outside:
+        if ARGS.serving.out_of_profile == "reject" and outside:
             return _refuse_out_of_profile(features, outside)
         return outside
 
@@ -769,7 +752,7 @@ class ModelService:
     @bentoml.api
     async def predict_batch(
         self,
-        rows: Annotated[list[Row], Field(min_length=1, max_length=ARGS.max_batch_rows)],  # type: ignore[valid-type]
+        rows: Annotated[list[Row], Field(min_length=1, max_length=ARGS.serving.max_batch_rows)],  # type: ignore[valid-type]
         ctx: bentoml.Context,
     ) -> BatchPrediction:
         """Score up to max_batch_rows rows: {"rows": [{...}, ...]}.
@@ -827,8 +810,8 @@ class ModelService:
             task=TASK,
             features=FEATURES,
             bento_model=str(self.bento_model.tag),
-            max_batch_rows=ARGS.max_batch_rows,
-            out_of_profile=ARGS.out_of_profile,
+            max_batch_rows=ARGS.serving.max_batch_rows,
+            out_of_profile=ARGS.serving.out_of_profile,
             feature_profile=PROFILE,
         )
 
@@ -868,8 +851,8 @@ ModelService.add_asgi_middleware(
     },
     documented={"/predict_arrow": ARROW_OPERATION},
     tokens=TOKENS,
-    rate_limit=ARGS.rate_limit,
-    max_body_bytes=ARGS.max_body_bytes,
+    rate_limit=ARGS.serving.rate_limit,
+    max_body_bytes=ARGS.serving.max_body_bytes,
     model_version=MODEL_VERSION,
     observe=observe_answer,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from .errors import SettingsError
 
 Task = Literal["classification", "regression"]
 API_TOKEN_VARIABLE = "SERVICE_API_TOKEN"  # what clients send; the service reads SERVICE_API_TOKENS
@@ -37,14 +40,6 @@ METRIC_GREATER_IS_BETTER: dict[Task, dict[str, bool]] = {
     },
     "regression": {"r2": True, "rmse": False, "mae": False},
 }
-
-
-class PipelineError(Exception):
-    """An expected failure (bad input, a refused move): the CLI reports it in one line, exit 2."""
-
-
-class SettingsError(PipelineError, ValueError):
-    """A params file or environment value that cannot be used; the message says which and why."""
 
 
 class _Section(BaseModel):
@@ -203,6 +198,107 @@ class Params(_Section):
         return self
 
 
+class ServiceArgs(_Section):
+    """The arguments a bento is built with and serves by: which stored model, and the serving and
+    monitoring sections of params.yaml as they were at build time (the bento needs no params.yaml)."""
+
+    model_tag: str
+    serving: ServingParams
+    monitoring: MonitoringParams
+
+    @classmethod
+    def for_model(cls, params: Params, model_tag: str) -> ServiceArgs:
+        return cls(model_tag=model_tag, serving=params.serving, monitoring=params.monitoring)
+
+
+def _present(value: str | None) -> str | None:
+    """Workflows pass an unset variable as an empty string: the same as not set."""
+    return value.strip() or None if value is not None else None
+
+
+class GitHubContext(_Section):
+    """What GitHub Actions (and the workflows' own `env:`) tell a step; every field None elsewhere."""
+
+    actions: bool = False  # GITHUB_ACTIONS
+    act: bool = False  # ACT: a local run of the workflows by `act`
+    sha: str | None = None  # GITHUB_SHA
+    actor: str | None = None  # GITHUB_ACTOR
+    run_id: str | None = None  # GITHUB_RUN_ID
+    server_url: str | None = None  # GITHUB_SERVER_URL
+    repository: str | None = None  # GITHUB_REPOSITORY
+    output: Path | None = None  # GITHUB_OUTPUT
+    step_summary: Path | None = None  # GITHUB_STEP_SUMMARY
+    # Passed by the workflows:
+    pr_head_sha: str | None = None  # PR_HEAD_SHA
+    pr_head_repo: str | None = None  # PR_HEAD_REPO
+    artifact_url: str | None = None  # ARTIFACT_URL
+    base_ref: str | None = None  # BASE_REF
+    base_sha: str | None = None  # BASE_SHA
+    baseline_outcome: str | None = None  # BASELINE_OUTCOME
+    champion_mode: str | None = None  # CHAMPION_MODE
+    aws_role_arn: str | None = None  # AWS_ROLE_ARN
+    skip_image: bool = False  # SKIP_IMAGE
+
+    @property
+    def run_url(self) -> str | None:
+        if not (self.server_url and self.repository and self.run_id):
+            return None
+        return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
+
+
+class Environment(_Section):
+    """Every environment variable the pipeline reads, read once (`Environment.read`).
+
+    boto3 and MLflow read their own (AWS_*, MLFLOW_TRACKING_TOKEN); the serving process reads its
+    tokens and log location where BentoML starts it (`serving`).
+    """
+
+    tracking_uri: str | None = None  # MLFLOW_TRACKING_URI
+    reports_dir: Path | None = None  # REPORTS_DIR
+    prometheus_url: str | None = None  # PROMETHEUS_URL: the cluster's, for Kubernetes rollouts
+    api_token: str | None = None  # SERVICE_API_TOKEN: what this machine's clients send
+    bentoml_home: Path | None = None  # BENTOML_HOME
+    batch_input: str | None = None  # BATCH_INPUT: overrides batch.input
+    batch_output: str | None = None  # BATCH_OUTPUT: overrides batch.output
+    github: GitHubContext = GitHubContext()
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
+        env = {
+            name: _present(value)
+            for name, value in (os.environ if environ is None else environ).items()
+        }
+        return cls(
+            tracking_uri=env.get("MLFLOW_TRACKING_URI"),
+            reports_dir=env.get("REPORTS_DIR"),
+            prometheus_url=env.get("PROMETHEUS_URL"),
+            api_token=env.get(API_TOKEN_VARIABLE),
+            bentoml_home=env.get("BENTOML_HOME"),
+            batch_input=env.get("BATCH_INPUT"),
+            batch_output=env.get("BATCH_OUTPUT"),
+            github=GitHubContext(
+                actions=env.get("GITHUB_ACTIONS") == "true",
+                act=bool(env.get("ACT")),
+                sha=env.get("GITHUB_SHA"),
+                actor=env.get("GITHUB_ACTOR"),
+                run_id=env.get("GITHUB_RUN_ID"),
+                server_url=env.get("GITHUB_SERVER_URL"),
+                repository=env.get("GITHUB_REPOSITORY"),
+                output=env.get("GITHUB_OUTPUT"),
+                step_summary=env.get("GITHUB_STEP_SUMMARY"),
+                pr_head_sha=env.get("PR_HEAD_SHA"),
+                pr_head_repo=env.get("PR_HEAD_REPO"),
+                artifact_url=env.get("ARTIFACT_URL"),
+                base_ref=env.get("BASE_REF"),
+                base_sha=env.get("BASE_SHA"),
+                baseline_outcome=env.get("BASELINE_OUTCOME"),
+                champion_mode=env.get("CHAMPION_MODE"),
+                aws_role_arn=env.get("AWS_ROLE_ARN"),
+                skip_image=env.get("SKIP_IMAGE") == "true",
+            ),
+        )
+
+
 class Settings(BaseModel):
     """Params plus the environment, with every relative path resolved against the project folder."""
 
@@ -210,10 +306,26 @@ class Settings(BaseModel):
 
     params: Params
     project_dir: Path
-    tracking_uri: str
-    reports_dir: Path
-    # The Prometheus that scrapes the service's pods: a Kubernetes rollout judges each step on it.
-    prometheus_url: str | None = None
+    env: Environment = Environment()
+
+    @property
+    def tracking_uri(self) -> str:
+        """$MLFLOW_TRACKING_URI, else a sqlite file in the project."""
+        return self.env.tracking_uri or f"sqlite:///{self.project_dir / 'mlflow.db'}"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.env.reports_dir or self.project_dir / "reports"
+
+    @property
+    def prometheus_url(self) -> str | None:
+        """The Prometheus that scrapes the service's pods: a Kubernetes rollout judges each step on it."""
+        return self.env.prometheus_url
+
+    @property
+    def bentoml_home(self) -> Path:
+        """$BENTOML_HOME, else `<project>/.bentoml`: bentos stay with the project they serve."""
+        return (self.env.bentoml_home or self.project_dir / ".bentoml").resolve()
 
     def resolve(self, location: str) -> str:
         """A params location as something `data.read_table` opens: s3:// URIs pass unchanged."""
@@ -232,8 +344,8 @@ class Settings(BaseModel):
         `.runtime/api-token` and created on first use: `serve` hands it to local servers, so local
         servers are protected like deployed ones without anybody choosing a token.
         """
-        if os.environ.get(API_TOKEN_VARIABLE):
-            return os.environ[API_TOKEN_VARIABLE]
+        if self.env.api_token:
+            return self.env.api_token
         path = self.project_dir / ".runtime" / "api-token"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,14 +384,13 @@ def load_params(path: Path) -> Params:
         raise SettingsError(f"{path}: {problems}") from None
 
 
-def load_settings(params_path: Path | str = "params.yaml") -> Settings:
+def load_settings(
+    params_path: Path | str = "params.yaml", environ: Mapping[str, str] | None = None
+) -> Settings:
+    """The params file (relative paths resolve against its folder) and the environment, read once."""
     params_path = Path(params_path).resolve()
-    project_dir = params_path.parent
     return Settings(
         params=load_params(params_path),
-        project_dir=project_dir,
-        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI")
-        or f"sqlite:///{project_dir / 'mlflow.db'}",
-        reports_dir=Path(os.environ.get("REPORTS_DIR") or project_dir / "reports"),
-        prometheus_url=os.environ.get("PROMETHEUS_URL") or None,
+        project_dir=params_path.parent,
+        env=Environment.read(environ),
     )

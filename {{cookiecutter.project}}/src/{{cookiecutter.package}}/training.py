@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -24,7 +23,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import data, evaluation, registry
-from .settings import ModelParams, Settings, SettingsError
+from .errors import SettingsError
+from .settings import ModelParams, Settings
 
 # The estimators params.yaml may name, per task. Add yours here; everything else follows.
 ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
@@ -80,9 +80,9 @@ def params_hash(settings: Settings) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def git_sha() -> str:
-    if os.environ.get("GITHUB_SHA"):
-        return os.environ["GITHUB_SHA"]
+def git_sha(settings: Settings) -> str:
+    if settings.env.github.sha:
+        return settings.env.github.sha
     try:
         result = subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
@@ -111,7 +111,7 @@ def train(settings: Settings, frame: pd.DataFrame) -> TrainingResult:
     metrics = evaluation.score(pipeline, x_holdout, y_holdout, params.task)
 
     lineage = {
-        "git_sha": git_sha(),
+        "git_sha": git_sha(settings),
         "data_fingerprint": data.fingerprint(frame),
         "data_source": params.data.source,
         "params_hash": params_hash(settings),

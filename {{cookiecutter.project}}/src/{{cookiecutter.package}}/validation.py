@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .settings import PipelineError
+from .errors import SuiteError
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -34,10 +34,6 @@ _PHRASES = {
     "expect_column_to_exist": "column present",
     "expect_column_values_to_be_unique": "unique values",
 }
-
-
-class SuiteError(PipelineError, ValueError):
-    """An expectation suite file that cannot be used; the message names the file."""
 
 
 def _gx():
