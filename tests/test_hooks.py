@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEMPLATE, bake
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
+from helpers import TEMPLATE, bake
 
 
 def load_hook(name: str):
@@ -169,8 +169,8 @@ def test_unusual_but_valid_answers_are_accepted(tmp_path):
         aws_region="us-gov-west-1",
         license="Apache-2.0",
     )
-    assert project.name == "x" * 100
-    assert (project / "src" / "model_2_go").is_dir()
+    assert project.path.name == "x" * 100
+    assert (project.path / "src" / "model_2_go").is_dir()
 
 
 @pytest.mark.parametrize(

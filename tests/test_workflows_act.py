@@ -33,23 +33,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import demo
 import pytest
 import yaml
 from act_runner import (
     STAND_INS,
     Act,
     ActRun,
-    commit_all,
     find_act,
-    git,
     init_repository,
     local_repository_args,
     mlflow_server,
     precompiled_uv_cache,
     remote_actions,
 )
-from conftest import COMBINATIONS, bake, run
+from conftest import COMBINATIONS, run
+from helpers import bake, commit_all, find_python, git
 
 # Long dummy secrets: act masks every occurrence of a secret's value in its log, so short ones would
 # mask random substrings.
@@ -79,7 +77,7 @@ def _remote_steps(project: Path) -> Iterator[tuple[str, dict, str]]:
 @pytest.mark.parametrize("name", COMBINATIONS)
 def test_every_remote_action_has_a_stand_in_that_accepts_its_inputs(name, baked):
     """Same input names (`with:`) and output names (`steps.<id>.outputs.<name>`) as used."""
-    project = baked(name)
+    project = baked(name).path
     assert remote_actions(project), "the baked workflows use no remote action at all?"
     local_repository_args(project)  # raises for a missing stand-in
     for action, step, scope in _remote_steps(project):
@@ -96,7 +94,7 @@ def test_every_remote_action_has_a_stand_in_that_accepts_its_inputs(name, baked)
 def test_every_stand_in_is_documented_and_used(baked):
     used = set()
     for name in COMBINATIONS:
-        used |= {"/".join(action.split("/")[:2]) for action in remote_actions(baked(name))}
+        used |= {"/".join(action.split("/")[:2]) for action in remote_actions(baked(name).path)}
     for path in sorted(STAND_INS.glob("*/*/action.yml")):
         action = f"{path.parent.parent.name}/{path.parent.name}"
         text = path.read_text()
@@ -116,7 +114,7 @@ def test_the_pull_request_comment_is_created_once_then_updated_in_place(baked, t
     """ci.yml's own comment script, run twice through the github-script stand-in's fake API: the second
     push edits the first comment (found by its hidden marker) instead of adding one; other comments on
     the pull request, a human's that quotes the marker included, are left alone."""
-    project = baked("DEFAULT")
+    project = baked("DEFAULT").path
     slug = "octo/ml-service"
     state, work = tmp_path / "state", tmp_path / "work"
     (state / "github").mkdir(parents=True)
@@ -162,7 +160,7 @@ def test_the_monitoring_issue_is_opened_once_updated_then_closed_and_retraining_
     """monitor.yml's own scripts through the fake API: an alert opens ONE labelled issue, a second
     alert edits it, recovery comments and closes it; a healthy run with nothing open does nothing. The
     retrain job dispatches cd.yml on the default branch."""
-    project = baked("DEFAULT")
+    project = baked("DEFAULT").path
     slug = "octo/ml-service"
     state, work = tmp_path / "state", tmp_path / "work"
     (work / "monitoring-run" / "monitoring").mkdir(parents=True)
@@ -271,10 +269,10 @@ def world(tmp_path_factory, stack) -> World:
         nonlocal started
         setup[name], started = time.perf_counter() - started, time.perf_counter()
 
-    project = bake(root / "bake")
-    venv = stack(project)  # the project's stack, once; it also fills uv's cache the jobs install from
+    baked = bake(root / "bake")
+    venv = stack(baked)  # the project's stack, once; it also fills uv's cache the jobs install from
     lap("stack")
-    answers = json.loads((project / ".cookiecutter.json").read_text())
+    project, answers = baked.path, baked.answers
     slug = f"{answers['github_owner']}/{answers['project']}"
     # A committed lock, as the setup action's notice asks: every job's `uv sync --locked` links the
     # environment from uv's cache in about a second instead of resolving it again.
@@ -292,7 +290,7 @@ def world(tmp_path_factory, stack) -> World:
     world_params(pr_repo, BETTER)
     commit_all(pr_repo, "Weaker regularisation")
     env = {
-        "ACT_STANDIN_PYTHONS": str(Path(demo.interpreter(answers["python_version"])).parent),
+        "ACT_STANDIN_PYTHONS": str(Path(find_python(answers["python_version"])).parent),
         # Each job's `uv sync` links its .venv from this copy, bytecode included.
         "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
         # The pull request's `make test` leaves out the rollouts through nginx: minutes of the same
