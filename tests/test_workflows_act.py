@@ -47,7 +47,7 @@ from act_runner import (
     remote_actions,
 )
 from conftest import COMBINATIONS, run
-from helpers import bake, commit_all, find_python, git
+from helpers import BakedProject, bake, commit_all, find_python, git
 
 # Long dummy secrets: act masks every occurrence of a secret's value in its log, so short ones would
 # mask random substrings.
@@ -222,42 +222,28 @@ def world_params(project: Path, c: float) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@dataclass
-class World:
-    """The baked repository, act with its stand-ins, the registry server, and what has happened so far."""
+@dataclass(kw_only=True)
+class World(BakedProject):
+    """The baked repository (its reports outside it, under act's state), act with its stand-ins, the
+    registry server, and what has happened so far."""
 
-    repo: Path
-    venv: Path
     act: Act
-    pr_act: Act  # on a clone of repo, so that scenario 1 can run while the pushes to main do
+    pr_act: Act  # on a clone of the repository, so that scenario 1 can run while the pushes to main do
     tracking_uri: str
-    slug: str
-    package: str
+    slug: str  # owner/name on GitHub
     done: dict[str, ActRun] = field(default_factory=dict)
     setup: dict[str, float] = field(default_factory=dict)  # seconds each preparation took
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """The project's CLI against the shared registry, with reports outside the repository."""
-        env = {
-            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
-            "REPORTS_DIR": str(self.act.state / "cli-reports"),
-        }
-        done = subprocess.run(
-            [str(self.venv / "bin" / self.package), *args],
-            cwd=self.repo,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert not check or done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
-        return done
+        """The project's CLI against the shared registry."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        return super().cli(*args, env=env, check=check, timeout=300)
 
     def registry(self) -> dict:
         """`history` of the shared registry: {"aliases": {...}, "history": [...]}."""
         self.cli("history")
-        return json.loads((self.act.state / "cli-reports" / "history.json").read_text())
+        return self.report("history")
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +288,16 @@ def world(tmp_path_factory, stack) -> World:
     pr_act = Act(find_act(), pr_repo, state=root / "pr-state", cache=root / "pr-act-cache", env=env)
     with mlflow_server(venv, root / "registry") as tracking_uri:
         lap("mlflow server")
-        world = World(project, venv, act, pr_act, tracking_uri, slug, answers["package"], setup=setup)
+        world = World(
+            path=project,
+            venv=venv,
+            reports_dir=act.state / "cli-reports",
+            act=act,
+            pr_act=pr_act,
+            tracking_uri=tracking_uri,
+            slug=slug,
+            setup=setup,
+        )
         yield world
     # How long each run and job took: shown with `pytest -s`, and kept next to act's logs.
     lines = [
@@ -351,10 +346,10 @@ def pushed(
 
     Returns the run (also kept in `world.done` under `scenario`) and the registry after it.
     """
-    before = git(world.repo, "rev-parse", "HEAD")
+    before = git(world.path, "rev-parse", "HEAD")
     if c is not None:
-        world_params(world.repo, c)
-        after = commit_all(world.repo, message)
+        world_params(world.path, c)
+        after = commit_all(world.path, message)
     else:
         before, after = "0" * 40, before  # the repository's first push
     payload = {
@@ -598,8 +593,8 @@ def monitored(world: World, scenario: str, shifted_features: int) -> ActRun:
     script = SERVED_TRAFFIC.format(package=world.package)
     champion = str(world.registry()["aliases"]["champion"])
     for_repo = [str(world.venv / "bin" / "python"), "-c", script, str(served), str(shifted_features)]
-    run([*for_repo, champion], world.repo)
-    path = world.repo / "params.yaml"
+    run([*for_repo, champion], world.path)
+    path = world.path / "params.yaml"
     params = yaml.safe_load(path.read_text())
     params["monitoring"] = {
         **params.get("monitoring", {}),
@@ -608,7 +603,7 @@ def monitored(world: World, scenario: str, shifted_features: int) -> ActRun:
         "retrain_after_windows": 1,
     }
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    commit_all(world.repo, f"Monitor the traffic of {scenario}")
+    commit_all(world.path, f"Monitor the traffic of {scenario}")
     done = world.act.run(
         "workflow_dispatch",
         "monitor.yml",
