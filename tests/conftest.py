@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tomllib
@@ -10,9 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import TEMPLATE, BakedProject, bake, find_python, install_editable
-
-DEFAULTS: dict[str, Any] = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+from helpers import BakedProject, bake, find_python, install_editable
 
 # Named option combinations: each differs from the defaults in the answers it names, and together they
 # take every choice and every optional file both ways.
@@ -47,23 +44,6 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "github_owner": "Acme-Corp",
     },
 }
-
-
-def answers(**options: Any) -> dict[str, Any]:
-    """The answers a bake with these options ends up with (defaults resolved as cookiecutter does)."""
-    resolved = {
-        key: (value[0] if isinstance(value, list) else value)
-        for key, value in DEFAULTS.items()
-        if not key.startswith("_")
-    }
-    resolved.update(options)
-    if "project" not in options:
-        resolved["project"] = resolved["project_name"].lower().replace(" ", "-")
-    if "package" not in options:
-        resolved["package"] = resolved["project"].replace("-", "_")
-    if "primary_metric" not in options:
-        resolved["primary_metric"] = "f1" if resolved["task"] == "classification" else "r2"
-    return resolved
 
 
 @pytest.fixture(scope="session")

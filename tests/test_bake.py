@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import COMBINATIONS, answers
+from conftest import COMBINATIONS
 from cookiecutter.hooks import run_script_with_context
 from helpers import TEMPLATE, bake, find_python, promtool
 
@@ -37,9 +37,8 @@ def text_files(root: Path):
                 continue
 
 
-def expected_tree(options: dict) -> tuple[set[str], set[str]]:
+def expected_tree(resolved: dict) -> tuple[set[str], set[str]]:
     """(must exist, must not exist) for these answers, written independently of the hook's table."""
-    resolved = answers(**options)
     datasets = {"classification": "breast_cancer", "regression": "diabetes"}
     kept = datasets[resolved["task"]]
     dropped = datasets["regression" if resolved["task"] == "classification" else "classification"]
@@ -97,8 +96,8 @@ def expected_tree(options: dict) -> tuple[set[str], set[str]]:
 @pytest.mark.parametrize("name", NAMES)
 def test_tree_follows_the_options(baked, name):
     project = baked(name)
-    present, absent = expected_tree(COMBINATIONS[name])
-    assert project.path.name == answers(**COMBINATIONS[name])["project"]
+    present, absent = expected_tree(project.answers)
+    assert project.path.name == project.answers["project"]
     assert sorted(p for p in present if not (project.path / p).exists()) == []
     assert sorted(p for p in absent if (project.path / p).exists()) == []
 
@@ -119,7 +118,7 @@ def test_nothing_left_unrendered(baked, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_pyproject_names_the_project(baked, name):
     project = baked(name)
-    resolved = answers(**COMBINATIONS[name])
+    resolved = project.answers
     package = resolved["package"]
     meta = tomllib.loads((project.path / "pyproject.toml").read_text())
     assert meta["project"]["name"] == resolved["project"]
@@ -154,7 +153,7 @@ def test_structured_files_parse(baked, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_params_carry_the_gate_answers(baked, name):
     project = baked(name)
-    resolved = answers(**COMBINATIONS[name])
+    resolved = project.answers
     params = yaml.safe_load((project.path / "params.yaml").read_text())
     assert params["task"] == resolved["task"]
     assert params["gate"]["primary_metric"] == resolved["primary_metric"]
@@ -170,7 +169,7 @@ def test_params_carry_the_gate_answers(baked, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_license_matches_the_choice(baked, name):
     project = baked(name)
-    resolved = answers(**COMBINATIONS[name])
+    resolved = project.answers
     license_file = project.path / "LICENSE"
     if resolved["license"] == "Proprietary":
         return  # dropped, checked by the tree test
@@ -206,9 +205,22 @@ def test_s3_policy_grants_only_the_project_prefixes(baked):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_answers_are_recorded(baked, name):
+    """Every answer is recorded: each option as given, the rest at cookiecutter.json's defaults (a
+    choice's first; the templated ones as they resolve for the default project name and the task)."""
+    options = COMBINATIONS[name]
+    defaults = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    expected = {
+        key: value[0] if isinstance(value, list) else value
+        for key, value in defaults.items()
+        if not key.startswith("_")
+    }
+    default_metric = {"classification": "f1", "regression": "r2"}
+    expected |= {"project": "ml-service", "package": "ml_service"}
+    expected["primary_metric"] = default_metric[options.get("task", expected["task"])]
+    expected |= options
     recorded = baked(name).answers
     assert recorded.pop("_template") == str(TEMPLATE)
-    assert recorded == answers(**COMBINATIONS[name])
+    assert recorded == expected
 
 
 @pytest.mark.parametrize("name", ["DEFAULT", "PROPRIETARY", "CUSTOM_NAMES"])
@@ -229,14 +241,19 @@ def test_post_hook_is_idempotent(baked, tmp_path, name):
     assert files(project) == before
 
 
-def test_post_hook_tolerates_missing_files(tmp_path):
-    context = {"cookiecutter": answers(s3_bucket="", license="Proprietary")}
+def test_post_hook_tolerates_missing_files(baked, tmp_path):
+    recorded = baked("DEFAULT").answers
+    recorded.pop("_template")
+    context = {"cookiecutter": {**recorded, "s3_bucket": "", "license": "Proprietary"}}
     run_script_with_context(TEMPLATE / "hooks" / "post_gen_project.py", tmp_path, context)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_project_and_package_derive_from_the_name(tmp_path):
+    """Cookiecutter's slugify drops accents: the record, the folder and the package agree on it."""
     project = bake(tmp_path, project_name="Fraud Détection v2")
+    recorded = project.answers
+    assert (recorded["project"], recorded["package"]) == ("fraud-detection-v2", "fraud_detection_v2")
     assert project.path.name == "fraud-detection-v2"
     assert (project.path / "src" / "fraud_detection_v2" / "__init__.py").is_file()
 
@@ -247,7 +264,7 @@ def test_alerts_name_the_project_and_pass_their_unit_tests(baked, name):
     series differ per task) pass under promtool when it is installed (the baked suites check the
     rest of deploy/monitoring, tests/test_generated.py)."""
     project = baked(name)
-    resolved = answers(**COMBINATIONS[name])
+    resolved = project.answers
     groups = yaml.safe_load((project.path / "deploy/monitoring/alerts.yml").read_text())["groups"]
     repository = f"https://github.com/{resolved['github_owner']}/{resolved['project']}/blob/main/"
     for rule in (rule for group in groups for rule in group["rules"]):
@@ -292,7 +309,7 @@ for path, source in json.load(sys.stdin).items():
 def test_python_files_compile_on_the_chosen_python(baked, name):
     """requires-python promises the chosen version: the code must at least parse there."""
     project = baked(name)
-    version = answers(**COMBINATIONS[name])["python_version"]
+    version = project.answers["python_version"]
     try:
         python = find_python(version)
     except LookupError:

@@ -12,7 +12,7 @@ import os
 
 import demo
 import pytest
-from conftest import COMBINATIONS, answers, run
+from conftest import COMBINATIONS, run
 from helpers import bake, promtool
 
 pytestmark = pytest.mark.slow
@@ -46,7 +46,7 @@ def test_baked_project_passes_its_own_tests_and_linters(name, selection, tmp_pat
     skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     if promtool() is not None:
         assert not [line for line in skipped if "test_monitoring_files" in line], skipped
-    version = answers(**COMBINATIONS[name])["python_version"]
+    version = project.answers["python_version"]
     assert f"Python {version}" in run([str(venv / "bin/python"), "--version"], project.path).stdout
 
 
