@@ -17,6 +17,8 @@ import sys
 import unicodedata
 from collections.abc import Callable
 
+# Copies (the hook runs alone, before the project exists) of cookiecutter.json's choices and of the
+# generated METRIC_GREATER_IS_BETTER's metrics: tests/test_hooks.py fails when they drift apart.
 PYTHON_VERSIONS = ("3.11", "3.12", "3.13")
 TASKS = ("classification", "regression")
 METRICS = {

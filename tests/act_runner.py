@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from helpers import commit_all, git
 
 STAND_INS = Path(__file__).resolve().parent / "act" / "stand-ins"
 RUNNER_LABEL = "ubuntu-latest"
@@ -103,13 +104,6 @@ def local_repository_args(project: Path) -> list[str]:
 # A real git repository for act to read (GITHUB_REPOSITORY comes from the origin remote)
 
 
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0:
-        raise ActError(f"git {' '.join(args)} failed in {repo}:\n{done.stderr}")
-    return done.stdout.strip()
-
-
 def init_repository(project: Path, slug: str, branch: str = "main") -> str:
     """git init + first commit of everything, with `origin` at github.com/<slug>; returns the sha."""
     git(project, "init", "--quiet", f"--initial-branch={branch}")
@@ -118,12 +112,6 @@ def init_repository(project: Path, slug: str, branch: str = "main") -> str:
     git(project, "config", "commit.gpgsign", "false")
     git(project, "remote", "add", "origin", f"https://github.com/{slug}.git")
     return commit_all(project, "Initial commit from the template")
-
-
-def commit_all(repo: Path, message: str) -> str:
-    git(repo, "add", "--all")
-    git(repo, "commit", "--quiet", "--allow-empty", "-m", message)
-    return git(repo, "rev-parse", "HEAD")
 
 
 # act's --json log

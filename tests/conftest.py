@@ -1,24 +1,15 @@
-"""Bake the template with cookiecutter's Python API and share the baked projects between tests.
-
-Baking in-process (not through the CLI) keeps a bake to a fraction of a second, so every named option
-combination can be checked on every run. Hooks still run as real subprocesses, as they do for users.
-"""
+"""The named option combinations, and fixtures that bake each once and install stacks once per session."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import demo
 import pytest
-from cookiecutter.main import cookiecutter
-
-TEMPLATE = Path(__file__).resolve().parents[1]
-DEFAULTS: dict[str, Any] = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+from helpers import BakedProject, bake, find_python, install_editable
 
 # Named option combinations: each differs from the defaults in the answers it names, and together they
 # take every choice and every optional file both ways.
@@ -55,35 +46,12 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
 }
 
 
-def bake(output_dir: Path, **options: Any) -> Path:
-    """Bake the template with these answers (the rest default) into output_dir; return the project."""
-    path = cookiecutter(str(TEMPLATE), no_input=True, extra_context=options, output_dir=str(output_dir))
-    return Path(path)
-
-
-def answers(**options: Any) -> dict[str, Any]:
-    """The answers a bake with these options ends up with (defaults resolved as cookiecutter does)."""
-    resolved = {
-        key: (value[0] if isinstance(value, list) else value)
-        for key, value in DEFAULTS.items()
-        if not key.startswith("_")
-    }
-    resolved.update(options)
-    if "project" not in options:
-        resolved["project"] = resolved["project_name"].lower().replace(" ", "-")
-    if "package" not in options:
-        resolved["package"] = resolved["project"].replace("-", "_")
-    if "primary_metric" not in options:
-        resolved["primary_metric"] = "f1" if resolved["task"] == "classification" else "r2"
-    return resolved
-
-
 @pytest.fixture(scope="session")
 def baked(tmp_path_factory: pytest.TempPathFactory):
     """baked(name) -> the project baked from COMBINATIONS[name], baked once per test session."""
-    cache: dict[str, Path] = {}
+    cache: dict[str, BakedProject] = {}
 
-    def get(name: str) -> Path:
+    def get(name: str) -> BakedProject:
         if name not in cache:
             cache[name] = bake(tmp_path_factory.mktemp(name.lower()), **COMBINATIONS[name])
         return cache[name]
@@ -101,29 +69,29 @@ def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    """stack(project) -> a venv with the project's dependencies, shared per Python version.
+    """stack(project) -> a venv with the baked project's dependencies, shared per Python version.
 
     The project itself goes in with `--no-deps` (editable), so switching between bakes takes a second.
     Used by tests/test_generated.py and tests/test_workflows_act.py.
     """
     venvs: dict[str, Path] = {}
 
-    def get(project: Path) -> Path:
-        pyproject = tomllib.loads((project / "pyproject.toml").read_text())
+    def get(project: BakedProject) -> Path:
+        pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
         version = pyproject["project"]["requires-python"].removeprefix(">=")
         if version not in venvs:
             venv = tmp_path_factory.mktemp(f"stack-{version}") / "venv"
-            run(["uv", "venv", "--quiet", "--python", demo.interpreter(version), str(venv)], project)
+            run(["uv", "venv", "--quiet", "--python", find_python(version), str(venv)], project.path)
             requirements = [
                 *pyproject["project"]["dependencies"],
                 *pyproject["dependency-groups"]["dev"],
             ]
             run(
                 ["uv", "pip", "install", "--quiet", "--python", str(venv / "bin/python"), *requirements],
-                project,
+                project.path,
             )
             venvs[version] = venv
-        demo.install(project, venvs[version])
+        install_editable(project, venvs[version])
         return venvs[version]
 
     return get

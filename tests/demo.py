@@ -10,20 +10,16 @@ outcome from the JSON reports it writes; the demo stops with an error at the fir
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from cookiecutter.main import cookiecutter
+from helpers import TEMPLATE, BakedProject, bake, find_python, install_editable
 
-TEMPLATE = Path(__file__).resolve().parents[1]
 # A weak baseline first, so that a better model can visibly win the gate later.
 BASELINE, BETTER, BEST = {"C": 0.001}, {"C": 0.01}, {"C": 1.0}
 
@@ -32,27 +28,13 @@ class StoryError(AssertionError):
     """A step did not end the way the story says it should."""
 
 
-@dataclass
-class Project:
-    """A baked project and the environment whose console script runs it."""
-
-    path: Path
-    venv: Path
-    log: list[str] = field(default_factory=list)
-
-    @property
-    def package(self) -> str:
-        return json.loads((self.path / ".cookiecutter.json").read_text())["package"]
+class Project(BakedProject):
+    """The baked project the story runs, its CLI's output shown as it goes."""
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        command = [str(self.venv / "bin" / self.package), *args]
-        done = subprocess.run(command, cwd=self.path, capture_output=True, text=True, timeout=900)
-        self.log.append(f"$ {self.package} {' '.join(args)}  (exit {done.returncode})")
+        done = super().cli(*args)
         print(indent(done.stdout + done.stderr), flush=True)
         return done
-
-    def report(self, stage: str) -> dict:
-        return json.loads((self.path / "reports" / f"{stage}.json").read_text())
 
     def aliases(self) -> dict[str, int]:
         expect(self.cli("history"), 0)
@@ -81,43 +63,13 @@ def check(condition: bool, message: str) -> None:
         raise StoryError(message)
 
 
-def bake(output_dir: Path, **answers) -> Path:
-    """Bake the template without prompts; returns the project folder."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return Path(cookiecutter(str(TEMPLATE), no_input=True, extra_context=answers, output_dir=str(output_dir)))
-
-
-def interpreter(version: str) -> str:
-    """A local CPython of this minor version (uv may not download one here): pyenv's, else PATH's."""
-    pyenv = shutil.which("pyenv")
-    root = pyenv and subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
-    found = sorted(glob.glob(f"{root}/versions/{version}.*/bin/python")) if root else []
-    candidate = found[-1] if found else shutil.which(f"python{version}")
-    if not candidate:
-        raise StoryError(f"no Python {version} on this machine (pyenv or PATH)")
-    return candidate
-
-
-def install(project_dir: Path, venv: Path | None) -> Path:
+def install(project: BakedProject, venv: Path | None) -> Path:
     """`make install` in the project, or put the project into an existing environment."""
     if venv is None:
-        version = json.loads((project_dir / ".cookiecutter.json").read_text())["python_version"]
-        subprocess.run(["make", "install", f"PYTHON={interpreter(version)}"], cwd=project_dir, check=True)
-        return project_dir / ".venv"
-    subprocess.run(
-        [
-            "uv",
-            "pip",
-            "install",
-            "--quiet",
-            "--no-deps",
-            "--python",
-            str(venv / "bin" / "python"),
-            "-e",
-            str(project_dir),
-        ],
-        check=True,
-    )
+        python = find_python(project.answers["python_version"])
+        subprocess.run(["make", "install", f"PYTHON={python}"], cwd=project.path, check=True)
+        return project.path / ".venv"
+    install_editable(project, venv)
     return venv
 
 
@@ -240,9 +192,9 @@ def main() -> int:
     cli.add_argument("--venv", type=Path, help="an environment that already holds the stack")
     args = cli.parse_args()
     shutil.rmtree(args.output, ignore_errors=True)
-    project_dir = bake(args.output)
-    print(f"baked {project_dir}", flush=True)
-    project = Project(project_dir, install(project_dir, args.venv))
+    baked = bake(args.output)
+    print(f"baked {baked.path}", flush=True)
+    project = Project(baked.path, install(baked, args.venv))
     started = time.perf_counter()
     try:
         outcomes = tell(project)
@@ -254,7 +206,7 @@ def main() -> int:
         print(f"| {title} | {outcome} | {seconds:.0f} |")
     print(
         f"\ndemo story done in {time.perf_counter() - started:.0f} s (after install); "
-        f"explore it: cd {project_dir}"
+        f"explore it: cd {project.path}"
     )
     return 0
 

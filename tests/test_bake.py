@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -14,8 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import COMBINATIONS, TEMPLATE, answers, bake
+from conftest import COMBINATIONS
 from cookiecutter.hooks import run_script_with_context
+from helpers import TEMPLATE, bake, find_python, promtool
 
 NAMES = list(COMBINATIONS)
 # Left-over template syntax; GitHub's `${{ }}` and shell's `${#var}` are not Jinja.
@@ -37,9 +37,8 @@ def text_files(root: Path):
                 continue
 
 
-def expected_tree(options: dict) -> tuple[set[str], set[str]]:
+def expected_tree(resolved: dict) -> tuple[set[str], set[str]]:
     """(must exist, must not exist) for these answers, written independently of the hook's table."""
-    resolved = answers(**options)
     datasets = {"classification": "breast_cancer", "regression": "diabetes"}
     kept = datasets[resolved["task"]]
     dropped = datasets["regression" if resolved["task"] == "classification" else "classification"]
@@ -97,15 +96,15 @@ def expected_tree(options: dict) -> tuple[set[str], set[str]]:
 @pytest.mark.parametrize("name", NAMES)
 def test_tree_follows_the_options(baked, name):
     project = baked(name)
-    present, absent = expected_tree(COMBINATIONS[name])
-    assert project.name == answers(**COMBINATIONS[name])["project"]
-    assert sorted(p for p in present if not (project / p).exists()) == []
-    assert sorted(p for p in absent if (project / p).exists()) == []
+    present, absent = expected_tree(project.answers)
+    assert project.path.name == project.answers["project"]
+    assert sorted(p for p in present if not (project.path / p).exists()) == []
+    assert sorted(p for p in absent if (project.path / p).exists()) == []
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_nothing_left_unrendered(baked, name):
-    project = baked(name)
+    project = baked(name).path
     leftovers = [
         f"{path.relative_to(project)}:{number}: {line.strip()}"
         for path, text in text_files(project)
@@ -119,9 +118,9 @@ def test_nothing_left_unrendered(baked, name):
 @pytest.mark.parametrize("name", NAMES)
 def test_pyproject_names_the_project(baked, name):
     project = baked(name)
-    resolved = answers(**COMBINATIONS[name])
+    resolved = project.answers
     package = resolved["package"]
-    meta = tomllib.loads((project / "pyproject.toml").read_text())
+    meta = tomllib.loads((project.path / "pyproject.toml").read_text())
     assert meta["project"]["name"] == resolved["project"]
     assert meta["project"]["description"] == resolved["description"]
     assert meta["project"]["authors"] == [{"name": resolved["author"]}]
@@ -132,7 +131,7 @@ def test_pyproject_names_the_project(baked, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_structured_files_parse(baked, name):
-    project = baked(name)
+    project = baked(name).path
     parsers = {
         ".json": json.loads,
         ".yaml": yaml.safe_load,
@@ -153,8 +152,9 @@ def test_structured_files_parse(baked, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_params_carry_the_gate_answers(baked, name):
-    resolved = answers(**COMBINATIONS[name])
-    params = yaml.safe_load((baked(name) / "params.yaml").read_text())
+    project = baked(name)
+    resolved = project.answers
+    params = yaml.safe_load((project.path / "params.yaml").read_text())
     assert params["task"] == resolved["task"]
     assert params["gate"]["primary_metric"] == resolved["primary_metric"]
     assert params["gate"]["min_improvement"] == float(resolved["min_improvement"])
@@ -168,8 +168,9 @@ def test_params_carry_the_gate_answers(baked, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_license_matches_the_choice(baked, name):
-    resolved = answers(**COMBINATIONS[name])
-    license_file = baked(name) / "LICENSE"
+    project = baked(name)
+    resolved = project.answers
+    license_file = project.path / "LICENSE"
     if resolved["license"] == "Proprietary":
         return  # dropped, checked by the tree test
     text = license_file.read_text()
@@ -184,7 +185,7 @@ def test_license_matches_the_choice(baked, name):
 
 
 def test_s3_policy_grants_only_the_project_prefixes(baked):
-    policy = json.loads((baked("WITH_S3") / "deploy/aws/s3-policy.json").read_text())
+    policy = json.loads((baked("WITH_S3").path / "deploy/aws/s3-policy.json").read_text())
     list_bucket, read_write, kms = policy["Statement"]
     assert list_bucket["Action"] == "s3:ListBucket"
     assert list_bucket["Resource"] == "arn:aws:s3:::my-models-bucket"
@@ -204,39 +205,57 @@ def test_s3_policy_grants_only_the_project_prefixes(baked):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_answers_are_recorded(baked, name):
-    recorded = json.loads((baked(name) / ".cookiecutter.json").read_text())
+    """Every answer is recorded: each option as given, the rest at cookiecutter.json's defaults (a
+    choice's first; the templated ones as they resolve for the default project name and the task)."""
+    options = COMBINATIONS[name]
+    defaults = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    expected = {
+        key: value[0] if isinstance(value, list) else value
+        for key, value in defaults.items()
+        if not key.startswith("_")
+    }
+    default_metric = {"classification": "f1", "regression": "r2"}
+    expected |= {"project": "ml-service", "package": "ml_service"}
+    expected["primary_metric"] = default_metric[options.get("task", expected["task"])]
+    expected |= options
+    recorded = baked(name).answers
     assert recorded.pop("_template") == str(TEMPLATE)
-    assert recorded == answers(**COMBINATIONS[name])
+    assert recorded == expected
 
 
 @pytest.mark.parametrize("name", ["DEFAULT", "PROPRIETARY", "CUSTOM_NAMES"])
 def test_recorded_answers_bake_the_same_project(baked, tmp_path, name):
     """What `cruft update` relies on: the record alone reproduces the project."""
     project = baked(name)
-    recorded = json.loads((project / ".cookiecutter.json").read_text())
+    recorded = project.answers
     recorded.pop("_template")
-    assert files(bake(tmp_path, **recorded)) == files(project)
+    assert files(bake(tmp_path, **recorded).path) == files(project.path)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_post_hook_is_idempotent(baked, tmp_path, name):
-    project = shutil.copytree(baked(name), tmp_path / "copy")
+    project = shutil.copytree(baked(name).path, tmp_path / "copy")
     before = files(project)
-    context = {"cookiecutter": json.loads((project / ".cookiecutter.json").read_text())}
+    context = {"cookiecutter": baked(name).answers}
     run_script_with_context(TEMPLATE / "hooks" / "post_gen_project.py", project, context)
     assert files(project) == before
 
 
-def test_post_hook_tolerates_missing_files(tmp_path):
-    context = {"cookiecutter": answers(s3_bucket="", license="Proprietary")}
+def test_post_hook_tolerates_missing_files(baked, tmp_path):
+    recorded = baked("DEFAULT").answers
+    recorded.pop("_template")
+    context = {"cookiecutter": {**recorded, "s3_bucket": "", "license": "Proprietary"}}
     run_script_with_context(TEMPLATE / "hooks" / "post_gen_project.py", tmp_path, context)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_project_and_package_derive_from_the_name(tmp_path):
+    """Cookiecutter's slugify drops accents: the record, the folder and the package agree on it."""
     project = bake(tmp_path, project_name="Fraud Détection v2")
-    assert project.name == "fraud-detection-v2"
-    assert (project / "src" / "fraud_detection_v2" / "__init__.py").is_file()
+    recorded = project.answers
+    assert (recorded["project"], recorded["package"]) == ("fraud-detection-v2", "fraud_detection_v2")
+    assert project.path.name == "fraud-detection-v2"
+    assert (project.path / "src" / "fraud_detection_v2" / "__init__.py").is_file()
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -245,19 +264,19 @@ def test_alerts_name_the_project_and_pass_their_unit_tests(baked, name):
     series differ per task) pass under promtool when it is installed (the baked suites check the
     rest of deploy/monitoring, tests/test_generated.py)."""
     project = baked(name)
-    resolved = answers(**COMBINATIONS[name])
-    groups = yaml.safe_load((project / "deploy/monitoring/alerts.yml").read_text())["groups"]
+    resolved = project.answers
+    groups = yaml.safe_load((project.path / "deploy/monitoring/alerts.yml").read_text())["groups"]
     repository = f"https://github.com/{resolved['github_owner']}/{resolved['project']}/blob/main/"
     for rule in (rule for group in groups for rule in group["rules"]):
         assert rule["labels"]["service"] == resolved["project"]
         url = rule["annotations"]["runbook_url"]
         assert url == f"{repository}docs/monitoring.md#{rule['alert'].lower()}"
-    promtool = os.environ.get("PROMTOOL") or shutil.which("promtool")
-    if promtool is None:
+    rules_tester = promtool()
+    if rules_tester is None:
         return  # tests/test_generated.py insists on it under CI
     done = subprocess.run(
-        [promtool, "test", "rules", "deploy/monitoring/alerts.test.yml"],
-        cwd=project,
+        [rules_tester, "test", "rules", "deploy/monitoring/alerts.test.yml"],
+        cwd=project.path,
         capture_output=True,
         text=True,
         check=False,
@@ -271,28 +290,11 @@ def python_sources(project: Path) -> dict[str, str]:
 
 @pytest.mark.parametrize("name", NAMES)
 def test_python_files_compile(baked, name):
-    project = baked(name)
+    project = baked(name).path
     sources = python_sources(project)
     assert sources
     for path, source in sources.items():
         compile(source, path, "exec", dont_inherit=True)
-
-
-def find_python(version: str) -> str | None:
-    """An interpreter of exactly this version: on PATH or installed by pyenv (as on CI machines)."""
-    candidates = [shutil.which(f"python{version}") or ""]
-    pyenv_root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
-    candidates += sorted(str(p) for p in pyenv_root.glob(f"versions/{version}.*/bin/python{version}"))
-    for candidate in filter(None, candidates):
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if probe.returncode == 0 and probe.stdout.strip() == version:
-            return candidate
-    return None
 
 
 COMPILE_ALL = """
@@ -306,14 +308,15 @@ for path, source in json.load(sys.stdin).items():
 @pytest.mark.parametrize("name", ["PY311", "DEFAULT", "PY313"])
 def test_python_files_compile_on_the_chosen_python(baked, name):
     """requires-python promises the chosen version: the code must at least parse there."""
-    version = answers(**COMBINATIONS[name])["python_version"]
-    python = find_python(version)
-    if python is None:
-        if version == f"{sys.version_info.major}.{sys.version_info.minor}":
-            python = sys.executable
-        else:
+    project = baked(name)
+    version = project.answers["python_version"]
+    try:
+        python = find_python(version)
+    except LookupError:
+        if version != f"{sys.version_info.major}.{sys.version_info.minor}":
             pytest.skip(f"no Python {version} on this machine")
-    sources = json.dumps(python_sources(baked(name)))
+        python = sys.executable
+    sources = json.dumps(python_sources(project.path))
     run = subprocess.run(
         [python, "-c", COMPILE_ALL], input=sources, capture_output=True, text=True, check=False
     )

@@ -9,11 +9,11 @@ takes a second). These tests start real servers (BentoML, moto S3, mlflow server
 from __future__ import annotations
 
 import os
-import shutil
 
 import demo
 import pytest
-from conftest import COMBINATIONS, answers, bake, run
+from conftest import COMBINATIONS, run
+from helpers import bake, promtool
 
 pytestmark = pytest.mark.slow
 
@@ -31,11 +31,6 @@ SUITE_RUNS = {
 }
 
 
-def promtool() -> str | None:
-    """The promtool the baked suites find, as tests/test_monitoring_files.py looks for it."""
-    return os.environ.get("PROMTOOL") or shutil.which("promtool")
-
-
 @pytest.mark.parametrize(("name", "selection"), SUITE_RUNS.items())
 def test_baked_project_passes_its_own_tests_and_linters(name, selection, tmp_path, stack):
     # Without promtool the baked suites check their alert rules by schema only and skip the rules'
@@ -44,23 +39,21 @@ def test_baked_project_passes_its_own_tests_and_linters(name, selection, tmp_pat
         pytest.fail("promtool is not installed: .ci/run installs it from Debian's prometheus package")
     project = bake(tmp_path, **COMBINATIONS[name])
     venv = stack(project)
-    run([str(venv / "bin/ruff"), "check", "src", "tests", "benchmarks"], project)
-    run([str(venv / "bin/ruff"), "format", "--check", "src", "tests", "benchmarks"], project)
-    done = run([str(venv / "bin/pytest"), "-q", "-p", "no:cacheprovider", "-m", selection], project)
+    run([str(venv / "bin/ruff"), "check", "src", "tests", "benchmarks"], project.path)
+    run([str(venv / "bin/ruff"), "format", "--check", "src", "tests", "benchmarks"], project.path)
+    done = run([str(venv / "bin/pytest"), "-q", "-p", "no:cacheprovider", "-m", selection], project.path)
     assert " passed" in done.stdout and " failed" not in done.stdout
     skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     if promtool() is not None:
         assert not [line for line in skipped if "test_monitoring_files" in line], skipped
-    expected = answers(**COMBINATIONS[name])
-    assert (
-        f"Python {expected['python_version']}" in run([str(venv / "bin/python"), "--version"], project).stdout
-    )
+    version = project.answers["python_version"]
+    assert f"Python {version}" in run([str(venv / "bin/python"), "--version"], project.path).stdout
 
 
 def test_the_demo_story(tmp_path, stack):
     """The README's story, asserted from the JSON reports and the registry's audit trail."""
-    project_dir = bake(tmp_path)
-    project = demo.Project(project_dir, stack(project_dir))
+    baked = bake(tmp_path)
+    project = demo.Project(baked.path, stack(baked))
     outcomes = demo.tell(project)
     assert [title for title, _, _ in outcomes] == [title for title, _ in demo.STORY]
 

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TEMPLATE, bake
 from cookiecutter.exceptions import FailedHookException
 from cookiecutter.main import cookiecutter
+from helpers import TEMPLATE, bake
 
 
 def load_hook(name: str):
@@ -169,8 +170,8 @@ def test_unusual_but_valid_answers_are_accepted(tmp_path):
         aws_region="us-gov-west-1",
         license="Apache-2.0",
     )
-    assert project.name == "x" * 100
-    assert (project / "src" / "model_2_go").is_dir()
+    assert project.path.name == "x" * 100
+    assert (project.path / "src" / "model_2_go").is_dir()
 
 
 @pytest.mark.parametrize(
@@ -224,3 +225,34 @@ def test_rule_refuses(rule, value):
 
 def test_validate_names_missing_answers():
     assert "license: missing" in pre.validate({})
+
+
+def test_the_hook_allows_the_choices_of_cookiecutter_json():
+    """The hook keeps its own copy of the choices, as replayed answers skip cookiecutter's check."""
+    choices = json.loads((TEMPLATE / "cookiecutter.json").read_text())
+    hook = {"python_version": pre.PYTHON_VERSIONS, "task": pre.TASKS, "license": pre.LICENSES}
+    assert {key: set(values) for key, values in hook.items()} == {key: set(choices[key]) for key in hook}
+
+
+def assigned_literal(package: Path, name: str) -> Any:
+    """The literal assigned to `name` in whichever module of the package assigns it (found by scanning
+    them all, so that the table can move between modules)."""
+    values = [
+        node.value
+        for path in sorted(package.rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None
+        for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+        if isinstance(target, ast.Name) and target.id == name
+    ]
+    assert len(values) == 1, f"{name} is assigned {len(values)} times under {package}"
+    return ast.literal_eval(values[0])
+
+
+def test_the_hook_allows_the_metrics_the_generated_project_knows(baked):
+    """The hook checks primary_metric against its copy of the generated project's metric table."""
+    project = baked("DEFAULT")
+    table = assigned_literal(project.path / "src" / project.package, "METRIC_GREATER_IS_BETTER")
+    assert {task: set(metrics) for task, metrics in pre.METRICS.items()} == {
+        task: set(directions) for task, directions in table.items()
+    }

@@ -44,7 +44,7 @@ def kustomize(overlay: Path) -> list[dict[str, Any]]:
 def rendered(baked) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """(combination, overlay) -> the objects `kubectl kustomize` renders for that overlay."""
     return {
-        (name, overlay): kustomize(baked(name) / "deploy/k8s/overlays" / overlay)
+        (name, overlay): kustomize(baked(name).path / "deploy/k8s/overlays" / overlay)
         for name in ("DEFAULT", "CUSTOM_NAMES")
         for overlay in OVERLAYS
     }
@@ -112,7 +112,7 @@ def test_the_slots_are_locked_down_and_probed_on_bentomls_health_endpoints(rende
 
 
 def test_each_slot_is_one_deployment_with_its_own_service_autoscaler_and_budget(rendered, baked):
-    project = baked("CUSTOM_NAMES").name
+    project = baked("CUSTOM_NAMES").path.name
     objects = rendered["CUSTOM_NAMES", "production"]
     for slot in ("blue", "green"):
         name = f"{project}-{slot}"
@@ -132,7 +132,7 @@ def test_each_slot_is_one_deployment_with_its_own_service_autoscaler_and_budget(
 
 
 def test_the_overlays_set_namespace_bounds_hosts_and_image(rendered, baked):
-    project = baked("DEFAULT").name
+    project = baked("DEFAULT").path.name
     seen = {}
     for overlay in OVERLAYS:
         objects = rendered["DEFAULT", overlay]
@@ -149,7 +149,7 @@ def test_the_overlays_set_namespace_bounds_hosts_and_image(rendered, baked):
 
 
 def test_the_route_starts_with_all_traffic_on_blue(rendered, baked):
-    project = baked("DEFAULT").name
+    project = baked("DEFAULT").path.name
     [route] = by_kind(rendered["DEFAULT", "production"], "HTTPRoute")
     [rule] = route["spec"]["rules"]
     assert {ref["name"]: ref["weight"] for ref in rule["backendRefs"]} == {
@@ -161,7 +161,7 @@ def test_the_route_starts_with_all_traffic_on_blue(rendered, baked):
 @pytest.fixture(scope="module")
 def baked_kubernetes(baked) -> Iterator[ModuleType]:
     """The baked project's kubernetes module, imported from its source tree (pure functions only)."""
-    source = str(baked("DEFAULT") / "src")
+    source = str(baked("DEFAULT").path / "src")
     sys.path.insert(0, source)
     try:
         yield importlib.import_module("ml_service.kubernetes")

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE
 from cookiecutter.main import cookiecutter
+from helpers import TEMPLATE, commit_all, git
 
 cruft = pytest.importorskip("cruft")
 
 IGNORE = shutil.ignore_patterns(".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache")
-
-
-def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def commit_all(cwd: Path, message: str) -> None:
-    git(cwd, "add", "-A")
-    git(cwd, "commit", "--quiet", "--no-verify", "-m", message)
 
 
 @pytest.fixture

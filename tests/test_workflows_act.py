@@ -33,23 +33,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import demo
 import pytest
 import yaml
 from act_runner import (
     STAND_INS,
     Act,
     ActRun,
-    commit_all,
     find_act,
-    git,
     init_repository,
     local_repository_args,
     mlflow_server,
     precompiled_uv_cache,
     remote_actions,
 )
-from conftest import COMBINATIONS, bake, run
+from conftest import COMBINATIONS, run
+from helpers import BakedProject, bake, commit_all, find_python, git
 
 # Long dummy secrets: act masks every occurrence of a secret's value in its log, so short ones would
 # mask random substrings.
@@ -79,7 +77,7 @@ def _remote_steps(project: Path) -> Iterator[tuple[str, dict, str]]:
 @pytest.mark.parametrize("name", COMBINATIONS)
 def test_every_remote_action_has_a_stand_in_that_accepts_its_inputs(name, baked):
     """Same input names (`with:`) and output names (`steps.<id>.outputs.<name>`) as used."""
-    project = baked(name)
+    project = baked(name).path
     assert remote_actions(project), "the baked workflows use no remote action at all?"
     local_repository_args(project)  # raises for a missing stand-in
     for action, step, scope in _remote_steps(project):
@@ -96,7 +94,7 @@ def test_every_remote_action_has_a_stand_in_that_accepts_its_inputs(name, baked)
 def test_every_stand_in_is_documented_and_used(baked):
     used = set()
     for name in COMBINATIONS:
-        used |= {"/".join(action.split("/")[:2]) for action in remote_actions(baked(name))}
+        used |= {"/".join(action.split("/")[:2]) for action in remote_actions(baked(name).path)}
     for path in sorted(STAND_INS.glob("*/*/action.yml")):
         action = f"{path.parent.parent.name}/{path.parent.name}"
         text = path.read_text()
@@ -116,7 +114,7 @@ def test_the_pull_request_comment_is_created_once_then_updated_in_place(baked, t
     """ci.yml's own comment script, run twice through the github-script stand-in's fake API: the second
     push edits the first comment (found by its hidden marker) instead of adding one; other comments on
     the pull request, a human's that quotes the marker included, are left alone."""
-    project = baked("DEFAULT")
+    project = baked("DEFAULT").path
     slug = "octo/ml-service"
     state, work = tmp_path / "state", tmp_path / "work"
     (state / "github").mkdir(parents=True)
@@ -162,7 +160,7 @@ def test_the_monitoring_issue_is_opened_once_updated_then_closed_and_retraining_
     """monitor.yml's own scripts through the fake API: an alert opens ONE labelled issue, a second
     alert edits it, recovery comments and closes it; a healthy run with nothing open does nothing. The
     retrain job dispatches cd.yml on the default branch."""
-    project = baked("DEFAULT")
+    project = baked("DEFAULT").path
     slug = "octo/ml-service"
     state, work = tmp_path / "state", tmp_path / "work"
     (work / "monitoring-run" / "monitoring").mkdir(parents=True)
@@ -224,42 +222,28 @@ def world_params(project: Path, c: float) -> None:
     path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-@dataclass
-class World:
-    """The baked repository, act with its stand-ins, the registry server, and what has happened so far."""
+@dataclass(kw_only=True)
+class World(BakedProject):
+    """The baked repository (its reports outside it, under act's state), act with its stand-ins, the
+    registry server, and what has happened so far."""
 
-    repo: Path
-    venv: Path
     act: Act
-    pr_act: Act  # on a clone of repo, so that scenario 1 can run while the pushes to main do
+    pr_act: Act  # on a clone of the repository, so that scenario 1 can run while the pushes to main do
     tracking_uri: str
-    slug: str
-    package: str
+    slug: str  # owner/name on GitHub
     done: dict[str, ActRun] = field(default_factory=dict)
     setup: dict[str, float] = field(default_factory=dict)  # seconds each preparation took
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        """The project's CLI against the shared registry, with reports outside the repository."""
-        env = {
-            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
-            "REPORTS_DIR": str(self.act.state / "cli-reports"),
-        }
-        done = subprocess.run(
-            [str(self.venv / "bin" / self.package), *args],
-            cwd=self.repo,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert not check or done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
-        return done
+        """The project's CLI against the shared registry."""
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["MLFLOW_TRACKING_URI"] = self.tracking_uri
+        return super().cli(*args, env=env, check=check, timeout=300)
 
     def registry(self) -> dict:
         """`history` of the shared registry: {"aliases": {...}, "history": [...]}."""
         self.cli("history")
-        return json.loads((self.act.state / "cli-reports" / "history.json").read_text())
+        return self.report("history")
 
 
 @pytest.fixture(scope="module")
@@ -271,10 +255,10 @@ def world(tmp_path_factory, stack) -> World:
         nonlocal started
         setup[name], started = time.perf_counter() - started, time.perf_counter()
 
-    project = bake(root / "bake")
-    venv = stack(project)  # the project's stack, once; it also fills uv's cache the jobs install from
+    baked = bake(root / "bake")
+    venv = stack(baked)  # the project's stack, once; it also fills uv's cache the jobs install from
     lap("stack")
-    answers = json.loads((project / ".cookiecutter.json").read_text())
+    project, answers = baked.path, baked.answers
     slug = f"{answers['github_owner']}/{answers['project']}"
     # A committed lock, as the setup action's notice asks: every job's `uv sync --locked` links the
     # environment from uv's cache in about a second instead of resolving it again.
@@ -292,7 +276,7 @@ def world(tmp_path_factory, stack) -> World:
     world_params(pr_repo, BETTER)
     commit_all(pr_repo, "Weaker regularisation")
     env = {
-        "ACT_STANDIN_PYTHONS": str(Path(demo.interpreter(answers["python_version"])).parent),
+        "ACT_STANDIN_PYTHONS": str(Path(find_python(answers["python_version"])).parent),
         # Each job's `uv sync` links its .venv from this copy, bytecode included.
         "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
         # The pull request's `make test` leaves out the rollouts through nginx: minutes of the same
@@ -304,7 +288,16 @@ def world(tmp_path_factory, stack) -> World:
     pr_act = Act(find_act(), pr_repo, state=root / "pr-state", cache=root / "pr-act-cache", env=env)
     with mlflow_server(venv, root / "registry") as tracking_uri:
         lap("mlflow server")
-        world = World(project, venv, act, pr_act, tracking_uri, slug, answers["package"], setup=setup)
+        world = World(
+            path=project,
+            venv=venv,
+            reports_dir=act.state / "cli-reports",
+            act=act,
+            pr_act=pr_act,
+            tracking_uri=tracking_uri,
+            slug=slug,
+            setup=setup,
+        )
         yield world
     # How long each run and job took: shown with `pytest -s`, and kept next to act's logs.
     lines = [
@@ -353,10 +346,10 @@ def pushed(
 
     Returns the run (also kept in `world.done` under `scenario`) and the registry after it.
     """
-    before = git(world.repo, "rev-parse", "HEAD")
+    before = git(world.path, "rev-parse", "HEAD")
     if c is not None:
-        world_params(world.repo, c)
-        after = commit_all(world.repo, message)
+        world_params(world.path, c)
+        after = commit_all(world.path, message)
     else:
         before, after = "0" * 40, before  # the repository's first push
     payload = {
@@ -600,8 +593,8 @@ def monitored(world: World, scenario: str, shifted_features: int) -> ActRun:
     script = SERVED_TRAFFIC.format(package=world.package)
     champion = str(world.registry()["aliases"]["champion"])
     for_repo = [str(world.venv / "bin" / "python"), "-c", script, str(served), str(shifted_features)]
-    run([*for_repo, champion], world.repo)
-    path = world.repo / "params.yaml"
+    run([*for_repo, champion], world.path)
+    path = world.path / "params.yaml"
     params = yaml.safe_load(path.read_text())
     params["monitoring"] = {
         **params.get("monitoring", {}),
@@ -610,7 +603,7 @@ def monitored(world: World, scenario: str, shifted_features: int) -> ActRun:
         "retrain_after_windows": 1,
     }
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    commit_all(world.repo, f"Monitor the traffic of {scenario}")
+    commit_all(world.path, f"Monitor the traffic of {scenario}")
     done = world.act.run(
         "workflow_dispatch",
         "monitor.yml",

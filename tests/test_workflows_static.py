@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import COMBINATIONS, TEMPLATE
+from conftest import COMBINATIONS
+from helpers import TEMPLATE
 
 USES = re.compile(r"^\s*(?:-\s*)?uses:\s*(?P<target>\S+)(?P<comment>.*)$")
 PINNED = re.compile(r"^(?P<action>[\w.-]+/[\w./-]+)@(?P<sha>[0-9a-f]{40})$")
@@ -47,7 +48,7 @@ def github_files(root: Path) -> dict[str, list[Path]]:
 @pytest.fixture(scope="module", params=["TEMPLATE", *COMBINATIONS])
 def repository(request, baked) -> Path:
     """The template repository itself, then each baked project."""
-    return TEMPLATE if request.param == "TEMPLATE" else baked(request.param)
+    return TEMPLATE if request.param == "TEMPLATE" else baked(request.param).path
 
 
 def test_there_are_workflows_to_check(repository):
@@ -119,7 +120,7 @@ def all_pins(root: Path) -> list[tuple[Path, str, str, str]]:
 def test_each_action_has_one_pin_everywhere(baked):
     """The template's own workflow and every baked project use the same SHA for the same action."""
     seen: dict[str, tuple[str, str, Path]] = {}
-    for root in [TEMPLATE, *(baked(name) for name in COMBINATIONS)]:
+    for root in [TEMPLATE, *(baked(name).path for name in COMBINATIONS)]:
         for path, action, sha, comment in all_pins(root):
             first = seen.setdefault(action, (sha, comment, path))
             assert (sha, comment) == first[:2], (
