@@ -180,6 +180,19 @@ def test_outputs_go_to_the_github_output_file(tmp_path):
     assert path.read_text() == "decision=promote\ncandidate_version=3\nchampion_version=\n"
 
 
+@pytest.mark.parametrize(
+    ("report", "tag"),
+    [
+        ({"champion": 3, "rolled_back_from": 4}, "model-v3"),
+        ({"skipped": True, "champion": 5, "why": "not v4"}, ""),
+        ({"champion": None, "previous": None}, ""),  # the first champion's alias was removed
+    ],
+)
+def test_the_image_tag_to_move_production_to_comes_from_the_rollback(report, tag):
+    assert actions.outputs_from("rollback", report)["image_tag"] == tag
+    assert actions.outputs_from("train", {"model_version": 7})["image_tag"] == "model-v7"
+
+
 def test_outputs_refuse_line_breaks(tmp_path):
     with pytest.raises(ValueError, match="line break"):
         actions.write_outputs({"x": "a\nb=c"}, GitHubContext(output=tmp_path / "output"))

@@ -700,7 +700,7 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] 
 
 
 def parser() -> argparse.ArgumentParser:
-    from .github import comment
+    from .github import actions, comment
 
     root = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     root.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
@@ -791,9 +791,7 @@ def parser() -> argparse.ArgumentParser:
                 help="comma-separated: " + ", ".join(comment.SECTIONS),
             )
         if name == "outputs":
-            command.add_argument(
-                "stage", choices=["train", "evaluate", "build", "promote", "rollback"]
-            )
+            command.add_argument("stage", choices=list(actions.OUTPUTS))
         if name == "check-config":
             command.add_argument(
                 "--for",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from ..settings import GitHubContext
@@ -62,23 +62,41 @@ def append_summary(markdown: str, github: GitHubContext) -> bool:
     return True
 
 
+def image_tag(version: object) -> str:
+    """The container image's tag for a registered model version; the workflows take it from here."""
+    return f"model-v{version}"
+
+
+def _rollback_outputs(report: Mapping[str, Any]) -> dict[str, object]:
+    champion, skipped = report.get("champion"), bool(report.get("skipped"))
+    moved = not skipped and champion is not None
+    return {
+        "champion": champion,
+        "skipped": str(skipped).lower(),
+        # The image the production tag goes back to; empty when the registry did not move.
+        "image_tag": image_tag(champion) if moved else "",
+    }
+
+
+# Report -> the values a later job or step needs from it (`outputs <stage>`).
+OUTPUTS: dict[str, Callable[[Mapping[str, Any]], dict[str, object]]] = {
+    "train": lambda report: {
+        "model_version": report["model_version"],
+        "image_tag": image_tag(report["model_version"]),
+    },
+    "evaluate": lambda report: {
+        "decision": report["decision"],
+        "candidate_version": report["candidate_version"],
+        "champion_version": report.get("champion_version"),
+    },
+    "build": lambda report: {"bento": report["bento"], "model_version": report["model_version"]},
+    "promote": lambda report: {"champion": report["champion"], "previous": report.get("previous")},
+    "rollback": _rollback_outputs,
+}
+
+
 def outputs_from(stage: str, report: Mapping[str, Any]) -> dict[str, object]:
     """The values a later job or step needs from one report."""
-    if stage == "evaluate":
-        return {
-            "decision": report["decision"],
-            "candidate_version": report["candidate_version"],
-            "champion_version": report.get("champion_version"),
-        }
-    if stage == "train":
-        return {"model_version": report["model_version"]}
-    if stage == "build":
-        return {"bento": report["bento"], "model_version": report["model_version"]}
-    if stage == "rollback":
-        return {
-            "champion": report.get("champion"),
-            "skipped": str(bool(report.get("skipped"))).lower(),
-        }
-    if stage == "promote":
-        return {"champion": report["champion"], "previous": report.get("previous")}
-    raise ValueError(f"no outputs are defined for the {stage} report")
+    if stage not in OUTPUTS:
+        raise ValueError(f"no outputs are defined for the {stage} report")
+    return OUTPUTS[stage](report)
