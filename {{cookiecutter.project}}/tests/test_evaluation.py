@@ -101,8 +101,8 @@ def test_compare_scores_both_models_on_the_same_rows(settings, frame):
     assert comparison.candidate_metrics == comparison.champion_metrics
     assert comparison.decision == REJECT  # the same model twice is a tie
     assert comparison.holdout_rows == len(y_holdout)
-    markdown = evaluation.to_markdown(comparison, settings.greater_is_better)
-    assert "REJECT" in markdown and f"| {params.gate.primary_metric} |" in markdown
+    markdown = evaluation.markdown(comparison.to_dict(), settings.greater_is_better)
+    assert "REJECT" in markdown and f"| **{params.gate.primary_metric}** (gate) |" in markdown
 
 
 def test_plots_are_written(settings, frame, tmp_path):

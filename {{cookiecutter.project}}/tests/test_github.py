@@ -8,9 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from {{ cookiecutter.package }} import cli, github, loadtest
+from {{ cookiecutter.package }} import cli, evaluation, loadtest, monitoring, reports, validation
 from {{ cookiecutter.package }}.errors import NotServing
-from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER
+from {{ cookiecutter.package }}.github import actions, comment, config_check, issue
+from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER, Environment, GitHubContext
 
 DIRECTIONS = METRIC_GREATER_IS_BETTER["classification"]
 
@@ -55,7 +56,7 @@ def validate_report(failures: int = 0) -> dict:
 
 
 def rows_by_metric(report: dict) -> dict[str, list[str]]:
-    return {row[0]: row for row in github.metric_rows(report, DIRECTIONS)}
+    return {row[0]: row for row in evaluation.metric_rows(report, DIRECTIONS)}
 
 
 @pytest.mark.parametrize(
@@ -69,7 +70,7 @@ def rows_by_metric(report: dict) -> dict[str, list[str]]:
     ],
 )
 def test_deltas_carry_their_sign(value, expected):
-    assert github.signed(value) == expected
+    assert reports.signed(value) == expected
 
 
 def test_metric_table_shows_candidate_champion_delta_and_direction():
@@ -89,17 +90,17 @@ def test_first_model_has_no_champion_column_values():
     report = evaluate_report(champion_version=None, champion_metrics={}, interval=None)
     rows = rows_by_metric(report)
     assert rows["accuracy"][2:4] == ["n/a", "n/a"]
-    text = github.evaluation_section(report, DIRECTIONS)
+    text = evaluation.markdown(report, DIRECTIONS)
     assert "no champion (first model)" in text
 
 
 @pytest.mark.parametrize(("decision", "word"), [("promote", "PROMOTE"), ("reject", "REJECT")])
 def test_verdict_and_reasons_are_in_the_report(decision, word):
     reasons = ["f1 changes by -0.0100; needs at least +0.005", "guard accuracy worsens by 0.0200"]
-    report = github.render(
+    report = comment.render(
         {"evaluate": evaluate_report(decision=decision, reasons=reasons), "validate": None},
         DIRECTIONS,
-        github.Context(),
+        comment.Provenance(),
     )
     assert report.startswith(f"## Model report: **{word}** v3")
     assert f"### Gate verdict: **{word}** candidate v3" in report
@@ -108,10 +109,10 @@ def test_verdict_and_reasons_are_in_the_report(decision, word):
 
 
 def test_missing_reports_give_a_clear_line_not_an_error():
-    report = github.render(
+    report = comment.render(
         {"evaluate": None, "validate": None},
         DIRECTIONS,
-        github.Context(run_url="https://github.com/o/r/actions/runs/1"),
+        comment.Provenance(run_url="https://github.com/o/r/actions/runs/1"),
     )
     assert "_No evaluate report: the `evaluate` step did not run" in report
     assert "_No validate report" in report
@@ -120,7 +121,7 @@ def test_missing_reports_give_a_clear_line_not_an_error():
 
 
 def test_validation_failures_are_tabulated_and_escaped():
-    text = github.validation_section(validate_report(failures=2))
+    text = validation.markdown(validate_report(failures=2))
     assert "### Data validation: **FAILED**" in text
     assert "2 of 95 expectations failed on 569 rows" in text
     assert "`feature_1`" in text
@@ -129,34 +130,34 @@ def test_validation_failures_are_tabulated_and_escaped():
 
 
 def test_many_validation_failures_are_counted_not_listed():
-    text = github.validation_section(validate_report(failures=github.MAX_FAILURE_ROWS + 7))
-    assert text.count("expect_column_values_to_be_between") == github.MAX_FAILURE_ROWS
+    text = validation.markdown(validate_report(failures=validation.MAX_FAILURE_ROWS + 7))
+    assert text.count("expect_column_values_to_be_between") == validation.MAX_FAILURE_ROWS
     assert "... and 7 more failures" in text
 
 
 def test_plots_link_to_the_artifact():
-    text = github.plots_section(evaluate_report(), "https://example.com/artifact/9")
+    text = comment.plots_section(evaluate_report(), "https://example.com/artifact/9")
     assert "confusion matrix, roc curve" in text
     assert "(https://example.com/artifact/9)" in text
 
 
 def test_comment_starts_with_the_hidden_marker():
-    body = github.comment_body("## Model report\n")
-    assert body.splitlines()[0] == github.MARKER
+    body = comment.body("## Model report\n")
+    assert body.splitlines()[0] == comment.MARKER
     assert body.splitlines()[0].startswith("<!--")
 
 
 def test_very_long_report_is_cut_below_githubs_limit_with_a_note():
-    report = github.render(
+    report = comment.render(
         {"evaluate": evaluate_report(), "validate": validate_report(failures=20)},
         DIRECTIONS,
-        github.Context(),
+        comment.Provenance(),
     )
     # a report far over the limit, with characters that count twice in UTF-16
     long_report = report + "\n".join(f"- line {n} \N{BAR CHART}" * 5 for n in range(20_000))
-    body = github.comment_body(long_report, "https://github.com/o/r/actions/runs/1")
-    assert github.utf16_length(body) <= github.COMMENT_LIMIT
-    assert body.startswith(github.MARKER + "\n## Model report")
+    body = comment.body(long_report, "https://github.com/o/r/actions/runs/1")
+    assert actions.utf16_length(body) <= actions.COMMENT_LIMIT
+    assert body.startswith(comment.MARKER + "\n## Model report")
     assert body.rstrip().endswith("._")
     assert "Truncated" in body and "(https://github.com/o/r/actions/runs/1)" in body
     assert "| **f1** (gate) |" in body  # the top of the report survives
@@ -164,28 +165,41 @@ def test_very_long_report_is_cut_below_githubs_limit_with_a_note():
 
 def test_short_report_is_not_truncated():
     report = "## Model report\n\nall good\n"
-    assert github.comment_body(report) == github.MARKER + "\n" + report
+    assert comment.body(report) == comment.MARKER + "\n" + report
 
 
 def test_a_single_enormous_line_is_cut_too():
-    text = github.truncate("x" * 100_000, 1_000, "_cut_")
-    assert github.utf16_length(text) <= 1_000 and text.endswith("_cut_")
+    text = actions.truncate("x" * 100_000, 1_000, "_cut_")
+    assert actions.utf16_length(text) <= 1_000 and text.endswith("_cut_")
 
 
 def test_outputs_go_to_the_github_output_file(tmp_path):
     path = tmp_path / "output"
-    values = github.outputs_from("evaluate", evaluate_report(champion_version=None))
-    github.write_outputs(values, {"GITHUB_OUTPUT": str(path)})
+    values = actions.outputs_from("evaluate", evaluate_report(champion_version=None))
+    actions.write_outputs(values, GitHubContext(output=path))
     assert path.read_text() == "decision=promote\ncandidate_version=3\nchampion_version=\n"
+
+
+@pytest.mark.parametrize(
+    ("report", "tag"),
+    [
+        ({"champion": 3, "rolled_back_from": 4}, "model-v3"),
+        ({"skipped": True, "champion": 5, "why": "not v4"}, ""),
+        ({"champion": None, "previous": None}, ""),  # the first champion's alias was removed
+    ],
+)
+def test_the_image_tag_to_move_production_to_comes_from_the_rollback(report, tag):
+    assert actions.outputs_from("rollback", report)["image_tag"] == tag
+    assert actions.outputs_from("train", {"model_version": 7})["image_tag"] == "model-v7"
 
 
 def test_outputs_refuse_line_breaks(tmp_path):
     with pytest.raises(ValueError, match="line break"):
-        github.write_outputs({"x": "a\nb=c"}, {"GITHUB_OUTPUT": str(tmp_path / "output")})
+        actions.write_outputs({"x": "a\nb=c"}, GitHubContext(output=tmp_path / "output"))
 
 
 def test_cd_without_a_tracking_server_says_what_to_set(tmp_path):
-    check = github.check_config("cd", {}, {"data": "data/x.csv"}, tmp_path)
+    check = config_check.check("cd", Environment.read({}), {"data": "data/x.csv"}, tmp_path)
     assert check.configured is False
     assert check.outputs == {"configured": "false"}
     summary = check.summary()
@@ -196,12 +210,15 @@ def test_cd_without_a_tracking_server_says_what_to_set(tmp_path):
 def test_s3_locations_need_an_aws_role(tmp_path):
     env = {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}
     locations = {"data": "data/x.csv", "input": "s3://bucket/in.csv", "output": "s3://bucket/out"}
-    assert github.check_config("cd", env, locations, tmp_path).configured is True
-    batch = github.check_config("batch", env, locations, tmp_path)
+    assert config_check.check("cd", Environment.read(env), locations, tmp_path).configured is True
+    batch = config_check.check("batch", Environment.read(env), locations, tmp_path)
     assert batch.configured is False
     assert [name for _, name, _ in batch.missing] == ["AWS_ROLE_ARN"]
     with_role = {**env, "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/gh"}
-    assert github.check_config("batch", with_role, locations, tmp_path).configured is True
+    assert (
+        config_check.check("batch", Environment.read(with_role), locations, tmp_path).configured
+        is True
+    )
 
 
 @pytest.mark.parametrize(
@@ -220,7 +237,7 @@ def test_s3_locations_need_an_aws_role(tmp_path):
     ],
 )
 def test_ci_needs_no_configuration(tmp_path, env, mode):
-    check = github.check_config("ci", env, {}, tmp_path)
+    check = config_check.check("ci", Environment.read(env), {}, tmp_path)
     assert check.configured is True
     assert check.outputs["mode"] == mode
     if mode == "baseline":
@@ -232,25 +249,58 @@ def test_ci_needs_no_configuration(tmp_path, env, mode):
 def test_monitoring_needs_a_prediction_log_the_runner_can_read(tmp_path):
     env = {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}
     local = {"data": "data/x.csv", "prediction_log": "logs/predictions", "labels": "logs/labels"}
-    check = github.check_config("monitor", env, local, tmp_path)
+    check = config_check.check("monitor", Environment.read(env), local, tmp_path)
     assert not check.configured
     assert [name for _, name, _ in check.missing] == ["monitoring.prediction_log"]
     (tmp_path / "logs" / "predictions").mkdir(parents=True)  # a self-hosted runner that sees it
-    assert github.check_config("monitor", env, local, tmp_path).configured
+    assert config_check.check("monitor", Environment.read(env), local, tmp_path).configured
     in_s3 = {**local, "prediction_log": "s3://bucket/prediction-log"}
-    check = github.check_config("monitor", env, in_s3, tmp_path)
+    check = config_check.check("monitor", Environment.read(env), in_s3, tmp_path)
     assert [name for _, name, _ in check.missing] == ["AWS_ROLE_ARN"]
 
 
-DRIFTED = {"judged": True, "drifted": True, "consecutive_windows": 2, "retrain": True}
-STEADY = {"judged_windows": 3, "decayed": False, "consecutive_windows": 0, "retrain": False}
+DRIFTED = {
+    "judged": True,
+    "drifted": True,
+    "consecutive_windows": 2,
+    "retrain": True,
+    "rows": 120,
+    "features": {"a": {}, "b": {}},
+    "drifted_features": ["a"],
+    "share_drifted": 0.5,
+    "threshold": 0.5,
+    "html": "reports/drift.html",
+}
+STEADY = {
+    "judged_windows": 3,
+    "decayed": False,
+    "consecutive_windows": 0,
+    "retrain": False,
+    "metric": "f1",
+    "latest_judged": {"metric": 0.93, "labelled_rows": 80, "start": "s", "end": "e"},
+    "champion": {"version": 2, "metric": 0.94},
+    "tolerance": 0.05,
+    "windows": [],
+}
+UNJUDGED_DRIFT = {"judged": False, "drifted": False, "reason": "too few rows to judge"}
+UNJUDGED_PERFORMANCE = {
+    "judged_windows": 0,
+    "latest_judged": None,
+    "decayed": False,
+    "windows": [{"reason": "too few labelled rows to judge (3 < 50)"}],
+}
+
+
+def monitoring_issue(drift: dict, performance: dict, details: str, run_url=None):
+    verdict = monitoring.verdict(drift, performance)
+    return verdict, issue.body(verdict, details, run_url)
 
 
 def test_persistent_drift_alerts_and_retrains():
-    verdict = github.monitoring_verdict(DRIFTED, STEADY, "DETAILS", "https://run")
+    verdict, issue_body = monitoring_issue(DRIFTED, STEADY, "DETAILS", "https://run")
     assert (verdict.alert, verdict.retrain) == (True, True)
-    marker, heading, *rest = verdict.issue_body.splitlines()
-    assert marker == github.MONITORING_MARKER
+    marker, heading, *rest = issue_body.splitlines()
+    assert marker == issue.MARKER
     assert heading == "## Model monitoring: data drift"
     assert "- data drift in the latest window, 2 window(s) in a row" in rest
     assert (
@@ -261,35 +311,59 @@ def test_persistent_drift_alerts_and_retrains():
 
 def test_a_first_window_of_decay_alerts_without_retraining():
     decayed = {**STEADY, "decayed": True, "consecutive_windows": 1}
-    verdict = github.monitoring_verdict(
+    verdict, issue_body = monitoring_issue(
         {**DRIFTED, "drifted": False, "retrain": False}, decayed, ""
     )
     assert (verdict.alert, verdict.retrain) == (True, False)
-    assert verdict.issue_body.splitlines()[1] == "## Model monitoring: decay"
+    assert issue_body.splitlines()[1] == "## Model monitoring: decay"
 
 
 def test_healthy_or_unjudged_windows_raise_no_alert():
-    verdict = github.monitoring_verdict({"judged": False}, {"judged_windows": 0}, "")
+    verdict, issue_body = monitoring_issue(UNJUDGED_DRIFT, UNJUDGED_PERFORMANCE, "")
     assert (verdict.alert, verdict.retrain) == (False, False)
-    assert "## Model monitoring: healthy" in verdict.issue_body
-    assert "- not judged (too little data): drift, performance" in verdict.issue_body
+    assert "## Model monitoring: healthy" in issue_body
+    assert "- not judged (too little data): drift, performance" in issue_body
+
+
+def test_the_verdict_says_each_finding_in_one_line():
+    verdict = monitoring.verdict(DRIFTED, {**STEADY, "decayed": True, "consecutive_windows": 1})
+    assert verdict.drift.line == (
+        "data drift: 1 of 2 features drifted (share 0.50, threshold 0.5) in 120 rows: a; "
+        "drifted in the last 2 judged windows: retrain; see reports/drift.html"
+    )
+    assert verdict.decay.line == (
+        "performance decayed: f1 0.9300 on 80 labelled rows (s to e), champion v2 0.9400, "
+        "tolerance 0.05"
+    )
+    assert verdict.headline == "Model monitoring: data drift and decay"
+    unjudged = monitoring.verdict(UNJUDGED_DRIFT, UNJUDGED_PERFORMANCE)
+    assert unjudged.drift.line == "drift not judged: too few rows to judge"
+    assert unjudged.decay.line == (
+        "performance not judged in 1 windows: too few labelled rows to judge (3 < 50)"
+    )
+    assert (unjudged.drift.problem, unjudged.decay.problem) == (None, None)
 
 
 def test_baseline_params_keep_the_base_model_but_use_this_data():
     base = {"data": {"source": "data/old.csv", "target": "y"}, "registry": {"model_name": "old"}}
-    params = github.baseline_params(base, "/work/data/new.csv", "new_name")
+    params = comment.baseline_params(base, "/work/data/new.csv", "new_name")
     assert params["data"] == {"source": "/work/data/new.csv", "target": "y"}
     assert params["registry"]["model_name"] == "new_name"
     assert base["data"]["source"] == "data/old.csv"  # the input is not changed
 
 
 def test_champion_source_reports_a_failed_baseline():
-    source, notes = github.champion_source(
-        {"BASE_REF": "main", "BASE_SHA": "a" * 40, "BASELINE_OUTCOME": "failure"}
+    source, notes = comment.champion_source(
+        Environment.read(
+            {"BASE_REF": "main", "BASE_SHA": "a" * 40, "BASELINE_OUTCOME": "failure"}
+        ).github
     )
     assert source.startswith("trained from `main` at `aaaaaaaaaaaa`")
     assert "could not be trained" in notes[0]
-    assert github.champion_source({"CHAMPION_MODE": "server"}) == ("the registry's champion", [])
+    assert comment.champion_source(Environment.read({"CHAMPION_MODE": "server"}).github) == (
+        "the registry's champion",
+        [],
+    )
 
 
 # The CLI commands, on reports written by hand (no training needed)
@@ -308,10 +382,26 @@ def test_comment_command_writes_the_body_and_the_same_job_summary(project, tmp_p
     write_reports(project, evaluate=evaluate_report(), validate=validate_report())
     assert cli.main(["comment", "--output", "out/comment.md"]) == cli.EXIT_OK
     body = (project / "out" / "comment.md").read_text()
-    assert body.startswith(github.MARKER + "\n")
+    assert body.startswith(comment.MARKER + "\n")
     assert "| **f1** (gate) | 0.9500 | 0.9300 | +0.0200 | better |" in body
     assert "### Data validation: passed" in body
-    assert summary.read_text().strip() == body.removeprefix(github.MARKER + "\n").strip()
+    assert summary.read_text().strip() == body.removeprefix(comment.MARKER + "\n").strip()
+
+
+def test_a_lower_is_better_metric_has_the_same_sign_in_evaluate_md_and_the_comment(project):
+    """log_loss went up (worse): `reports/evaluate.md` and the pull request comment say so alike."""
+    report = evaluate_report()
+    reports.write_report(
+        project / "reports", "evaluate", report, evaluation.markdown(report, DIRECTIONS)
+    )
+    assert cli.main(["comment"]) == cli.EXIT_OK
+
+    def log_loss_row(text: str) -> str:
+        return next(line for line in text.splitlines() if line.startswith("| log_loss |"))
+
+    in_file = log_loss_row((project / "reports" / "evaluate.md").read_text())
+    in_comment = log_loss_row((project / "reports" / "comment.md").read_text())
+    assert in_file == in_comment == "| log_loss | 0.1200 | 0.1000 | +0.0200 | worse |"
 
 
 def test_comment_command_works_without_any_report(project):

@@ -58,7 +58,7 @@ def test_bundled_data_passes(frame, suite):
         "rows": len(frame),
         "failures": [],
     }
-    assert "passed" in validation.to_markdown(report)
+    assert "passed" in validation.markdown(report)
 
 
 def test_injected_nulls_are_counted(frame, suite, feature):
@@ -119,7 +119,7 @@ def test_markdown_names_each_failure(settings, frame, suite):
     frame.loc[[0, 1, 2], first] = None
     frame.loc[[7, 8], second] = frame[second].max() * 100
     report = validation.validate(frame.drop(columns=[third]), suite)
-    markdown = validation.to_markdown(report)
+    markdown = validation.markdown(report)
     assert "FAILED" in markdown
     assert f"{report['failed']} of {report['evaluated']} expectations failed" in markdown
     assert f"| `expect_column_values_to_not_be_null` | `{first}` | 3 |" in markdown
@@ -146,7 +146,7 @@ def test_suggested_bounds_accept_rows_not_profiled(settings, frame):
     holdout = data.holdout_mask(frame.drop(columns=[target]), settings.params.data.holdout_fraction)
     suggested = validation.suggest_suite(frame[~holdout], target, "training rows")
     report = validation.validate(frame, gx.ExpectationSuite(**suggested))
-    assert report["success"], validation.to_markdown(report)
+    assert report["success"], validation.markdown(report)
 
 
 def test_suggest_suite_handles_other_data():

@@ -15,10 +15,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import data, reports
 from .errors import CheckFailed, PipelineError, SettingsError, StateError
 from .settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the stage modules are imported in the commands that use them
+    from . import monitoring
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
 PROG = __package__
@@ -42,7 +46,7 @@ def run_validate(settings: Settings, args: argparse.Namespace) -> dict:
         "source": source,
         "fingerprint": data.fingerprint(frame),
     }
-    reports.write_report(settings.reports_dir, "validate", result, validation.to_markdown(result))
+    reports.write_report(settings.reports_dir, "validate", result, validation.markdown(result))
     if not result["success"]:
         raise CheckFailed(
             f"data invalid: {result['failed']} of {result['evaluated']} expectations failed; "
@@ -107,7 +111,7 @@ def run_evaluate(settings: Settings, args: argparse.Namespace) -> dict:
         "data_fingerprint": data.fingerprint(frame),
         "plots": [str(path) for path in plots],
     }
-    markdown = evaluation.to_markdown(comparison, settings.greater_is_better)
+    markdown = evaluation.markdown(result, settings.greater_is_better)
     reports.write_report(settings.reports_dir, "evaluate", result, markdown)
     registry.log_evaluation(settings, candidate, comparison, plots)
     _say(f"gate: {comparison.decision} v{candidate}: {comparison.reasons[0]}")
@@ -399,51 +403,31 @@ def run_history(settings: Settings, args: argparse.Namespace) -> dict:
     return result
 
 
-def _verdict(
-    result: dict, summary: str, flag: str, problem: str, fine: str
-) -> tuple[dict, str | None]:
-    """What drift and performance end with: the retraining note, then either the problem (for the
-    caller to raise or report) or a line saying all is well. `problem`/`fine` hold `{}` for the
-    summary."""
-    if result["retrain"]:
-        summary += f"; {flag} in the last {result['consecutive_windows']} judged windows: retrain"
-    if result[flag]:
-        return result, problem.format(summary)
-    _say(fine.format(summary))
-    return result, None
-
-
-def _judge_drift(settings: Settings, args: argparse.Namespace) -> tuple[dict, str | None]:
-    """Run and report `drift`; returns the result and, when the window drifted, what to say."""
+def _drift(settings: Settings, args: argparse.Namespace) -> tuple[dict, str]:
+    """Run `drift` and write its report; returns the result and its Markdown."""
     from . import monitoring
 
-    params = settings.params.monitoring
-    window = monitoring.time_range(args.since, args.until, params.window_hours)
+    window = monitoring.time_range(args.since, args.until, settings.params.monitoring.window_hours)
     result = monitoring.drift(settings, window, settings.reports_dir / "drift.html")
-    reports.write_report(settings.reports_dir, "drift", result, monitoring.drift_markdown(result))
-    if not result["judged"]:
-        _say(f"drift not judged: {result['reason']}")
-        return result, None
-    summary = (
-        f"{len(result['drifted_features'])} of {len(result['features'])} features drifted "
-        f"(share {result['share_drifted']:.2f}, threshold {params.drift_share:g}) in {result['rows']} rows"
-        + (f": {', '.join(result['drifted_features'])}" if result["drifted_features"] else "")
-    )
-    problem = "data drift: {}; see " + str(settings.reports_dir / "drift.html")
-    return _verdict(result, summary, "drifted", problem, "no data drift: {}")
+    markdown = monitoring.drift_markdown(result)
+    reports.write_report(settings.reports_dir, "drift", result, markdown)
+    return result, markdown
 
 
 def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
     """Logged features of a window (default: the last monitoring.window_hours) against training."""
-    result, drifted = _judge_drift(settings, args)
-    if drifted:
-        raise CheckFailed(drifted)
+    from . import monitoring
+
+    result, _ = _drift(settings, args)
+    finding = monitoring.drift_finding(result)
+    if finding.flagged:
+        raise CheckFailed(finding.line)
+    _say(finding.line)
     return result
 
 
-def _judge_performance(settings: Settings, args: argparse.Namespace) -> tuple[dict, str | None]:
-    """Run and report `performance`; returns the result and, when the latest window decayed, what
-    to say."""
+def _performance(settings: Settings, args: argparse.Namespace) -> tuple[dict, str]:
+    """Run `performance` and write its report; returns the result and its Markdown."""
     from . import monitoring
 
     params = settings.params.monitoring
@@ -455,25 +439,25 @@ def _judge_performance(settings: Settings, args: argparse.Namespace) -> tuple[di
     result = monitoring.performance(settings, within, hours)
     markdown = monitoring.performance_markdown(result)
     reports.write_report(settings.reports_dir, "performance", result, markdown)
-    latest, metric = result["latest_judged"], result["metric"]
-    if latest is None:
-        reasons = sorted({w["reason"] for w in result["windows"]})
-        _say(f"performance not judged in {len(result['windows'])} windows: {'; '.join(reasons)}")
-        return result, None
-    summary = (
-        f"{metric} {latest['metric']:.4f} on {latest['labelled_rows']} labelled rows "
-        f"({latest['start']} to {latest['end']}), champion v{result['champion']['version']} "
-        f"{result['champion']['metric']:.4f}, tolerance {result['tolerance']}"
-    )
-    return _verdict(result, summary, "decayed", "performance decayed: {}", "performance holds: {}")
+    return result, markdown
 
 
 def run_performance(settings: Settings, args: argparse.Namespace) -> dict:
     """The primary metric on labelled predictions per window, against the champion's holdout metric."""
-    result, decayed = _judge_performance(settings, args)
-    if decayed:
-        raise CheckFailed(decayed)
+    from . import monitoring
+
+    result, _ = _performance(settings, args)
+    finding = monitoring.decay_finding(result)
+    if finding.flagged:
+        raise CheckFailed(finding.line)
+    _say(finding.line)
     return result
+
+
+def _say_unless_flagged(finding: monitoring.Finding) -> None:
+    """What a check found when it is not a problem: the problems go to the verdict."""
+    if not finding.flagged:
+        _say(finding.line)
 
 
 def run_monitor(settings: Settings, args: argparse.Namespace) -> dict:
@@ -482,26 +466,25 @@ def run_monitor(settings: Settings, args: argparse.Namespace) -> dict:
     Exits 0 whatever the verdicts (bad input still exits 2): `alert` and `retrain` become step
     outputs, and the story goes to the job summary and to --issue-body, the monitoring issue's text.
     """
-    from . import github
+    from . import monitoring
+    from .github import actions, issue
 
-    drift, drifted = _judge_drift(settings, args)
-    performance, decayed = _judge_performance(settings, args)
-    details = "\n\n".join(
-        (settings.reports_dir / f"{name}.md").read_text() for name in ("drift", "performance")
-    )
-    verdict = github.monitoring_verdict(drift, performance, details, github.run_url(os.environ))
+    drift, drift_markdown = _drift(settings, args)
+    _say_unless_flagged(monitoring.drift_finding(drift))
+    performance, performance_markdown = _performance(settings, args)
+    _say_unless_flagged(monitoring.decay_finding(performance))
+    verdict = monitoring.verdict(drift, performance)
+    github = settings.env.github
+    body = issue.body(verdict, f"{drift_markdown}\n\n{performance_markdown}", github.run_url)
     if args.issue_body:
         Path(args.issue_body).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.issue_body).write_text(verdict.issue_body)
+        Path(args.issue_body).write_text(body)
     flags = {"alert": verdict.alert, "retrain": verdict.retrain}
-    github.write_outputs({name: str(flag).lower() for name, flag in flags.items()}, os.environ)
-    github.append_summary(verdict.issue_body, os.environ)
-    result = {**flags, "drift": drifted, "decay": decayed}
-    reports.write_report(settings.reports_dir, "monitor", result, verdict.issue_body)
-    _say(
-        verdict.issue_body.splitlines()[1].removeprefix("## ")
-        + ("; retrain" if verdict.retrain else "")
-    )
+    actions.write_outputs({name: str(flag).lower() for name, flag in flags.items()}, github)
+    actions.append_summary(body, github)
+    result = {**flags, "drift": verdict.drift.problem, "decay": verdict.decay.problem}
+    reports.write_report(settings.reports_dir, "monitor", result, body)
+    _say(verdict.headline + ("; retrain" if verdict.retrain else ""))
     return result
 
 
@@ -556,62 +539,65 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> dict:
     return result
 
 
-# GitHub Actions: what the workflows call around the stages (see github.py).
+# GitHub Actions: what the workflows call around the stages (see the github package).
 
 
 def run_comment(settings: Settings, args: argparse.Namespace) -> dict:
     """The pull request comment (hidden marker first) from the reports; the same in the job summary."""
-    from . import github
+    from .github import actions, comment
 
-    env = os.environ
-    source, notes = github.champion_source(env)
-    context = github.Context(
+    github = settings.env.github
+    source, notes = comment.champion_source(github)
+    provenance = comment.Provenance(
         title="Model report",
-        run_url=github.run_url(env),
-        artifact_url=args.artifact_url or env.get("ARTIFACT_URL") or None,
-        sha=env.get("PR_HEAD_SHA") or env.get("GITHUB_SHA"),
+        run_url=github.run_url,
+        artifact_url=args.artifact_url or github.artifact_url,
+        sha=github.pr_head_sha or github.sha,
         champion_source=source,
         notes=notes,
     )
-    found = github.load_reports(settings.reports_dir)
-    report = github.render(found, settings.greater_is_better, context, ("evaluate", "validate"))
-    body = github.comment_body(report, context.run_url)
+    sections = ("evaluate", "validate")
+    found = reports.load_reports(settings.reports_dir, sections)
+    report = comment.render(found, settings.greater_is_better, provenance, sections)
+    body = comment.body(report, provenance.run_url)
     path = Path(args.output or settings.reports_dir / "comment.md")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(body)
-    github.append_summary(report, env)
-    _say(f"wrote the pull request comment to {path} ({github.utf16_length(body)} characters)")
+    actions.append_summary(report, github)
+    _say(f"wrote the pull request comment to {path} ({actions.utf16_length(body)} characters)")
     return {"comment": str(path)}
 
 
 def run_summary(settings: Settings, args: argparse.Namespace) -> dict:
     """Render reports into $GITHUB_STEP_SUMMARY (printed when not in a GitHub Actions step)."""
-    from . import github
+    from .github import actions, comment
 
-    env = os.environ
+    github = settings.env.github
     sections = tuple(name.strip() for name in args.sections.split(",") if name.strip())
-    unknown = sorted(set(sections) - set(github.SECTIONS))
+    unknown = sorted(set(sections) - set(comment.SECTIONS))
     if unknown:
-        raise SettingsError(f"--sections: unknown {unknown}; choose from {sorted(github.SECTIONS)}")
-    context = github.Context(
+        raise SettingsError(
+            f"--sections: unknown {unknown}; choose from {sorted(comment.SECTIONS)}"
+        )
+    provenance = comment.Provenance(
         title=args.title,
-        run_url=github.run_url(env),
-        artifact_url=args.artifact_url or env.get("ARTIFACT_URL") or None,
-        sha=env.get("GITHUB_SHA"),
+        run_url=github.run_url,
+        artifact_url=args.artifact_url or github.artifact_url,
+        sha=github.sha,
     )
-    found = github.load_reports(settings.reports_dir)
-    report = github.render(found, settings.greater_is_better, context, sections)
-    if not github.append_summary(report, env):
+    found = reports.load_reports(settings.reports_dir, sections)
+    report = comment.render(found, settings.greater_is_better, provenance, sections)
+    if not actions.append_summary(report, github):
         print(report)
     return {"summary": report}
 
 
 def run_outputs(settings: Settings, args: argparse.Namespace) -> dict:
     """Write the values later steps and jobs need from a report to $GITHUB_OUTPUT."""
-    from . import github
+    from .github import actions
 
-    values = github.outputs_from(args.stage, reports.read_report(settings.reports_dir, args.stage))
-    print(github.write_outputs(values, os.environ), end="")
+    values = actions.outputs_from(args.stage, reports.read_report(settings.reports_dir, args.stage))
+    print(actions.write_outputs(values, settings.env.github), end="")
     return values
 
 
@@ -630,9 +616,8 @@ def run_check_config(settings: Settings, args: argparse.Namespace) -> dict:
     Always exits 0: an unconfigured repository is a normal state, reported in the job summary, and the
     `configured` output lets the workflow skip its remaining steps.
     """
-    from . import github
+    from .github import actions, config_check
 
-    env = os.environ
     params = settings.params
     locations = {
         "data": params.data.source,
@@ -641,9 +626,9 @@ def run_check_config(settings: Settings, args: argparse.Namespace) -> dict:
         "prediction_log": params.monitoring.prediction_log,
         "labels": params.monitoring.labels,
     }
-    check = github.check_config(args.purpose, env, locations, settings.project_dir)
-    github.write_outputs(check.outputs, env)
-    if not github.append_summary(check.summary(), env):
+    check = config_check.check(args.purpose, settings.env, locations, settings.project_dir)
+    actions.write_outputs(check.outputs, settings.env.github)
+    if not actions.append_summary(check.summary(), settings.env.github):
         print(check.summary())
     _say(
         f"{args.purpose}: "
@@ -656,13 +641,13 @@ def run_baseline_params(settings: Settings, args: argparse.Namespace) -> dict:
     """Params for training the base branch's code on this checkout's data (pull requests, no server)."""
     import yaml
 
-    from . import github
+    from .github import comment
 
     base_dir = Path(args.base_dir)
     source = base_dir / "params.yaml"
     try:
         base = yaml.safe_load(source.read_text())
-        params = github.baseline_params(
+        params = comment.baseline_params(
             base,
             settings.resolve(settings.params.data.source),
             settings.params.registry.model_name,
@@ -715,6 +700,8 @@ COMMANDS: dict[str, tuple[Callable[[Settings, argparse.Namespace], dict], str]] 
 
 
 def parser() -> argparse.ArgumentParser:
+    from .github import actions, comment
+
     root = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     root.add_argument("--params", default="params.yaml", help="params file (default: %(default)s)")
     commands = root.add_subparsers(dest="command", required=True)
@@ -801,13 +788,10 @@ def parser() -> argparse.ArgumentParser:
             command.add_argument(
                 "--sections",
                 default="evaluate,validate",
-                help="comma-separated: evaluate, validate, smoke, promote, rollback, pipeline, "
-                "batch, rollout",
+                help="comma-separated: " + ", ".join(comment.SECTIONS),
             )
         if name == "outputs":
-            command.add_argument(
-                "stage", choices=["train", "evaluate", "build", "promote", "rollback"]
-            )
+            command.add_argument("stage", choices=list(actions.OUTPUTS))
         if name == "check-config":
             command.add_argument(
                 "--for",

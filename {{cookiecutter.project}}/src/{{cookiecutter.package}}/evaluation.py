@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -14,7 +16,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.base import BaseEstimator
 
-from .reports import markdown_table
+from .reports import cell, markdown_table, number, signed
 from .settings import GateParams
 
 PROMOTE, REJECT = "promote", "reject"
@@ -143,7 +145,7 @@ class Comparison:
         return asdict(self)
 
 
-def improvement(metric: str, candidate: float, champion: float, greater_is_better: bool) -> float:
+def improvement(candidate: float, champion: float, greater_is_better: bool) -> float:
     """Positive when the candidate is better, whatever the metric's direction."""
     return candidate - champion if greater_is_better else champion - candidate
 
@@ -164,7 +166,7 @@ def decide(
     metric = gate.primary_metric
     if champion is None:
         return PROMOTE, ["no champion yet: the first model is promoted"], None
-    gain = improvement(metric, candidate[metric], champion[metric], greater_is_better[metric])
+    gain = improvement(candidate[metric], champion[metric], greater_is_better[metric])
     reasons, failed = [], False
     if gain >= gate.min_improvement and gain > 0:
         reasons.append(f"{metric} improves by {gain:+.4f} (needs at least {gate.min_improvement})")
@@ -172,7 +174,7 @@ def decide(
         failed = True
         reasons.append(f"{metric} changes by {gain:+.4f}; needs at least +{gate.min_improvement}")
     for guard, tolerance in gate.guards.items():
-        change = improvement(guard, candidate[guard], champion[guard], greater_is_better[guard])
+        change = improvement(candidate[guard], champion[guard], greater_is_better[guard])
         if change < -tolerance:
             failed = True
             reasons.append(f"guard {guard} worsens by {-change:.4f} (tolerance {tolerance})")
@@ -240,29 +242,58 @@ def compare(
     )
 
 
-def to_markdown(comparison: Comparison, greater_is_better: dict[str, bool]) -> str:
-    champion = comparison.champion_version
+def decision_label(report: Mapping[str, Any]) -> str:
+    return "PROMOTE" if report.get("decision") == PROMOTE else "REJECT"
+
+
+def metric_rows(
+    report: Mapping[str, Any], greater_is_better: Mapping[str, bool]
+) -> list[list[str]]:
+    """metric, candidate, champion, delta (candidate - champion) and whether that is better or worse."""
+    primary = report.get("primary_metric")
+    champion = report.get("champion_metrics") or {}
     rows = []
-    for name, value in comparison.candidate_metrics.items():
-        if name in comparison.champion_metrics:
-            reference = comparison.champion_metrics[name]
-            gain = improvement(name, value, reference, greater_is_better[name])
-            rows.append([name, f"{value:.4f}", f"{reference:.4f}", f"{gain:+.4f}"])
+    for name, value in (report.get("candidate_metrics") or {}).items():
+        label = f"**{name}** (gate)" if name == primary else name
+        if name not in champion:
+            rows.append([label, number(value), "n/a", "n/a", ""])
+            continue
+        delta = value - champion[name]
+        if round(delta, 4) == 0:
+            change = "same"
         else:
-            rows.append([name, f"{value:.4f}", "n/a", "n/a"])
-    verdict = "PROMOTE" if comparison.decision == PROMOTE else "REJECT"
+            better = (delta > 0) == greater_is_better.get(name, True)
+            change = "better" if better else "worse"
+        rows.append([label, number(value), number(champion[name]), signed(delta), change])
+    return rows
+
+
+def markdown(
+    report: Mapping[str, Any], greater_is_better: Mapping[str, bool], champion_source: str = ""
+) -> str:
+    """The evaluation report for people: `reports/evaluate.md`, the pull request comment, summaries.
+
+    One convention for the sign everywhere: delta is candidate minus champion, and the last column says
+    whether that is better (for log_loss or rmse, a negative delta is).
+    """
+    candidate, champion = report.get("candidate_version"), report.get("champion_version")
+    against = f"champion v{champion}" if champion is not None else "no champion (first model)"
     lines = [
-        f"## Model evaluation: **{verdict}** v{comparison.candidate_version}",
+        f"### Gate verdict: **{decision_label(report)}** candidate v{candidate}",
         "",
-        f"Candidate v{comparison.candidate_version} against "
-        + (f"champion v{champion}" if champion else "no champion")
-        + f", on the same {comparison.holdout_rows} holdout rows. "
-        "Gain is positive when the candidate is better.",
+        f"Candidate v{candidate} against {against}"
+        + (f" ({champion_source})" if champion_source and champion is not None else "")
+        + f", on the same {report.get('holdout_rows', '?')} holdout rows. "
+        "Delta is candidate minus champion; the last column says whether that is better.",
         "",
-        markdown_table(["metric", "candidate", "champion", "gain"], rows),
+        markdown_table(
+            ["metric", "candidate", "champion", "delta", "change"],
+            metric_rows(report, greater_is_better),
+            "lrrrl",
+        ),
         "",
-        "Why:",
-        *[f"- {reason}" for reason in comparison.reasons],
+        "**Why:**",
+        *[f"- {cell(reason, 500)}" for reason in report.get("reasons") or ["(no reason recorded)"]],
     ]
     return "\n".join(lines)
 

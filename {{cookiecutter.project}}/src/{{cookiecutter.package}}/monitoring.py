@@ -12,18 +12,19 @@ on retraining from their reports alone. Evidently takes seconds to import: only 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import data
 from .errors import SettingsError, StateError
-from .reports import markdown_table
+from .reports import markdown_table, number
 from .settings import Settings
 
 REQUEST_ID, ROW, LOGGED_AT, MODEL_VERSION = "request_id", "row", "logged_at", "model_version"
@@ -351,15 +352,16 @@ def join_labels(log: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
 
 
 def judge_windows(
+    log: pd.DataFrame,
+    labels: pd.DataFrame,
+    periods: list[Window],
+    *,
     task: str,
     metric: str,
     greater_is_better: bool,
     champion_metric: float,
     tolerance: float,
     min_rows: int,
-    log: pd.DataFrame,
-    labels: pd.DataFrame,
-    periods: list[Window],
 ) -> list[dict]:
     """The metric per window against the champion's; `decayed` is None when it could not be judged."""
     joined = join_labels(log, labels)
@@ -462,15 +464,15 @@ def performance(settings: Settings, within: Window, hours: float) -> dict:
     log = read_log(settings.resolve(params.prediction_log), within.start, within.end)
     periods = windows(within, hours)
     judged = judge_windows(
-        settings.params.task,
-        metric,
-        settings.greater_is_better[metric],
-        champion_metric,
-        params.performance_tolerance,
-        params.min_window_rows,
         log,
         labels,
         periods,
+        task=settings.params.task,
+        metric=metric,
+        greater_is_better=settings.greater_is_better[metric],
+        champion_metric=champion_metric,
+        tolerance=params.performance_tolerance,
+        min_rows=params.min_window_rows,
     )
     latest = next((w for w in reversed(judged) if w["decayed"] is not None), None)
     result = {
@@ -502,11 +504,94 @@ def _streak(flags: list[bool | None], needed: int) -> dict:
     }
 
 
+# The verdict: what the two reports say, and what the monitor workflow does about it
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check's report in a line: judged at all, flagged (drifted or decayed), asking to retrain."""
+
+    judged: bool
+    flagged: bool
+    streak: int  # flagged windows in a row, the latest last
+    retrain: bool  # the streak reached monitoring.retrain_after_windows
+    line: str  # the problem when flagged, else what was found or why nothing could be judged
+
+    @property
+    def problem(self) -> str | None:
+        return self.line if self.flagged else None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The monitor run's decisions: open the issue (`alert`), dispatch cd.yml (`retrain`)."""
+
+    drift: Finding
+    decay: Finding
+    alert: bool
+    retrain: bool
+    headline: str  # `Model monitoring: data drift and decay`, or `...: healthy`
+
+
+def drift_finding(result: Mapping[str, Any]) -> Finding:
+    """The `drift` report in a line; the problem names the HTML report of the window."""
+    if not result["judged"]:
+        return Finding(False, False, 0, False, f"drift not judged: {result['reason']}")
+    drifted = result["drifted_features"]
+    summary = (
+        f"{len(drifted)} of {len(result['features'])} features drifted "
+        f"(share {result['share_drifted']:.2f}, threshold {result['threshold']:g}) "
+        f"in {result['rows']} rows" + (f": {', '.join(drifted)}" if drifted else "")
+    )
+    problem = "data drift: {}; see " + str(result["html"])
+    return _finding(result, "drifted", summary, problem, "no data drift: {}")
+
+
+def decay_finding(result: Mapping[str, Any]) -> Finding:
+    """The `performance` report in a line, about its latest judged window."""
+    latest, windows = result["latest_judged"], result["windows"]
+    if latest is None:
+        reasons = sorted({w["reason"] for w in windows})
+        line = f"performance not judged in {len(windows)} windows: {'; '.join(reasons)}"
+        return Finding(False, False, 0, False, line)
+    summary = (
+        f"{result['metric']} {latest['metric']:.4f} on {latest['labelled_rows']} labelled rows "
+        f"({latest['start']} to {latest['end']}), champion v{result['champion']['version']} "
+        f"{result['champion']['metric']:.4f}, tolerance {result['tolerance']}"
+    )
+    return _finding(result, "decayed", summary, "performance decayed: {}", "performance holds: {}")
+
+
+def _finding(
+    result: Mapping[str, Any], flag: str, summary: str, problem: str, fine: str
+) -> Finding:
+    """A judged report's finding; `problem`/`fine` hold `{}` for the summary."""
+    if result["retrain"]:
+        summary += f"; {flag} in the last {result['consecutive_windows']} judged windows: retrain"
+    flagged = bool(result[flag])
+    return Finding(
+        judged=True,
+        flagged=flagged,
+        streak=result["consecutive_windows"],
+        retrain=bool(result["retrain"]),
+        line=(problem if flagged else fine).format(summary),
+    )
+
+
+def verdict(drift: Mapping[str, Any], performance: Mapping[str, Any]) -> Verdict:
+    """Alert when the latest window drifted or decayed; retrain when a flagged one persisted."""
+    findings = {"data drift": drift_finding(drift), "decay": decay_finding(performance)}
+    found = [name for name, finding in findings.items() if finding.flagged]
+    return Verdict(
+        drift=findings["data drift"],
+        decay=findings["decay"],
+        alert=bool(found),
+        retrain=any(finding.flagged and finding.retrain for finding in findings.values()),
+        headline="Model monitoring: " + (" and ".join(found) if found else "healthy"),
+    )
+
+
 # Reports
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
 
 
 def drift_markdown(result: dict) -> str:
@@ -545,9 +630,9 @@ def performance_markdown(result: dict) -> str:
             w["start"],
             w["end"],
             w["labelled_rows"],
-            _number(w["metric"]),
-            _number(w["champion_metric"]),
-            _number(w["drop"]),
+            number(w["metric"]),
+            number(w["champion_metric"]),
+            number(w["drop"]),
             "not judged" if w["decayed"] is None else w["decayed"],
         ]
         for w in result["windows"]

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from .errors import SuiteError
+from .reports import cell, markdown_table
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
 BOUNDS_MARGIN = 0.5
 # An integer or text target with at most this many distinct values is treated as class labels.
 MAX_CLASSES = 20
+MAX_FAILURE_ROWS = 50  # failures listed in the Markdown report; the rest are counted
 # Keyword arguments that say how GX runs a check, not what it checks.
 _RUN_KWARGS = {"batch_id", "column", "result_format", "catch_exceptions", "include_config", "meta"}
 _PHRASES = {
@@ -193,36 +196,47 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def to_markdown(report: dict[str, Any]) -> str:
-    """The report as Markdown for a pull request comment or a CI job summary."""
-    if report["success"]:
-        return (
-            f"## Data validation passed\n\n"
-            f"All {report['evaluated']} expectations hold on {report['rows']} rows.\n"
-        )
+def markdown(report: Mapping[str, Any]) -> str:
+    """The report for people: `reports/validate.md`, the pull request comment and job summaries.
+
+    Data values reach the table through `cell`: the data comes from the pull request and can hold
+    anything.
+    """
+    evaluated, rows = report.get("evaluated", "?"), report.get("rows", "?")
+    if report.get("success"):
+        return f"### Data validation: passed\n\nAll {evaluated} expectations hold on {rows} rows."
+    failures = report.get("failures") or []
+    shown = failures[:MAX_FAILURE_ROWS]
     lines = [
-        "## Data validation FAILED",
+        "### Data validation: **FAILED**",
         "",
-        f"{report['failed']} of {report['evaluated']} expectations failed "
-        f"on {report['rows']} rows.",
+        f"{report.get('failed', len(failures))} of {evaluated} expectations failed on {rows} rows.",
         "",
-        "| Expectation | Column | Unexpected rows | Expected | Observed |",
-        "| --- | --- | ---: | --- | --- |",
+        markdown_table(
+            ["expectation", "column", "unexpected rows", "expected", "observed"],
+            [
+                [
+                    f"`{cell(item.get('expectation'))}`",
+                    "(table)" if item.get("column") is None else f"`{cell(item['column'])}`",
+                    "" if item.get("unexpected_count") is None else item["unexpected_count"],
+                    cell(item.get("expected", "")),
+                    cell(_observed(item.get("observed"))),
+                ]
+                for item in shown
+            ],
+            "llrll",
+        ),
     ]
-    for failure in report["failures"]:
-        count = failure["unexpected_count"]
-        cells = [
-            f"`{failure['expectation']}`",
-            f"`{failure['column']}`" if failure["column"] is not None else "(table)",
-            "" if count is None else str(count),
-            failure["expected"],
-            _cell(failure["observed"]),
+    if len(failures) > len(shown):
+        lines += [
+            "",
+            f"... and {len(failures) - len(shown)} more failures in `reports/validate.json`.",
         ]
-        lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines)
 
 
-def _cell(observed: Any) -> str:
+def _observed(observed: Any) -> str:
+    """What GX observed, in words: a dict as `key: value; ...`, lists and long values shortened."""
     if isinstance(observed, dict):
         return "; ".join(f"{key}: {_short(value)}" for key, value in observed.items() if value)
     if isinstance(observed, list):

@@ -1,0 +1,139 @@
+"""Is this repository configured for what the workflow is about to do? (`check-config --for ...`)"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..reports import cell, markdown_table
+from ..settings import Environment
+
+VARIABLES_PAGE = "Settings > Secrets and variables > Actions"
+DOCS = "docs/setup.md"
+S3_PREFIX = "s3://"
+
+
+@dataclass
+class ConfigCheck:
+    purpose: str
+    configured: bool
+    missing: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, what to set)
+    notes: list[str] = field(default_factory=list)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        if self.configured:
+            lines = [f"### {self.purpose.upper()} configuration: ready"]
+            lines += [f"- {note}" for note in self.notes]
+            return "\n".join(lines)
+        lines = [
+            f"## {self.purpose.upper()} is not configured yet: nothing was changed",
+            "",
+            "This run ended without error on purpose. To turn it on, set the following under "
+            f"**{VARIABLES_PAGE}** of this repository (step by step: `{DOCS}`), then run it again:",
+            "",
+            markdown_table(["kind", "name", "what to set"], [list(item) for item in self.missing]),
+        ]
+        lines += ["", *[f"- {note}" for note in self.notes]] if self.notes else []
+        return "\n".join(lines)
+
+
+def _uses_s3(*locations: str | None) -> bool:
+    return any(location and location.startswith(S3_PREFIX) for location in locations)
+
+
+def check(
+    purpose: str,
+    env: Environment,
+    locations: Mapping[str, str],
+    project_dir: Path,
+) -> ConfigCheck:
+    """What `purpose` (ci, cd, rollback, batch, monitor) needs from the repository's variables and
+    secrets.
+
+    `env` holds what the workflow passed from `vars` (MLFLOW_TRACKING_URI, AWS_ROLE_ARN, SKIP_IMAGE)
+    and, for pull requests, PR_HEAD_REPO. `locations` are the locations of params.yaml (data, batch
+    input and output, prediction log and labels) that decide whether AWS credentials are needed.
+    CI needs nothing: with no tracking server (or for a pull request from a fork, which gets no
+    secrets), the champion is a model trained from the base branch in the same job, in a local store.
+    """
+    if purpose == "ci":
+        return _check_ci(env, project_dir)
+    uri, github = env.tracking_uri or "", env.github
+    check = ConfigCheck(purpose, configured=True)
+    if not uri:
+        check.configured = False
+        check.missing.append(
+            (
+                "variable",
+                "MLFLOW_TRACKING_URI",
+                "URL of your MLflow tracking server, e.g. `https://mlflow.example.com`",
+            )
+        )
+        check.notes.append(
+            "If the tracking server needs a token, add the secret `MLFLOW_TRACKING_TOKEN` "
+            "(MLflow sends it as a bearer token)."
+        )
+    needs_aws = {
+        "cd": _uses_s3(locations.get("data")),
+        "rollback": False,
+        "batch": _uses_s3(locations.get("data"), locations.get("input"), locations.get("output")),
+        "monitor": _uses_s3(
+            locations.get("data"), locations.get("prediction_log"), locations.get("labels")
+        ),
+    }.get(purpose, False)
+    log = locations.get("prediction_log") or ""
+    if purpose == "monitor" and not (_uses_s3(log) or (project_dir / log).is_dir()):
+        # The servers write the log; a runner sees it only in a bucket (or on a self-hosted runner).
+        check.configured = False
+        check.missing.append(
+            (
+                "params.yaml",
+                "monitoring.prediction_log",
+                f"an s3:// location the service writes to (now `{cell(log, 100)}`, not on this runner)",
+            )
+        )
+    if needs_aws and not github.aws_role_arn:
+        check.configured = False
+        check.missing.append(
+            (
+                "variable",
+                "AWS_ROLE_ARN",
+                "ARN of the IAM role GitHub's OIDC provider may assume (trust and S3 policies: "
+                f"`{DOCS}`)",
+            )
+        )
+    if uri.startswith("sqlite:") and github.actions and not github.act:
+        check.notes.append(
+            "MLFLOW_TRACKING_URI is a sqlite file: it does not outlive the job on GitHub's "
+            "runners, so every run starts from an empty registry. Use a tracking server."
+        )
+    if check.configured and github.skip_image and purpose == "cd":
+        check.notes.append(
+            "SKIP_IMAGE is true: no container image is built or pushed; staging smoke-tests the bento."
+        )
+    check.outputs = {"configured": str(check.configured).lower()}
+    return check
+
+
+def _check_ci(env: Environment, project_dir: Path) -> ConfigCheck:
+    """CI is always configured: the champion is the registry's, or the base branch's model."""
+    uri, github = env.tracking_uri or "", env.github
+    check = ConfigCheck("ci", configured=True)
+    head, repository = github.pr_head_repo or "", github.repository or ""
+    fork = bool(head) and bool(repository) and head != repository
+    if uri and not fork:
+        check.outputs = {"mode": "server", "tracking_uri": uri}
+        check.notes.append("champion: the registry's `champion` on the tracking server")
+    else:
+        local = f"sqlite:///{(project_dir / 'mlflow.db').resolve()}"
+        check.outputs = {"mode": "baseline", "tracking_uri": local}
+        why = (
+            "a pull request from a fork gets no secrets"
+            if uri and fork
+            else "no MLFLOW_TRACKING_URI variable is set"
+        )
+        check.notes.append(f"champion: a model trained from the base branch in this job ({why})")
+    check.outputs["configured"] = "true"
+    return check
