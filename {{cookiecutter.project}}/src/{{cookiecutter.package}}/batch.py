@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from . import data
+from . import data, storage
 
 PREDICTION, MODEL_VERSION, SCORED_AT = "prediction", "model_version", "scored_at"
 # Bytes of CSV parsed per step (pyarrow splits them across the cores); chunks are then cut to
@@ -55,14 +55,11 @@ def read_chunks(location: str, features: list[str], chunk_rows: int) -> Iterator
     Feature columns are read as float64 (what the model takes); other columns keep the types pyarrow
     infers from the start of the file and pass through to the output.
     """
-    if location.startswith("s3://"):
-        bucket, key = data._split_s3(location)
+    if storage.in_s3(location):
+        _, key = storage.split_s3(location)
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder) / Path(key).name
-            try:
-                data.s3_client().download_file(bucket, key, str(local))
-            except Exception as error:
-                raise data.DataError(f"{location}: cannot read from S3: {error}") from error
+            storage.download(location, local)
             yield from read_chunks(str(local), features, chunk_rows)
         return
     if not Path(location).exists():
@@ -238,7 +235,7 @@ def score_file(
                 rows, chunks = rows + len(scored), chunks + 1
         if chunks == 0:
             raise data.DataError(f"{source}: no rows to score")
-        data.publish_file(staged, destination)
+        storage.publish(staged, destination)
     return {
         "input": source,
         "output": destination,
