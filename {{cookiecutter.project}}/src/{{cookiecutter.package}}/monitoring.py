@@ -2,11 +2,12 @@
 
 The service logs a sample of what it served under `monitoring.prediction_log`, one folder per day
 (`date=YYYY-MM-DD/<uuid>.parquet`) with the columns of `prediction_log.LOG_COLUMNS` plus one float64
-column per training feature; `prediction_log.read_log` reads them back. `drift` compares a window of logged features with the training data (Evidently);
-`performance` joins logged predictions with labels that arrive later (files with request_id, row,
-label) and computes the gate's primary metric per window against the champion's holdout metric.
-Both count how many of the latest windows in a row were flagged, so a scheduled workflow can decide
-on retraining from their reports alone. Evidently takes seconds to import: only `data_drift` does.
+column per training feature; `prediction_log.read_log` reads them back. `drift` compares a window of
+logged features with the training data (Evidently); `performance` joins logged predictions with
+labels that arrive later (files with request_id, row, label) and computes the gate's primary metric
+per window against the champion's holdout metric. Both count how many of the latest windows in a row
+were flagged, so a scheduled workflow can decide on retraining from their reports alone. Evidently
+takes seconds to import: only `data_drift` does.
 """
 
 from __future__ import annotations
