@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from moto.server import ThreadedMotoServer
 
-from {{ cookiecutter.package }} import data
+from {{ cookiecutter.package }} import data, storage
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -110,6 +110,7 @@ def bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for name, value in DUMMY_AWS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_endpoint)
+    storage.s3_client.cache_clear()  # boto3 reads the settings above when a client is made
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=name)
     return name

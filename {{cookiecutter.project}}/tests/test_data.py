@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }} import data
+from {{ cookiecutter.package }} import data, storage
 from {{ cookiecutter.package }}.errors import DataError
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
@@ -119,14 +119,36 @@ def test_parquet_keeps_dtypes_that_csv_cannot(tmp_path):
     assert np.array_equal(back["x"], frame["x"])
 
 
-def test_one_s3_client_per_aws_setting(monkeypatch):
+@pytest.fixture
+def forgotten_s3_client():
+    """The process's S3 client is forgotten before and after: the test switches S3 servers."""
+    storage.s3_client.cache_clear()
+    yield
+    storage.s3_client.cache_clear()
+
+
+def test_one_s3_client_until_the_aws_settings_change(monkeypatch, forgotten_s3_client):
     """Reading thousands of log files must not make a client per file; a changed endpoint (another
-    account, another S3 server) gets its own."""
+    account, another S3 server) gets its own once the process forgets the first."""
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")
-    first = data.s3_client()
-    assert data.s3_client() is first
+    first = storage.s3_client()
+    assert storage.s3_client() is first
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:2")
-    second = data.s3_client()
+    storage.s3_client.cache_clear()
+    second = storage.s3_client()
     assert second is not first
     assert second.meta.endpoint_url == "http://127.0.0.1:2"
+
+
+def test_local_files_are_listed_at_any_depth_and_appear_whole(tmp_path):
+    folder = str(tmp_path / "labels")
+    with pytest.raises(DataError, match="labels folder not found"):
+        storage.require_folder(folder, "labels")
+    assert storage.files(folder) == []
+    storage.write_bytes(storage.join(folder, "2026/03/b.csv"), b"old")
+    storage.write_bytes(storage.join(folder, "a.csv"), b"a")
+    storage.write_bytes(storage.join(folder, "2026/03/b.csv"), b"new")  # replaced whole
+    storage.require_folder(folder, "labels")
+    assert storage.files(folder) == [f"{folder}/2026/03/b.csv", f"{folder}/a.csv"]
+    assert [content for _, content in storage.read_many(storage.files(folder))] == [b"new", b"a"]

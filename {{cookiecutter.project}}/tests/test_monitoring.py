@@ -63,7 +63,6 @@ def logged(
 def write_log(location: str, frame: pd.DataFrame, features: list[str], task: str) -> None:
     """`frame` as the service would have logged it: the service's own table builder and writer,
     one file per UTC day under a folder or s3:// prefix."""
-    s3 = boto3.client("s3") if location.startswith("s3://") else None
     for (day, version), rows in frame.groupby([frame["logged_at"].dt.date, "model_version"]):
         values = rows[features].to_numpy(dtype=np.float64)
         moments = (rows["logged_at"].astype("int64") // 10**6).tolist()  # ns -> ms
@@ -88,7 +87,7 @@ def write_log(location: str, frame: pd.DataFrame, features: list[str], task: str
             )
         ]
         table = prediction_log.to_table(entries, features, int(version))
-        prediction_log.write_partition(location, day.isoformat(), table, s3)
+        prediction_log.write_partition(location, day.isoformat(), table)
 
 
 def run(*args: str) -> int:
@@ -136,7 +135,7 @@ def test_read_log_reads_only_the_partitions_in_range(settings, reference, projec
     junk.write_bytes(b"not parquet")  # read only if its day were listed
 
     since, until = START + timedelta(hours=1), START + timedelta(hours=3)
-    log = monitoring.read_log(location, since, until, features)
+    log = prediction_log.read_log(location, since, until, features)
 
     assert len(log) == ROWS // 2
     assert log["logged_at"].min() >= pd.Timestamp(since)
@@ -146,7 +145,7 @@ def test_read_log_reads_only_the_partitions_in_range(settings, reference, projec
         (START + timedelta(1)).date(),
     ]
     with pytest.raises(DataError, match=r"broken\.parquet"):
-        monitoring.read_log(location, START - timedelta(days=2), until, features)
+        prediction_log.read_log(location, START - timedelta(days=2), until, features)
 
 
 def test_windows_end_at_until_and_the_streak_skips_unjudged_windows():

@@ -29,7 +29,8 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from . import data
+from . import data, storage
+from .errors import DataError
 
 PREDICTION, MODEL_VERSION, SCORED_AT = "prediction", "model_version", "scored_at"
 # Bytes of CSV parsed per step (pyarrow splits them across the cores); chunks are then cut to
@@ -55,18 +56,15 @@ def read_chunks(location: str, features: list[str], chunk_rows: int) -> Iterator
     Feature columns are read as float64 (what the model takes); other columns keep the types pyarrow
     infers from the start of the file and pass through to the output.
     """
-    if location.startswith("s3://"):
-        bucket, key = data._split_s3(location)
+    if storage.in_s3(location):
+        _, key = storage.split_s3(location)
         with tempfile.TemporaryDirectory() as folder:
             local = Path(folder) / Path(key).name
-            try:
-                data.s3_client().download_file(bucket, key, str(local))
-            except Exception as error:
-                raise data.DataError(f"{location}: cannot read from S3: {error}") from error
+            storage.download(location, local)
             yield from read_chunks(str(local), features, chunk_rows)
         return
     if not Path(location).exists():
-        raise data.DataError(f"{location}: file not found")
+        raise DataError(f"{location}: file not found")
     try:
         if location.lower().endswith(".parquet"):
             batches: Iterable[pa.RecordBatch] = pq.ParquetFile(location).iter_batches(chunk_rows)
@@ -80,7 +78,7 @@ def read_chunks(location: str, features: list[str], chunk_rows: int) -> Iterator
             )
         yield from rechunked(batches, chunk_rows)
     except pa.ArrowInvalid as error:  # a value that is not a number in a feature column, say
-        raise data.DataError(f"{location}: {_with_column_name(location, str(error))}") from None
+        raise DataError(f"{location}: {_with_column_name(location, str(error))}") from None
 
 
 def _with_column_name(location: str, message: str) -> str:
@@ -157,7 +155,7 @@ def score_chunk(model, chunk: pa.Table, features: list[str], version: int) -> pa
     """The chunk's rows with prediction, model version and timestamp columns added."""
     missing = [name for name in features if name not in chunk.column_names]
     if missing:
-        raise data.DataError(f"batch input lacks the model's feature columns {missing}")
+        raise DataError(f"batch input lacks the model's feature columns {missing}")
     predictions = model.predict(chunk.select(features).to_pandas())
     scored_at = datetime.now(UTC).isoformat(timespec="seconds")
     return (
@@ -237,8 +235,8 @@ def score_file(
                 writer.write(scored)
                 rows, chunks = rows + len(scored), chunks + 1
         if chunks == 0:
-            raise data.DataError(f"{source}: no rows to score")
-        data.publish_file(staged, destination)
+            raise DataError(f"{source}: no rows to score")
+        storage.publish(staged, destination)
     return {
         "input": source,
         "output": destination,

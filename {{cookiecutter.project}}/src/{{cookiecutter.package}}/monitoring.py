@@ -1,38 +1,44 @@
 """Watch the served model: data drift of logged features, and the primary metric once labels arrive.
 
 The service logs a sample of what it served under `monitoring.prediction_log`, one folder per day
-(`date=YYYY-MM-DD/<uuid>.parquet`) with the columns of LOG_COLUMNS plus one float64 column per training
-feature. `drift` compares a window of logged features with the training data (Evidently);
-`performance` joins logged predictions with labels that arrive later (files with request_id, row,
-label) and computes the gate's primary metric per window against the champion's holdout metric.
-Both count how many of the latest windows in a row were flagged, so a scheduled workflow can decide
-on retraining from their reports alone. Evidently takes seconds to import: only `data_drift` does.
+(`date=YYYY-MM-DD/<uuid>.parquet`) with the columns of `prediction_log.LOG_COLUMNS` plus one float64
+column per training feature; `prediction_log.read_log` reads them back. `drift` compares a window of
+logged features with the training data (Evidently); `performance` joins logged predictions with
+labels that arrive later (files with request_id, row, label) and computes the gate's primary metric
+per window against the champion's holdout metric. Both count how many of the latest windows in a row
+were flagged, so a scheduled workflow can decide on retraining from their reports alone. Evidently
+takes seconds to import: only `data_drift` does.
 """
 
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import data
-from .errors import SettingsError, StateError
+from . import data, storage
+from .errors import DataError, SettingsError, StateError
+from .prediction_log import (
+    LOGGED_AT,
+    MODEL_VERSION,
+    PREDICTION,
+    PROBABILITY,
+    REQUEST_ID,
+    ROW,
+    read_log,
+)
 from .reports import markdown_table, number
 from .settings import Settings
 
-REQUEST_ID, ROW, LOGGED_AT, MODEL_VERSION = "request_id", "row", "logged_at", "model_version"
-ENDPOINT, PREDICTION, PROBABILITY, LABEL = "endpoint", "prediction", "probability", "label"
-LOG_COLUMNS = (REQUEST_ID, ROW, LOGGED_AT, MODEL_VERSION, ENDPOINT, PREDICTION, PROBABILITY)
+LABEL = "label"
 LABEL_SUFFIXES = (".csv", ".parquet")
 PROBABILITY_METRICS = frozenset({"roc_auc", "log_loss"})
-READ_THREADS = 16  # log and labels files read at once
 
 
 # Time and windows
@@ -96,103 +102,16 @@ def consecutive_latest(flags: list[bool | None]) -> int:
     return count
 
 
-# Reading the prediction log and the labels (local folders or s3:// prefixes)
+# Reading the labels (local folders or s3:// prefixes)
 
 
-def _days(start: datetime, end: datetime) -> list[date]:
-    last = (end - timedelta(microseconds=1)).date()  # `end` is exclusive
-    return [start.date() + timedelta(days=n) for n in range((last - start.date()).days + 1)]
-
-
-def _s3_keys(uri: str) -> Iterator[str]:
-    """Every key under an s3://bucket/prefix/ (a folder: the prefix always ends with a slash)."""
-    bucket, prefix = data._split_s3(uri.rstrip("/") + "/")
-    pages = data.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    try:
-        for page in pages:
-            for item in page.get("Contents", []):
-                yield f"s3://{bucket}/{item['Key']}"
-    except Exception as error:
-        raise data.DataError(f"{uri}: cannot list S3: {error}") from error
-
-
-def _local_folder(location: str, what: str) -> Path:
-    folder = Path(location)
-    if not folder.is_dir():
-        raise data.DataError(f"{location}: {what} folder not found")
-    return folder
-
-
-def partition_files(location: str, start: datetime, end: datetime) -> list[str]:
-    """The Parquet files of the day partitions that overlap [start, end), and of the day after: a
-    writer that flushes just after midnight may file the last seconds of a day under the next one."""
-    days = _days(start, end)
-    folders = [f"date={day.isoformat()}" for day in [*days, days[-1] + timedelta(days=1)]]
-    if location.startswith("s3://"):
-        base = location.rstrip("/")
-        return [
-            key
-            for folder in folders
-            for key in _s3_keys(f"{base}/{folder}")
-            if key.endswith(".parquet")
-        ]
-    root = _local_folder(location, "prediction log")
-    return [str(path) for folder in folders for path in sorted((root / folder).glob("*.parquet"))]
-
-
-def _read_file(location: str) -> pd.DataFrame:
-    # pandas and pyarrow open a local path as it is
-    source = io.BytesIO(data.s3_object(location)) if location.startswith("s3://") else location
+def _labels_file(location: str, content: bytes) -> pd.DataFrame:
     if PurePosixPath(location).suffix.lower() == ".csv":
-        return pd.read_csv(source, dtype={REQUEST_ID: str})  # ids like "0042" stay as they are
-    import pyarrow.parquet as pq
-
+        return pd.read_csv(io.BytesIO(content), dtype={REQUEST_ID: str})  # "0042" stays as it is
     try:
-        return pq.read_table(source).to_pandas()
+        return pd.read_parquet(io.BytesIO(content))
     except Exception as error:
-        raise data.DataError(f"{location}: not a readable Parquet file: {error}") from error
-
-
-def _read_files(paths: list[str]) -> Iterator[tuple[str, pd.DataFrame]]:
-    """Each file with its content, in order, READ_THREADS at a time: a day of log from several
-    replicas is thousands of small files, and each S3 read mostly waits on the network."""
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        yield from zip(paths, pool.map(_read_file, paths), strict=True)
-
-
-def check_log_columns(columns: list[str], features: list[str], where: str) -> None:
-    """The log must carry the contract's columns and exactly the model's features."""
-    missing = [name for name in (*LOG_COLUMNS, *features) if name not in columns]
-    unknown = [name for name in columns if name not in LOG_COLUMNS and name not in features]
-    if missing or unknown:
-        problems = [f"missing columns {missing}"] if missing else []
-        problems += [f"unknown columns {unknown} (not training features)"] if unknown else []
-        raise data.DataError(
-            f"{where}: prediction log does not fit the model: {'; '.join(problems)}"
-        )
-
-
-def read_log(
-    location: str, since: datetime, until: datetime, features: list[str] | None = None
-) -> pd.DataFrame:
-    """Logged rows with since <= logged_at < until, read from the day partitions in range only.
-
-    With `features`, every file's columns are checked against the contract and the model's features
-    (a DataError names the file). An empty frame with the contract's columns when nothing was logged.
-    """
-    frames = []
-    for path, frame in _read_files(partition_files(location, since, until)):
-        if features is not None:
-            check_log_columns(list(frame.columns), features, path)
-        elif LOGGED_AT not in frame.columns:
-            raise data.DataError(f"{path}: prediction log file without a {LOGGED_AT} column")
-        frame[LOGGED_AT] = pd.to_datetime(frame[LOGGED_AT], utc=True)
-        frames.append(rows_in(frame, Window(since, until)))
-    if not frames:
-        return pd.DataFrame(columns=[*LOG_COLUMNS, *(features or [])]).astype(
-            {LOGGED_AT: "datetime64[ms, UTC]"}
-        )
-    return pd.concat(frames, ignore_index=True).sort_values(LOGGED_AT, kind="stable")
+        raise DataError(f"{location}: not a readable Parquet file: {error}") from error
 
 
 def read_labels(location: str) -> pd.DataFrame:
@@ -201,18 +120,14 @@ def read_labels(location: str) -> pd.DataFrame:
     `row` may be missing (single-row requests): it is 0. When a (request_id, row) is labelled twice,
     the file that sorts last wins.
     """
-    if location.startswith("s3://"):
-        files = sorted(key for key in _s3_keys(location) if key.lower().endswith(LABEL_SUFFIXES))
-    else:
-        folder = _local_folder(location, "labels")
-        files = sorted(
-            str(path) for path in folder.rglob("*") if path.suffix.lower() in LABEL_SUFFIXES
-        )
+    storage.require_folder(location, "labels")
+    files = [path for path in storage.files(location) if path.lower().endswith(LABEL_SUFFIXES)]
     frames = []
-    for path, frame in _read_files(files):
+    for path, content in storage.read_many(files):
+        frame = _labels_file(path, content)
         missing = [name for name in (REQUEST_ID, LABEL) if name not in frame.columns]
         if missing:
-            raise data.DataError(f"{path}: labels file without columns {missing}")
+            raise DataError(f"{path}: labels file without columns {missing}")
         if ROW not in frame.columns:
             frame[ROW] = 0
         frames.append(frame[[REQUEST_ID, ROW, LABEL]])
@@ -346,7 +261,7 @@ def join_labels(log: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
         converted = pd.to_numeric(joined[LABEL], errors="coerce")
         if converted.isna().any():
             bad = joined.loc[converted.isna(), LABEL].iloc[0]
-            raise data.DataError(f"labels: {bad!r} is not a number, and the predictions are")
+            raise DataError(f"labels: {bad!r} is not a number, and the predictions are")
         joined[LABEL] = converted.astype(log[PREDICTION].dtype)
     return joined
 

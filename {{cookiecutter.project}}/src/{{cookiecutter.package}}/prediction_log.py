@@ -1,13 +1,15 @@
 """The prediction log: a sample of what the service answered, kept as Parquet files, one folder a day.
 
-The service hands every answered request to `PredictionLog.record`, which only decides from the
-request id whether the request is in the sample and appends it to a list: no conversion and no I/O
-on the request path. A writer thread turns what piled up into Parquet every `flush_seconds` (and at
-shutdown), one file per day under `<location>/date=YYYY-MM-DD/`, on local disk or in S3 (boto3, so
-the AWS_* settings apply). `monitoring` reads the files back to judge drift and decay.
+The one contract for the log's files: this module writes them (for the service) and reads them back
+(for `monitoring`). The service hands every answered request to `PredictionLog.record`, which only
+decides from the request id whether the request is in the sample and appends it to a list: no
+conversion and no I/O on the request path. A writer thread turns what piled up into Parquet every
+`flush_seconds` (and at shutdown), one file per flush and day under `<location>/date=YYYY-MM-DD/`,
+on local disk or in S3 (`storage`). `read_log` reads the day folders of a time range back.
 
 Columns: request_id, row (position in the request), logged_at (UTC, ms), model_version, endpoint,
 one float column per feature (the training column names), prediction, probability (classification).
+pandas and pyarrow are imported where they are used: the serving process imports this module.
 """
 
 from __future__ import annotations
@@ -15,17 +17,22 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
 import threading
 import time
 import uuid
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+
+from . import storage
+from .errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Overrides the location packed in the bento: `deployment.serve` points local servers at the
 # project's folder; "off" turns the log off (pods with nowhere durable to write).
@@ -35,6 +42,10 @@ OFF = "off"
 # counted in the server log) rather than letting a broken bucket exhaust the server's memory.
 MAX_PENDING_ROWS = 100_000
 MS_PER_DAY = 86_400_000
+REQUEST_ID, ROW, LOGGED_AT, MODEL_VERSION = "request_id", "row", "logged_at", "model_version"
+ENDPOINT, PREDICTION, PROBABILITY = "endpoint", "prediction", "probability"
+# Every file's columns: these, with the model's features between ENDPOINT and PREDICTION.
+LOG_COLUMNS = (REQUEST_ID, ROW, LOGGED_AT, MODEL_VERSION, ENDPOINT, PREDICTION, PROBABILITY)
 logger = logging.getLogger("bentoml.service.prediction_log")
 
 
@@ -63,7 +74,7 @@ class Entry(NamedTuple):
 
 def partition_key(location: str, day: str) -> str:
     """Where the files of one UTC day go: `<location>/date=<day>` (Hive style, which readers know)."""
-    return f"{location.rstrip('/')}/date={day}"
+    return storage.join(location, f"date={day}")
 
 
 def to_table(entries: list[Entry], features: list[str], model_version: int):
@@ -77,20 +88,20 @@ def to_table(entries: list[Entry], features: list[str], model_version: int):
     rows = [len(entry.predictions) for entry in entries]
     owner = np.repeat(np.arange(len(entries)), rows)  # the entry each row comes from
     columns: dict[str, Any] = {
-        "request_id": pa.array([entry.request_id for entry in entries], pa.string()).take(owner),
-        "row": pa.array(np.concatenate([np.arange(count) for count in rows]), pa.int32()),
-        "logged_at": pa.array(
+        REQUEST_ID: pa.array([entry.request_id for entry in entries], pa.string()).take(owner),
+        ROW: pa.array(np.concatenate([np.arange(count) for count in rows]), pa.int32()),
+        LOGGED_AT: pa.array(
             np.array([entry.logged_at_ms for entry in entries])[owner],
             pa.timestamp("ms", tz="UTC"),
         ),
-        "model_version": pa.array(np.full(len(owner), model_version), pa.int64()),
-        "endpoint": pa.array([entry.endpoint for entry in entries], pa.string()).take(owner),
+        MODEL_VERSION: pa.array(np.full(len(owner), model_version), pa.int64()),
+        ENDPOINT: pa.array([entry.endpoint for entry in entries], pa.string()).take(owner),
     }
     by_feature = np.vstack([entry.features for entry in entries]).T.copy()  # a row per feature
     for name, values in zip(features, by_feature, strict=True):
         columns[name] = pa.array(values, pa.float64())
-    columns["prediction"] = pa.array(list(chain.from_iterable(e.predictions for e in entries)))
-    columns["probability"] = pa.array(
+    columns[PREDICTION] = pa.array(list(chain.from_iterable(e.predictions for e in entries)))
+    columns[PROBABILITY] = pa.array(
         list(
             chain.from_iterable(
                 entry.probabilities or [None] * len(entry.predictions) for entry in entries
@@ -101,31 +112,21 @@ def to_table(entries: list[Entry], features: list[str], model_version: int):
     return pa.table(columns)
 
 
-def write_partition(location: str, day: str, table, s3: Any = None) -> str:
+def write_partition(location: str, day: str, table) -> str:
     """Write `table` as a new file in the day's folder of the log; returns where it went.
 
-    Locally the file appears whole or not at all (written aside, then renamed), so a reader listing
-    `*.parquet` never meets half a file; in S3 a put is atomic anyway. `s3`: a boto3 S3 client.
+    The file appears whole or not at all (`storage.write_bytes`), so a reader listing the folder
+    never meets half a file.
     """
     import pyarrow.parquet as pq
 
-    name = f"{uuid.uuid4().hex}.parquet"
+    buffer = io.BytesIO()
     # Dictionary encoding only where values repeat: tried on every float column it made writing
     # about 8 times slower, for files no smaller.
-    options = {"use_dictionary": ["request_id", "endpoint"]}
-    folder = partition_key(location, day)
-    if folder.startswith("s3://"):
-        buffer = io.BytesIO()
-        pq.write_table(table, buffer, **options)
-        bucket, _, prefix = folder.removeprefix("s3://").partition("/")
-        key = f"{prefix}/{name}".lstrip("/")
-        s3.put_object(Bucket=bucket, Key=key, Body=buffer.getvalue())
-        return f"s3://{bucket}/{key}"
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    partial = Path(folder) / f".{name}.partial"
-    pq.write_table(table, partial, **options)
-    os.replace(partial, Path(folder) / name)
-    return str(Path(folder) / name)
+    pq.write_table(table, buffer, use_dictionary=[REQUEST_ID, ENDPOINT])
+    destination = storage.join(partition_key(location, day), f"{uuid.uuid4().hex}.parquet")
+    storage.write_bytes(destination, buffer.getvalue())
+    return destination
 
 
 class PredictionLog:
@@ -145,7 +146,6 @@ class PredictionLog:
         self._pending: list[Entry] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._s3: Any = None
         self._writer = threading.Thread(target=self._write_until_closed, name="prediction-log")
         self._writer.daemon = True  # close() flushes; a killed worker must not hang on it
         self._writer.start()
@@ -180,7 +180,8 @@ class PredictionLog:
         for day_number, day_entries in sorted(by_day.items()):
             day = datetime.fromtimestamp(day_number * 86_400, UTC).date().isoformat()
             try:
-                self._write(day, to_table(day_entries, self.features, self.model_version))
+                table = to_table(day_entries, self.features, self.model_version)
+                write_partition(self.location, day, table)
             except Exception:  # a full disk or an unreachable bucket must not end the server
                 logger.exception("prediction log: cannot write to %s; will retry", self.location)
                 self._requeue(day_entries)
@@ -210,9 +211,84 @@ class PredictionLog:
         if dropped:
             logger.error("prediction log: dropped the %d oldest unwritten rows", dropped)
 
-    def _write(self, day: str, table) -> None:
-        if self.location.startswith("s3://") and self._s3 is None:
-            import boto3
 
-            self._s3 = boto3.client("s3")
-        write_partition(self.location, day, table, self._s3)
+# Reading the log back (monitoring)
+
+
+def _days(start: datetime, end: datetime) -> list[str]:
+    """The UTC days that overlap [start, end), and the day after: a writer that flushes just after
+    midnight files the last seconds of a day under the next one."""
+    last = (end - timedelta(microseconds=1)).date()  # `end` is exclusive
+    count = (last - start.date()).days + 2
+    return [(start.date() + timedelta(days=n)).isoformat() for n in range(count)]
+
+
+def partition_files(location: str, start: datetime, end: datetime) -> list[str]:
+    """The Parquet files of the day partitions that may hold rows logged in [start, end)."""
+    storage.require_folder(location, "prediction log")
+    return [
+        path
+        for day in _days(start, end)
+        for path in storage.files(partition_key(location, day))
+        if path.endswith(".parquet")
+    ]
+
+
+def check_columns(columns: list[str], features: list[str], where: str) -> None:
+    """The log must carry the contract's columns and exactly the model's features."""
+    missing = [name for name in (*LOG_COLUMNS, *features) if name not in columns]
+    unknown = [name for name in columns if name not in LOG_COLUMNS and name not in features]
+    if missing or unknown:
+        problems = [f"missing columns {missing}"] if missing else []
+        problems += [f"unknown columns {unknown} (not training features)"] if unknown else []
+        raise DataError(f"{where}: prediction log does not fit the model: {'; '.join(problems)}")
+
+
+def _rows_logged(path: str, content: bytes, since: datetime, until: datetime, features):
+    """One file's rows with since <= logged_at < until, as a pyarrow Table; checked against the
+    contract (and the model's `features`, when given), a DataError naming the file otherwise."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(pa.BufferReader(content))
+    except Exception as error:
+        raise DataError(f"{path}: not a readable Parquet file: {error}") from error
+    if features is not None:
+        check_columns(table.column_names, features, path)
+    elif LOGGED_AT not in table.column_names:
+        raise DataError(f"{path}: prediction log file without a {LOGGED_AT} column")
+    logged_at = table[LOGGED_AT]
+    if not pa.types.is_timestamp(logged_at.type):
+        raise DataError(f"{path}: {LOGGED_AT} holds {logged_at.type}, not times")
+    if logged_at.type.tz is None:  # naive times are UTC
+        logged_at = logged_at.cast(pa.timestamp(logged_at.type.unit, "UTC"))
+        table = table.set_column(table.schema.get_field_index(LOGGED_AT), LOGGED_AT, logged_at)
+    in_range = pc.and_(pc.greater_equal(logged_at, since), pc.less(logged_at, until))
+    return table.filter(in_range)
+
+
+def read_log(
+    location: str, since: datetime, until: datetime, features: list[str] | None = None
+) -> pd.DataFrame:
+    """Logged rows with since <= logged_at < until, read from the day partitions in range only,
+    oldest first.
+
+    With `features`, every file's columns are checked against the contract and the model's features
+    (a DataError names the file). An empty frame with the contract's columns when nothing was logged.
+    """
+    import pandas as pd
+    import pyarrow as pa
+
+    tables = [
+        _rows_logged(path, content, since, until, features)
+        for path, content in storage.read_many(partition_files(location, since, until))
+    ]
+    if not tables:
+        return pd.DataFrame(columns=[*LOG_COLUMNS, *(features or [])]).astype(
+            {LOGGED_AT: "datetime64[ms, UTC]"}
+        )
+    # permissive: files of different model versions may differ in a column's type (int, float)
+    log = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    return log.sort_values(LOGGED_AT, kind="stable")
