@@ -143,7 +143,7 @@ class Comparison:
         return asdict(self)
 
 
-def improvement(metric: str, candidate: float, champion: float, greater_is_better: bool) -> float:
+def improvement(candidate: float, champion: float, greater_is_better: bool) -> float:
     """Positive when the candidate is better, whatever the metric's direction."""
     return candidate - champion if greater_is_better else champion - candidate
 
@@ -164,7 +164,7 @@ def decide(
     metric = gate.primary_metric
     if champion is None:
         return PROMOTE, ["no champion yet: the first model is promoted"], None
-    gain = improvement(metric, candidate[metric], champion[metric], greater_is_better[metric])
+    gain = improvement(candidate[metric], champion[metric], greater_is_better[metric])
     reasons, failed = [], False
     if gain >= gate.min_improvement and gain > 0:
         reasons.append(f"{metric} improves by {gain:+.4f} (needs at least {gate.min_improvement})")
@@ -172,7 +172,7 @@ def decide(
         failed = True
         reasons.append(f"{metric} changes by {gain:+.4f}; needs at least +{gate.min_improvement}")
     for guard, tolerance in gate.guards.items():
-        change = improvement(guard, candidate[guard], champion[guard], greater_is_better[guard])
+        change = improvement(candidate[guard], champion[guard], greater_is_better[guard])
         if change < -tolerance:
             failed = True
             reasons.append(f"guard {guard} worsens by {-change:.4f} (tolerance {tolerance})")
@@ -246,7 +246,7 @@ def to_markdown(comparison: Comparison, greater_is_better: dict[str, bool]) -> s
     for name, value in comparison.candidate_metrics.items():
         if name in comparison.champion_metrics:
             reference = comparison.champion_metrics[name]
-            gain = improvement(name, value, reference, greater_is_better[name])
+            gain = improvement(value, reference, greater_is_better[name])
             rows.append([name, f"{value:.4f}", f"{reference:.4f}", f"{gain:+.4f}"])
         else:
             rows.append([name, f"{value:.4f}", "n/a", "n/a"])
