@@ -63,7 +63,7 @@ def main() -> None:
         settings = scratch_settings(Path(folder))
         frame = data.read_table(settings.resolve(settings.params.data.source))
         features, _ = data.split_features_target(frame, settings.params.data.target)
-        models = registry.Registry.open(settings)
+        models = registry.Registry(settings)
         champion = training.train(settings, models, frame).model_version
         healthy = training.train(
             settings, models, frame.sample(frac=0.9, random_state=1)

@@ -384,7 +384,7 @@ def serve_model(
     Each variant's rounds with one worker also go to `one_worker[label, variant, c]`.
     """
     base = scratch_settings(folder, MODELS[label], {})
-    models = registry.Registry.open(base)
+    models = registry.Registry(base)
     version = training.train(base, models, frame).model_version
     model = models.load_model(version)
     model_path = folder / "model.joblib"

@@ -66,8 +66,8 @@ def settings(project: Path) -> Settings:
 
 @pytest.fixture
 def registry(settings: Settings) -> Registry:
-    """The scratch project's model registry, opened as a command opens it."""
-    return Registry.open(settings)
+    """The scratch project's model registry, made as a command makes it."""
+    return Registry(settings)
 
 
 @pytest.fixture

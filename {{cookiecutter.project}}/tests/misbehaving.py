@@ -57,7 +57,8 @@ def register(settings: Settings, model: Misbehaving, features: pd.DataFrame) -> 
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    registry = Registry.open(settings)  # MLflow now logs to the project's experiment
+    registry = Registry(settings)
+    registry.configure()  # the run goes to the project's experiment
     sample = features.head(20)
     with mlflow.start_run(run_name="misbehaving test model"):
         logged = mlflow.sklearn.log_model(

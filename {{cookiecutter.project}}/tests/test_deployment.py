@@ -82,7 +82,7 @@ def test_smoke_passes_against_the_served_version(built: Built, server: deploymen
 @pytest.mark.integration
 def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: deployment.Server):
     rows = deployment.sample_rows(built.settings)
-    models = registry.Registry.open(built.settings)
+    models = registry.Registry(built.settings)
     served = models.load_model(built.version).predict(rows)
     other = models.load_model(built.other_version).predict(rows)
     assert not np.allclose(served, other), "the two versions must predict differently for this test"

@@ -302,7 +302,7 @@ def test_monitor_turns_the_verdicts_into_step_outputs_and_the_issue_text(
 @pytest.fixture
 def champion(project, settings, frame):
     """A trained and promoted v1 in the project's sqlite registry."""
-    models = registry.Registry.open(settings)
+    models = registry.Registry(settings)
     trained = training.train(settings, models, frame)
     models.promote(trained.model_version, None, why="test champion")
     return models.load_model(trained.model_version)

@@ -66,7 +66,7 @@ def test_revert_promotion_of_the_first_model_leaves_no_champion(registry, versio
 
 def test_every_move_is_recorded_with_who_what_when_why(settings, versions):
     on_github = settings.env.model_copy(update={"github": GitHubContext(actor="octocat")})
-    registry = Registry.open(settings.model_copy(update={"env": on_github}))
+    registry = Registry(settings.model_copy(update={"env": on_github}))
     registry.promote(1, None, why="first model")
     entry = registry.history()[-1]
     assert entry["action"] == "promote" and entry["alias"] == CHAMPION
@@ -109,7 +109,7 @@ def test_a_registry_configures_mlflow_once_for_all_its_calls(settings, frame, mo
     monkeypatch.setattr(
         mlflow, "set_tracking_uri", lambda uri: calls.append(uri) or set_tracking_uri(uri)
     )
-    registry = Registry.open(settings)
+    registry = Registry(settings)
     version = training.train(settings, registry, frame).model_version
     registry.load_model(version)
     registry.promote(version, None, why="first")

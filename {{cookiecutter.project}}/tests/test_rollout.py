@@ -230,7 +230,7 @@ def candidates(built: Built, server: deployment.Server, request) -> Candidates:
     features, _ = data.split_features_target(
         data.read_table(settings.resolve(settings.params.data.source)), settings.params.data.target
     )
-    champion_model = registry.Registry.open(settings).load_model(built.version)
+    champion_model = registry.Registry(settings).load_model(built.version)
     versions = {
         "healthy": built.other_version,
         "flaky": register(settings, Misbehaving(champion_model, fail_every=5), features),
@@ -363,7 +363,7 @@ def test_shadow_compares_without_clients_ever_seeing_the_candidate(built, candid
     # The disagreement nginx's logs show is the one the two registered models have on those rows.
     settings = built.settings
     rows = deployment.sample_rows(settings, rows=200)
-    models = registry.Registry.open(settings)
+    models = registry.Registry(settings)
     ours = models.load_model(built.version).predict(rows)
     theirs = models.load_model(built.other_version).predict(rows)
     offline = float((ours != theirs).mean()) if settings.params.task == "classification" else None
@@ -404,7 +404,7 @@ def test_the_rollout_command_promotes_only_after_a_passing_canary(project, setti
     write_params(
         project, rollout={**FAST, "canary_steps": [50, 100], "proxy_port": deployment.free_port()}
     )
-    models = registry.Registry.open(settings)
+    models = registry.Registry(settings)
     training.train(settings, models, frame)
     models.promote(1, None, why="first model")
     features, _ = data.split_features_target(frame, settings.params.data.target)
@@ -423,7 +423,7 @@ def test_the_rollout_command_promotes_only_after_a_passing_canary(project, setti
     # A healthy one: every step passes, then it is promoted.
     write_params(project, model=OTHER_MODEL[settings.params.task])
     changed = load_settings(project / "params.yaml")
-    healthy = training.train(changed, registry.Registry.open(changed), frame).model_version
+    healthy = training.train(changed, registry.Registry(changed), frame).model_version
     assert cli.main(["rollout", "--promote"]) == cli.EXIT_OK, capsys.readouterr()
     report = json.loads((project / "reports" / "rollout.json").read_text())
     assert report["passed"] and report["candidate_version"] == healthy

@@ -120,7 +120,7 @@ def test_training_against_a_tracking_server_stores_the_model_in_s3(
     assert settings.tracking_uri == mlflow_server
     frame = data.read_table(settings.resolve(settings.params.data.source))
 
-    models = registry.Registry.open(settings)
+    models = registry.Registry(settings)
     result = training.train(settings, models, frame)
 
     assert result.model_version == 1

@@ -69,7 +69,7 @@ def test_registered_model_predicts_like_the_trained_pipeline(project, estimator)
     write_params(project, model={"estimator": estimator, "hyperparameters": {}})
     settings = load_settings(project / "params.yaml")
     frame = data.read_table(settings.resolve(settings.params.data.source))
-    registry = Registry.open(settings)
+    registry = Registry(settings)
     result = training.train(settings, registry, frame)
     loaded = registry.load_model(result.model_version)
     x_train, y_train, x_holdout, _ = data.train_holdout_split(

@@ -45,22 +45,24 @@ def run_train(settings: Settings, args: argparse.Namespace) -> dict:
     from . import pipeline
     from .registry import Registry
 
-    return pipeline.train(settings, Registry.open(settings), _say)
+    return pipeline.train(settings, Registry(settings), _say)
 
 
 def run_evaluate(settings: Settings, args: argparse.Namespace) -> dict:
     from . import pipeline
     from .registry import Registry
 
-    registry = Registry.open(settings)
-    return pipeline.evaluate(settings, registry, _say, args.version, args.fail_on_reject)
+    registry = Registry(settings)
+    return pipeline.evaluate(
+        settings, registry, _say, version=args.version, fail_on_reject=args.fail_on_reject
+    )
 
 
 def run_promote(settings: Settings, args: argparse.Namespace) -> dict:
     from . import pipeline
     from .registry import Registry
 
-    return pipeline.promote(settings, Registry.open(settings), _say)
+    return pipeline.promote(settings, Registry(settings), _say)
 
 
 def run_rollback(settings: Settings, args: argparse.Namespace) -> dict:
@@ -72,9 +74,13 @@ def run_rollback(settings: Settings, args: argparse.Namespace) -> dict:
     from . import pipeline
     from .registry import Registry
 
-    registry = Registry.open(settings)
     return pipeline.rollback(
-        settings, registry, _say, args.reason, args.to_version, args.if_champion
+        settings,
+        Registry(settings),
+        _say,
+        why=args.reason,
+        to_version=args.to_version,
+        if_champion=args.if_champion,
     )
 
 
@@ -91,7 +97,7 @@ def run_build(settings: Settings, args: argparse.Namespace) -> dict:
     from . import deployment
     from .registry import Registry
 
-    version = _version_or_champion(Registry.open(settings), args.version)
+    version = _version_or_champion(Registry(settings), args.version)
     result = {"bento": deployment.build(settings, version), "model_version": version}
     if getattr(args, "export", None):
         result["archive"] = deployment.export_bento(settings, result["bento"], args.export)
@@ -189,7 +195,7 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
     params = settings.params.rollout
     if args.strategy:
         params = params.model_copy(update={"strategy": args.strategy})
-    registry = Registry.open(settings)
+    registry = Registry(settings)
     champion = registry.alias_version(CHAMPION)
     candidate = args.version or registry.alias_version(CHALLENGER)
     if champion is None or candidate is None or champion == candidate:
@@ -272,7 +278,7 @@ def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
     from .registry import Registry
 
     batch.use_compact_memory_pool()
-    registry = Registry.open(settings)
+    registry = Registry(settings)
     version = _version_or_champion(registry, args.version)
     model = registry.load_model(version)
     result = batch.score_file(
@@ -291,7 +297,7 @@ def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
 def run_history(settings: Settings, args: argparse.Namespace) -> dict:
     from .registry import Registry
 
-    registry = Registry.open(settings)
+    registry = Registry(settings)
     entries = registry.history()
     result = {"aliases": registry.aliases(), "history": entries}
     rows = [
@@ -439,7 +445,7 @@ def run_pipeline(settings: Settings, args: argparse.Namespace) -> dict:
     from . import pipeline
     from .registry import Registry
 
-    return pipeline.run(settings, Registry.open(settings), _say, args.fail_on_reject)
+    return pipeline.run(settings, Registry(settings), _say, args.fail_on_reject)
 
 
 # GitHub Actions: what the workflows call around the stages (see github.py).

@@ -140,7 +140,7 @@ def build(settings: Settings, version: int) -> str:
 
     params = settings.params
     name = params.registry.model_name
-    model_registry = registry.Registry.open(settings)
+    model_registry = registry.Registry(settings)
     uri = model_registry.model_uri(version)
     try:
         digest = model_registry.recorded_digest(version)
@@ -513,7 +513,7 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
     rows = sample_rows(settings)
     records = as_records(rows)
     try:
-        expected = np.asarray(registry.Registry.open(settings).load_model(version).predict(rows))
+        expected = np.asarray(registry.Registry(settings).load_model(version).predict(rows))
     except MlflowException as error:
         raise DeploymentError(f"cannot load v{version} from the registry: {error}") from error
     feature = str(rows.columns[0])

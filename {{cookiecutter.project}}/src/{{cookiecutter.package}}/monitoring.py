@@ -454,7 +454,7 @@ def performance(settings: Settings, within: Window, hours: float) -> dict:
     from . import registry
 
     params, metric = settings.params.monitoring, settings.params.gate.primary_metric
-    model_registry = registry.Registry.open(settings)
+    model_registry = registry.Registry(settings)
     champion = model_registry.alias_version(registry.CHAMPION)
     if champion is None:
         raise StateError("performance: there is no champion to compare with; promote a model")

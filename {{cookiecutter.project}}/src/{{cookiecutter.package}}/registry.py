@@ -11,7 +11,6 @@ import getpass
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlparse
 
@@ -21,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from . import security
 from .errors import RegistryError
-from .settings import GitHubContext, Settings
+from .settings import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 _AUDIT_PREFIX = "audit."
@@ -33,11 +32,7 @@ def describe(version: int | None) -> str:
 
 
 def _configure(settings: Settings) -> None:
-    """Point MLflow at the tracking store and the project's experiment (created on first use).
-
-    Global, because `mlflow.start_run`, `mlflow.sklearn.load_model`, `download_artifacts` and
-    BentoML's import of a `models:/` URI all read MLflow's global configuration, not a client's.
-    """
+    """Point MLflow at the tracking store and the project's experiment (created on first use)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep CI logs readable
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.tracking_uri)
@@ -54,23 +49,32 @@ def _local_artifact_root(settings: Settings) -> str | None:
     return None  # a tracking server decides where artifacts go
 
 
-@dataclass(frozen=True)
 class Registry:
-    """The project's registered model, for one command: open it once, pass it to whoever needs it."""
+    """The project's registered model, for one command: make it once, pass it to whoever needs it."""
 
-    client: MlflowClient
-    model_name: str
-    github: GitHubContext  # who and which run the audit trail records
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.model_name = settings.params.registry.model_name
+        self._github = settings.env.github  # who and which run the audit trail records
+        self._client: MlflowClient | None = None
 
-    @classmethod
-    def open(cls, settings: Settings) -> Registry:
-        """Configure MLflow (once per command) and bind a client to the project's store and model."""
-        _configure(settings)
-        return cls(
-            MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri),
-            settings.params.registry.model_name,
-            settings.env.github,
-        )
+    def configure(self) -> MlflowClient:
+        """Configure MLflow on first use, once for this registry; the client bound to the store.
+
+        MLflow's global configuration is needed besides the client: `mlflow.start_run`,
+        `mlflow.sklearn.load_model`, `download_artifacts` and BentoML's import of a `models:/` URI
+        read it. Waiting for the first use leaves the store untouched by a command that fails before
+        it needs the registry (invalid data).
+        """
+        if self._client is None:
+            _configure(self._settings)
+            uri = self._settings.tracking_uri
+            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return self._client
+
+    @property
+    def client(self) -> MlflowClient:
+        return self.configure()
 
     def alias_version(self, alias: str) -> int | None:
         """The version behind an alias, or None when the model or the alias does not exist yet."""
@@ -92,6 +96,7 @@ class Registry:
 
     def load_model(self, version: int):
         """The registered scikit-learn pipeline itself (native flavour: predict_proba, no pyfunc layer)."""
+        self.configure()
         return mlflow.sklearn.load_model(self.model_uri(version))
 
     def holdout_metric(self, version: int, metric: str) -> float:
@@ -112,6 +117,7 @@ class Registry:
         The build verifies this tag before packing the model, and the service before serving it, so a
         model file changed in the artifact store after registration is never served.
         """
+        self.configure()
         with tempfile.TemporaryDirectory() as folder:
             local = mlflow.artifacts.download_artifacts(self.model_uri(version), dst_path=folder)
             digest = security.artifact_digest(local)
@@ -128,8 +134,8 @@ class Registry:
             "sequence": sequence,
             "action": action,
             "at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "by": self.github.actor or getpass.getuser(),
-            "run": self.github.run_id or "local",
+            "by": self._github.actor or getpass.getuser(),
+            "run": self._github.run_id or "local",
             **details,
         }
         self.client.set_registered_model_tag(

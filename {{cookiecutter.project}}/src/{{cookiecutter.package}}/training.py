@@ -117,7 +117,7 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
         "data_source": params.data.source,
         "params_hash": params_hash(settings),
     }
-    # The open registry pointed MLflow at the project's experiment, where this run goes.
+    registry.configure()  # the run goes to the project's experiment
     with mlflow.start_run(run_name=f"train-{params.model.estimator}") as run:
         mlflow.set_tags(lineage)
         mlflow.log_params(
