@@ -63,11 +63,12 @@ def main() -> None:
         settings = scratch_settings(Path(folder))
         frame = data.read_table(settings.resolve(settings.params.data.source))
         features, _ = data.split_features_target(frame, settings.params.data.target)
-        champion = training.train(settings, frame).model_version
-        healthy = training.train(settings, frame.sample(frac=0.9, random_state=1)).model_version
-        flaky = register(
-            settings, Misbehaving(registry.load_model(settings, champion), fail_every=5), features
-        )
+        models = registry.Registry(settings)
+        champion = training.train(settings, models, frame).model_version
+        healthy = training.train(
+            settings, models, frame.sample(frac=0.9, random_state=1)
+        ).model_version
+        flaky = register(settings, Misbehaving(models.load_model(champion), fail_every=5), features)
         scenarios = [
             ("canary 5-25-50-100, healthy", healthy, PARAMS, "first step to 100%"),
             ("blue-green, healthy", healthy, PARAMS.model_copy(update={"strategy": "blue-green"}), "switch and watch"),

@@ -384,8 +384,9 @@ def serve_model(
     Each variant's rounds with one worker also go to `one_worker[label, variant, c]`.
     """
     base = scratch_settings(folder, MODELS[label], {})
-    version = training.train(base, frame).model_version
-    model = registry.load_model(base, version)
+    models = registry.Registry(base)
+    version = training.train(base, models, frame).model_version
+    model = models.load_model(version)
     model_path = folder / "model.joblib"
     joblib.dump(model, model_path)
     row_body = json.dumps(records[0]).encode()

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from moto.server import ThreadedMotoServer
 
 from {{ cookiecutter.package }} import data, storage
+from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -61,6 +62,12 @@ def write_params(project: Path, **changes: dict) -> Path:
 @pytest.fixture
 def settings(project: Path) -> Settings:
     return load_settings(project / "params.yaml")
+
+
+@pytest.fixture
+def registry(settings: Settings) -> Registry:
+    """The scratch project's model registry, made as a command makes it."""
+    return Registry(settings)
 
 
 @pytest.fixture

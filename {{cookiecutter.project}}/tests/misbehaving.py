@@ -20,7 +20,8 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
 
-from {{ cookiecutter.package }} import data, registry
+from {{ cookiecutter.package }} import data
+from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings
 
 
@@ -56,7 +57,8 @@ def register(settings: Settings, model: Misbehaving, features: pd.DataFrame) -> 
     import cloudpickle
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    registry.configure(settings)
+    registry = Registry(settings)
+    registry.configure()  # the run goes to the project's experiment
     sample = features.head(20)
     with mlflow.start_run(run_name="misbehaving test model"):
         logged = mlflow.sklearn.log_model(
@@ -69,5 +71,5 @@ def register(settings: Settings, model: Misbehaving, features: pd.DataFrame) -> 
             metadata={"feature_profile": data.feature_profile(features)},
         )
     version = int(logged.registered_model_version)
-    registry.record_digest(settings, version)  # as training does: the build and service verify it
+    registry.record_digest(version)  # as training does: the build and service verify it
     return version

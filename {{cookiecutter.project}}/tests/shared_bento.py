@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from {{ cookiecutter.package }} import data, deployment, training
+from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 from .conftest import PROJECT_DIR, write_params
@@ -59,9 +60,10 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store:
         write_params(project, serving={"max_batch_rows": MAX_BATCH_ROWS})
         settings = _scratch_settings(project)
         frame = data.read_table(settings.resolve(settings.params.data.source))
-        version = training.train(settings, frame).model_version
+        version = training.train(settings, Registry(settings), frame).model_version
         write_params(project, model=FAR_APART[settings.params.task])
-        other_version = training.train(_scratch_settings(project), frame).model_version
+        other = _scratch_settings(project)
+        other_version = training.train(other, Registry(other), frame).model_version
         bento = deployment.build(settings, version)
         _CACHE["built"] = Built(project, settings, version, other_version, bento)
     return _CACHE["built"]  # type: ignore[return-value]

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from {{ cookiecutter.package }} import cli, data, registry
+from {{ cookiecutter.package }} import cli, data
+from {{ cookiecutter.package }}.registry import CHALLENGER, CHAMPION
 
 from .conftest import write_params
 
@@ -32,23 +33,25 @@ def test_missing_data_file_exits_2_and_names_it(project, capsys):
     assert "data/nowhere.csv" in capsys.readouterr().err
 
 
-def test_invalid_data_stops_training_and_registers_nothing(project, settings, frame, capsys):
+def test_invalid_data_stops_training_and_registers_nothing(
+    project, settings, registry, frame, capsys
+):
     first_feature = frame.columns[0]
     broken = frame.drop(columns=[first_feature])
     data.write_table(broken, str(project / settings.params.data.source))
     assert run("train") == cli.EXIT_CHECK_FAILED
     assert "data invalid" in capsys.readouterr().err
     assert report(project, "validate")["success"] is False
-    assert registry.alias_version(settings, registry.CHALLENGER) is None
+    assert registry.alias_version(CHALLENGER) is None
     assert not (project / "reports" / "train.json").exists()
 
 
-def test_train_evaluate_promote_reject_rollback(project, settings):
+def test_train_evaluate_promote_reject_rollback(project, registry):
     assert run("train") == cli.EXIT_OK
     assert run("evaluate") == cli.EXIT_OK
     assert report(project, "evaluate")["decision"] == "promote"
     assert run("promote") == cli.EXIT_OK
-    assert registry.alias_version(settings, registry.CHAMPION) == 1
+    assert registry.alias_version(CHAMPION) == 1
 
     assert run("train") == cli.EXIT_OK  # same params: no better
     assert run("evaluate") == cli.EXIT_OK  # a rejection is a normal outcome
@@ -58,7 +61,7 @@ def test_train_evaluate_promote_reject_rollback(project, settings):
     assert (project / "reports" / "evaluate.md").read_text().count("REJECT") == 1
     assert run("evaluate", "--fail-on-reject") == cli.EXIT_CHECK_FAILED
     assert run("promote") == cli.EXIT_CHECK_FAILED
-    assert registry.alias_version(settings, registry.CHAMPION) == 1
+    assert registry.alias_version(CHAMPION) == 1
 
     assert run("rollback") == cli.EXIT_ERROR  # v1 is the first champion: nowhere to go
     assert run("history") == cli.EXIT_OK
@@ -74,25 +77,25 @@ def test_batch_scores_with_the_champion(project, settings):
     assert summary["rows"] == len(data.read_table(str(project / settings.params.batch.input)))
 
 
-def test_guarded_rollback_undoes_only_this_runs_promotion(project, settings):
+def test_guarded_rollback_undoes_only_this_runs_promotion(project, registry):
     """What cd.yml's rollback job runs: `rollback --if-champion N` after a failure past promotion."""
     run("train"), run("evaluate"), run("promote")
     # v2 was never promoted: nothing changes
     assert run("rollback", "--if-champion", "2", "--reason", "x") == cli.EXIT_OK
     assert report(project, "rollback")["skipped"] is True
-    assert registry.alias_version(settings, registry.CHAMPION) == 1
+    assert registry.alias_version(CHAMPION) == 1
 
     # v1 was the first champion: undoing its promotion leaves no champion, as pipeline does
     assert run("rollback", "--if-champion", "1", "--reason", "deploy failed") == cli.EXIT_OK
-    assert registry.alias_version(settings, registry.CHAMPION) is None
+    assert registry.alias_version(CHAMPION) is None
     assert run("rollback", "--to-version", "") == cli.EXIT_ERROR  # "" is "previous": there is none
 
 
 @pytest.mark.integration
-def test_pipeline_promotes_deploys_and_smoke_tests_the_first_model(project, settings):
+def test_pipeline_promotes_deploys_and_smoke_tests_the_first_model(project, registry):
     """The whole loop through a real `bentoml serve`: what `make pipeline` and the demo run."""
     assert run("pipeline") == cli.EXIT_OK
     result = report(project, "pipeline")
     assert (result["decision"], result["deployed"], result["champion"]) == ("promote", True, 1)
     assert report(project, "smoke")["passed"] is True
-    assert registry.alias_version(settings, registry.CHAMPION) == 1
+    assert registry.alias_version(CHAMPION) == 1

@@ -82,8 +82,9 @@ def test_smoke_passes_against_the_served_version(built: Built, server: deploymen
 @pytest.mark.integration
 def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: deployment.Server):
     rows = deployment.sample_rows(built.settings)
-    served = registry.load_model(built.settings, built.version).predict(rows)
-    other = registry.load_model(built.settings, built.other_version).predict(rows)
+    models = registry.Registry(built.settings)
+    served = models.load_model(built.version).predict(rows)
+    other = models.load_model(built.other_version).predict(rows)
     assert not np.allclose(served, other), "the two versions must predict differently for this test"
 
     report = deployment.smoke(built.settings, server.url, built.other_version)

@@ -301,9 +301,10 @@ def test_monitor_turns_the_verdicts_into_step_outputs_and_the_issue_text(
 @pytest.fixture
 def champion(project, settings, frame):
     """A trained and promoted v1 in the project's sqlite registry."""
-    trained = training.train(settings, frame)
-    registry.promote(settings, trained.model_version, None, why="test champion")
-    return registry.load_model(settings, trained.model_version)
+    models = registry.Registry(settings)
+    trained = training.train(settings, models, frame)
+    models.promote(trained.model_version, None, why="test champion")
+    return models.load_model(trained.model_version)
 
 
 def labels_for(

@@ -230,7 +230,7 @@ def candidates(built: Built, server: deployment.Server, request) -> Candidates:
     features, _ = data.split_features_target(
         data.read_table(settings.resolve(settings.params.data.source)), settings.params.data.target
     )
-    champion_model = registry.load_model(settings, built.version)
+    champion_model = registry.Registry(settings).load_model(built.version)
     versions = {
         "healthy": built.other_version,
         "flaky": register(settings, Misbehaving(champion_model, fail_every=5), features),
@@ -363,8 +363,9 @@ def test_shadow_compares_without_clients_ever_seeing_the_candidate(built, candid
     # The disagreement nginx's logs show is the one the two registered models have on those rows.
     settings = built.settings
     rows = deployment.sample_rows(settings, rows=200)
-    ours = registry.load_model(settings, built.version).predict(rows)
-    theirs = registry.load_model(settings, built.other_version).predict(rows)
+    models = registry.Registry(settings)
+    ours = models.load_model(built.version).predict(rows)
+    theirs = models.load_model(built.other_version).predict(rows)
     offline = float((ours != theirs).mean()) if settings.params.task == "classification" else None
     if offline is not None:
         assert abs(measured.disagreement_rate - offline) <= 0.1, (measured, offline)
@@ -403,31 +404,31 @@ def test_the_rollout_command_promotes_only_after_a_passing_canary(project, setti
     write_params(
         project, rollout={**FAST, "canary_steps": [50, 100], "proxy_port": deployment.free_port()}
     )
-    training.train(settings, frame)
-    registry.promote(settings, 1, None, why="first model")
+    models = registry.Registry(settings)
+    training.train(settings, models, frame)
+    models.promote(1, None, why="first model")
     features, _ = data.split_features_target(frame, settings.params.data.target)
-    flaky = register(
-        settings, Misbehaving(registry.load_model(settings, 1), fail_every=5), features
-    )
+    flaky = register(settings, Misbehaving(models.load_model(1), fail_every=5), features)
 
     # A candidate that fails: exit 1, the report says why, and the registry is as it was.
-    history = registry.history(settings)
+    history = models.history()
     assert cli.main(["rollout", "--version", str(flaky), "--promote"]) == cli.EXIT_CHECK_FAILED
     assert "rolled back: error rate" in capsys.readouterr().err
     report = json.loads((project / "reports" / "rollout.json").read_text())
     assert not report["passed"] and "promotion" not in report
-    assert registry.alias_version(settings, registry.CHAMPION) == 1
-    assert registry.history(settings) == history
+    assert models.alias_version(registry.CHAMPION) == 1
+    assert models.history() == history
     assert "ROLLED BACK" in (project / "reports" / "rollout.md").read_text()
 
     # A healthy one: every step passes, then it is promoted.
     write_params(project, model=OTHER_MODEL[settings.params.task])
-    healthy = training.train(load_settings(project / "params.yaml"), frame).model_version
+    changed = load_settings(project / "params.yaml")
+    healthy = training.train(changed, registry.Registry(changed), frame).model_version
     assert cli.main(["rollout", "--promote"]) == cli.EXIT_OK, capsys.readouterr()
     report = json.loads((project / "reports" / "rollout.json").read_text())
     assert report["passed"] and report["candidate_version"] == healthy
     assert [s["step"]["traffic"]["candidate_percent"] for s in report["steps"]] == [50, 100]
-    assert registry.alias_version(settings, registry.CHAMPION) == healthy
+    assert models.alias_version(registry.CHAMPION) == healthy
     promoted = json.loads((project / "reports" / "promote.json").read_text())
     assert (promoted["champion"], promoted["previous"]) == (healthy, 1)
     answers = [json.loads(line) for line in Path(report["traffic_record"]).read_text().splitlines()]

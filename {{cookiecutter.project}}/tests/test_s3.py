@@ -120,15 +120,16 @@ def test_training_against_a_tracking_server_stores_the_model_in_s3(
     assert settings.tracking_uri == mlflow_server
     frame = data.read_table(settings.resolve(settings.params.data.source))
 
-    result = training.train(settings, frame)
+    models = registry.Registry(settings)
+    result = training.train(settings, models, frame)
 
     assert result.model_version == 1
-    assert registry.alias_version(settings, registry.CHALLENGER) == 1
+    assert models.alias_version(registry.CHALLENGER) == 1
     stored = keys(bucket, "mlflow/")
     assert any(key.endswith("/MLmodel") for key in stored), stored
     assert not (project / "mlartifacts").exists() and not (project / "mlruns").exists()
 
-    model = registry.load_model(settings, result.model_version)
+    model = models.load_model(result.model_version)
     target, fraction = settings.params.data.target, settings.params.data.holdout_fraction
     x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, target, fraction)
     assert evaluation.score(model, x_holdout, y_holdout, settings.params.task) == pytest.approx(

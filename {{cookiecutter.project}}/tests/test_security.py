@@ -429,7 +429,7 @@ def test_a_changed_model_file_keeps_the_service_from_starting(built: Built):
 @pytest.mark.integration
 def test_the_build_refuses_a_model_changed_in_the_artifact_store(built: Built):
     settings = built.settings
-    location = registry.client(settings).get_model_version_download_uri(
+    location = registry.Registry(settings).client.get_model_version_download_uri(
         settings.params.registry.model_name, str(built.other_version)
     )
     mlmodel = Path(location.removeprefix("file://")) / "MLmodel"

@@ -26,7 +26,7 @@ def http(built: Built, server: deployment.Server):
 def test_predictions_equal_the_registry_model_and_name_the_version(built: Built, http):
     rows = deployment.sample_rows(built.settings)
     records = deployment.as_records(rows)
-    model = registry.load_model(built.settings, built.version)
+    model = registry.Registry(built.settings).load_model(built.version)
     expected = model.predict(rows)
 
     single = [http.post("/predict", json=record).raise_for_status().json() for record in records]

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from {{ cookiecutter.package }} import data, registry, training
+from {{ cookiecutter.package }} import data, training
+from {{ cookiecutter.package }}.registry import CHALLENGER, Registry
 from {{ cookiecutter.package }}.settings import ModelParams, load_settings
 
 from .conftest import write_params
@@ -33,10 +34,10 @@ def test_unknown_estimator_and_bad_hyperparameters_are_named(settings):
         training.build_pipeline(settings.params.task, bad)
 
 
-def test_train_registers_a_challenger_with_lineage(settings, frame):
-    result = training.train(settings, frame)
+def test_train_registers_a_challenger_with_lineage(settings, registry, frame):
+    result = training.train(settings, registry, frame)
     assert result.model_version == 1
-    assert registry.aliases(settings) == {"challenger": 1}
+    assert registry.aliases() == {"challenger": 1}
 
     client = MlflowClient(settings.tracking_uri)
     run = client.get_run(result.run_id)
@@ -49,16 +50,16 @@ def test_train_registers_a_challenger_with_lineage(settings, frame):
 
     version = client.get_model_version(settings.params.registry.model_name, "1")
     assert version.tags["data_fingerprint"] == result.data_fingerprint
-    model_info = mlflow.models.get_model_info(registry.model_uri(settings, 1))
+    model_info = mlflow.models.get_model_info(registry.model_uri(1))
     assert model_info.signature is not None
     assert model_info.saved_input_example_info is not None
-    requirements = mlflow.pyfunc.get_model_dependencies(registry.model_uri(settings, 1))
+    requirements = mlflow.pyfunc.get_model_dependencies(registry.model_uri(1))
     pinned = Path(requirements).read_text()
     assert "scikit-learn==" in pinned and "pytest" not in pinned
 
-    second = training.train(settings, frame)
+    second = training.train(settings, registry, frame)
     assert second.model_version == 2
-    assert registry.alias_version(settings, registry.CHALLENGER) == 2
+    assert registry.alias_version(CHALLENGER) == 2
     assert second.params_hash == result.params_hash  # same params, same hash
 
 
@@ -68,8 +69,9 @@ def test_registered_model_predicts_like_the_trained_pipeline(project, estimator)
     write_params(project, model={"estimator": estimator, "hyperparameters": {}})
     settings = load_settings(project / "params.yaml")
     frame = data.read_table(settings.resolve(settings.params.data.source))
-    result = training.train(settings, frame)
-    loaded = registry.load_model(settings, result.model_version)
+    registry = Registry(settings)
+    result = training.train(settings, registry, frame)
+    loaded = registry.load_model(result.model_version)
     x_train, y_train, x_holdout, _ = data.train_holdout_split(
         frame, settings.params.data.target, settings.params.data.holdout_fraction
     )

@@ -23,6 +23,7 @@ from .settings import Settings, load_settings
 
 if TYPE_CHECKING:  # the stage modules are imported in the commands that use them
     from . import monitoring
+    from .registry import Registry
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
 PROG = __package__
@@ -32,150 +33,62 @@ def _say(message: str) -> None:
     print(f"{PROG}: {message}", flush=True)
 
 
-# Stages. Each returns its result dict after writing its report.
+# Stages (pipeline.py does the work). Each returns its result dict after writing its report.
 
 
 def run_validate(settings: Settings, args: argparse.Namespace) -> dict:
-    from . import validation
+    from . import pipeline
 
-    source = settings.resolve(settings.params.data.source)
-    frame = data.read_table(source)
-    suite = validation.load_suite(settings.resolve(settings.params.validation.suite))
-    result = {
-        **validation.validate(frame, suite),
-        "source": source,
-        "fingerprint": data.fingerprint(frame),
-    }
-    reports.write_report(settings.reports_dir, "validate", result, validation.markdown(result))
-    if not result["success"]:
-        raise CheckFailed(
-            f"data invalid: {result['failed']} of {result['evaluated']} expectations failed; "
-            f"see {settings.reports_dir / 'validate.md'}"
-        )
-    _say(f"data valid: {result['evaluated']} expectations on {result['rows']} rows")
-    return result
+    return pipeline.validate(settings, _say)
 
 
 def run_train(settings: Settings, args: argparse.Namespace) -> dict:
-    from . import training
+    from . import pipeline
+    from .registry import Registry
 
-    run_validate(settings, args)  # never register a model trained on data that failed validation
-    frame = data.read_table(settings.resolve(settings.params.data.source))
-    trained = training.train(settings, frame)
-    result = {
-        "model_version": trained.model_version,
-        "run_id": trained.run_id,
-        "holdout_metrics": trained.metrics,
-        "data_fingerprint": trained.data_fingerprint,
-        "params_hash": trained.params_hash,
-        "git_sha": trained.git_sha,
-    }
-    reports.write_report(settings.reports_dir, "train", result)
-    metric = settings.params.gate.primary_metric
-    _say(
-        f"trained v{trained.model_version} ({settings.params.model.estimator}), "
-        f"holdout {metric} {trained.metrics[metric]:.4f}; alias challenger -> v{trained.model_version}"
-    )
-    return result
+    return pipeline.train(settings, Registry(settings), _say)
 
 
 def run_evaluate(settings: Settings, args: argparse.Namespace) -> dict:
-    from . import evaluation, registry
+    from . import pipeline
+    from .registry import Registry
 
-    params = settings.params
-    candidate = args.version or registry.alias_version(settings, registry.CHALLENGER)
-    if candidate is None:
-        raise StateError("no challenger to evaluate: run `train` first or pass --version")
-    champion = registry.alias_version(settings, registry.CHAMPION)
-    if champion == candidate:
-        raise StateError(f"v{candidate} is already the champion; nothing to compare")
-    frame = data.read_table(settings.resolve(params.data.source))
-    _, _, x_holdout, y_holdout = data.train_holdout_split(
-        frame, params.data.target, params.data.holdout_fraction
+    registry = Registry(settings)
+    return pipeline.evaluate(
+        settings, registry, _say, version=args.version, fail_on_reject=args.fail_on_reject
     )
-    candidate_model = registry.load_model(settings, candidate)
-    comparison = evaluation.compare(
-        params.task,
-        params.gate,
-        settings.greater_is_better,
-        x_holdout,
-        y_holdout,
-        (candidate, candidate_model),
-        None if champion is None else (champion, registry.load_model(settings, champion)),
-    )
-    plots = evaluation.plot(
-        candidate_model, x_holdout, y_holdout, params.task, settings.reports_dir / "plots"
-    )
-    result = {
-        **comparison.to_dict(),
-        "data_fingerprint": data.fingerprint(frame),
-        "plots": [str(path) for path in plots],
-    }
-    markdown = evaluation.markdown(result, settings.greater_is_better)
-    reports.write_report(settings.reports_dir, "evaluate", result, markdown)
-    registry.log_evaluation(settings, candidate, comparison, plots)
-    _say(f"gate: {comparison.decision} v{candidate}: {comparison.reasons[0]}")
-    if comparison.decision == evaluation.REJECT and getattr(args, "fail_on_reject", False):
-        raise CheckFailed(f"gate rejected v{candidate} (--fail-on-reject)")
-    return result
 
 
 def run_promote(settings: Settings, args: argparse.Namespace) -> dict:
-    """Promote what the last evaluation approved, only if the champion has not moved since."""
-    from . import evaluation, registry
+    from . import pipeline
+    from .registry import Registry
 
-    evaluated = reports.read_report(settings.reports_dir, "evaluate")
-    version = evaluated["candidate_version"]
-    if evaluated["decision"] != evaluation.PROMOTE:
-        raise CheckFailed(f"the gate rejected v{version}; not promoting")
-    why = "; ".join(evaluated["reasons"])
-    result = registry.promote(settings, version, evaluated["champion_version"], why=why)
-    reports.write_report(settings.reports_dir, "promote", result)
-    _say(f"champion -> v{version} (previous: {_describe(result['previous'])})")
-    return result
+    return pipeline.promote(settings, Registry(settings), _say)
 
 
 def run_rollback(settings: Settings, args: argparse.Namespace) -> dict:
     """Move champion back; with --if-champion N, undo the promotion of vN and only that.
 
-    The guarded form is what a deploy workflow runs when anything after its promotion failed: if the
-    champion is no longer vN (never promoted, or moved since), nothing changes; if vN was the first
-    champion, the alias is removed again, as `pipeline` does after a failed first deployment.
+    The guarded form is what a deploy workflow runs when anything after its promotion failed (see
+    `Registry.undo_promotion_if_champion`).
     """
-    from . import registry
+    from . import pipeline
+    from .registry import Registry
 
-    guard = getattr(args, "if_champion", None)
-    if guard is not None:
-        current = registry.alias_version(settings, registry.CHAMPION)
-        if current != guard:
-            result = {
-                "skipped": True,
-                "champion": current,
-                "why": f"the champion is {_describe(current)}, not v{guard}: nothing to roll back",
-            }
-            reports.write_report(settings.reports_dir, "rollback", result)
-            _say(result["why"])
-            return result
-        if args.to_version is None and registry.alias_version(settings, registry.PREVIOUS) is None:
-            promotion = {"champion": guard, "previous": None, "replaced_previous": None}
-            result = registry.revert_promotion(settings, promotion, why=args.reason)
-            reports.write_report(settings.reports_dir, "rollback", result)
-            _say(f"champion alias removed (v{guard} was the first champion)")
-            return result
-    result = registry.rollback(settings, why=args.reason, to_version=args.to_version)
-    reports.write_report(settings.reports_dir, "rollback", result)
-    _say(f"champion -> v{result['champion']} (rolled back from v{result['rolled_back_from']})")
-    return result
+    return pipeline.rollback(
+        settings,
+        Registry(settings),
+        _say,
+        why=args.reason,
+        to_version=args.to_version,
+        if_champion=args.if_champion,
+    )
 
 
-def _describe(version: int | None) -> str:
-    return "none" if version is None else f"v{version}"
+def _version_or_champion(registry: Registry, version: int | None) -> int:
+    from .registry import CHAMPION
 
-
-def _version_or_champion(settings: Settings, version: int | None) -> int:
-    from . import registry
-
-    version = version or registry.alias_version(settings, registry.CHAMPION)
+    version = version or registry.alias_version(CHAMPION)
     if version is None:
         raise StateError("there is no champion yet: promote a model or pass --version")
     return version
@@ -183,8 +96,9 @@ def _version_or_champion(settings: Settings, version: int | None) -> int:
 
 def run_build(settings: Settings, args: argparse.Namespace) -> dict:
     from . import deployment
+    from .registry import Registry
 
-    version = _version_or_champion(settings, args.version)
+    version = _version_or_champion(Registry(settings), args.version)
     result = {"bento": deployment.build(settings, version), "model_version": version}
     if getattr(args, "export", None):
         result["archive"] = deployment.export_bento(settings, result["bento"], args.export)
@@ -276,17 +190,19 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
     With --promote, a canary or blue-green that passed makes the candidate the champion
     (compare-and-set); a breach sends traffic back and changes nothing in the registry.
     """
-    from . import registry, rollout
+    from . import rollout
+    from .registry import CHALLENGER, CHAMPION, Registry, describe
 
     params = settings.params.rollout
     if args.strategy:
         params = params.model_copy(update={"strategy": args.strategy})
-    champion = registry.alias_version(settings, registry.CHAMPION)
-    candidate = args.version or registry.alias_version(settings, registry.CHALLENGER)
+    registry = Registry(settings)
+    champion = registry.alias_version(CHAMPION)
+    candidate = args.version or registry.alias_version(CHALLENGER)
     if champion is None or candidate is None or champion == candidate:
         raise StateError(
-            f"a rollout needs a champion and another candidate (champion {_describe(champion)}, "
-            f"candidate {_describe(candidate)}); the first model is promoted without one"
+            f"a rollout needs a champion and another candidate (champion {describe(champion)}, "
+            f"candidate {describe(candidate)}); the first model is promoted without one"
         )
 
     def say_step(done: rollout.StepResult) -> None:
@@ -308,7 +224,7 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
         result = _local_rollout(settings, args, params, champion, candidate, say_step)
     if result["passed"] and args.promote and params.strategy != "shadow":
         why = f"{params.strategy} rollout passed"
-        result["promotion"] = registry.promote(settings, candidate, champion, why=why)
+        result["promotion"] = registry.promote(candidate, champion, why=why)
         reports.write_report(settings.reports_dir, "promote", result["promotion"])
     reports.write_report(settings.reports_dir, "rollout", result, rollout.markdown(result))
     if not result["passed"]:
@@ -359,11 +275,13 @@ def run_traffic(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
-    from . import batch, registry
+    from . import batch
+    from .registry import Registry
 
     batch.use_compact_memory_pool()
-    version = _version_or_champion(settings, args.version)
-    model = registry.load_model(settings, version)
+    registry = Registry(settings)
+    version = _version_or_champion(registry, args.version)
+    model = registry.load_model(version)
     result = batch.score_file(
         model,
         list(model.feature_names_in_),
@@ -378,10 +296,11 @@ def run_batch(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_history(settings: Settings, args: argparse.Namespace) -> dict:
-    from . import registry
+    from .registry import Registry
 
-    entries = registry.history(settings)
-    result = {"aliases": registry.aliases(settings), "history": entries}
+    registry = Registry(settings)
+    entries = registry.history()
+    result = {"aliases": registry.aliases(), "history": entries}
     rows = [
         [
             e["sequence"],
@@ -502,41 +421,11 @@ def run_suggest_suite(settings: Settings, args: argparse.Namespace) -> dict:
     return {"suite": str(path)}
 
 
-def _stage_args(command: str, **values) -> argparse.Namespace:
-    """The arguments a stage gets from its own command line defaults, with `values` set."""
-    args = parser().parse_args([command])
-    vars(args).update(values)
-    return args
-
-
 def run_pipeline(settings: Settings, args: argparse.Namespace) -> dict:
-    """validate -> train -> evaluate -> (promote -> build -> serve + smoke), rolling back on failure."""
-    from . import evaluation, registry
+    from . import pipeline
+    from .registry import Registry
 
-    trained = run_train(settings, args)
-    args.version = trained["model_version"]
-    evaluated = run_evaluate(settings, args)
-    result = {"model_version": args.version, "decision": evaluated["decision"], "deployed": False}
-    if evaluated["decision"] == evaluation.PROMOTE:
-        promotion = run_promote(settings, args)
-        try:
-            run_build(settings, _stage_args("build", version=args.version))
-            run_smoke(settings, _stage_args("smoke", version=args.version))
-        except Exception as failure:
-            rolled = registry.revert_promotion(
-                settings, promotion, why=f"deployment of v{args.version} failed: {failure}"
-            )
-            result.update(rolled_back=True, failure=str(failure), champion=rolled["champion"])
-            reports.write_report(settings.reports_dir, "pipeline", result)
-            raise CheckFailed(
-                f"v{args.version} failed after promotion ({failure}); "
-                f"champion is back to {_describe(rolled['champion'])}"
-            ) from failure
-        result.update(deployed=True, rolled_back=False)
-    result["champion"] = registry.alias_version(settings, registry.CHAMPION)
-    reports.write_report(settings.reports_dir, "pipeline", result)
-    _say(f"pipeline done: {result['decision']}; champion is {_describe(result['champion'])}")
-    return result
+    return pipeline.run(settings, Registry(settings), _say, args.fail_on_reject)
 
 
 # GitHub Actions: what the workflows call around the stages (see the github package).
@@ -836,8 +725,6 @@ def _optional_int(text: str) -> int | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "pipeline":
-        args.version = None
     try:
         settings = load_settings(args.params)
         COMMANDS[args.command][0](settings, args)

@@ -140,10 +140,10 @@ def build(settings: Settings, version: int) -> str:
 
     params = settings.params
     name = params.registry.model_name
-    uri = registry.model_uri(settings, version)
-    registry.configure(settings)
+    model_registry = registry.Registry(settings)
+    uri = model_registry.model_uri(version)
     try:
-        digest = registry.recorded_digest(settings, version)
+        digest = model_registry.recorded_digest(version)
     except MlflowException as error:
         raise DeploymentError(f"cannot read {uri} from the registry: {error}") from error
     labels = {
@@ -513,7 +513,7 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
     rows = sample_rows(settings)
     records = as_records(rows)
     try:
-        expected = np.asarray(registry.load_model(settings, version).predict(rows))
+        expected = np.asarray(registry.Registry(settings).load_model(version).predict(rows))
     except MlflowException as error:
         raise DeploymentError(f"cannot load v{version} from the registry: {error}") from error
     feature = str(rows.columns[0])

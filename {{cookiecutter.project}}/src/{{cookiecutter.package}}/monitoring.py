@@ -371,10 +371,11 @@ def performance(settings: Settings, within: Window, hours: float) -> dict:
     from . import registry
 
     params, metric = settings.params.monitoring, settings.params.gate.primary_metric
-    champion = registry.alias_version(settings, registry.CHAMPION)
+    model_registry = registry.Registry(settings)
+    champion = model_registry.alias_version(registry.CHAMPION)
     if champion is None:
         raise StateError("performance: there is no champion to compare with; promote a model")
-    champion_metric = registry.holdout_metric(settings, champion, metric)
+    champion_metric = model_registry.holdout_metric(champion, metric)
     labels = read_labels(settings.resolve(params.labels))
     log = read_log(settings.resolve(params.prediction_log), within.start, within.end)
     periods = windows(within, hours)

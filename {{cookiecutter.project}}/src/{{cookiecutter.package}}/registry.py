@@ -26,7 +26,12 @@ CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 _AUDIT_PREFIX = "audit."
 
 
-def configure(settings: Settings) -> None:
+def describe(version: int | None) -> str:
+    """A version as messages name it: `v3`, or `none` when an alias points nowhere."""
+    return "none" if version is None else f"v{version}"
+
+
+def _configure(settings: Settings) -> None:
     """Point MLflow at the tracking store and the project's experiment (created on first use)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep CI logs readable
     mlflow.set_tracking_uri(settings.tracking_uri)
@@ -44,212 +49,225 @@ def _local_artifact_root(settings: Settings) -> str | None:
     return None  # a tracking server decides where artifacts go
 
 
-def client(settings: Settings) -> MlflowClient:
-    configure(settings)
-    return MlflowClient()
+class Registry:
+    """The project's registered model, for one command: make it once, pass it to whoever needs it."""
 
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self.model_name = settings.params.registry.model_name
+        self._github = settings.env.github  # who and which run the audit trail records
+        self._client: MlflowClient | None = None
 
-def alias_version(settings: Settings, alias: str) -> int | None:
-    """The version behind an alias, or None when the model or the alias does not exist yet."""
-    try:
-        aliases = client(settings).get_registered_model(settings.params.registry.model_name).aliases
-    except MlflowException:
-        return None
-    return int(aliases[alias]) if alias in aliases else None
+    def configure(self) -> MlflowClient:
+        """Configure MLflow on first use, once for this registry; the client bound to the store.
 
+        MLflow's global configuration is needed besides the client: `mlflow.start_run`,
+        `mlflow.sklearn.load_model`, `download_artifacts` and BentoML's import of a `models:/` URI
+        read it. Waiting for the first use leaves the store untouched by a command that fails before
+        it needs the registry (invalid data).
+        """
+        if self._client is None:
+            _configure(self._settings)
+            uri = self._settings.tracking_uri
+            self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        return self._client
 
-def aliases(settings: Settings) -> dict[str, int]:
-    return {
-        alias: version
-        for alias in (CHAMPION, CHALLENGER, PREVIOUS)
-        if (version := alias_version(settings, alias)) is not None
-    }
+    @property
+    def client(self) -> MlflowClient:
+        return self.configure()
 
-
-def model_uri(settings: Settings, version: int) -> str:
-    return f"models:/{settings.params.registry.model_name}/{version}"
-
-
-def load_model(settings: Settings, version: int):
-    """The registered scikit-learn pipeline itself (native flavour: predict_proba, no pyfunc layer)."""
-    configure(settings)
-    return mlflow.sklearn.load_model(model_uri(settings, version))
-
-
-def holdout_metric(settings: Settings, version: int, metric: str) -> float:
-    """What `version` scored on the frozen holdout at training, as logged on its run."""
-    registry_client = client(settings)
-    run_id = registry_client.get_model_version(
-        settings.params.registry.model_name, str(version)
-    ).run_id
-    metrics = registry_client.get_run(run_id).data.metrics
-    if f"holdout_{metric}" not in metrics:
-        raise RegistryError(f"v{version} (run {run_id}) has no holdout_{metric} metric logged")
-    return metrics[f"holdout_{metric}"]
-
-
-def tag_version(settings: Settings, version: int, tags: dict[str, str]) -> None:
-    registry_client = client(settings)
-    for key, value in tags.items():
-        registry_client.set_model_version_tag(
-            settings.params.registry.model_name, str(version), key, value
-        )
-
-
-def record_digest(settings: Settings, version: int) -> str:
-    """Digest the registered files of `version` as the registry hands them out; tag the version.
-
-    The build verifies this tag before packing the model, and the service before serving it, so a
-    model file changed in the artifact store after registration is never served.
-    """
-    configure(settings)
-    with tempfile.TemporaryDirectory() as folder:
-        local = mlflow.artifacts.download_artifacts(model_uri(settings, version), dst_path=folder)
-        digest = security.artifact_digest(local)
-    tag_version(settings, version, {security.DIGEST_TAG: digest})
-    return digest
-
-
-def recorded_digest(settings: Settings, version: int) -> str | None:
-    name = settings.params.registry.model_name
-    return client(settings).get_model_version(name, str(version)).tags.get(security.DIGEST_TAG)
-
-
-def _actor(settings: Settings) -> str:
-    return settings.env.github.actor or getpass.getuser()
-
-
-def _record(settings: Settings, action: str, **details) -> dict:
-    registry_client = client(settings)
-    name = settings.params.registry.model_name
-    sequence = len(history(settings)) + 1
-    entry = {
-        "sequence": sequence,
-        "action": action,
-        "at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "by": _actor(settings),
-        "run": settings.env.github.run_id or "local",
-        **details,
-    }
-    registry_client.set_registered_model_tag(
-        name, f"{_AUDIT_PREFIX}{sequence:06d}", json.dumps(entry)
-    )
-    return entry
-
-
-def history(settings: Settings) -> list[dict]:
-    """Every recorded alias move, oldest first."""
-    try:
-        tags = client(settings).get_registered_model(settings.params.registry.model_name).tags
-    except MlflowException:
-        return []
-    return [json.loads(tags[key]) for key in sorted(tags) if key.startswith(_AUDIT_PREFIX)]
-
-
-def move_alias(
-    settings: Settings, alias: str, version: int | None, why: str, action: str = "move"
-) -> dict:
-    """Point `alias` at `version` (None removes it) and record the move as `action`."""
-    registry_client = client(settings)
-    name = settings.params.registry.model_name
-    before = alias_version(settings, alias)
-    if version is None:
-        if before is not None:
-            registry_client.delete_registered_model_alias(name, alias)
-    else:
+    def alias_version(self, alias: str) -> int | None:
+        """The version behind an alias, or None when the model or the alias does not exist yet."""
         try:
-            registry_client.get_model_version(name, str(version))
+            aliases = self.client.get_registered_model(self.model_name).aliases
         except MlflowException:
-            raise RegistryError(f"{name} has no version {version}; nothing changed") from None
-        registry_client.set_registered_model_alias(name, alias, str(version))
-    return _record(settings, action, alias=alias, before=before, after=version, why=why)
+            return None
+        return int(aliases[alias]) if alias in aliases else None
 
+    def aliases(self) -> dict[str, int]:
+        return {
+            alias: version
+            for alias in (CHAMPION, CHALLENGER, PREVIOUS)
+            if (version := self.alias_version(alias)) is not None
+        }
 
-def promote(settings: Settings, version: int, expected_champion: int | None, why: str) -> dict:
-    """Make `version` the champion, if the champion is still the one the evaluation compared against.
+    def model_uri(self, version: int) -> str:
+        return f"models:/{self.model_name}/{version}"
 
-    Compare-and-set: if another run moved `champion` since the evaluation, promoting now would skip a
-    comparison, so it is refused. The old champion becomes `previous`.
-    """
-    current = alias_version(settings, CHAMPION)
-    if current != expected_champion:
-        raise RegistryError(
-            f"champion moved since the evaluation (expected v{expected_champion}, found v{current}); "
-            "evaluate again before promoting"
+    def load_model(self, version: int):
+        """The registered scikit-learn pipeline itself (native flavour: predict_proba, no pyfunc layer)."""
+        self.configure()
+        return mlflow.sklearn.load_model(self.model_uri(version))
+
+    def holdout_metric(self, version: int, metric: str) -> float:
+        """What `version` scored on the frozen holdout at training, as logged on its run."""
+        run_id = self.client.get_model_version(self.model_name, str(version)).run_id
+        metrics = self.client.get_run(run_id).data.metrics
+        if f"holdout_{metric}" not in metrics:
+            raise RegistryError(f"v{version} (run {run_id}) has no holdout_{metric} metric logged")
+        return metrics[f"holdout_{metric}"]
+
+    def tag_version(self, version: int, tags: dict[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_model_version_tag(self.model_name, str(version), key, value)
+
+    def record_digest(self, version: int) -> str:
+        """Digest the registered files of `version` as the registry hands them out; tag the version.
+
+        The build verifies this tag before packing the model, and the service before serving it, so a
+        model file changed in the artifact store after registration is never served.
+        """
+        self.configure()
+        with tempfile.TemporaryDirectory() as folder:
+            local = mlflow.artifacts.download_artifacts(self.model_uri(version), dst_path=folder)
+            digest = security.artifact_digest(local)
+        self.tag_version(version, {security.DIGEST_TAG: digest})
+        return digest
+
+    def recorded_digest(self, version: int) -> str | None:
+        tags = self.client.get_model_version(self.model_name, str(version)).tags
+        return tags.get(security.DIGEST_TAG)
+
+    def _record(self, action: str, **details) -> dict:
+        sequence = len(self.history()) + 1
+        entry = {
+            "sequence": sequence,
+            "action": action,
+            "at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "by": self._github.actor or getpass.getuser(),
+            "run": self._github.run_id or "local",
+            **details,
+        }
+        self.client.set_registered_model_tag(
+            self.model_name, f"{_AUDIT_PREFIX}{sequence:06d}", json.dumps(entry)
         )
-    if current == version:
-        raise RegistryError(f"v{version} is already the champion")
-    previous = alias_version(settings, PREVIOUS)
-    if current is not None:
-        move_alias(settings, PREVIOUS, current, why=f"v{version} promoted over it")
-    try:
-        move_alias(settings, CHAMPION, version, why=why, action="promote")
-    except MlflowException as error:
-        move_alias(settings, PREVIOUS, previous, why=f"promotion of v{version} failed")
-        raise RegistryError(f"promotion of v{version} failed, nothing changed: {error}") from error
-    return {"champion": version, "previous": current, "replaced_previous": previous}
+        return entry
 
+    def history(self) -> list[dict]:
+        """Every recorded alias move, oldest first."""
+        try:
+            tags = self.client.get_registered_model(self.model_name).tags
+        except MlflowException:
+            return []
+        return [json.loads(tags[key]) for key in sorted(tags) if key.startswith(_AUDIT_PREFIX)]
 
-def revert_promotion(settings: Settings, promotion: dict, why: str) -> dict:
-    """Undo what `promote` returned: champion and previous point where they did before it.
+    def move_alias(self, alias: str, version: int | None, why: str, action: str = "move") -> dict:
+        """Point `alias` at `version` (None removes it) and record the move as `action`."""
+        before = self.alias_version(alias)
+        if version is None:
+            if before is not None:
+                self.client.delete_registered_model_alias(self.model_name, alias)
+        else:
+            try:
+                self.client.get_model_version(self.model_name, str(version))
+            except MlflowException:
+                raise RegistryError(
+                    f"{self.model_name} has no version {version}; nothing changed"
+                ) from None
+            self.client.set_registered_model_alias(self.model_name, alias, str(version))
+        return self._record(action, alias=alias, before=before, after=version, why=why)
 
-    Unlike `rollback`, this works for a first promotion too: the champion alias is removed again.
-    """
-    failed = promotion["champion"]
-    move_alias(
-        settings, CHAMPION, promotion["previous"], why=f"from v{failed}: {why}", action="rollback"
-    )
-    move_alias(settings, PREVIOUS, promotion["replaced_previous"], why=f"rollback of v{failed}")
-    return {"champion": promotion["previous"], "rolled_back_from": failed}
+    def promote(self, version: int, expected_champion: int | None, why: str) -> dict:
+        """Make `version` the champion, if the champion is still the one the evaluation compared against.
 
+        Compare-and-set: if another run moved `champion` since the evaluation, promoting now would skip
+        a comparison, so it is refused. The old champion becomes `previous`.
+        """
+        current = self.alias_version(CHAMPION)
+        if current != expected_champion:
+            raise RegistryError(
+                f"champion moved since the evaluation (expected v{expected_champion}, "
+                f"found v{current}); evaluate again before promoting"
+            )
+        if current == version:
+            raise RegistryError(f"v{version} is already the champion")
+        previous = self.alias_version(PREVIOUS)
+        if current is not None:
+            self.move_alias(PREVIOUS, current, why=f"v{version} promoted over it")
+        try:
+            self.move_alias(CHAMPION, version, why=why, action="promote")
+        except MlflowException as error:
+            self.move_alias(PREVIOUS, previous, why=f"promotion of v{version} failed")
+            raise RegistryError(
+                f"promotion of v{version} failed, nothing changed: {error}"
+            ) from error
+        return {"champion": version, "previous": current, "replaced_previous": previous}
 
-def _previous_before(settings: Settings, version: int | None) -> int | None:
-    """The champion that `version` replaced, read from the audit trail (None if it was the first)."""
-    for entry in reversed(history(settings)):
-        if entry["action"] == "promote" and entry["after"] == version:
-            return entry["before"]
-    return None
+    def revert_promotion(self, promotion: dict, why: str) -> dict:
+        """Undo what `promote` returned: champion and previous point where they did before it.
 
+        Unlike `rollback`, this works for a first promotion too: the champion alias is removed again.
+        """
+        failed = promotion["champion"]
+        self.move_alias(
+            CHAMPION, promotion["previous"], why=f"from v{failed}: {why}", action="rollback"
+        )
+        self.move_alias(PREVIOUS, promotion["replaced_previous"], why=f"rollback of v{failed}")
+        return {"champion": promotion["previous"], "rolled_back_from": failed}
 
-def rollback(settings: Settings, why: str, to_version: int | None = None) -> dict:
-    """Move `champion` back to `previous` (or to `to_version`), and `previous` one step further back.
+    def _previous_before(self, version: int | None) -> int | None:
+        """The champion that `version` replaced, read from the audit trail (None if it was the first)."""
+        for entry in reversed(self.history()):
+            if entry["action"] == "promote" and entry["after"] == version:
+                return entry["before"]
+        return None
 
-    Walking the audit trail means repeated rollbacks keep going back in history instead of bouncing
-    between the last two versions.
-    """
-    current = alias_version(settings, CHAMPION)
-    target = to_version if to_version is not None else alias_version(settings, PREVIOUS)
-    if current is None:
-        raise RegistryError("there is no champion to roll back")
-    if target is None:
-        raise RegistryError(f"v{current} is the first champion; there is no previous version")
-    if target == current:
-        raise RegistryError(f"v{target} is already the champion")
-    move_alias(settings, CHAMPION, target, why=f"from v{current}: {why}", action="rollback")
-    before_target = _previous_before(settings, target)
-    move_alias(
-        settings, PREVIOUS, None if before_target == current else before_target, why="rollback"
-    )
-    return {"champion": target, "rolled_back_from": current}
+    def rollback(self, why: str, to_version: int | None = None) -> dict:
+        """Move `champion` back to `previous` (or to `to_version`), and `previous` one step further back.
 
+        Walking the audit trail means repeated rollbacks keep going back in history instead of
+        bouncing between the last two versions.
+        """
+        current = self.alias_version(CHAMPION)
+        target = to_version if to_version is not None else self.alias_version(PREVIOUS)
+        if current is None:
+            raise RegistryError("there is no champion to roll back")
+        if target is None:
+            raise RegistryError(f"v{current} is the first champion; there is no previous version")
+        if target == current:
+            raise RegistryError(f"v{target} is already the champion")
+        self.move_alias(CHAMPION, target, why=f"from v{current}: {why}", action="rollback")
+        before_target = self._previous_before(target)
+        self.move_alias(
+            PREVIOUS, None if before_target == current else before_target, why="rollback"
+        )
+        return {"champion": target, "rolled_back_from": current}
 
-def log_evaluation(settings: Settings, version: int, comparison, plots: list) -> None:
-    """Attach the gate's numbers, verdict and plots to the candidate's training run and version."""
-    registry_client = client(settings)
-    name = settings.params.registry.model_name
-    run_id = registry_client.get_model_version(name, str(version)).run_id
-    metrics = {f"eval_candidate_{k}": v for k, v in comparison.candidate_metrics.items()}
-    metrics |= {f"eval_champion_{k}": v for k, v in comparison.champion_metrics.items()}
-    for key, value in metrics.items():
-        registry_client.log_metric(run_id, key, value)
-    for path in plots:
-        registry_client.log_artifact(run_id, str(path), artifact_path="evaluation")
-    tag_version(
-        settings,
-        version,
-        {
-            "gate_decision": comparison.decision,
-            "gate_reasons": "; ".join(comparison.reasons)[:4000],
-            "evaluated_against": str(comparison.champion_version or "none"),
-        },
-    )
+    def undo_promotion_if_champion(
+        self, version: int, why: str, to_version: int | None = None
+    ) -> dict:
+        """Undo the promotion of `version`, and only that: what a deploy does when a later step failed.
+
+        If the champion is no longer `version` (never promoted, or moved since), nothing changes and
+        the result says `skipped`. If `version` was the first champion, the alias is removed again, as
+        `pipeline` does after a failed first deployment. Otherwise this is a `rollback`.
+        """
+        current = self.alias_version(CHAMPION)
+        if current != version:
+            return {
+                "skipped": True,
+                "champion": current,
+                "why": f"the champion is {describe(current)}, not v{version}: nothing to roll back",
+            }
+        if to_version is None and self.alias_version(PREVIOUS) is None:
+            first = {"champion": version, "previous": None, "replaced_previous": None}
+            return self.revert_promotion(first, why=why)
+        return self.rollback(why=why, to_version=to_version)
+
+    def log_evaluation(self, version: int, comparison, plots: list) -> None:
+        """Attach the gate's numbers, verdict and plots to the candidate's training run and version."""
+        run_id = self.client.get_model_version(self.model_name, str(version)).run_id
+        metrics = {f"eval_candidate_{k}": v for k, v in comparison.candidate_metrics.items()}
+        metrics |= {f"eval_champion_{k}": v for k, v in comparison.champion_metrics.items()}
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, value)
+        for path in plots:
+            self.client.log_artifact(run_id, str(path), artifact_path="evaluation")
+        self.tag_version(
+            version,
+            {
+                "gate_decision": comparison.decision,
+                "gate_reasons": "; ".join(comparison.reasons)[:4000],
+                "evaluated_against": str(comparison.champion_version or "none"),
+            },
+        )

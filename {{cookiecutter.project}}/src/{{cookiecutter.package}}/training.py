@@ -22,8 +22,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import data, evaluation, registry
+from . import data, evaluation
 from .errors import SettingsError
+from .registry import CHALLENGER, Registry
 from .settings import ModelParams, Settings
 
 # The estimators params.yaml may name, per task. Add yours here; everything else follows.
@@ -101,7 +102,7 @@ def flatten(prefix: str, values: dict) -> dict[str, object]:
     return {f"{prefix}.{key}": value for key, value in values.items()}
 
 
-def train(settings: Settings, frame: pd.DataFrame) -> TrainingResult:
+def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> TrainingResult:
     """Fit on the training rows, score on the frozen holdout, register, and alias as `challenger`."""
     params = settings.params
     x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(
@@ -116,7 +117,7 @@ def train(settings: Settings, frame: pd.DataFrame) -> TrainingResult:
         "data_source": params.data.source,
         "params_hash": params_hash(settings),
     }
-    registry.configure(settings)
+    registry.configure()  # the run goes to the project's experiment
     with mlflow.start_run(run_name=f"train-{params.model.estimator}") as run:
         mlflow.set_tags(lineage)
         mlflow.log_params(
@@ -150,9 +151,9 @@ def train(settings: Settings, frame: pd.DataFrame) -> TrainingResult:
             },
         )
     model_version = int(model_info.registered_model_version)
-    registry.tag_version(settings, model_version, lineage)
-    registry.record_digest(settings, model_version)
-    registry.move_alias(settings, registry.CHALLENGER, model_version, why="newly trained")
+    registry.tag_version(model_version, lineage)
+    registry.record_digest(model_version)
+    registry.move_alias(CHALLENGER, model_version, why="newly trained")
     return TrainingResult(
         run_id=run.info.run_id,
         model_version=model_version,

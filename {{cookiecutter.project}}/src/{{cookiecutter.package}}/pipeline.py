@@ -1,0 +1,208 @@
+"""The stages of a model's way to production, and `run` to take them in order.
+
+Each stage does its work, writes `reports/<stage>.json` (and `.md` for people), tells `say` what
+people read in the log (the CLI passes its printer), and returns its result. A check that fails (invalid
+data, a gate rejection under `fail_on_reject`, a failed smoke test) raises CheckFailed.
+
+Stage modules are imported inside the stages, so a command loads only the stack it needs (MLflow,
+great-expectations and BentoML each take seconds to import).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from . import data, reports
+from .errors import CheckFailed, StateError
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+Say = Callable[[str], None]
+
+
+def validate(settings: Settings, say: Say) -> dict:
+    from . import validation
+
+    source = settings.resolve(settings.params.data.source)
+    frame = data.read_table(source)
+    suite = validation.load_suite(settings.resolve(settings.params.validation.suite))
+    result = {
+        **validation.validate(frame, suite),
+        "source": source,
+        "fingerprint": data.fingerprint(frame),
+    }
+    reports.write_report(settings.reports_dir, "validate", result, validation.markdown(result))
+    if not result["success"]:
+        raise CheckFailed(
+            f"data invalid: {result['failed']} of {result['evaluated']} expectations failed; "
+            f"see {settings.reports_dir / 'validate.md'}"
+        )
+    say(f"data valid: {result['evaluated']} expectations on {result['rows']} rows")
+    return result
+
+
+def train(settings: Settings, registry: Registry, say: Say) -> dict:
+    from . import training
+
+    validate(settings, say)  # never register a model trained on data that failed validation
+    frame = data.read_table(settings.resolve(settings.params.data.source))
+    trained = training.train(settings, registry, frame)
+    result = {
+        "model_version": trained.model_version,
+        "run_id": trained.run_id,
+        "holdout_metrics": trained.metrics,
+        "data_fingerprint": trained.data_fingerprint,
+        "params_hash": trained.params_hash,
+        "git_sha": trained.git_sha,
+    }
+    reports.write_report(settings.reports_dir, "train", result)
+    metric = settings.params.gate.primary_metric
+    say(
+        f"trained v{trained.model_version} ({settings.params.model.estimator}), "
+        f"holdout {metric} {trained.metrics[metric]:.4f}; alias challenger -> v{trained.model_version}"
+    )
+    return result
+
+
+def evaluate(
+    settings: Settings,
+    registry: Registry,
+    say: Say,
+    version: int | None = None,
+    fail_on_reject: bool = False,
+) -> dict:
+    """Score the candidate (`version`, default the challenger) and the champion; apply the gate."""
+    from . import evaluation
+    from .registry import CHALLENGER, CHAMPION
+
+    params = settings.params
+    candidate = version or registry.alias_version(CHALLENGER)
+    if candidate is None:
+        raise StateError("no challenger to evaluate: run `train` first or pass --version")
+    champion = registry.alias_version(CHAMPION)
+    if champion == candidate:
+        raise StateError(f"v{candidate} is already the champion; nothing to compare")
+    frame = data.read_table(settings.resolve(params.data.source))
+    _, _, x_holdout, y_holdout = data.train_holdout_split(
+        frame, params.data.target, params.data.holdout_fraction
+    )
+    candidate_model = registry.load_model(candidate)
+    comparison = evaluation.compare(
+        params.task,
+        params.gate,
+        settings.greater_is_better,
+        x_holdout,
+        y_holdout,
+        (candidate, candidate_model),
+        None if champion is None else (champion, registry.load_model(champion)),
+    )
+    plots = evaluation.plot(
+        candidate_model, x_holdout, y_holdout, params.task, settings.reports_dir / "plots"
+    )
+    result = {
+        **comparison.to_dict(),
+        "data_fingerprint": data.fingerprint(frame),
+        "plots": [str(path) for path in plots],
+    }
+    markdown = evaluation.markdown(result, settings.greater_is_better)
+    reports.write_report(settings.reports_dir, "evaluate", result, markdown)
+    registry.log_evaluation(candidate, comparison, plots)
+    say(f"gate: {comparison.decision} v{candidate}: {comparison.reasons[0]}")
+    if comparison.decision == evaluation.REJECT and fail_on_reject:
+        raise CheckFailed(f"gate rejected v{candidate} (--fail-on-reject)")
+    return result
+
+
+def promote(settings: Settings, registry: Registry, say: Say) -> dict:
+    """Promote what the last evaluation approved, only if the champion has not moved since."""
+    from . import evaluation
+    from .registry import describe
+
+    evaluated = reports.read_report(settings.reports_dir, "evaluate")
+    version = evaluated["candidate_version"]
+    if evaluated["decision"] != evaluation.PROMOTE:
+        raise CheckFailed(f"the gate rejected v{version}; not promoting")
+    why = "; ".join(evaluated["reasons"])
+    result = registry.promote(version, evaluated["champion_version"], why=why)
+    reports.write_report(settings.reports_dir, "promote", result)
+    say(f"champion -> v{version} (previous: {describe(result['previous'])})")
+    return result
+
+
+def rollback(
+    settings: Settings,
+    registry: Registry,
+    say: Say,
+    why: str,
+    to_version: int | None = None,
+    if_champion: int | None = None,
+) -> dict:
+    """Move champion back; with `if_champion` N, undo the promotion of vN and only that."""
+    if if_champion is None:
+        result = registry.rollback(why=why, to_version=to_version)
+    else:
+        result = registry.undo_promotion_if_champion(if_champion, why=why, to_version=to_version)
+    reports.write_report(settings.reports_dir, "rollback", result)
+    if result.get("skipped"):
+        say(result["why"])
+    elif result["champion"] is None:
+        say(f"champion alias removed (v{if_champion} was the first champion)")
+    else:
+        say(f"champion -> v{result['champion']} (rolled back from v{result['rolled_back_from']})")
+    return result
+
+
+def build(settings: Settings, version: int, say: Say) -> dict:
+    """The bento of `version`, as the `build` command makes it (without an export)."""
+    from . import deployment
+
+    result = {"bento": deployment.build(settings, version), "model_version": version}
+    reports.write_report(settings.reports_dir, "build", result)
+    say(f"built bento {result['bento']} with model v{version}")
+    return result
+
+
+def smoke(settings: Settings, bento: str, version: int, say: Say) -> dict:
+    """Start `bento`, smoke-test it and stop it, as the `smoke` command does without --url."""
+    from . import deployment
+
+    with deployment.serve(settings, bento) as server:
+        result = deployment.smoke(settings, server.url, version)
+    reports.write_report(settings.reports_dir, "smoke", result, deployment.smoke_markdown(result))
+    if not result["passed"]:
+        failed = [check["name"] for check in result["checks"] if not check["passed"]]
+        raise CheckFailed(f"smoke test failed: {', '.join(failed)}")
+    say(f"smoke test passed against {result['url']} (v{version})")
+    return result
+
+
+def run(settings: Settings, registry: Registry, say: Say, fail_on_reject: bool = False) -> dict:
+    """validate -> train -> evaluate -> (promote -> build -> serve + smoke), rolling back on failure."""
+    from . import evaluation
+    from .registry import CHAMPION, describe
+
+    version = train(settings, registry, say)["model_version"]
+    evaluated = evaluate(settings, registry, say, version=version, fail_on_reject=fail_on_reject)
+    result = {"model_version": version, "decision": evaluated["decision"], "deployed": False}
+    if evaluated["decision"] == evaluation.PROMOTE:
+        promotion = promote(settings, registry, say)
+        try:
+            smoke(settings, build(settings, version, say)["bento"], version, say)
+        except Exception as failure:
+            rolled = registry.revert_promotion(
+                promotion, why=f"deployment of v{version} failed: {failure}"
+            )
+            result.update(rolled_back=True, failure=str(failure), champion=rolled["champion"])
+            reports.write_report(settings.reports_dir, "pipeline", result)
+            raise CheckFailed(
+                f"v{version} failed after promotion ({failure}); "
+                f"champion is back to {describe(rolled['champion'])}"
+            ) from failure
+        result.update(deployed=True, rolled_back=False)
+    result["champion"] = registry.alias_version(CHAMPION)
+    reports.write_report(settings.reports_dir, "pipeline", result)
+    say(f"pipeline done: {result['decision']}; champion is {describe(result['champion'])}")
+    return result
