@@ -8,9 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from {{ cookiecutter.package }} import cli, evaluation, loadtest, monitoring, reports, validation
+from {{ cookiecutter.package }} import cli, evaluation, loadtest, reports, validation
 from {{ cookiecutter.package }}.errors import NotServing
 from {{ cookiecutter.package }}.github import actions, comment, config_check, issue
+from {{ cookiecutter.package }}.monitoring import verdict as monitoring
 from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER, Environment, GitHubContext
 
 DIRECTIONS = METRIC_GREATER_IS_BETTER["classification"]

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import cli, data, monitoring, prediction_log, registry, training
+from {{ cookiecutter.package }} import cli, data, prediction_log, registry, training
 from {{ cookiecutter.package }}.errors import DataError
+from {{ cookiecutter.package }}.monitoring import drift, windows
 
 from .conftest import PROJECT_DIR, write_params
 
@@ -149,17 +150,17 @@ def test_read_log_reads_only_the_partitions_in_range(settings, reference, projec
 
 
 def test_windows_end_at_until_and_the_streak_skips_unjudged_windows():
-    periods = monitoring.windows(monitoring.Window(START, START + timedelta(hours=5)), 2)
+    periods = windows.windows(windows.Window(START, START + timedelta(hours=5)), 2)
     assert [(p.start.hour, p.end.hour) for p in periods] == [(22, 23), (23, 1), (1, 3)]
-    assert monitoring.consecutive_latest([True, False, True, True, None]) == 2
-    assert monitoring.consecutive_latest([True, True, False]) == 0
+    assert windows.consecutive_latest([True, False, True, True, None]) == 2
+    assert windows.consecutive_latest([True, True, False]) == 0
 
 
 # Data drift
 
 
 def test_a_window_from_the_training_distribution_does_not_drift(settings, reference):
-    result = monitoring.data_drift(reference, training_sample(reference), 0.5)
+    result = drift.data_drift(reference, training_sample(reference), 0.5)
     assert set(result["features"]) == set(reference.columns)
     assert result["drifted"] is False
     assert result["share_drifted"] < 0.2, result["drifted_features"]
@@ -170,7 +171,7 @@ def test_a_feature_moved_by_two_standard_deviations_drifts(settings, reference):
     window = training_sample(reference)
     window[feature] += 2 * reference[feature].std()
 
-    result = monitoring.data_drift(reference, window, 1 / len(reference.columns))
+    result = drift.data_drift(reference, window, 1 / len(reference.columns))
 
     assert result["drifted_features"] == [feature]
     assert result["share_drifted"] == pytest.approx(1 / len(reference.columns))
@@ -183,20 +184,20 @@ def test_a_changed_category_mix_drifts(settings, reference):
     """diabetes has `sex` (two values); breast_cancer has no feature with few distinct values, so
     there the test adds one to both sides: the first feature cut into three quantile bins."""
     reference = reference.copy()
-    categorical = monitoring.categorical_features(reference)
+    categorical = drift.categorical_features(reference)
     if categorical:
         feature = categorical[0]
     else:
         feature = "grade"
         reference[feature] = pd.qcut(reference.iloc[:, 0], 3, labels=False).astype("float64")
-        assert monitoring.categorical_features(reference) == [feature]
+        assert drift.categorical_features(reference) == [feature]
     window = training_sample(reference)
     values = sorted(reference[feature].unique())
     rng = np.random.default_rng(0)
     mix = [0.85, *[0.15 / (len(values) - 1)] * (len(values) - 1)]
     window[feature] = rng.choice(values, size=len(window), p=mix)
 
-    result = monitoring.data_drift(reference, window, 1 / len(reference.columns))
+    result = drift.data_drift(reference, window, 1 / len(reference.columns))
 
     assert result["drifted_features"] == [feature]
     assert result["features"][feature]["method"].split()[0] in {"Z-test", "chi-square"}

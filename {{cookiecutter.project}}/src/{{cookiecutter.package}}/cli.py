@@ -22,7 +22,7 @@ from .errors import CheckFailed, PipelineError, SettingsError, StateError
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:  # the stage modules are imported in the commands that use them
-    from . import monitoring
+    from .monitoring.verdict import Finding
     from .registry import Registry
 
 EXIT_OK, EXIT_CHECK_FAILED, EXIT_ERROR = 0, 1, 2
@@ -324,21 +324,21 @@ def run_history(settings: Settings, args: argparse.Namespace) -> dict:
 
 def _drift(settings: Settings, args: argparse.Namespace) -> tuple[dict, str]:
     """Run `drift` and write its report; returns the result and its Markdown."""
-    from . import monitoring
+    from .monitoring import drift, windows
 
-    window = monitoring.time_range(args.since, args.until, settings.params.monitoring.window_hours)
-    result = monitoring.drift(settings, window, settings.reports_dir / "drift.html")
-    markdown = monitoring.drift_markdown(result)
+    window = windows.time_range(args.since, args.until, settings.params.monitoring.window_hours)
+    result = drift.judge(settings, window, settings.reports_dir / "drift.html")
+    markdown = drift.markdown(result)
     reports.write_report(settings.reports_dir, "drift", result, markdown)
     return result, markdown
 
 
 def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
     """Logged features of a window (default: the last monitoring.window_hours) against training."""
-    from . import monitoring
+    from .monitoring import verdict
 
     result, _ = _drift(settings, args)
-    finding = monitoring.drift_finding(result)
+    finding = verdict.drift_finding(result)
     if finding.flagged:
         raise CheckFailed(finding.line)
     _say(finding.line)
@@ -347,33 +347,34 @@ def run_drift(settings: Settings, args: argparse.Namespace) -> dict:
 
 def _performance(settings: Settings, args: argparse.Namespace) -> tuple[dict, str]:
     """Run `performance` and write its report; returns the result and its Markdown."""
-    from . import monitoring
+    from .monitoring import performance, windows
+    from .registry import Registry
 
     params = settings.params.monitoring
     hours = params.window_hours if args.window_hours is None else args.window_hours
     if hours <= 0:
         raise SettingsError(f"--window-hours: {hours} is not a positive number of hours")
     default_hours = hours * params.retrain_after_windows  # enough windows for the retraining streak
-    within = monitoring.time_range(args.since, args.until, default_hours)
-    result = monitoring.performance(settings, within, hours)
-    markdown = monitoring.performance_markdown(result)
+    within = windows.time_range(args.since, args.until, default_hours)
+    result = performance.judge(settings, Registry(settings), within, hours)
+    markdown = performance.markdown(result)
     reports.write_report(settings.reports_dir, "performance", result, markdown)
     return result, markdown
 
 
 def run_performance(settings: Settings, args: argparse.Namespace) -> dict:
     """The primary metric on labelled predictions per window, against the champion's holdout metric."""
-    from . import monitoring
+    from .monitoring import verdict
 
     result, _ = _performance(settings, args)
-    finding = monitoring.decay_finding(result)
+    finding = verdict.decay_finding(result)
     if finding.flagged:
         raise CheckFailed(finding.line)
     _say(finding.line)
     return result
 
 
-def _say_unless_flagged(finding: monitoring.Finding) -> None:
+def _say_unless_flagged(finding: Finding) -> None:
     """What a check found when it is not a problem: the problems go to the verdict."""
     if not finding.flagged:
         _say(finding.line)
@@ -385,25 +386,25 @@ def run_monitor(settings: Settings, args: argparse.Namespace) -> dict:
     Exits 0 whatever the verdicts (bad input still exits 2): `alert` and `retrain` become step
     outputs, and the story goes to the job summary and to --issue-body, the monitoring issue's text.
     """
-    from . import monitoring
     from .github import actions, issue
+    from .monitoring import verdict
 
-    drift, drift_markdown = _drift(settings, args)
-    _say_unless_flagged(monitoring.drift_finding(drift))
-    performance, performance_markdown = _performance(settings, args)
-    _say_unless_flagged(monitoring.decay_finding(performance))
-    verdict = monitoring.verdict(drift, performance)
+    drifted, drift_markdown = _drift(settings, args)
+    _say_unless_flagged(verdict.drift_finding(drifted))
+    decayed, performance_markdown = _performance(settings, args)
+    _say_unless_flagged(verdict.decay_finding(decayed))
+    decided = verdict.verdict(drifted, decayed)
     github = settings.env.github
-    body = issue.body(verdict, f"{drift_markdown}\n\n{performance_markdown}", github.run_url)
+    body = issue.body(decided, f"{drift_markdown}\n\n{performance_markdown}", github.run_url)
     if args.issue_body:
         Path(args.issue_body).parent.mkdir(parents=True, exist_ok=True)
         Path(args.issue_body).write_text(body)
-    flags = {"alert": verdict.alert, "retrain": verdict.retrain}
+    flags = {"alert": decided.alert, "retrain": decided.retrain}
     actions.write_outputs({name: str(flag).lower() for name, flag in flags.items()}, github)
     actions.append_summary(body, github)
-    result = {**flags, "drift": verdict.drift.problem, "decay": verdict.decay.problem}
+    result = {**flags, "drift": decided.drift.problem, "decay": decided.decay.problem}
     reports.write_report(settings.reports_dir, "monitor", result, body)
-    _say(verdict.headline + ("; retrain" if verdict.retrain else ""))
+    _say(decided.headline + ("; retrain" if decided.retrain else ""))
     return result
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .actions import COMMENT_LIMIT, truncate
 
 if TYPE_CHECKING:  # monitoring imports pandas; the issue only reads the verdict
-    from ..monitoring import Verdict
+    from ..monitoring.verdict import Verdict
 
 # The first line of the issue: the workflow finds the open issue by it and edits it in place.
 MARKER = f"<!-- {__package__.split('.')[0]}:model-monitoring -->"

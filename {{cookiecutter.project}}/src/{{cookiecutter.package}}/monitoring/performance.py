@@ -1,0 +1,220 @@
+"""Concept drift: the primary metric on labelled predictions, per window, against the champion's."""
+
+from __future__ import annotations
+
+import io
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .. import storage
+from ..errors import DataError, StateError
+from ..prediction_log import MODEL_VERSION, PREDICTION, PROBABILITY, REQUEST_ID, ROW, read_log
+from ..registry import CHAMPION
+from ..reports import markdown_table, number
+from ..settings import Settings
+from .windows import Window, rows_in, streak, streak_lines, windows
+
+if TYPE_CHECKING:
+    from ..registry import Registry
+
+LABEL = "label"
+LABEL_SUFFIXES = (".csv", ".parquet")
+PROBABILITY_METRICS = frozenset({"roc_auc", "log_loss"})
+
+
+def _labels_file(location: str, content: bytes) -> pd.DataFrame:
+    if PurePosixPath(location).suffix.lower() == ".csv":
+        return pd.read_csv(io.BytesIO(content), dtype={REQUEST_ID: str})  # "0042" stays as it is
+    try:
+        return pd.read_parquet(io.BytesIO(content))
+    except Exception as error:
+        raise DataError(f"{location}: not a readable Parquet file: {error}") from error
+
+
+def read_labels(location: str) -> pd.DataFrame:
+    """Every labels file (CSV or Parquet) under a folder or s3:// prefix: request_id, row, label.
+
+    `row` may be missing (single-row requests): it is 0. When a (request_id, row) is labelled twice,
+    the file that sorts last wins.
+    """
+    storage.require_folder(location, "labels")
+    files = [path for path in storage.files(location) if path.lower().endswith(LABEL_SUFFIXES)]
+    frames = []
+    for path, content in storage.read_many(files):
+        frame = _labels_file(path, content)
+        missing = [name for name in (REQUEST_ID, LABEL) if name not in frame.columns]
+        if missing:
+            raise DataError(f"{path}: labels file without columns {missing}")
+        if ROW not in frame.columns:
+            frame[ROW] = 0
+        frames.append(frame[[REQUEST_ID, ROW, LABEL]])
+    if not frames:
+        return pd.DataFrame(
+            {REQUEST_ID: pd.Series(dtype=object), ROW: pd.Series(dtype="int64"), LABEL: []}
+        )
+    labels = pd.concat(frames, ignore_index=True)
+    labels[REQUEST_ID] = labels[REQUEST_ID].astype(str)
+    labels[ROW] = labels[ROW].fillna(0).astype("int64")
+    return labels.drop_duplicates([REQUEST_ID, ROW], keep="last")
+
+
+def positive_scores(log: pd.DataFrame) -> np.ndarray | None:
+    """P(class 1) from the logged predicted-class probability (binary 0/1 labels), or None."""
+    probability = pd.to_numeric(log[PROBABILITY], errors="coerce")
+    if probability.isna().any():
+        return None
+    predicted = log[PREDICTION].to_numpy()
+    return np.where(predicted == 1, probability, 1 - probability).astype("float64")
+
+
+def window_metric(task: str, metric: str, joined: pd.DataFrame) -> tuple[float | None, str | None]:
+    """(value, None), or (None, why the metric cannot be computed from these logged rows)."""
+    from .. import evaluation
+
+    y = joined[LABEL].to_numpy()
+    predictions = joined[PREDICTION].to_numpy()
+    scores = None
+    if metric in PROBABILITY_METRICS:
+        classes = set(np.unique(np.concatenate([y, predictions])).tolist())
+        if not classes <= {0, 1}:
+            return (
+                None,
+                f"{metric} needs binary 0/1 labels; the log holds {sorted(map(str, classes))}",
+            )
+        scores = positive_scores(joined)
+        if scores is None:
+            return None, f"{metric} needs the logged probability, which is missing in these rows"
+    try:
+        return evaluation.metric(task, metric, y, predictions, scores), None
+    except ValueError as error:  # e.g. AUC with one class only
+        return None, f"{metric} undefined on these rows: {error}"
+
+
+def join_labels(log: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Logged predictions that have a label, with the label cast to the prediction's type."""
+    keys = log.assign(**{REQUEST_ID: log[REQUEST_ID].astype(str), ROW: log[ROW].astype("int64")})
+    joined = keys.merge(labels, on=[REQUEST_ID, ROW], how="inner")
+    if pd.api.types.is_numeric_dtype(log[PREDICTION]) and len(joined):
+        converted = pd.to_numeric(joined[LABEL], errors="coerce")
+        if converted.isna().any():
+            bad = joined.loc[converted.isna(), LABEL].iloc[0]
+            raise DataError(f"labels: {bad!r} is not a number, and the predictions are")
+        joined[LABEL] = converted.astype(log[PREDICTION].dtype)
+    return joined
+
+
+def judge_windows(
+    log: pd.DataFrame,
+    labels: pd.DataFrame,
+    periods: list[Window],
+    *,
+    task: str,
+    metric: str,
+    greater_is_better: bool,
+    champion_metric: float,
+    tolerance: float,
+    min_rows: int,
+) -> list[dict]:
+    """The metric per window against the champion's; `decayed` is None when it could not be judged."""
+    joined = join_labels(log, labels)
+    judged = []
+    for window in periods:
+        rows = rows_in(joined, window)
+        entry = {
+            **window.to_dict(),
+            "logged_rows": len(rows_in(log, window)),
+            "labelled_rows": len(rows),
+            "model_versions": sorted(int(v) for v in rows[MODEL_VERSION].unique()),
+            "metric": None,
+            "champion_metric": champion_metric,
+            "drop": None,
+            "decayed": None,
+            "reason": None,
+        }
+        if len(rows) < min_rows:
+            entry["reason"] = f"too few labelled rows to judge ({len(rows)} < {min_rows})"
+        else:
+            value, entry["reason"] = window_metric(task, metric, rows)
+            if value is not None:
+                drop = champion_metric - value if greater_is_better else value - champion_metric
+                entry.update(metric=value, drop=drop, decayed=bool(drop > tolerance))
+        judged.append(entry)
+    return judged
+
+
+def judge(settings: Settings, registry: Registry, within: Window, hours: float) -> dict:
+    """The primary metric per window of `hours` in `within`, against the champion's holdout metric."""
+    params, metric = settings.params.monitoring, settings.params.gate.primary_metric
+    champion = registry.alias_version(CHAMPION)
+    if champion is None:
+        raise StateError("performance: there is no champion to compare with; promote a model")
+    champion_metric = registry.holdout_metric(champion, metric)
+    labels = read_labels(settings.resolve(params.labels))
+    log = read_log(settings.resolve(params.prediction_log), within.start, within.end)
+    periods = windows(within, hours)
+    judged = judge_windows(
+        log,
+        labels,
+        periods,
+        task=settings.params.task,
+        metric=metric,
+        greater_is_better=settings.greater_is_better[metric],
+        champion_metric=champion_metric,
+        tolerance=params.performance_tolerance,
+        min_rows=params.min_window_rows,
+    )
+    latest = next((w for w in reversed(judged) if w["decayed"] is not None), None)
+    result = {
+        "metric": metric,
+        "greater_is_better": settings.greater_is_better[metric],
+        "champion": {"version": champion, "metric": champion_metric},
+        "tolerance": params.performance_tolerance,
+        "window_hours": hours,
+        "range": within.to_dict(),
+        "min_window_rows": params.min_window_rows,
+        "windows": judged,
+        "judged_windows": sum(w["decayed"] is not None for w in judged),
+        "latest_judged": latest,
+        "decayed": bool(latest and latest["decayed"]),
+        **streak([w["decayed"] for w in judged], params.retrain_after_windows),
+    }
+    result["verdict"] = (
+        "not judged" if latest is None else "DECAYED" if result["decayed"] else "no decay"
+    )
+    return result
+
+
+def markdown(result: dict) -> str:
+    metric = result["metric"]
+    rows = [
+        [
+            w["start"],
+            w["end"],
+            w["labelled_rows"],
+            number(w["metric"]),
+            number(w["champion_metric"]),
+            number(w["drop"]),
+            "not judged" if w["decayed"] is None else w["decayed"],
+        ]
+        for w in result["windows"]
+    ]
+    lines = [
+        f"## Model performance: **{result['verdict']}**",
+        "",
+        f"{metric} of labelled predictions per {result['window_hours']:g} h window against champion "
+        f"v{result['champion']['version']}'s holdout {metric} "
+        f"({result['champion']['metric']:.4f}); a window decays when it is worse by more than "
+        f"{result['tolerance']}.",
+        "",
+        markdown_table(
+            ["start", "end", "labelled rows", metric, "champion", "drop", "decayed"], rows
+        ),
+        "",
+        *[f"- {w['start']}: {w['reason']}" for w in result["windows"] if w["reason"]],
+        "",
+        *streak_lines(result, "decayed"),
+    ]
+    return "\n".join(lines)
