@@ -10,7 +10,7 @@ from Prometheus, which scrapes BentoML's /metrics in every pod and must label ea
 relabelling). Every change goes through `kubectl`, to whatever cluster its kubeconfig names.
 
 Shadow is judged on the candidate's errors and latency only: the gateway drops mirrored answers, so
-there are no predictions to compare (the local target, proxy.py, compares them).
+there are no predictions to compare (the local target, nginx.py, compares them).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any
 import httpx
 import yaml
 
-from .errors import KubernetesError
-from .rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
+from ..errors import KubernetesError
+from . import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
 
 SLOTS = ("blue", "green")
 PORT = 3000  # the Services' and BentoML's port
