@@ -35,6 +35,7 @@ from {{ cookiecutter.package }}.deploy.server import (
     server_environment,
 )
 from {{ cookiecutter.package }}.errors import DeploymentError
+from {{ cookiecutter.package }}.settings import ServingParams
 
 from .shared_bento import Built
 
@@ -95,6 +96,28 @@ def test_smoke_passes_against_the_served_version(built: Built, server: Server):
         "responses_carry_version",
     }
     assert "**PASSED**" in smoke.markdown(report)
+
+
+def test_smoke_checks_a_token_only_where_the_server_requires_one():
+    names = [check.name for check in smoke.checks(ServingParams(require_auth=True))]
+    assert names[:3] == ["ready", "refuses_without_token", "metadata_version"]
+    assert names[-1] == "responses_carry_version"  # it reads what the prediction checks saw
+    open_names = [check.name for check in smoke.checks(ServingParams(require_auth=False))]
+    assert open_names == [name for name in names if name != "refuses_without_token"]
+
+
+@pytest.mark.integration
+def test_the_load_test_runs_last_and_only_when_every_other_check_passed(
+    built: Built, server: Server
+):
+    load = smoke.LoadTest(seconds=1, concurrency=2)
+    report = smoke.run(built.settings, server.url, built.version, load)
+    assert report["passed"], smoke.markdown(report)
+    assert report["checks"][-1]["name"] == "load_test"
+    assert report["load"]["requests"] > 0
+    failed = smoke.run(built.settings, server.url, built.other_version, load)
+    assert not failed["passed"] and "load" not in failed
+    assert "load_test" not in {check["name"] for check in failed["checks"]}
 
 
 @pytest.mark.integration

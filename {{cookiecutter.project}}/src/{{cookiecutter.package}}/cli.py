@@ -276,12 +276,16 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
 
         if not args.image or not args.overlay:
             raise SettingsError("--target kubernetes needs --image and --overlay")
-        target = kubernetes.KubernetesTarget.from_overlay(
-            args.overlay, settings.prometheus_url, args.champion_slot
+        result = kubernetes.roll_out(
+            params,
+            champion,
+            candidate,
+            overlay=args.overlay,
+            image=args.image,
+            prometheus_url=settings.prometheus_url,
+            champion_slot=args.champion_slot,
+            on_step=say_step,
         )
-        target.prepare(args.image)
-        outcome = rollout.run(params, target, on_step=say_step)
-        result = rollout.report(outcome, champion, candidate)
     else:
         from .rollout import local
 

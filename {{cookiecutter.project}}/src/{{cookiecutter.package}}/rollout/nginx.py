@@ -63,7 +63,10 @@ def find_nginx() -> str:
 def config(
     traffic: Traffic, champion: str, candidate: str, port: int, runtime: Path, step: int
 ) -> str:
-    """nginx.conf for one step. `champion` and `candidate` are host:port of the two servers."""
+    """nginx.conf for one step. `champion` and `candidate` are host:port of the two servers.
+
+    Longer than a function should be because it is the config file itself, read top to bottom.
+    """
     weights = {champion: 100 - traffic.candidate_percent, candidate: traffic.candidate_percent}
     if traffic.mirror:
         weights = {champion: 100, candidate: 0}
