@@ -19,8 +19,11 @@ from pathlib import Path
 
 from tests.misbehaving import Misbehaving, register
 
-from {{ cookiecutter.package }} import data, deployment, loadtest, proxy, registry, rollout, training
+from {{ cookiecutter.package }} import data, loadtest, registry, rollout, training
+from {{ cookiecutter.package }}.deploy.bento import build
+from {{ cookiecutter.package }}.deploy.server import free_port, serve
 from {{ cookiecutter.package }}.reports import markdown_table
+from {{ cookiecutter.package }}.rollout import local, nginx
 from {{ cookiecutter.package }}.settings import RolloutParams, Settings, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -33,7 +36,7 @@ REPEAT = 3
 class Timed:
     """A traffic target that times every `route` (rewrite, reload, confirmed by the proxy)."""
 
-    def __init__(self, target: proxy.Proxy) -> None:
+    def __init__(self, target: nginx.Proxy) -> None:
         self.target, self.routes = target, []
 
     def route(self, traffic: rollout.Traffic) -> None:
@@ -77,18 +80,16 @@ def main() -> None:
         rows = []
         with contextlib.ExitStack() as running:
             servers = {
-                version: running.enter_context(
-                    deployment.serve(settings, deployment.build(settings, version))
-                )
+                version: running.enter_context(serve(settings, build(settings, version)))
                 for version in (champion, healthy, flaky)
             }
             for name, candidate, params, measured in scenarios:
-                target = proxy.Proxy(
+                target = nginx.Proxy(
                     servers[champion].url,
                     servers[candidate].url,
-                    deployment.free_port(),
+                    free_port(),
                     Path(folder) / "nginx" / str(candidate),
-                    proxy.tolerance(settings),
+                    local.tolerance(settings),
                 )
                 timed = Timed(target)
                 outcomes = []

@@ -47,7 +47,10 @@ import pandas as pd
 import psutil
 import yaml
 
-from {{ cookiecutter.package }} import data, deployment, prediction_log, registry, security, training
+from {{ cookiecutter.package }} import data, prediction_log, registry, security, training
+from {{ cookiecutter.package }}.deploy.bento import build
+from {{ cookiecutter.package }}.deploy.payloads import as_arrow, as_records, as_table
+from {{ cookiecutter.package }}.deploy.server import free_port, serve
 from {{ cookiecutter.package }}.reports import markdown_table
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
@@ -254,7 +257,7 @@ def load(
 @contextlib.contextmanager
 def baseline_server(model_path: Path, workers: int, log: Path) -> Iterator[tuple[str, int]]:
     """The FastAPI app under uvicorn with `workers` workers, as the article runs it."""
-    port = deployment.free_port()
+    port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "benchmarks.baseline_fastapi:app",
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
@@ -393,8 +396,8 @@ def serve_model(
     rows = pd.DataFrame(records[:BATCH_ROWS])
     batch_bodies = {  # path: body, media type
         "/predict_batch": (json.dumps({"rows": records[:BATCH_ROWS]}).encode(), JSON),
-        "/predict_columns": (json.dumps(deployment.as_table(rows)).encode(), JSON),
-        "/predict_arrow": (deployment.as_arrow(rows), {"Content-Type": security.ARROW_STREAM}),
+        "/predict_columns": (json.dumps(as_table(rows)).encode(), JSON),
+        "/predict_arrow": (as_arrow(rows), {"Content-Type": security.ARROW_STREAM}),
     }
     features = data.split_features_target(frame, base.params.data.target)[0]
     one_row = features.head(1).to_numpy(dtype=np.float64)
@@ -418,8 +421,8 @@ def serve_model(
                     settings = scratch_settings(
                         folder, MODELS[label], {**overrides, "serving": serving}
                     )
-                    tag = deployment.build(settings, version)
-                    server = running.enter_context(deployment.serve(settings, tag))
+                    tag = build(settings, version)
+                    server = running.enter_context(serve(settings, tag))
                     headers = {**JSON, **settings.client_headers()}
                     servers[f"BentoML {name}"] = Server(server.url, server.process.pid, headers)
             for server in servers.values():
@@ -666,7 +669,7 @@ def main() -> None:
         settings = scratch_settings(folder, {}, {})
         frame = data.read_table(settings.resolve(settings.params.data.source))
         features, _ = data.split_features_target(frame, settings.params.data.target)
-        records = deployment.as_records(features.sample(n=BATCH_ROWS, replace=True, random_state=0))
+        records = as_records(features.sample(n=BATCH_ROWS, replace=True, random_state=0))
         versions: dict[str, int] = {}
         for label in MODELS:
             model_folder = folder / label

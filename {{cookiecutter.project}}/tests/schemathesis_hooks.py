@@ -15,7 +15,8 @@ import pandas as pd
 import schemathesis
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package }} import deployment, security
+from {{ cookiecutter.package }} import security
+from {{ cookiecutter.package }}.deploy.payloads import as_arrow
 
 BOUNDS: dict[str, list[float]] = json.loads(os.environ["ARROW_FEATURES"])
 
@@ -27,7 +28,7 @@ def arrow_streams(draw: st.DrawFn) -> bytes:
         name: draw(st.lists(st.floats(*BOUNDS[name]), min_size=rows, max_size=rows))
         for name in draw(st.permutations(list(BOUNDS)))
     }
-    return deployment.as_arrow(pd.DataFrame(columns, dtype="float64"))
+    return as_arrow(pd.DataFrame(columns, dtype="float64"))
 
 
 schemathesis.openapi.media_type(security.ARROW_STREAM, arrow_streams())

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.package }} import data, deployment, training
+from {{ cookiecutter.package }} import data, training
+from {{ cookiecutter.package }}.deploy.bento import build
+from {{ cookiecutter.package }}.deploy.server import Server, serve
 from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
@@ -64,15 +66,15 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store:
         write_params(project, model=FAR_APART[settings.params.task])
         other = _scratch_settings(project)
         other_version = training.train(other, Registry(other), frame).model_version
-        bento = deployment.build(settings, version)
+        bento = build(settings, version)
         _CACHE["built"] = Built(project, settings, version, other_version, bento)
     return _CACHE["built"]  # type: ignore[return-value]
 
 
-def shared_server(built: Built, config: pytest.Config) -> deployment.Server:
+def shared_server(built: Built, config: pytest.Config) -> Server:
     """The bento of `built.version`, served on a free port until the session ends."""
     if "server" not in _CACHE:
-        running = deployment.serve(built.settings, built.bento)
+        running = serve(built.settings, built.bento)
         config.add_cleanup(running.stop)
         _CACHE["server"] = running
     return _CACHE["server"]  # type: ignore[return-value]

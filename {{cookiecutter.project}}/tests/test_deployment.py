@@ -15,8 +15,27 @@ import psutil
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import deployment, registry
+from {{ cookiecutter.package }} import registry
+from {{ cookiecutter.package }}.deploy import smoke
+from {{ cookiecutter.package }}.deploy.bento import (
+    BASE_IMAGE_FILE,
+    build,
+    docker_options,
+    export_bento,
+    import_bento,
+    runtime_requirements,
+)
+from {{ cookiecutter.package }}.deploy.payloads import sample_rows
+from {{ cookiecutter.package }}.deploy.server import (
+    LAUNCH_VARIABLE,
+    Server,
+    free_port,
+    serve,
+    serve_command,
+    server_environment,
+)
 from {{ cookiecutter.package }}.errors import DeploymentError
+from {{ cookiecutter.package }}.settings import ServingParams
 
 from .shared_bento import Built
 
@@ -32,10 +51,10 @@ def test_build_packs_model_source_and_pinned_packages(built: Built):
     assert info["args"]["serving"]["max_batch_rows"] == built.settings.params.serving.max_batch_rows
     model_tag = info["args"]["model_tag"]
     assert [model["tag"] for model in info["services"][0]["models"]] == [model_tag]
-    package = deployment.__package__
+    package = "{{ cookiecutter.package }}"
     assert (bento_dir(built) / "src" / package / "service.py").is_file()
     requirements = (bento_dir(built) / "env" / "python" / "requirements.txt").read_text().split()
-    for pinned in deployment.runtime_requirements():
+    for pinned in runtime_requirements():
         assert pinned in requirements
     name, version = model_tag.split(":")
     stored = built.settings.bentoml_home / "models" / name / version / "model.yaml"
@@ -45,7 +64,7 @@ def test_build_packs_model_source_and_pinned_packages(built: Built):
 
 def test_building_an_unknown_version_fails_naming_it(built: Built):
     with pytest.raises(DeploymentError, match=r"models:/\w+/999"):
-        deployment.build(built.settings, 999)
+        build(built.settings, 999)
 
 
 def test_serve_runs_this_bentoml_in_the_project_home_with_the_local_token(
@@ -53,8 +72,8 @@ def test_serve_runs_this_bentoml_in_the_project_home_with_the_local_token(
 ):
     monkeypatch.delenv("SERVICE_API_TOKENS", raising=False)
     monkeypatch.delenv("SERVICE_API_TOKENS_FILE", raising=False)
-    command = deployment.serve_command(built.bento, "0.0.0.0", 3000)
-    env = deployment.server_environment(built.settings)
+    command = serve_command(built.bento, "0.0.0.0", 3000)
+    env = server_environment(built.settings)
     assert command[-6:] == ["serve", built.bento, "--host", "0.0.0.0", "--port", "3000"]
     assert env["BENTOML_HOME"] == str(built.settings.bentoml_home)
     assert env["SERVICE_API_TOKENS"] == built.settings.api_token()
@@ -62,9 +81,9 @@ def test_serve_runs_this_bentoml_in_the_project_home_with_the_local_token(
 
 
 @pytest.mark.integration
-def test_smoke_passes_against_the_served_version(built: Built, server: deployment.Server):
-    report = deployment.smoke(built.settings, server.url, built.version)
-    assert report["passed"], deployment.smoke_markdown(report)
+def test_smoke_passes_against_the_served_version(built: Built, server: Server):
+    report = smoke.run(built.settings, server.url, built.version)
+    assert report["passed"], smoke.markdown(report)
     assert {check["name"] for check in report["checks"]} >= {
         "ready",
         "metadata_version",
@@ -76,18 +95,40 @@ def test_smoke_passes_against_the_served_version(built: Built, server: deploymen
         "predict_arrow_matches_registry",
         "responses_carry_version",
     }
-    assert "**PASSED**" in deployment.smoke_markdown(report)
+    assert "### Smoke test: passed" in smoke.markdown(report)
+
+
+def test_smoke_checks_a_token_only_where_the_server_requires_one():
+    names = [check.name for check in smoke.checks(ServingParams(require_auth=True))]
+    assert names[:3] == ["ready", "refuses_without_token", "metadata_version"]
+    assert names[-1] == "responses_carry_version"  # it reads what the prediction checks saw
+    open_names = [check.name for check in smoke.checks(ServingParams(require_auth=False))]
+    assert open_names == [name for name in names if name != "refuses_without_token"]
 
 
 @pytest.mark.integration
-def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: deployment.Server):
-    rows = deployment.sample_rows(built.settings)
+def test_the_load_test_runs_last_and_only_when_every_other_check_passed(
+    built: Built, server: Server
+):
+    load = smoke.LoadTest(seconds=1, concurrency=2)
+    report = smoke.run(built.settings, server.url, built.version, load)
+    assert report["passed"], smoke.markdown(report)
+    assert report["checks"][-1]["name"] == "load_test"
+    assert report["load"]["requests"] > 0
+    failed = smoke.run(built.settings, server.url, built.other_version, load)
+    assert not failed["passed"] and "load" not in failed
+    assert "load_test" not in {check["name"] for check in failed["checks"]}
+
+
+@pytest.mark.integration
+def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: Server):
+    rows = sample_rows(built.settings)
     models = registry.Registry(built.settings)
     served = models.load_model(built.version).predict(rows)
     other = models.load_model(built.other_version).predict(rows)
     assert not np.allclose(served, other), "the two versions must predict differently for this test"
 
-    report = deployment.smoke(built.settings, server.url, built.other_version)
+    report = smoke.run(built.settings, server.url, built.other_version)
     failed = {check["name"] for check in report["checks"] if not check["passed"]}
     assert not report["passed"]
     assert {
@@ -97,14 +138,14 @@ def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: 
         "predict_arrow_matches_registry",
     } <= failed
     assert {"metadata_version", "responses_carry_version"} <= failed
-    assert "**FAILED**" in deployment.smoke_markdown(report)
+    assert "**FAILED**" in smoke.markdown(report)
 
 
 @pytest.mark.integration
 def test_a_bento_that_cannot_start_raises_with_its_log(built: Built):
     started = time.monotonic()
     with pytest.raises(DeploymentError) as error:
-        deployment.serve(built.settings, "no_such_bento:v0")
+        serve(built.settings, "no_such_bento:v0")
     assert "exited with code" in str(error.value)
     assert "no_such_bento" in str(error.value) and "not found" in str(error.value)
     assert time.monotonic() - started < 60
@@ -127,7 +168,7 @@ def test_stop_ends_the_server_and_what_it_started(tmp_path):
     # A stand-in for `bentoml serve` and a worker that outlives it: a shell with a child process.
     process = subprocess.Popen(["sh", "-c", "sleep 60 & echo $!; wait"], stdout=subprocess.PIPE)
     child = int(process.stdout.readline())
-    server = deployment.Server("stand-in", "http://unused", process, tmp_path / "log", 0.0)
+    server = Server("stand-in", "http://unused", process, tmp_path / "log", 0.0)
     server.stop(timeout=5)
     process.stdout.close()
     assert process.returncode is not None
@@ -141,15 +182,13 @@ def test_stop_ends_what_the_server_started_even_after_the_server_died(tmp_path):
     orphaning = (
         "sleep 60 >/dev/null 2>&1 & echo $!"  # the shell exits at once: its child is orphaned
     )
-    env = {**os.environ, deployment.LAUNCH_VARIABLE: launch_id}
+    env = {**os.environ, LAUNCH_VARIABLE: launch_id}
     process = subprocess.Popen(["sh", "-c", orphaning], stdout=subprocess.PIPE, env=env)
     orphan = int(process.stdout.readline())
     process.stdout.close()
     process.wait()
     assert psutil.Process(orphan).ppid() != process.pid
-    server = deployment.Server(
-        "stand-in", "http://unused", process, tmp_path / "log", 0.0, launch_id
-    )
+    server = Server("stand-in", "http://unused", process, tmp_path / "log", 0.0, launch_id)
     server.stop(timeout=5)
     assert ended(orphan)
 
@@ -158,7 +197,7 @@ def test_stop_ends_what_the_server_started_even_after_the_server_died(tmp_path):
 def test_stop_ends_the_workers_of_a_server_that_was_killed(built: Built):
     """A server killed outright (as when it ignores SIGTERM past the timeout) leaves its workers to
     nobody; `stop` still ends them."""
-    with deployment.serve(built.settings, built.bento) as server:
+    with serve(built.settings, built.bento) as server:
         workers = [worker.pid for worker in psutil.Process(server.process.pid).children()]
         assert workers, "a ready server runs at least one worker"
         server.process.kill()
@@ -172,7 +211,7 @@ def test_a_server_not_ready_in_time_raises(built: Built):
     params = built.settings.params.model_copy(update={"serving": serving})
     impatient = built.settings.model_copy(update={"params": params})
     with pytest.raises(DeploymentError, match="not ready after"):
-        deployment.serve(impatient, built.bento)
+        serve(impatient, built.bento)
 
 
 def test_a_taken_port_is_refused_before_starting(built: Built):
@@ -181,13 +220,13 @@ def test_a_taken_port_is_refused_before_starting(built: Built):
         taken.listen()
         port = taken.getsockname()[1]
         with pytest.raises(DeploymentError, match=f"127.0.0.1:{port}"):
-            deployment.serve(built.settings, built.bento, port=port)
+            serve(built.settings, built.bento, port=port)
 
 
 def test_a_handed_out_port_stays_ours_until_the_process_ends():
     """Parallel test workers pick ports independently: a port handed out here must look taken to
     another process, while a server of ours, binding with SO_REUSEADDR as BentoML does, still gets it."""
-    port = deployment.free_port()
+    port = free_port()
     bind_elsewhere = f"import socket; socket.socket().bind(('127.0.0.1', {port}))"
     other = subprocess.run([sys.executable, "-c", bind_elsewhere], capture_output=True, text=True)
     assert other.returncode != 0 and "Address already in use" in other.stderr
@@ -195,20 +234,20 @@ def test_a_handed_out_port_stays_ours_until_the_process_ends():
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         server.bind(("127.0.0.1", port))
         server.listen()
-    assert deployment.free_port() != port
+    assert free_port() != port
 
 
 def test_an_exported_bento_imports_into_another_store(built: Built, tmp_path):
     """CD builds in one job and smoke-tests in another: the archive carries the bento and its model."""
-    archive = deployment.export_bento(built.settings, built.bento, tmp_path / "bento.bento")
+    archive = export_bento(built.settings, built.bento, tmp_path / "bento.bento")
     elsewhere = built.settings.model_copy(
         update={
             "project_dir": tmp_path / "elsewhere",
             "env": built.settings.env.model_copy(update={"bentoml_home": None}),
         }
     )
-    assert deployment.import_bento(elsewhere, archive) == (built.bento, built.version)
-    assert deployment.import_bento(elsewhere, archive) == (built.bento, built.version)  # idempotent
+    assert import_bento(elsewhere, archive) == (built.bento, built.version)
+    assert import_bento(elsewhere, archive) == (built.bento, built.version)  # idempotent
     models = tmp_path / "elsewhere" / ".bentoml" / "models"
     assert any(models.rglob("MLmodel")), "the model travels inside the archive"
     with tarfile.open(archive) as bundle:
@@ -216,10 +255,10 @@ def test_an_exported_bento_imports_into_another_store(built: Built, tmp_path):
 
 
 def test_docker_base_image_comes_from_the_project_file(settings):
-    path = settings.project_dir / deployment.BASE_IMAGE_FILE
+    path = settings.project_dir / BASE_IMAGE_FILE
     path.parent.mkdir(parents=True)
     path.write_text("# comment\nFROM python:3.11-slim@sha256:abc\n")
-    assert deployment.docker_options(settings) == {"base_image": "python:3.11-slim@sha256:abc"}
+    assert docker_options(settings) == {"base_image": "python:3.11-slim@sha256:abc"}
     path.write_text("FROM a\nFROM b\n")
     with pytest.raises(DeploymentError, match="exactly one FROM"):
-        deployment.docker_options(settings)
+        docker_options(settings)

@@ -20,10 +20,10 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import kubernetes, rollout
+from {{ cookiecutter.package }} import rollout
 from {{ cookiecutter.package }}.errors import KubernetesError
-from {{ cookiecutter.package }}.kubernetes import KubernetesTarget
-from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Traffic
+from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Traffic, kubernetes
+from {{ cookiecutter.package }}.rollout.kubernetes import KubernetesTarget
 from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
 
 from .conftest import PROJECT_DIR
@@ -142,7 +142,7 @@ def test_a_route_left_mid_canary_names_no_champion():
 
 
 def test_the_manifests_match_the_modules_names():
-    """kubernetes.py patches the container by name and routes to the Services' port."""
+    """rollout/kubernetes.py patches the container by name and routes to the Services' port."""
     slot = PROJECT_DIR / "deploy/k8s/base/slot"
     pod = yaml.safe_load((slot / "deployment.yaml").read_text())["spec"]["template"]["spec"]
     [container] = pod["containers"]

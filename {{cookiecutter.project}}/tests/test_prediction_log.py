@@ -20,7 +20,10 @@ import pyarrow.dataset as ds
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from {{ cookiecutter.package }} import deployment, prediction_log
+from {{ cookiecutter.package }} import prediction_log
+from {{ cookiecutter.package }}.deploy.bento import build
+from {{ cookiecutter.package }}.deploy.payloads import as_records, sample_rows
+from {{ cookiecutter.package }}.deploy.server import Server, serve
 
 from .conftest import keys
 from .shared_bento import Built, shared_build
@@ -119,18 +122,18 @@ def sampling_bento(tmp_path_factory, empty_tracking_store) -> tuple[Built, str]:
     settings = built.settings.model_copy(
         update={"params": params.model_copy(update={"monitoring": monitoring})}
     )
-    return built, deployment.build(settings, built.version)
+    return built, build(settings, built.version)
 
 
-def serve_logging_to(built: Built, bento: str, location: str) -> deployment.Server:
+def serve_logging_to(built: Built, bento: str, location: str) -> Server:
     monitoring = built.settings.params.monitoring.model_copy(update={"prediction_log": location})
     params = built.settings.params.model_copy(update={"monitoring": monitoring})
-    return deployment.serve(built.settings.model_copy(update={"params": params}), bento)
+    return serve(built.settings.model_copy(update={"params": params}), bento)
 
 
-def send_load(built: Built, server: deployment.Server, requests: int) -> dict[str, dict]:
+def send_load(built: Built, server: Server, requests: int) -> dict[str, dict]:
     """`requests` single rows (and a batch of 5 rows every tenth) from 16 threads; answers by id."""
-    records = deployment.as_records(deployment.sample_rows(built.settings, rows=50))
+    records = as_records(sample_rows(built.settings, rows=50))
 
     def send(index: int) -> tuple[str, dict]:
         request_id = f"load-{index:04d}"
@@ -195,7 +198,7 @@ def read_s3_log(bucket: str, prefix: str) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def scrape(server: deployment.Server) -> dict[str, list]:
+def scrape(server: Server) -> dict[str, list]:
     """The samples on the server's /metrics page, by metric family name."""
     text = httpx.get(f"{server.url}/metrics").raise_for_status().text
     return {family.name: family.samples for family in text_string_to_metric_families(text)}
@@ -203,11 +206,11 @@ def scrape(server: deployment.Server) -> dict[str, list]:
 
 @pytest.mark.integration
 def test_metrics_carry_the_model_version_status_latency_and_predictions(
-    built: Built, server: deployment.Server
+    built: Built, server: Server
 ):
     version = str(built.version)
     before = scrape(server)
-    records = deployment.as_records(deployment.sample_rows(built.settings, rows=10))
+    records = as_records(sample_rows(built.settings, rows=10))
     with httpx.Client(base_url=server.url, headers=built.settings.client_headers()) as http:
         for record in records:
             http.post("/predict", json=record).raise_for_status()

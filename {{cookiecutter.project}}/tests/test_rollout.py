@@ -22,8 +22,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.package }} import cli, data, deployment, loadtest, proxy, registry, rollout, training
-from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
+from {{ cookiecutter.package }} import cli, data, loadtest, registry, rollout, training
+from {{ cookiecutter.package }}.deploy.bento import build
+from {{ cookiecutter.package }}.deploy.payloads import sample_rows
+from {{ cookiecutter.package }}.deploy.server import Server, free_port, serve
+from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats, local, nginx
 from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
 
 from .conftest import write_params
@@ -131,7 +134,7 @@ def test_the_runner_stops_at_the_first_breach_and_sends_traffic_back():
 
 def test_config_weights_follow_the_step(tmp_path):
     def servers(traffic: Traffic) -> list[str]:
-        text = proxy.config(traffic, "127.0.0.1:1", "127.0.0.1:2", 8080, tmp_path, 1)
+        text = nginx.config(traffic, "127.0.0.1:1", "127.0.0.1:2", 8080, tmp_path, 1)
         live = text.split("upstream live {")[1].split("}")[0]
         return [
             line.split()[1] + " " + line.split()[2]
@@ -142,9 +145,9 @@ def test_config_weights_follow_the_step(tmp_path):
     assert servers(Traffic(5)) == ["127.0.0.1:1 weight=95", "127.0.0.1:2 weight=5"]
     assert servers(Traffic(100)) == ["127.0.0.1:2 weight=100"]
     assert servers(CHAMPION_ONLY) == servers(Traffic(mirror=True)) == ["127.0.0.1:1 weight=100"]
-    shadow = proxy.config(Traffic(mirror=True), "127.0.0.1:1", "127.0.0.1:2", 8080, tmp_path, 1)
-    assert f"mirror {proxy.SHADOW_LOCATION};" in shadow
-    assert "mirror " not in proxy.config(
+    shadow = nginx.config(Traffic(mirror=True), "127.0.0.1:1", "127.0.0.1:2", 8080, tmp_path, 1)
+    assert f"mirror {nginx.SHADOW_LOCATION};" in shadow
+    assert "mirror " not in nginx.config(
         Traffic(5), "127.0.0.1:1", "127.0.0.1:2", 8080, tmp_path, 1
     )
 
@@ -155,9 +158,9 @@ def test_config_weights_follow_the_step(tmp_path):
 def test_nginx_accepts_every_config(tmp_path, traffic):
     (tmp_path / "temp").mkdir()
     path = tmp_path / "nginx.conf"
-    path.write_text(proxy.config(traffic, "127.0.0.1:1", "127.0.0.1:2", 8080, tmp_path, 3))
+    path.write_text(nginx.config(traffic, "127.0.0.1:1", "127.0.0.1:2", 8080, tmp_path, 3))
     checked = subprocess.run(
-        [proxy.find_nginx(), "-t", "-p", str(tmp_path), "-c", str(path)],
+        [nginx.find_nginx(), "-t", "-p", str(tmp_path), "-c", str(path)],
         capture_output=True,
         text=True,
     )
@@ -183,7 +186,7 @@ def test_measure_counts_each_attempt_where_it_went():
         entry("c", f"{candidate}, {champion}", "502, 200", "0.000, 0.012"),
         entry("d", candidate, "-", "-", client="504"),
     ]
-    measured = proxy.measure(lines, [], champion, candidate, None)
+    measured = nginx.measure(lines, [], champion, candidate, None)
     assert measured.champion == UpstreamStats(2, 0, 11.9)  # p95 of 10 and 12 ms
     assert (measured.candidate.requests, measured.candidate.errors) == (3, 3)
     assert (measured.clients.requests, measured.clients.errors) == (4, 2)
@@ -193,17 +196,17 @@ def test_shadow_predictions_are_joined_by_request_id():
     champion, candidate = "127.0.0.1:1", "127.0.0.1:2"
     client = [entry(str(i), champion, "200", "0.01", f"[{i % 2}]") for i in range(4)]
     shadow = [entry(str(i), candidate, "200", "0.02", "[0]") for i in range(4)]
-    measured = proxy.measure(client, shadow, champion, candidate, None)
+    measured = nginx.measure(client, shadow, champion, candidate, None)
     assert (measured.compared, measured.disagreements) == (4, 2)
     assert measured.candidate.requests == 4 and measured.champion.requests == 4
-    numbers = proxy.measure(
+    numbers = nginx.measure(
         [entry("x", champion, "200", "0.01", "[100.0,0.5]")],
         [entry("x", candidate, "200", "0.01", "[104.0,0.53]")],
         champion, candidate, 0.05,
     )  # fmt: skip
     assert (numbers.compared, numbers.disagreements) == (1, 0)  # 4 <= 5% of 100; 0.03 <= 5% of 1.0
-    assert proxy.agree("[100.0]", "[106.0]", 0.05) is False
-    assert proxy.agree("", "[1]", None) is None
+    assert nginx.agree("[100.0]", "[106.0]", 0.05) is False
+    assert nginx.agree("", "[1]", None) is None
 
 
 # Real rollouts: real servers, real nginx, traffic from a second process
@@ -211,10 +214,10 @@ def test_shadow_predictions_are_joined_by_request_id():
 
 @dataclass
 class Candidates:
-    champion: deployment.Server
-    healthy: deployment.Server  # another good model; its predictions differ from the champion's
-    flaky: deployment.Server  # the champion's model failing every 5th request
-    slow: deployment.Server  # the champion's model, 400 ms per request
+    champion: Server
+    healthy: Server  # another good model; its predictions differ from the champion's
+    flaky: Server  # the champion's model failing every 5th request
+    slow: Server  # the champion's model, 400 ms per request
     versions: dict[str, int]
 
 
@@ -222,7 +225,7 @@ _STARTED: list[Candidates] = []
 
 
 @pytest.fixture
-def candidates(built: Built, server: deployment.Server, request) -> Candidates:
+def candidates(built: Built, server: Server, request) -> Candidates:
     """The candidate servers, started by the first test that needs them and stopped at the end."""
     if _STARTED:
         return _STARTED[0]
@@ -236,11 +239,9 @@ def candidates(built: Built, server: deployment.Server, request) -> Candidates:
         "flaky": register(settings, Misbehaving(champion_model, fail_every=5), features),
         "slow": register(settings, Misbehaving(champion_model, delay_seconds=0.4), features),
     }
-    bentos = {name: deployment.build(settings, version) for name, version in versions.items()}
+    bentos = {name: build(settings, version) for name, version in versions.items()}
     with ThreadPoolExecutor(3) as starting:
-        futures = {
-            name: starting.submit(deployment.serve, settings, b) for name, b in bentos.items()
-        }
+        futures = {name: starting.submit(serve, settings, b) for name, b in bentos.items()}
     for future in futures.values():  # every server that started stops, even if another did not
         if future.exception() is None:
             request.config.add_cleanup(future.result().stop)
@@ -273,13 +274,13 @@ def traffic_through(built: Built, url: str, record: Path) -> Iterator[list[Answe
 
 
 @contextmanager
-def rolling(built, candidates, candidate: deployment.Server, tmp_path):
+def rolling(built, candidates, candidate: Server, tmp_path):
     """nginx in front of the champion and `candidate`, and traffic through it: (proxy, answers)."""
-    tolerance = proxy.tolerance(built.settings)
-    target = proxy.Proxy(
+    tolerance = local.tolerance(built.settings)
+    target = nginx.Proxy(
         candidates.champion.url,
         candidate.url,
-        deployment.free_port(),
+        free_port(),
         tmp_path / "nginx",
         tolerance,
     )
@@ -362,7 +363,7 @@ def test_shadow_compares_without_clients_ever_seeing_the_candidate(built, candid
     assert measured.candidate.p95_ms is not None and measured.champion.p95_ms is not None
     # The disagreement nginx's logs show is the one the two registered models have on those rows.
     settings = built.settings
-    rows = deployment.sample_rows(settings, rows=200)
+    rows = sample_rows(settings, rows=200)
     models = registry.Registry(settings)
     ours = models.load_model(built.version).predict(rows)
     theirs = models.load_model(built.other_version).predict(rows)
@@ -401,9 +402,7 @@ def test_blue_green_switches_and_rolls_back_without_a_failed_request(built, cand
 def test_the_rollout_command_promotes_only_after_a_passing_canary(project, settings, frame, capsys):
     assert cli.main(["rollout"]) == cli.EXIT_ERROR
     assert "needs a champion and another candidate" in capsys.readouterr().err
-    write_params(
-        project, rollout={**FAST, "canary_steps": [50, 100], "proxy_port": deployment.free_port()}
-    )
+    write_params(project, rollout={**FAST, "canary_steps": [50, 100], "proxy_port": free_port()})
     models = registry.Registry(settings)
     training.train(settings, models, frame)
     models.promote(1, None, why="first model")

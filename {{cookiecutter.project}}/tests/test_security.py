@@ -20,7 +20,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }} import data, deployment, registry, security
+from {{ cookiecutter.package }} import data, registry, security
+from {{ cookiecutter.package }}.deploy import payloads
+from {{ cookiecutter.package }}.deploy.bento import bentoml_stores, build
+from {{ cookiecutter.package }}.deploy.server import Server, serve
 from {{ cookiecutter.package }}.errors import DeploymentError, SecurityError
 from {{ cookiecutter.package }}.settings import Settings
 
@@ -38,7 +41,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 def row(built: Built) -> dict[str, float]:
-    return deployment.as_records(deployment.sample_rows(built.settings, rows=1))[0]
+    return payloads.as_records(payloads.sample_rows(built.settings, rows=1))[0]
 
 
 def assert_error(answer: httpx.Response, status: int, code: str) -> dict:
@@ -144,7 +147,7 @@ def test_the_profile_check_names_the_rows_and_features_training_never_saw():
 
 
 @pytest.mark.integration
-def test_apis_need_a_valid_token_and_probes_stay_open(built: Built, server: deployment.Server):
+def test_apis_need_a_valid_token_and_probes_stay_open(built: Built, server: Server):
     for path in ("/predict", "/predict_batch", "/predict_columns", "/predict_arrow", "/metadata"):
         anonymous = httpx.post(f"{server.url}{path}", json={})
         assert_error(anonymous, 401, "unauthorized")
@@ -161,9 +164,7 @@ def test_apis_need_a_valid_token_and_probes_stay_open(built: Built, server: depl
 
 
 @pytest.mark.integration
-def test_answers_carry_the_request_id_and_the_model_version(
-    built: Built, server: deployment.Server
-):
+def test_answers_carry_the_request_id_and_the_model_version(built: Built, server: Server):
     headers = built.settings.client_headers()
     ok = httpx.post(
         f"{server.url}/predict", json=row(built), headers={**headers, "X-Request-ID": "order-42"}
@@ -180,7 +181,7 @@ def test_answers_carry_the_request_id_and_the_model_version(
 
 
 @pytest.mark.integration
-def test_bodies_must_be_json_and_within_the_size_limit(built: Built, server: deployment.Server):
+def test_bodies_must_be_json_and_within_the_size_limit(built: Built, server: Server):
     headers = {**built.settings.client_headers(), "Content-Type": "application/json"}
     limit = built.settings.params.serving.max_body_bytes
     declared = httpx.post(
@@ -206,9 +207,7 @@ def test_bodies_must_be_json_and_within_the_size_limit(built: Built, server: dep
 @pytest.mark.parametrize(
     "value", ["NaN", "Infinity", "true", '"12.5"', "1e308", "null"], ids=lambda value: value
 )
-def test_rows_with_bad_values_get_400_naming_the_feature(
-    built: Built, server: deployment.Server, value: str
-):
+def test_rows_with_bad_values_get_400_naming_the_feature(built: Built, server: Server, value: str):
     record = row(built)
     feature = next(iter(record))
     body = json.dumps(record).replace(
@@ -226,9 +225,7 @@ def test_rows_with_bad_values_get_400_naming_the_feature(
 
 
 @pytest.mark.integration
-def test_values_outside_the_profile_are_answered_and_flagged(
-    built: Built, server: deployment.Server
-):
+def test_values_outside_the_profile_are_answered_and_flagged(built: Built, server: Server):
     profile = http_metadata(built, server)["feature_profile"]
     record = row(built)
     feature = next(iter(record))
@@ -250,15 +247,15 @@ def test_values_outside_the_profile_are_answered_and_flagged(
 
 def as_table(records: list[dict[str, float]]) -> dict[str, list]:
     """Records as a /predict_columns body."""
-    return deployment.as_table(pd.DataFrame(records))
+    return payloads.as_table(pd.DataFrame(records))
 
 
-def http_metadata(built: Built, server: deployment.Server) -> dict:
+def http_metadata(built: Built, server: Server) -> dict:
     answer = httpx.post(f"{server.url}/metadata", json={}, headers=built.settings.client_headers())
     return answer.raise_for_status().json()
 
 
-def flagged_count(server: deployment.Server, feature: str) -> float:
+def flagged_count(server: Server, feature: str) -> float:
     """The out_of_profile_values counter of `feature` on the server's /metrics page."""
     total = 0.0
     for line in httpx.get(f"{server.url}/metrics").text.splitlines():
@@ -269,7 +266,7 @@ def flagged_count(server: deployment.Server, feature: str) -> float:
 
 @pytest.mark.integration
 def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
-    built: Built, server: deployment.Server, tmp_path: Path
+    built: Built, server: Server, tmp_path: Path
 ):
     """At least 1,000 generated requests from the served OpenAPI document, every check enabled."""
     token = built.settings.api_token()
@@ -312,7 +309,7 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
 @pytest.fixture(scope="module")
 def strict(
     tmp_path_factory: pytest.TempPathFactory, empty_tracking_store: Path
-) -> Iterator[deployment.Server]:
+) -> Iterator[Server]:
     built = shared_build(tmp_path_factory, empty_tracking_store)
     params = built.settings.params
     serving = params.serving.model_copy(
@@ -326,10 +323,10 @@ def strict(
     settings = built.settings.model_copy(
         update={"params": params.model_copy(update={"serving": serving})}
     )
-    bento = deployment.build(settings, built.version)
+    bento = build(settings, built.version)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SERVICE_API_TOKENS", f"{ALPHA},{BRAVO},{CHARLIE},{DELTA}")
-        running = deployment.serve(settings, bento)
+        running = serve(settings, bento)
     with running:
         yield running
 
@@ -397,7 +394,7 @@ def test_the_reject_policy_answers_422_naming_each_feature(built: Built, strict)
     assert assert_error(table, 422, "out_of_profile")["details"] == error["details"]
     arrow = httpx.post(
         f"{strict.url}/predict_arrow",
-        content=deployment.as_arrow(pd.DataFrame([row(built), record])),
+        content=payloads.as_arrow(pd.DataFrame([row(built), record])),
         headers={**bearer(CHARLIE), "Content-Type": security.ARROW_STREAM},
     )
     assert assert_error(arrow, 422, "out_of_profile")["details"] == error["details"]
@@ -410,20 +407,20 @@ def stored_model_folder(settings: Settings, bento: str) -> Path:
     """The MLflow model folder of the stored model the bento serves."""
     import bentoml
 
-    with deployment._bentoml_stores(settings.bentoml_home):
+    with bentoml_stores(settings.bentoml_home):
         model_tag = bentoml.bentos.get(bento).info.args["model_tag"]
         return Path(bentoml.models.get(model_tag).path_of(security.MLFLOW_MODEL_FOLDER))
 
 
 @pytest.mark.integration
 def test_a_changed_model_file_keeps_the_service_from_starting(built: Built):
-    bento = deployment.build(built.settings, built.version)
+    bento = build(built.settings, built.version)
     folder = stored_model_folder(built.settings, bento)
     weights = max(folder.iterdir(), key=lambda path: path.stat().st_size)
     with weights.open("ab") as tampered:
         tampered.write(b"\0")
     with pytest.raises(DeploymentError, match="model files changed since registration"):
-        deployment.serve(built.settings, bento)
+        serve(built.settings, bento)
 
 
 @pytest.mark.integration
@@ -439,7 +436,7 @@ def test_the_build_refuses_a_model_changed_in_the_artifact_store(built: Built):
     try:
         mlmodel.write_bytes(original + b"\n# edited after registration\n")
         with pytest.raises(DeploymentError, match="model files changed"):
-            deployment.build(settings, built.other_version)
+            build(settings, built.other_version)
     finally:
         mlmodel.write_bytes(original)
     assert sorted(stored.rglob("MLmodel")) == before  # the refused import left nothing behind

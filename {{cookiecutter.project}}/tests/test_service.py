@@ -8,7 +8,9 @@ import httpx
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package }} import deployment, registry, security
+from {{ cookiecutter.package }} import registry, security
+from {{ cookiecutter.package }}.deploy import payloads
+from {{ cookiecutter.package }}.deploy.server import Server
 
 from .shared_bento import MAX_BATCH_ROWS, Built
 
@@ -17,26 +19,26 @@ ARROW = {"content-type": security.ARROW_STREAM}
 
 
 @pytest.fixture
-def http(built: Built, server: deployment.Server):
+def http(built: Built, server: Server):
     headers = built.settings.client_headers()
     with httpx.Client(base_url=server.url, timeout=30, headers=headers) as client:
         yield client
 
 
 def test_predictions_equal_the_registry_model_and_name_the_version(built: Built, http):
-    rows = deployment.sample_rows(built.settings)
-    records = deployment.as_records(rows)
+    rows = payloads.sample_rows(built.settings)
+    records = payloads.as_records(rows)
     model = registry.Registry(built.settings).load_model(built.version)
     expected = model.predict(rows)
 
     single = [http.post("/predict", json=record).raise_for_status().json() for record in records]
     batch = http.post("/predict_batch", json={"rows": records}).raise_for_status().json()
-    table = http.post("/predict_columns", json=deployment.as_table(rows)).raise_for_status().json()
+    table = http.post("/predict_columns", json=payloads.as_table(rows)).raise_for_status().json()
     # Columns in another order are put back in the training order.
-    reordered = deployment.as_table(rows[list(reversed(rows.columns))])
+    reordered = payloads.as_table(rows[list(reversed(rows.columns))])
     shuffled = http.post("/predict_columns", json=reordered).raise_for_status().json()
     arrow = http.post(
-        "/predict_arrow", content=deployment.as_arrow(rows), headers=ARROW
+        "/predict_arrow", content=payloads.as_arrow(rows), headers=ARROW
     ).raise_for_status()
 
     answers = [*single, batch, table, shuffled, arrow.json()]
@@ -61,7 +63,7 @@ def test_predictions_equal_the_registry_model_and_name_the_version(built: Built,
 
 @pytest.mark.parametrize("problem", ["missing", "not a number", "NaN", "unknown field"])
 def test_malformed_rows_get_a_4xx_naming_the_field(built: Built, http, problem: str):
-    row = deployment.as_records(deployment.sample_rows(built.settings, rows=1))[0]
+    row = payloads.as_records(payloads.sample_rows(built.settings, rows=1))[0]
     feature = next(iter(row))
     if problem == "missing":
         del row[feature]
@@ -80,7 +82,7 @@ def test_malformed_rows_get_a_4xx_naming_the_field(built: Built, http, problem: 
 
 
 def test_batches_must_hold_one_to_max_batch_rows_rows(built: Built, http):
-    record = deployment.as_records(deployment.sample_rows(built.settings, rows=1))[0]
+    record = payloads.as_records(payloads.sample_rows(built.settings, rows=1))[0]
     assert http.post("/predict_batch", json={"rows": []}).status_code == 400
     too_many = http.post("/predict_batch", json={"rows": [record] * (MAX_BATCH_ROWS + 1)})
     assert too_many.status_code == 400 and "rows" in too_many.text
@@ -90,7 +92,7 @@ def test_batches_must_hold_one_to_max_batch_rows_rows(built: Built, http):
 
 def table_body(built: Built, value: str) -> str:
     """Two rows as /predict_columns JSON, the first feature of the second row written as `value`."""
-    table = deployment.as_table(deployment.sample_rows(built.settings, rows=2))
+    table = payloads.as_table(payloads.sample_rows(built.settings, rows=2))
     table["data"][1][0] = "VALUE"
     return json.dumps(table).replace('"VALUE"', value)
 
@@ -101,7 +103,7 @@ def table_body(built: Built, value: str) -> str:
 def test_table_values_that_are_no_usable_number_get_400_naming_row_and_feature(
     built: Built, http, value: str
 ):
-    feature = str(deployment.sample_rows(built.settings, rows=1).columns[0])
+    feature = str(payloads.sample_rows(built.settings, rows=1).columns[0])
     answer = http.post(
         "/predict_columns",
         content=table_body(built, value),
@@ -116,7 +118,7 @@ def test_table_values_that_are_no_usable_number_get_400_naming_row_and_feature(
 
 
 def test_table_rows_and_columns_must_match_the_training_features(built: Built, http):
-    rows = deployment.sample_rows(built.settings, rows=2)
+    rows = payloads.sample_rows(built.settings, rows=2)
     first, second = (str(column) for column in rows.columns[:2])
 
     def refused(table: dict) -> dict:
@@ -124,19 +126,19 @@ def test_table_rows_and_columns_must_match_the_training_features(built: Built, h
         assert answer.status_code == 400, answer.text
         return answer.json()["error"]
 
-    short = deployment.as_table(rows)
+    short = payloads.as_table(rows)
     short["data"][1] = short["data"][1][:-1]
     assert refused(short)["details"][0]["field"] == "data.1"
-    renamed = deployment.as_table(rows)
+    renamed = payloads.as_table(rows)
     renamed["columns"][0] = "not_a_feature"
     message = refused(renamed)["message"]
     assert message.startswith("columns: ") and "'not_a_feature'" in message and first in message
-    repeated = deployment.as_table(rows)
+    repeated = payloads.as_table(rows)
     repeated["columns"][1] = first
     message = refused(repeated)["message"]
     assert f"repeated '{first}'" in message and f"missing '{second}'" in message
-    assert refused({**deployment.as_table(rows), "data": []})["details"][0]["field"] == "data"
-    full = deployment.as_table(deployment.sample_rows(built.settings, rows=1))
+    assert refused({**payloads.as_table(rows), "data": []})["details"][0]["field"] == "data"
+    full = payloads.as_table(payloads.sample_rows(built.settings, rows=1))
     full["data"] = full["data"] * (MAX_BATCH_ROWS + 1)
     assert "at most" in refused(full)["message"]
     full["data"] = full["data"][:MAX_BATCH_ROWS]
@@ -145,7 +147,7 @@ def test_table_rows_and_columns_must_match_the_training_features(built: Built, h
 
 
 def test_arrow_bodies_are_checked_like_tables(built: Built, http):
-    rows = deployment.sample_rows(built.settings, rows=3)
+    rows = payloads.sample_rows(built.settings, rows=3)
     first, second = (str(column) for column in rows.columns[:2])
 
     def refused(body: bytes) -> dict:
@@ -154,27 +156,27 @@ def test_arrow_bodies_are_checked_like_tables(built: Built, http):
         return answer.json()["error"]
 
     assert "not an Arrow IPC stream" in refused(b"not arrow at all")["message"]
-    message = refused(deployment.as_arrow(rows.rename(columns={first: "not_a_feature"})))["message"]
+    message = refused(payloads.as_arrow(rows.rename(columns={first: "not_a_feature"})))["message"]
     assert message.startswith("columns: ") and "'not_a_feature'" in message and first in message
-    words = deployment.as_arrow(rows.astype({second: str}))
+    words = payloads.as_arrow(rows.astype({second: str}))
     assert f"{second} (string)" in refused(words)["message"]
     for bad in (np.nan, np.inf, 1e308):
         damaged = rows.astype(np.float64)  # an integer column could not hold NaN
         damaged.iloc[2, 1] = bad
-        error = refused(deployment.as_arrow(damaged))
+        error = refused(payloads.as_arrow(damaged))
         assert [(detail["row"], detail["field"]) for detail in error["details"]] == [(2, second)]
         assert second in error["message"]
-    assert "rows" in refused(deployment.as_arrow(rows.head(0)))["message"]
+    assert "rows" in refused(payloads.as_arrow(rows.head(0)))["message"]
     many = rows.sample(n=MAX_BATCH_ROWS + 1, replace=True, random_state=0)
-    assert f"send 1 to {MAX_BATCH_ROWS}" in refused(deployment.as_arrow(many))["message"]
-    as_json = http.post("/predict_arrow", json=deployment.as_table(rows))
+    assert f"send 1 to {MAX_BATCH_ROWS}" in refused(payloads.as_arrow(many))["message"]
+    as_json = http.post("/predict_arrow", json=payloads.as_table(rows))
     assert as_json.status_code == 415 and ARROW["content-type"] in as_json.text
-    as_arrow = http.post("/predict_columns", content=deployment.as_arrow(rows), headers=ARROW)
+    as_arrow = http.post("/predict_columns", content=payloads.as_arrow(rows), headers=ARROW)
     assert as_arrow.status_code == 415 and "application/json" in as_arrow.text
 
 
 def test_metadata_and_openapi_show_the_training_features(built: Built, http):
-    features = list(deployment.sample_rows(built.settings, rows=1).columns)
+    features = list(payloads.sample_rows(built.settings, rows=1).columns)
     metadata = http.post("/metadata", json={}).raise_for_status().json()
     assert metadata["model_name"] == built.settings.params.registry.model_name
     assert metadata["model_version"] == built.version

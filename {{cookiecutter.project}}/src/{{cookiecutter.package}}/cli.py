@@ -95,23 +95,18 @@ def _version_or_champion(registry: Registry, version: int | None) -> int:
 
 
 def run_build(settings: Settings, args: argparse.Namespace) -> dict:
-    from . import deployment
+    from . import pipeline
     from .registry import Registry
 
     version = _version_or_champion(Registry(settings), args.version)
-    result = {"bento": deployment.build(settings, version), "model_version": version}
-    if getattr(args, "export", None):
-        result["archive"] = deployment.export_bento(settings, result["bento"], args.export)
-    reports.write_report(settings.reports_dir, "build", result)
-    _say(f"built bento {result['bento']} with model v{version}")
-    return result
+    return pipeline.build(settings, version, _say, export=args.export)
 
 
 def run_import_bento(settings: Settings, args: argparse.Namespace) -> dict:
     """Put a bento archive from `build --export` in the local store, as if `build` had run here."""
-    from . import deployment
+    from .deploy import bento
 
-    tag, version = deployment.import_bento(settings, args.archive)
+    tag, version = bento.import_bento(settings, args.archive)
     result = {"bento": tag, "model_version": version, "archive": str(args.archive)}
     reports.write_report(settings.reports_dir, "build", result)
     _say(f"imported bento {tag} with model v{version}")
@@ -119,66 +114,38 @@ def run_import_bento(settings: Settings, args: argparse.Namespace) -> dict:
 
 
 def run_serve(settings: Settings, args: argparse.Namespace) -> dict:
-    from . import deployment
+    from .deploy import server
 
     built = reports.read_report(settings.reports_dir, "build")
     serving = settings.params.serving
-    command = deployment.serve_command(built["bento"], serving.host, args.port or serving.port)
+    command = server.serve_command(built["bento"], serving.host, args.port or serving.port)
     _say(f"serving {built['bento']} on http://{serving.host}:{args.port or serving.port}")
     if serving.require_auth:
         _say(
             "clients send 'Authorization: Bearer <token>': $SERVICE_API_TOKEN or .runtime/api-token"
         )
     # The server takes over this process, as a container would.
-    os.execvpe(command[0], command, deployment.server_environment(settings))
+    os.execvpe(command[0], command, server.server_environment(settings))
     return {}
 
 
 def run_smoke(settings: Settings, args: argparse.Namespace) -> dict:
     """Smoke-test a running server (--url), or start the last built bento, test it and stop it."""
-    from . import deployment, loadtest
+    from . import pipeline
+    from .deploy.smoke import LoadTest
 
     # A running server with a given version needs no build report (e.g. a production URL).
-    built = (
-        None if args.url and args.version else reports.read_report(settings.reports_dir, "build")
+    built = {} if args.url and args.version else reports.read_report(settings.reports_dir, "build")
+    return pipeline.smoke(
+        settings,
+        args.version or built["model_version"],
+        _say,
+        bento=built.get("bento"),
+        url=args.url,
+        wait_seconds=args.wait_seconds,
+        # With --load-seconds, a bounded load test follows the checks (only if they passed).
+        load=LoadTest(args.load_seconds, args.load_concurrency) if args.load_seconds else None,
     )
-    version = args.version or built["model_version"]
-    if args.url:
-        if args.wait_seconds:
-            loadtest.wait_for_version(
-                args.url, version, args.wait_seconds, headers=settings.client_headers()
-            )
-        result = deployment.smoke(settings, args.url, version)
-        _load_test(settings, args, result)
-    else:
-        with deployment.serve(settings, built["bento"]) as server:
-            result = deployment.smoke(settings, server.url, version)
-            _load_test(settings, args, result)
-    reports.write_report(settings.reports_dir, "smoke", result, deployment.smoke_markdown(result))
-    if not result["passed"]:
-        failed = [check["name"] for check in result["checks"] if not check["passed"]]
-        raise CheckFailed(f"smoke test failed: {', '.join(failed)}")
-    _say(f"smoke test passed against {result['url']} (v{version})")
-    return result
-
-
-def _load_test(settings: Settings, args: argparse.Namespace, result: dict) -> None:
-    """With --load-seconds, add a bounded load test to the smoke checks (only if they passed)."""
-    from . import deployment, loadtest
-
-    if not args.load_seconds or not result["passed"]:
-        return
-    records = deployment.as_records(deployment.sample_rows(settings))
-    check = loadtest.load_test(
-        result["url"],
-        records,
-        args.load_seconds,
-        concurrency=args.load_concurrency,
-        headers=settings.client_headers(),
-    )
-    result["load"] = check.pop("stats")
-    result["checks"].append(check)
-    result["passed"] = check["passed"]
 
 
 def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
@@ -210,18 +177,32 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
 
     _say(f"rollout ({params.strategy}) of v{candidate} beside v{champion} on {args.target}")
     if args.target == "kubernetes":
-        from . import kubernetes
+        from .rollout import kubernetes
 
         if not args.image or not args.overlay:
             raise SettingsError("--target kubernetes needs --image and --overlay")
-        target = kubernetes.KubernetesTarget.from_overlay(
-            args.overlay, settings.prometheus_url, args.champion_slot
+        result = kubernetes.roll_out(
+            params,
+            champion,
+            candidate,
+            overlay=args.overlay,
+            image=args.image,
+            prometheus_url=settings.prometheus_url,
+            champion_slot=args.champion_slot,
+            on_step=say_step,
         )
-        target.prepare(args.image)
-        outcome = rollout.run(params, target, on_step=say_step)
-        result = rollout.report(outcome, champion, candidate)
     else:
-        result = _local_rollout(settings, args, params, champion, candidate, say_step)
+        from .rollout import local
+
+        result = local.roll_out(
+            settings,
+            params,
+            champion,
+            candidate,
+            params_path=args.params,
+            traffic_threads=args.traffic,
+            on_step=say_step,
+        )
     if result["passed"] and args.promote and params.strategy != "shadow":
         why = f"{params.strategy} rollout passed"
         result["promotion"] = registry.promote(candidate, champion, why=why)
@@ -235,33 +216,12 @@ def run_rollout(settings: Settings, args: argparse.Namespace) -> dict:
     return result
 
 
-def _local_rollout(settings, args, params, champion: int, candidate: int, say_step) -> dict:
-    """Both bentos on local servers behind nginx, with traffic from a second process if asked."""
-    import contextlib
-
-    from . import deployment, loadtest, proxy, rollout
-
-    bentos = [deployment.build(settings, version) for version in (champion, candidate)]
-    record = settings.reports_dir / "rollout-traffic.jsonl"
-    with proxy.local_target(settings, *bentos) as target:
-        traffic = contextlib.nullcontext()
-        if args.traffic:
-            seconds = sum(step.seconds for step in rollout.plan(params)) + 60
-            traffic = loadtest.traffic_from_another_process(
-                args.params, target.url, record, seconds, args.traffic
-            )
-        with traffic:
-            outcome = rollout.run(params, target, on_step=say_step)
-    result = rollout.report(outcome, champion, candidate)
-    result["traffic_record"] = str(record) if args.traffic else None
-    return result
-
-
 def run_traffic(settings: Settings, args: argparse.Namespace) -> dict:
     """Steady client traffic to a server or proxy, every answer recorded (for local rollouts)."""
-    from . import deployment, loadtest
+    from . import loadtest
+    from .deploy import payloads
 
-    records = deployment.as_records(deployment.sample_rows(settings, rows=200))
+    records = payloads.as_records(payloads.sample_rows(settings, rows=200))
     record = Path(args.record)
     sent = loadtest.steady_traffic(
         args.url,

@@ -18,6 +18,7 @@ from .errors import CheckFailed, StateError
 from .settings import Settings
 
 if TYPE_CHECKING:
+    from .deploy.smoke import LoadTest
     from .registry import Registry
 
 Say = Callable[[str], None]
@@ -155,23 +156,41 @@ def rollback(
     return result
 
 
-def build(settings: Settings, version: int, say: Say) -> dict:
-    """The bento of `version`, as the `build` command makes it (without an export)."""
-    from . import deployment
+def build(settings: Settings, version: int, say: Say, export: str | None = None) -> dict:
+    """The bento of `version` (and, with `export`, its archive for another job)."""
+    from .deploy import bento
 
-    result = {"bento": deployment.build(settings, version), "model_version": version}
+    result = {"bento": bento.build(settings, version), "model_version": version}
+    if export:
+        result["archive"] = bento.export_bento(settings, result["bento"], export)
     reports.write_report(settings.reports_dir, "build", result)
     say(f"built bento {result['bento']} with model v{version}")
     return result
 
 
-def smoke(settings: Settings, bento: str, version: int, say: Say) -> dict:
-    """Start `bento`, smoke-test it and stop it, as the `smoke` command does without --url."""
-    from . import deployment
+def smoke(
+    settings: Settings,
+    version: int,
+    say: Say,
+    *,
+    bento: str | None = None,
+    url: str | None = None,
+    wait_seconds: float = 0,
+    load: LoadTest | None = None,
+) -> dict:
+    """Smoke-test the server at `url` (first waiting up to `wait_seconds` for it to serve
+    `version`), or start `bento`, test it and stop it; `load` adds a bounded load test."""
+    from . import loadtest
+    from .deploy import server, smoke
 
-    with deployment.serve(settings, bento) as server:
-        result = deployment.smoke(settings, server.url, version)
-    reports.write_report(settings.reports_dir, "smoke", result, deployment.smoke_markdown(result))
+    if url:
+        if wait_seconds:
+            loadtest.wait_for_version(url, version, wait_seconds, headers=settings.client_headers())
+        result = smoke.run(settings, url, version, load)
+    else:
+        with server.serve(settings, bento) as running:
+            result = smoke.run(settings, running.url, version, load)
+    reports.write_report(settings.reports_dir, "smoke", result, smoke.markdown(result))
     if not result["passed"]:
         failed = [check["name"] for check in result["checks"] if not check["passed"]]
         raise CheckFailed(f"smoke test failed: {', '.join(failed)}")
@@ -190,7 +209,8 @@ def run(settings: Settings, registry: Registry, say: Say, fail_on_reject: bool =
     if evaluated["decision"] == evaluation.PROMOTE:
         promotion = promote(settings, registry, say)
         try:
-            smoke(settings, build(settings, version, say)["bento"], version, say)
+            built = build(settings, version, say)
+            smoke(settings, version, say, bento=built["bento"])
         except Exception as failure:
             rolled = registry.revert_promotion(
                 promotion, why=f"deployment of v{version} failed: {failure}"

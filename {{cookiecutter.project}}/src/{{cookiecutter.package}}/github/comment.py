@@ -68,9 +68,9 @@ def section(
 
         return validation.markdown(report)
     if name == "smoke":
-        from .. import deployment
+        from ..deploy import smoke
 
-        return deployment.smoke_markdown(report)
+        return smoke.markdown(report)
     if name == "rollout":
         from .. import rollout
 

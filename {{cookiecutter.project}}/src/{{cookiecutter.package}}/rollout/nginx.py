@@ -1,7 +1,8 @@
-"""The local traffic target of a rollout: nginx in front of the champion's and the candidate's servers.
+"""nginx in front of the champion's and the candidate's servers: the traffic target of a local rollout.
 
-nginx runs as an ordinary process from a runtime folder that holds everything it writes (config, pid,
-logs, temp files), on `rollout.proxy_port`. Each step rewrites the config and reloads it gracefully
+It only routes and records: `local.py` starts the two servers and this proxy in front of them. nginx
+runs as an ordinary process from a runtime folder that holds everything it writes (config, pid, logs,
+temp files), on `rollout.proxy_port`. Each step rewrites the config and reloads it gracefully
 (requests in flight finish on the old workers), then waits until the proxy answers with the new step's
 number, so every request after `route` returns follows the new split:
 
@@ -27,16 +28,14 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-from .errors import RolloutError
-from .rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
-from .settings import Settings
+from ..errors import RolloutError
+from . import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
 
 # `step` is written into the format itself: workers of an earlier config that still finish requests
 # after a reload log them under their own step, so no step is judged on another's traffic.
@@ -64,7 +63,10 @@ def find_nginx() -> str:
 def config(
     traffic: Traffic, champion: str, candidate: str, port: int, runtime: Path, step: int
 ) -> str:
-    """nginx.conf for one step. `champion` and `candidate` are host:port of the two servers."""
+    """nginx.conf for one step. `champion` and `candidate` are host:port of the two servers.
+
+    Longer than a function should be because it is the config file itself, read top to bottom.
+    """
     weights = {champion: 100 - traffic.candidate_percent, candidate: traffic.candidate_percent}
     if traffic.mirror:
         weights = {champion: 100, candidate: 0}
@@ -77,7 +79,7 @@ def config(
     # Running as root (CI, containers), nginx would hand its workers to `nobody`, who cannot write
     # into the runtime folder; as anybody else the `user` line is not allowed at all.
     user = f"user {getpass.getuser()};" if os.geteuid() == 0 else ""
-    return f"""# Written by {__package__}.proxy for rollout step {step}; rewritten at every step.
+    return f"""# Written by {__name__} for rollout step {step}; rewritten at every step.
 worker_processes 1;
 daemon off;
 pid {runtime}/nginx.pid;
@@ -346,37 +348,3 @@ class Proxy:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def tolerance(settings: Settings) -> float | None:
-    """How close two predictions must be to agree: labels exactly, numbers within a share."""
-    if settings.params.task == "classification":
-        return None
-    return settings.params.rollout.regression_tolerance
-
-
-@contextlib.contextmanager
-def local_target(settings: Settings, champion_bento: str, candidate_bento: str) -> Iterator[Proxy]:
-    """Both bentos served on free ports of 127.0.0.1, nginx in front on `rollout.proxy_port`, all
-    traffic on the champion; everything stops on exit. nginx's files go to `.runtime/nginx`."""
-    from . import deployment
-
-    bentos = (champion_bento, candidate_bento)
-    with ThreadPoolExecutor(2) as starting:  # each server takes seconds to get ready
-        futures = [starting.submit(deployment.serve, settings, bento) for bento in bentos]
-    with contextlib.ExitStack() as running:
-        for future in futures:  # a server that did start stops, even when the other did not
-            if future.exception() is None:
-                running.enter_context(future.result())
-        for future in futures:
-            if future.exception() is not None:
-                raise future.exception()
-        champion, candidate = (future.result() for future in futures)
-        proxy = Proxy(
-            champion.url,
-            candidate.url,
-            settings.params.rollout.proxy_port,
-            settings.project_dir / ".runtime" / "nginx",
-            tolerance(settings),
-        )
-        yield running.enter_context(proxy.start())

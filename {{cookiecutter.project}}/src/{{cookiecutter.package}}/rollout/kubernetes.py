@@ -8,9 +8,10 @@ shadow, weight 100 moved from one slot to the other for blue-green. `measure` re
 from Prometheus, which scrapes BentoML's /metrics in every pod and must label each series with its
 `namespace` and `pod` (the Prometheus Operator's PodMonitor does; so does the usual kubernetes_sd
 relabelling). Every change goes through `kubectl`, to whatever cluster its kubeconfig names.
+`roll_out` is `rollout --target kubernetes`: prepare the candidate's slot, then walk the plan.
 
 Shadow is judged on the candidate's errors and latency only: the gateway drops mirrored answers, so
-there are no predictions to compare (the local target, proxy.py, compares them).
+there are no predictions to compare (the local target, nginx.py, compares them).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from typing import Any
 import httpx
 import yaml
 
-from .errors import KubernetesError
-from .rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats
+from ..errors import KubernetesError
+from ..settings import RolloutParams
+from . import CHAMPION_ONLY, Measurement, StepResult, Traffic, UpstreamStats, report, run
 
 SLOTS = ("blue", "green")
 PORT = 3000  # the Services' and BentoML's port
@@ -261,3 +263,21 @@ class KubernetesTarget:
         else:
             clients = self._stats([self.deployment(slot) for slot in SLOTS], seconds, at)
         return Measurement(champion=champion, candidate=candidate, clients=clients)
+
+
+def roll_out(
+    params: RolloutParams,
+    champion: int,
+    candidate: int,
+    *,
+    overlay: Path | str,
+    image: str,
+    prometheus_url: str | None,
+    champion_slot: str | None = None,
+    on_step: Callable[[StepResult], None] = lambda result: None,
+) -> dict[str, Any]:
+    """Roll `candidate`'s `image` out in the free slot of `overlay`; the rollout report."""
+    target = KubernetesTarget.from_overlay(overlay, prometheus_url, champion_slot)
+    target.prepare(image)
+    outcome = run(params, target, on_step=on_step)
+    return report(outcome, champion, candidate)

@@ -4,8 +4,9 @@ A rollout is a list of steps. Each step sends traffic somewhere (`Traffic`), wai
 candidate did (`Measurement`, from the proxy's own records, never from the candidate's word), and judges
 it against the checks in params.yaml (`rollout.checks`). Any breach sends all traffic back to the
 champion at once and ends the rollout; the registry is only touched by the caller, after a rollout that
-passed. Where traffic goes is a `TrafficTarget`: nginx on this machine (`proxy.py`), or a Gateway API
-HTTPRoute on Kubernetes (`kubernetes.py`); this module knows neither.
+passed. Where traffic goes is a `TrafficTarget`: nginx on this machine (`rollout/nginx.py`, started
+with both servers by `rollout/local.py`), or a Gateway API HTTPRoute on Kubernetes
+(`rollout/kubernetes.py`); this module knows neither.
 
 - shadow: every request is also copied to the candidate; clients only ever get the champion's answers;
   the candidate is judged on errors, latency and how often its predictions disagree with the champion's.
@@ -22,8 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-from .reports import markdown_table
-from .settings import RolloutParams
+from ..reports import markdown_table
+from ..settings import RolloutParams
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class Measurement:
 
 
 class TrafficTarget(Protocol):
-    """Where the rollout moves traffic and reads what happened; see proxy.py and kubernetes.py."""
+    """Where the rollout moves traffic and reads what happened; see nginx.py and kubernetes.py."""
 
     def route(self, traffic: Traffic) -> None:
         """Send traffic as given; returns once new requests follow it."""

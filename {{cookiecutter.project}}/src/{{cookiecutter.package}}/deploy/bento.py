@@ -1,0 +1,204 @@
+"""A registered model as a BentoML bento: the stores, the build, and the archive CI moves between jobs.
+
+`build` turns one registry version into a bento (model, package source, pinned runtime packages);
+`export_bento` and `import_bento` carry it between machines as one file. The BentoML home (model and
+bento stores) is $BENTOML_HOME, else `<project>/.bentoml`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from importlib.metadata import version as installed_version
+from pathlib import Path
+
+from mlflow.exceptions import MlflowException
+
+from .. import registry, security
+from ..errors import DeploymentError, SecurityError
+from ..settings import ServiceArgs, Settings
+
+# The project's package, one level above this one: the bento packs all of it and serves its service.
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
+SERVICE_MODULE = f"{PACKAGE_DIR.name}.service"
+SERVICE = f"{SERVICE_MODULE}:ModelService"
+# What the service imports at run time, pinned to the versions that trained and tested the model.
+# mlflow-skinny, not mlflow: the server only loads a model, and the full package adds a web UI stack.
+RUNTIME_PACKAGES = (
+    "bentoml",
+    "mlflow-skinny",
+    "scikit-learn",
+    "skops",
+    "pandas",
+    "numpy",
+    "scipy",
+    "pydantic",
+    "pyyaml",
+    "limits",
+    "pyarrow",
+    "boto3",
+)
+
+
+@contextlib.contextmanager
+def bentoml_stores(home: Path) -> Iterator[None]:
+    """Point BentoML's model and bento stores at `home` for the duration of the block.
+
+    BentoML reads BENTOML_HOME once per process and caches its stores, so setting the variable is too
+    late once anything touched them, and one process that builds for two projects (the tests) would
+    write both into the first. Patching the providers scopes the stores to this call instead.
+    """
+    from bentoml._internal.bento import BentoStore
+    from bentoml._internal.configuration.containers import BentoMLContainer as container
+    from bentoml._internal.models import ModelStore
+
+    folders = {name: home / name for name in ("bentos", "models", "tmp", "envs")}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    overrides = [
+        (container.bentoml_home, str(home)),
+        (container.bento_store_dir, str(folders["bentos"])),
+        (container.model_store_dir, str(folders["models"])),
+        (container.tmp_bento_store_dir, str(folders["tmp"])),
+        (container.env_store_dir, str(folders["envs"])),
+        (container.bento_store, BentoStore(str(folders["bentos"]))),
+        (container.tmp_bento_store, BentoStore(str(folders["tmp"]))),
+        (container.model_store, ModelStore(str(folders["models"]))),
+        (container.bento_arguments, {}),  # build() sets them process-wide; restore on the way out
+    ]
+    with contextlib.ExitStack() as stack:
+        for provider, value in overrides:
+            stack.enter_context(provider.patch(value))
+        yield
+
+
+# The container's base image, one FROM line that Dependabot keeps current (pin it by digest).
+BASE_IMAGE_FILE = "deploy/docker/Dockerfile"
+
+
+def docker_options(settings: Settings) -> dict[str, str]:
+    """BentoML's Docker options: the base image from BASE_IMAGE_FILE when the project has one."""
+    path = settings.project_dir / BASE_IMAGE_FILE
+    if not path.is_file():
+        return {}
+    images = [
+        line.split()[1]
+        for line in path.read_text().splitlines()
+        if line.strip().upper().startswith("FROM ") and len(line.split()) > 1
+    ]
+    if len(images) != 1:
+        raise DeploymentError(f"{path}: expected exactly one FROM line, found {len(images)}")
+    return {"base_image": images[0]}
+
+
+def runtime_requirements() -> list[str]:
+    """The service's runtime packages, pinned to the versions installed here."""
+    return [f"{name}=={installed_version(name)}" for name in RUNTIME_PACKAGES]
+
+
+def _package_copy(destination: Path) -> None:
+    """The package source, without caches: the bento's code is what runs here, not a repo checkout."""
+    shutil.copytree(
+        PACKAGE_DIR,
+        destination / PACKAGE_DIR.name,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
+
+
+def build(settings: Settings, version: int) -> str:
+    """Import registered `version` into the BentoML model store and build its bento; return the tag.
+
+    The service learns which stored model to serve from the bento arguments, and what it is (name,
+    version, task) from labels on the stored model, so the bento runs without params.yaml.
+    """
+    import bentoml
+    import bentoml.mlflow
+
+    params = settings.params
+    name = params.registry.model_name
+    model_registry = registry.Registry(settings)
+    uri = model_registry.model_uri(version)
+    try:
+        digest = model_registry.recorded_digest(version)
+    except MlflowException as error:
+        raise DeploymentError(f"cannot read {uri} from the registry: {error}") from error
+    labels = {
+        "registered_model": name,
+        "registered_version": str(version),
+        "task": params.task,
+        security.DIGEST_TAG: digest or "",
+    }
+    with bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
+        try:
+            stored = bentoml.mlflow.import_model(name.lower(), uri, labels=labels)
+        except Exception as error:
+            raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
+        try:
+            security.verify_artifacts(stored.path_of(security.MLFLOW_MODEL_FOLDER), digest, uri)
+        except SecurityError as error:
+            bentoml.models.delete(stored.tag)
+            raise DeploymentError(str(error)) from None
+        _package_copy(Path(context))
+        # The service reads its model at import; a module cached from an earlier build in this
+        # process would pack that build's model instead.
+        sys.modules.pop(SERVICE_MODULE, None)
+        try:
+            bento = bentoml.build(
+                SERVICE,
+                name=name.lower(),
+                build_ctx=context,
+                description=f"{name} v{version} ({params.task}) from {uri}",
+                labels={"model_name": name, "model_version": str(version), "task": params.task},
+                args=ServiceArgs.for_model(params, str(stored.tag)).model_dump(mode="json"),
+                python={"packages": runtime_requirements(), "lock_packages": False},
+                docker=docker_options(settings),
+            )
+        except Exception as error:
+            raise DeploymentError(f"bento build for {uri} failed: {error}") from error
+        finally:
+            sys.modules.pop(SERVICE_MODULE, None)
+    return str(bento.tag)
+
+
+def export_bento(settings: Settings, bento_tag: str, path: Path | str) -> str:
+    """Write a bento, with the models it serves, to one archive file: the artifact CI moves between
+    jobs, and (unpacked) a Docker build context with its Dockerfile at `env/docker/Dockerfile`."""
+    import bentoml
+
+    path = Path(path).resolve()  # bentoml reads a relative path as relative to the filesystem root
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with bentoml_stores(settings.bentoml_home):
+        try:
+            return bentoml.export_bento(bento_tag, str(path))
+        except Exception as error:
+            raise DeploymentError(f"cannot export bento {bento_tag} to {path}: {error}") from error
+
+
+def import_bento(settings: Settings, path: Path | str) -> tuple[str, int]:
+    """Import an archive written by `export_bento` (a no-op when the store already holds that bento);
+    return its tag and the model version it serves."""
+    import bentoml
+    import yaml
+
+    path = Path(path).resolve()
+    try:
+        with tarfile.open(path) as archive:
+            names = {name.removeprefix("./"): name for name in archive.getnames()}
+            with archive.extractfile(names["bento.yaml"]) as info:
+                described = yaml.safe_load(info)
+        tag = f"{described['name']}:{described['version']}"
+    except (OSError, KeyError, TypeError, tarfile.TarError, yaml.YAMLError) as error:
+        raise DeploymentError(f"{path} is not a bento archive: {error}") from error
+    with bentoml_stores(settings.bentoml_home):
+        try:
+            bento = bentoml.get(tag)
+        except bentoml.exceptions.NotFound:
+            try:
+                bento = bentoml.import_bento(str(path))
+            except Exception as error:
+                raise DeploymentError(f"cannot import a bento from {path}: {error}") from error
+        return str(bento.tag), int(bento.info.labels["model_version"])

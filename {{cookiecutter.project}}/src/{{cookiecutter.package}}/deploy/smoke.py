@@ -1,0 +1,257 @@
+"""The smoke test: a running server checked against the registry, one named check after another.
+
+The checks: ready; a request without a token is refused (unless serving.require_auth is false);
+metadata names the expected model and version; a row with a missing feature and one with a non-number
+are refused with a 4xx naming the feature (a 5xx means the server broke); `predict` row by row,
+`predict_batch`, `predict_columns` and `predict_arrow` on the sample rows equal
+`registry.load_model(...).predict`; every answer carries the expected version. With a `LoadTest`, a
+bounded load test of /predict runs last, only when everything else passed.
+
+Every check runs and none raises: a check that cannot finish fails with the reason. Each result is
+`{"name", "passed", "detail"}`; `markdown` renders the report for people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import httpx
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+
+from .. import loadtest, registry, security
+from ..errors import DeploymentError
+from ..reports import cell, markdown_table
+from ..settings import ServingParams, Settings
+from .payloads import as_arrow, as_records, as_table, sample_rows
+
+# What a check raises when the server answers something it cannot read: the check fails, the rest run.
+CHECK_ERRORS = (httpx.HTTPError, ValueError, KeyError, TypeError)
+
+
+@dataclass
+class Probe:
+    """What the checks share: the server, the expected model, and its predictions on the sample rows."""
+
+    settings: Settings
+    url: str
+    version: int
+    rows: pd.DataFrame
+    expected: np.ndarray  # the registry model's predictions for `rows`
+    records: list[dict[str, float]]  # `rows` as /predict bodies
+    versions: list[Any] = field(default_factory=list)  # model_version of every prediction answer
+    load: dict[str, Any] | None = None  # the load test's numbers, when it ran
+
+    @property
+    def feature(self) -> str:
+        """The feature the refusal checks leave out or spoil."""
+        return str(self.rows.columns[0])
+
+    @property
+    def batch(self) -> pd.DataFrame:
+        """The rows one batch request may carry."""
+        return self.rows.head(self.settings.params.serving.max_batch_rows)
+
+
+class Check(NamedTuple):
+    name: str
+    run: Callable[[httpx.Client, Probe], tuple[bool, str]]  # (passed, detail)
+
+
+def _compare(task: str, served: list, expected: np.ndarray) -> tuple[bool, str]:
+    """Exact for labels; np.allclose for regression, whose floats went through JSON."""
+    served_array = np.asarray(served)
+    if served_array.shape != expected.shape:
+        return False, f"{len(served)} predictions for {len(expected)} rows"
+    if task == "classification":
+        different = np.flatnonzero(served_array != expected)
+    else:
+        close = np.isclose(served_array.astype(float), expected.astype(float))
+        different = np.flatnonzero(~close)
+    if different.size == 0:
+        return (
+            True,
+            f"{len(expected)} of {len(expected)} rows equal the registry model's predictions",
+        )
+    first = different[0]
+    return False, (
+        f"{different.size} of {len(expected)} rows differ from the registry model; first: row "
+        f"{first} served {served_array[first]!r}, registry {expected[first]!r}"
+    )
+
+
+def ready(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    status = http.get("/readyz").status_code
+    return status == 200, f"/readyz answered HTTP {status}"
+
+
+def refuses_without_token(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    # A bare request, not `http`: that client sends the token.
+    status = httpx.post(f"{probe.url}/predict", json=probe.records[0], timeout=30).status_code
+    return status == 401, f"a request without a token: HTTP {status}"
+
+
+def metadata_version(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    name = probe.settings.params.registry.model_name
+    answer = http.post("/metadata", json={}).raise_for_status().json()
+    served = f"{answer['model_name']} v{answer['model_version']}"
+    return (answer["model_name"], answer["model_version"]) == (name, probe.version), (
+        f"serves {served}, expected {name} v{probe.version}"
+    )
+
+
+def _refused(http: httpx.Client, probe: Probe, body: dict[str, Any], what: str) -> tuple[bool, str]:
+    """A 4xx whose body names the feature at fault."""
+    answer = http.post("/predict", json=body)
+    named = probe.feature in answer.text
+    passed = 400 <= answer.status_code < 500 and named
+    return passed, f"{what}: HTTP {answer.status_code}" + (
+        "" if named else f", body does not name {probe.feature!r}"
+    )
+
+
+def rejects_missing_feature(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    missing = {key: value for key, value in probe.records[0].items() if key != probe.feature}
+    return _refused(http, probe, missing, f"row without {probe.feature!r}")
+
+
+def rejects_wrong_type(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    wrong_type = {**probe.records[0], probe.feature: "not-a-number"}
+    return _refused(http, probe, wrong_type, f"{probe.feature!r} as a string")
+
+
+def predict_matches_registry(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    answers = [
+        http.post("/predict", json=record).raise_for_status().json() for record in probe.records
+    ]
+    probe.versions.extend(answer["model_version"] for answer in answers)
+    served = [answer["prediction"] for answer in answers]
+    return _compare(probe.settings.params.task, served, probe.expected)
+
+
+def _batch_answer(probe: Probe, answer: httpx.Response, rows: int) -> tuple[bool, str]:
+    """Compare a batch endpoint's answer for the first `rows` rows, and record its version."""
+    answered = answer.raise_for_status().json()
+    probe.versions.append(answered["model_version"])
+    return _compare(probe.settings.params.task, answered["predictions"], probe.expected[:rows])
+
+
+def predict_batch_matches_registry(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    batch = as_records(probe.batch)
+    return _batch_answer(probe, http.post("/predict_batch", json={"rows": batch}), len(batch))
+
+
+def predict_columns_matches_registry(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    table = as_table(probe.batch)
+    return _batch_answer(probe, http.post("/predict_columns", json=table), len(table["data"]))
+
+
+def predict_arrow_matches_registry(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    media_type = {"Content-Type": security.ARROW_STREAM}
+    answer = http.post("/predict_arrow", content=as_arrow(probe.batch), headers=media_type)
+    return _batch_answer(probe, answer, len(probe.batch))
+
+
+def responses_carry_version(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    """Every prediction answer of the checks before this one named the expected version."""
+    wrong = [served for served in probe.versions if served != probe.version]
+    if not probe.versions or wrong:
+        return (
+            False,
+            f"{len(wrong)} of {len(probe.versions)} answers name another version: {wrong[:3]}",
+        )
+    return True, f"all {len(probe.versions)} prediction answers carry model_version {probe.version}"
+
+
+@dataclass(frozen=True)
+class LoadTest:
+    """`smoke --load-seconds`: load-test /predict for `seconds` from `concurrency` client threads."""
+
+    seconds: float
+    concurrency: int = 4
+
+    def __call__(self, http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+        tested = loadtest.load_test(
+            probe.url,
+            probe.records,
+            self.seconds,
+            concurrency=self.concurrency,
+            headers=probe.settings.client_headers(),
+        )
+        probe.load = tested["stats"]
+        return tested["passed"], tested["detail"]
+
+
+def checks(serving: ServingParams) -> list[Check]:
+    """The checks in the order they run: the version check reads what the prediction checks saw."""
+    auth = [Check("refuses_without_token", refuses_without_token)] if serving.require_auth else []
+    return [
+        Check("ready", ready),
+        *auth,
+        Check("metadata_version", metadata_version),
+        Check("rejects_missing_feature", rejects_missing_feature),
+        Check("rejects_wrong_type", rejects_wrong_type),
+        Check("predict_matches_registry", predict_matches_registry),
+        Check("predict_batch_matches_registry", predict_batch_matches_registry),
+        Check("predict_columns_matches_registry", predict_columns_matches_registry),
+        Check("predict_arrow_matches_registry", predict_arrow_matches_registry),
+        Check("responses_carry_version", responses_carry_version),
+    ]
+
+
+def _result(check: Check, http: httpx.Client, probe: Probe) -> dict[str, Any]:
+    try:
+        passed, detail = check.run(http, probe)
+    except CHECK_ERRORS as error:
+        passed, detail = False, f"{type(error).__name__}: {error}"
+    return {"name": check.name, "passed": bool(passed), "detail": detail}
+
+
+def _probe(settings: Settings, url: str, version: int) -> Probe:
+    rows = sample_rows(settings)
+    try:
+        expected = np.asarray(registry.Registry(settings).load_model(version).predict(rows))
+    except MlflowException as error:
+        raise DeploymentError(f"cannot load v{version} from the registry: {error}") from error
+    return Probe(settings, url.rstrip("/"), version, rows, expected, as_records(rows))
+
+
+def run(settings: Settings, url: str, version: int, load: LoadTest | None = None) -> dict[str, Any]:
+    """Check the server at `url` against registered `version`; the smoke report."""
+    probe = _probe(settings, url, version)
+    with httpx.Client(base_url=probe.url, timeout=30, headers=settings.client_headers()) as http:
+        results = [_result(check, http, probe) for check in checks(settings.params.serving)]
+        if load is not None and all(item["passed"] for item in results):
+            results.append(_result(Check("load_test", load), http, probe))
+    report = {
+        "passed": all(item["passed"] for item in results),
+        "url": probe.url,
+        "version": version,
+        "model_name": settings.params.registry.model_name,
+        "rows": len(probe.rows),
+        "checks": results,
+    }
+    if probe.load is not None:
+        report["load"] = probe.load
+    return report
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The smoke report for people: `reports/smoke.md`, the job summary and the pull request comment."""
+    verdict = "passed" if report["passed"] else "**FAILED**"
+    rows = [
+        [cell(item["name"]), "pass" if item["passed"] else "**FAIL**", cell(item["detail"])]
+        for item in report["checks"]
+    ]
+    return "\n".join(
+        [
+            f"### Smoke test: {verdict}",
+            "",
+            f"Model v{report['version']} served at {cell(report['url'])}.",
+            "",
+            markdown_table(["check", "result", "detail"], rows),
+        ]
+    )
