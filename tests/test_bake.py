@@ -68,9 +68,9 @@ def expected_tree(resolved: dict) -> tuple[set[str], set[str]]:
     }
     # Rollouts: nginx locally, two slots and an HTTPRoute on Kubernetes, for every bake.
     present |= {
-        f"src/{resolved['package']}/rollout.py",
-        f"src/{resolved['package']}/proxy.py",
-        f"src/{resolved['package']}/kubernetes.py",
+        f"src/{resolved['package']}/rollout/__init__.py",
+        f"src/{resolved['package']}/rollout/nginx.py",
+        f"src/{resolved['package']}/rollout/kubernetes.py",
         "deploy/k8s/base/kustomization.yaml",
         "deploy/k8s/overlays/staging/kustomization.yaml",
         "deploy/k8s/overlays/production/kustomization.yaml",
