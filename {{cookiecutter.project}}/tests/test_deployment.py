@@ -242,7 +242,7 @@ def test_an_exported_bento_imports_into_another_store(built: Built, tmp_path):
     archive = export_bento(built.settings, built.bento, tmp_path / "bento.bento")
     elsewhere = built.settings.model_copy(
         update={
-            "project_dir": tmp_path / "elsewhere",
+            "params_file": tmp_path / "elsewhere" / "params.yaml",
             "env": built.settings.env.model_copy(update={"bentoml_home": None}),
         }
     )

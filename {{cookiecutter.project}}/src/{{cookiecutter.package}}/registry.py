@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from . import security
-from .errors import RegistryError
+from .errors import RegistryError, StateError
 from .settings import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -90,6 +90,13 @@ class Registry:
             for alias in (CHAMPION, CHALLENGER, PREVIOUS)
             if (version := self.alias_version(alias)) is not None
         }
+
+    def version_or_champion(self, version: int | None) -> int:
+        """`version` when given, else the champion's; StateError when there is no champion yet."""
+        version = version or self.alias_version(CHAMPION)
+        if version is None:
+            raise StateError("there is no champion yet: promote a model or pass --version")
+        return version
 
     def model_uri(self, version: int) -> str:
         return f"models:/{self.model_name}/{version}"

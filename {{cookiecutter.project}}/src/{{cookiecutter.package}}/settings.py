@@ -305,8 +305,13 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     params: Params
-    project_dir: Path
+    params_file: Path  # where params came from: a process started for this command reads it too
     env: Environment = Environment()
+
+    @property
+    def project_dir(self) -> Path:
+        """The params file's folder: relative locations in params resolve against it."""
+        return self.params_file.parent
 
     @property
     def tracking_uri(self) -> str:
@@ -390,7 +395,5 @@ def load_settings(
     """The params file (relative paths resolve against its folder) and the environment, read once."""
     params_path = Path(params_path).resolve()
     return Settings(
-        params=load_params(params_path),
-        project_dir=params_path.parent,
-        env=Environment.read(environ),
+        params=load_params(params_path), params_file=params_path, env=Environment.read(environ)
     )

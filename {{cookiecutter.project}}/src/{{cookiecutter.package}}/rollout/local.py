@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 from .. import loadtest
@@ -60,13 +59,12 @@ def roll_out(
     champion: int,
     candidate: int,
     *,
-    params_path: Path | str,
     traffic_threads: int = 0,
     on_step: Callable[[StepResult], None] = lambda result: None,
 ) -> dict[str, Any]:
     """Roll registered `candidate` out beside `champion` on this machine; the rollout report.
 
-    With `traffic_threads`, a second process (`traffic`, reading `params_path`) sends steady traffic
+    With `traffic_threads`, a second process (`traffic`, reading the same params file) sends steady traffic
     through the proxy for the whole plan and records every answer; with 0, bring your own clients.
     """
     bentos = [bento.build(settings, version) for version in (champion, candidate)]
@@ -76,7 +74,7 @@ def roll_out(
         if traffic_threads:
             seconds = sum(step.seconds for step in plan(params)) + 60
             traffic = loadtest.traffic_from_another_process(
-                params_path, target.url, record, seconds, traffic_threads
+                settings.params_file, target.url, record, seconds, traffic_threads
             )
         with traffic:
             outcome = run(params, target, on_step=on_step)

@@ -1,0 +1,7 @@
+"""`python -m <package>.cli`: how a command starts another (the rollout's traffic process)."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

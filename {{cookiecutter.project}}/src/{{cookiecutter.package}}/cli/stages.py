@@ -1,0 +1,153 @@
+"""The loop's stages: validate, train, evaluate, promote, rollback, pipeline; and around them
+batch scoring, the registry's history and a starting expectation suite. `pipeline.py` does the work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import data, pipeline, reports
+from ..settings import Settings
+from .command import (
+    FAIL_ON_REJECT,
+    VERSION,
+    Command,
+    argument,
+    open_registry,
+    optional_int,
+    say,
+)
+
+
+def validate(settings: Settings) -> dict:
+    return pipeline.validate(settings, say)
+
+
+def train(settings: Settings) -> dict:
+    return pipeline.train(settings, open_registry(settings), say)
+
+
+def evaluate(settings: Settings, version: int | None, fail_on_reject: bool) -> dict:
+    return pipeline.evaluate(
+        settings, open_registry(settings), say, version=version, fail_on_reject=fail_on_reject
+    )
+
+
+def promote(settings: Settings) -> dict:
+    return pipeline.promote(settings, open_registry(settings), say)
+
+
+def rollback(
+    settings: Settings, to_version: int | None, reason: str, if_champion: int | None
+) -> dict:
+    """Move champion back; with --if-champion N, undo the promotion of vN and only that.
+
+    The guarded form is what a deploy workflow runs when anything after its promotion failed (see
+    `Registry.undo_promotion_if_champion`).
+    """
+    return pipeline.rollback(
+        settings,
+        open_registry(settings),
+        say,
+        why=reason,
+        to_version=to_version,
+        if_champion=if_champion,
+    )
+
+
+def run_pipeline(settings: Settings, fail_on_reject: bool) -> dict:
+    return pipeline.run(settings, open_registry(settings), say, fail_on_reject)
+
+
+def batch(
+    settings: Settings, version: int | None, input_location: str | None, output_location: str | None
+) -> dict:
+    from .. import batch as scoring
+
+    scoring.use_compact_memory_pool()
+    registry = open_registry(settings)
+    version = registry.version_or_champion(version)
+    model = registry.load_model(version)
+    result = scoring.score_file(
+        model,
+        list(model.feature_names_in_),
+        version,
+        settings.resolve(input_location or settings.params.batch.input),
+        settings.resolve(output_location or settings.params.batch.output),
+        settings.params.batch.chunk_rows,
+    )
+    reports.write_report(settings.reports_dir, "batch", result)
+    say(f"scored {result['rows']} rows with v{version} -> {result['output']}")
+    return result
+
+
+def history(settings: Settings) -> dict:
+    registry = open_registry(settings)
+    entries = registry.history()
+    result = {"aliases": registry.aliases(), "history": entries}
+    columns = ("sequence", "at", "by", "action", "alias", "before", "after", "why")
+    markdown = reports.markdown_table(
+        ["#", "when", "who", "action", "alias", "from", "to", "why"],
+        [[entry[name] for name in columns] for entry in entries],
+    )
+    reports.write_report(settings.reports_dir, "history", result, markdown)
+    print(markdown)
+    return result
+
+
+def suggest_suite(settings: Settings) -> dict:
+    """Profile the data into a starting expectation suite, to review and commit."""
+    from .. import validation
+
+    frame = data.read_table(settings.resolve(settings.params.data.source))
+    path = Path(settings.resolve(settings.params.validation.suite))
+    suite = validation.suggest_suite(frame, settings.params.data.target, path.stem)
+    validation.write_suite(suite, path)
+    say(f"wrote {len(suite['expectations'])} expectations to {path}; review them before committing")
+    return {"suite": str(path)}
+
+
+COMMANDS = (
+    Command("validate", "check the data against the expectation suite", validate),
+    Command("train", "validate, train, register, and alias the new version as challenger", train),
+    Command(
+        "evaluate",
+        "score challenger and champion on the same holdout; apply the gate",
+        evaluate,
+        (VERSION, FAIL_ON_REJECT),
+    ),
+    Command("promote", "make the evaluated challenger the champion (compare-and-set)", promote),
+    Command(
+        "rollback",
+        "move champion back to previous (or --to-version)",
+        rollback,
+        (
+            argument(
+                "--to-version", type=optional_int, help="default (or empty): the `previous` alias"
+            ),
+            argument("--reason", default="manual rollback", help="recorded in history"),
+            argument(
+                "--if-champion",
+                type=optional_int,
+                help="undo the promotion of this version only if it is still the champion",
+            ),
+        ),
+    ),
+    Command(
+        "batch",
+        "score a file with the champion (or --version)",
+        batch,
+        (
+            VERSION,
+            argument("--input", dest="input_location", help="default: batch.input in params"),
+            argument("--output", dest="output_location", help="default: batch.output in params"),
+        ),
+    ),
+    Command("history", "show every recorded alias move", history),
+    Command("suggest-suite", "write a starting expectation suite from the data", suggest_suite),
+    Command(
+        "pipeline",
+        "the whole loop: validate, train, evaluate, promote, deploy, verify",
+        run_pipeline,
+        (FAIL_ON_REJECT,),
+    ),
+)
