@@ -98,6 +98,17 @@ class Registry:
             raise StateError("there is no champion yet: promote a model or pass --version")
         return version
 
+    def rollout_pair(self, version: int | None) -> tuple[int, int]:
+        """The champion, and the candidate to roll out beside it (`version`, else the challenger)."""
+        champion = self.alias_version(CHAMPION)
+        candidate = version or self.alias_version(CHALLENGER)
+        if champion is None or candidate is None or champion == candidate:
+            raise StateError(
+                f"a rollout needs a champion and another candidate (champion {describe(champion)}, "
+                f"candidate {describe(candidate)}); the first model is promoted without one"
+            )
+        return champion, candidate
+
     def model_uri(self, version: int) -> str:
         return f"models:/{self.model_name}/{version}"
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .. import pipeline, reports
-from ..errors import CheckFailed, SettingsError, StateError
+from ..errors import CheckFailed, SettingsError
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..rollout import StepResult
+
 from .command import VERSION, Command, argument, open_registry, say
 
 
@@ -89,22 +93,12 @@ def rollout(
     (compare-and-set); a breach sends traffic back and changes nothing in the registry.
     """
     from .. import rollout as rollouts
-    from ..registry import CHALLENGER, CHAMPION, describe
 
     params = settings.params.rollout
     if strategy:
         params = params.model_copy(update={"strategy": strategy})
     registry = open_registry(settings)
-    champion = registry.alias_version(CHAMPION)
-    candidate = version or registry.alias_version(CHALLENGER)
-    if champion is None or candidate is None or champion == candidate:
-        raise StateError(
-            f"a rollout needs a champion and another candidate (champion {describe(champion)}, "
-            f"candidate {describe(candidate)}); the first model is promoted without one"
-        )
-
-    def say_step(done: rollouts.StepResult) -> None:
-        say(f"{done.step.name}: " + ("; ".join(done.breaches) or "pass"))
+    champion, candidate = registry.rollout_pair(version)
 
     say(f"rollout ({params.strategy}) of v{candidate} beside v{champion} on {target}")
     if target == "kubernetes":
@@ -120,13 +114,13 @@ def rollout(
             image=image,
             prometheus_url=settings.prometheus_url,
             champion_slot=champion_slot,
-            on_step=say_step,
+            on_step=_say_step,
         )
     else:
         from ..rollout import local
 
         result = local.roll_out(
-            settings, params, champion, candidate, traffic_threads=traffic, on_step=say_step
+            settings, params, champion, candidate, traffic_threads=traffic, on_step=_say_step
         )
     if result["passed"] and promote and params.strategy != "shadow":
         why = f"{params.strategy} rollout passed"
@@ -139,6 +133,10 @@ def rollout(
         )
     say(f"rollout of v{candidate} passed" + (" and promoted" if "promotion" in result else ""))
     return result
+
+
+def _say_step(done: StepResult) -> None:
+    say(f"{done.step.name}: " + ("; ".join(done.breaches) or "pass"))
 
 
 def traffic(settings: Settings, url: str, seconds: float, concurrency: int, record: str) -> dict:

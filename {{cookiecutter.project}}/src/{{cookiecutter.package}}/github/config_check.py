@@ -22,6 +22,11 @@ class ConfigCheck:
     notes: list[str] = field(default_factory=list)
     outputs: dict[str, str] = field(default_factory=dict)
 
+    def require(self, kind: str, name: str, what: str) -> None:
+        """Something the workflow needs that the repository does not have yet."""
+        self.configured = False
+        self.missing.append((kind, name, what))
+
     def summary(self) -> str:
         if self.configured:
             lines = [f"### {self.purpose.upper()} configuration: ready"]
@@ -41,6 +46,16 @@ class ConfigCheck:
 
 def _uses_s3(*locations: str | None) -> bool:
     return any(location and location.startswith(S3_PREFIX) for location in locations)
+
+
+def _needs_aws(purpose: str, locations: Mapping[str, str]) -> bool:
+    """Whether the workflow reads or writes S3 (then it needs the OIDC role)."""
+    used = {
+        "cd": ("data",),
+        "batch": ("data", "input", "output"),
+        "monitor": ("data", "prediction_log", "labels"),
+    }.get(purpose, ())
+    return _uses_s3(*(locations.get(name) for name in used))
 
 
 def check(
@@ -63,46 +78,29 @@ def check(
     uri, github = env.tracking_uri or "", env.github
     check = ConfigCheck(purpose, configured=True)
     if not uri:
-        check.configured = False
-        check.missing.append(
-            (
-                "variable",
-                "MLFLOW_TRACKING_URI",
-                "URL of your MLflow tracking server, e.g. `https://mlflow.example.com`",
-            )
+        check.require(
+            "variable",
+            "MLFLOW_TRACKING_URI",
+            "URL of your MLflow tracking server, e.g. `https://mlflow.example.com`",
         )
         check.notes.append(
             "If the tracking server needs a token, add the secret `MLFLOW_TRACKING_TOKEN` "
             "(MLflow sends it as a bearer token)."
         )
-    needs_aws = {
-        "cd": _uses_s3(locations.get("data")),
-        "rollback": False,
-        "batch": _uses_s3(locations.get("data"), locations.get("input"), locations.get("output")),
-        "monitor": _uses_s3(
-            locations.get("data"), locations.get("prediction_log"), locations.get("labels")
-        ),
-    }.get(purpose, False)
     log = locations.get("prediction_log") or ""
     if purpose == "monitor" and not (_uses_s3(log) or (project_dir / log).is_dir()):
         # The servers write the log; a runner sees it only in a bucket (or on a self-hosted runner).
-        check.configured = False
-        check.missing.append(
-            (
-                "params.yaml",
-                "monitoring.prediction_log",
-                f"an s3:// location the service writes to (now `{cell(log, 100)}`, not on this runner)",
-            )
+        check.require(
+            "params.yaml",
+            "monitoring.prediction_log",
+            f"an s3:// location the service writes to (now `{cell(log, 100)}`, not on this runner)",
         )
-    if needs_aws and not github.aws_role_arn:
-        check.configured = False
-        check.missing.append(
-            (
-                "variable",
-                "AWS_ROLE_ARN",
-                "ARN of the IAM role GitHub's OIDC provider may assume (trust and S3 policies: "
-                f"`{DOCS}`)",
-            )
+    if _needs_aws(purpose, locations) and not github.aws_role_arn:
+        check.require(
+            "variable",
+            "AWS_ROLE_ARN",
+            "ARN of the IAM role GitHub's OIDC provider may assume (trust and S3 policies: "
+            f"`{DOCS}`)",
         )
     if uri.startswith("sqlite:") and github.actions and not github.act:
         check.notes.append(
