@@ -65,6 +65,7 @@ def expected_tree(resolved: dict) -> tuple[set[str], set[str]]:
         "deploy/docker/hadolint.yaml",
         "docs/setup.md",
         "docs/security.md",
+        "docs/architecture.md",
     }
     # Rollouts: nginx locally, two slots and an HTTPRoute on Kubernetes, for every bake.
     present |= {
