@@ -8,12 +8,13 @@ import httpx
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package }} import deployment, registry, security
+from {{ cookiecutter.package }} import deployment, registry
+from {{ cookiecutter.package }}.serving import arrow
 
 from .shared_bento import MAX_BATCH_ROWS, Built
 
 pytestmark = pytest.mark.integration
-ARROW = {"content-type": security.ARROW_STREAM}
+ARROW = {"content-type": arrow.ARROW_STREAM}
 
 
 @pytest.fixture

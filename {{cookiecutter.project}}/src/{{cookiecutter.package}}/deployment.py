@@ -35,12 +35,13 @@ import pandas as pd
 import psutil
 from mlflow.exceptions import MlflowException
 
-from . import data, prediction_log, registry, security
+from . import data, integrity, prediction_log, registry
 from .errors import DeploymentError, SecurityError
 from .reports import markdown_table
+from .serving import arrow, guard
 from .settings import ServiceArgs, Settings
 
-SERVICE_MODULE = f"{__package__}.service"
+SERVICE_MODULE = f"{__package__}.serving.service"
 SERVICE = f"{SERVICE_MODULE}:ModelService"
 # What the service imports at run time, pinned to the versions that trained and tested the model.
 # mlflow-skinny, not mlflow: the server only loads a model, and the full package adds a web UI stack.
@@ -150,7 +151,7 @@ def build(settings: Settings, version: int) -> str:
         "registered_model": name,
         "registered_version": str(version),
         "task": params.task,
-        security.DIGEST_TAG: digest or "",
+        integrity.DIGEST_TAG: digest or "",
     }
     with _bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
         try:
@@ -158,7 +159,7 @@ def build(settings: Settings, version: int) -> str:
         except Exception as error:
             raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
         try:
-            security.verify_artifacts(stored.path_of(security.MLFLOW_MODEL_FOLDER), digest, uri)
+            integrity.verify_artifacts(stored.path_of(integrity.MLFLOW_MODEL_FOLDER), digest, uri)
         except SecurityError as error:
             bentoml.models.delete(stored.tag)
             raise DeploymentError(str(error)) from None
@@ -211,8 +212,8 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     # As in the container: a worker that cannot start (no token, changed model files) ends the
     # server instead of being respawned forever.
     env.setdefault("BENTOML_CONTAINERIZED", "true")
-    if not (env.get(security.TOKENS_VARIABLE) or env.get(security.TOKENS_FILE_VARIABLE)):
-        env[security.TOKENS_VARIABLE] = settings.api_token()
+    if not (env.get(guard.TOKENS_VARIABLE) or env.get(guard.TOKENS_FILE_VARIABLE)):
+        env[guard.TOKENS_VARIABLE] = settings.api_token()
     # A relative log location in the bento would land wherever the server runs: point it here.
     env.setdefault(
         prediction_log.LOCATION_VARIABLE,
@@ -466,7 +467,7 @@ def as_table(rows: pd.DataFrame) -> dict[str, list]:
 
 
 def as_arrow(rows: pd.DataFrame) -> bytes:
-    """Rows as the body of /predict_arrow (media type security.ARROW_STREAM): an Arrow IPC stream of
+    """Rows as the body of /predict_arrow (media type arrow.ARROW_STREAM): an Arrow IPC stream of
     their columns, with the types they have."""
     import pyarrow as pa
 
@@ -570,7 +571,7 @@ def smoke(settings: Settings, url: str, version: int) -> dict[str, Any]:
 
     def predict_arrow(http: httpx.Client) -> tuple[bool, str]:
         table = rows.head(settings.params.serving.max_batch_rows)
-        media_type = {"Content-Type": security.ARROW_STREAM}
+        media_type = {"Content-Type": arrow.ARROW_STREAM}
         answer = http.post("/predict_arrow", content=as_arrow(table), headers=media_type)
         versions.append(answer.raise_for_status().json()["model_version"])
         return _compare(task, answer.json()["predictions"], expected[: len(table)])

@@ -18,7 +18,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from . import security
+from . import integrity
 from .errors import RegistryError
 from .settings import Settings
 
@@ -105,14 +105,14 @@ def record_digest(settings: Settings, version: int) -> str:
     configure(settings)
     with tempfile.TemporaryDirectory() as folder:
         local = mlflow.artifacts.download_artifacts(model_uri(settings, version), dst_path=folder)
-        digest = security.artifact_digest(local)
-    tag_version(settings, version, {security.DIGEST_TAG: digest})
+        digest = integrity.artifact_digest(local)
+    tag_version(settings, version, {integrity.DIGEST_TAG: digest})
     return digest
 
 
 def recorded_digest(settings: Settings, version: int) -> str | None:
     name = settings.params.registry.model_name
-    return client(settings).get_model_version(name, str(version)).tags.get(security.DIGEST_TAG)
+    return client(settings).get_model_version(name, str(version)).tags.get(integrity.DIGEST_TAG)
 
 
 def _actor(settings: Settings) -> str:
