@@ -259,7 +259,7 @@ class ModelService:
     @bentoml.api
     async def predict_batch(
         self,
-        rows: Annotated[list[Row], Field(min_length=1, max_length=ARGS.serving.max_batch_rows)],  # type: ignore[valid-type]
+        rows: Annotated[list[Row], Field(min_length=1, max_length=MAX_ROWS)],  # type: ignore[valid-type]
         ctx: bentoml.Context,
     ) -> BatchPrediction:
         """Score up to max_batch_rows rows: {"rows": [{...}, ...]}.
@@ -317,7 +317,7 @@ class ModelService:
             task=TASK,
             features=FEATURES,
             bento_model=str(self.bento_model.tag),
-            max_batch_rows=ARGS.serving.max_batch_rows,
+            max_batch_rows=MAX_ROWS,
             out_of_profile=ARGS.serving.out_of_profile,
             feature_profile=PROFILE,
         )
