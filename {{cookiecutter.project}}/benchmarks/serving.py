@@ -47,11 +47,14 @@ import pandas as pd
 import psutil
 import yaml
 
-from {{ cookiecutter.package }} import data, prediction_log, registry, security, training
+from {{ cookiecutter.package }} import data, prediction_log, registry, training
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.payloads import as_arrow, as_records, as_table
 from {{ cookiecutter.package }}.deploy.server import free_port, serve
+from {{ cookiecutter.package }}.profile import ProfileCheck, feature_profile
 from {{ cookiecutter.package }}.reports import markdown_table
+from {{ cookiecutter.package }}.serving.arrow import ARROW_STREAM
+from {{ cookiecutter.package }}.serving.guard import Guard
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -91,7 +94,7 @@ BATCH_ROWS = 1000  # rows per batch request (serving.max_batch_rows must allow i
 BATCH_CONCURRENCY = 2
 BATCH_FILE_ROWS = 1_000_000
 LOG_REQUESTS = 20_000  # single-row requests through the prediction log in this process
-GUARD_BLOCK, GUARD_BLOCKS = 2_000, 10  # requests per block, blocks of each security.Guard
+GUARD_BLOCK, GUARD_BLOCKS = 2_000, 10  # requests per block, blocks of each Guard
 READY_TIMEOUT = 60
 JSON = {"Content-Type": "application/json"}
 
@@ -397,7 +400,7 @@ def serve_model(
     batch_bodies = {  # path: body, media type
         "/predict_batch": (json.dumps({"rows": records[:BATCH_ROWS]}).encode(), JSON),
         "/predict_columns": (json.dumps(as_table(rows)).encode(), JSON),
-        "/predict_arrow": (as_arrow(rows), {"Content-Type": security.ARROW_STREAM}),
+        "/predict_arrow": (as_arrow(rows), {"Content-Type": ARROW_STREAM}),
     }
     features = data.split_features_target(frame, base.params.data.target)[0]
     one_row = features.head(1).to_numpy(dtype=np.float64)
@@ -497,7 +500,7 @@ def prediction_log_work(folder: Path, names: list[str], row: np.ndarray) -> tupl
 
 
 def guard_work(body: bytes) -> tuple[float, float]:
-    """Microseconds per single-row request in security.Guard with a token and a rate limit, and
+    """Microseconds per single-row request in Guard with a token and a rate limit, and
     without either (auth off, no limit): the same requests, in front of an app that only answers,
     in this process's event loop. Their difference is what authentication and the rate limit add
     (the rest of the Guard, request ids and the body limit, runs in both). Blocks of each alternate,
@@ -509,8 +512,8 @@ def guard_work(body: bytes) -> tuple[float, float]:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
-    def guard(tokens: list[str] | None, rate_limit: str | None) -> security.Guard:
-        return security.Guard(
+    def guard(tokens: list[str] | None, rate_limit: str | None) -> Guard:
+        return Guard(
             answer_only, protected={"/predict": "application/json"}, tokens=tokens,
             rate_limit=rate_limit, max_body_bytes=len(body) * 2, model_version=1,
         )  # fmt: skip
@@ -526,7 +529,7 @@ def guard_work(body: bytes) -> tuple[float, float]:
     async def send(message: dict) -> None:
         pass
 
-    async def per_request(app: security.Guard) -> float:
+    async def per_request(app: Guard) -> float:
         started = time.perf_counter()
         for _ in range(GUARD_BLOCK):
             scope = {"type": "http", "method": "POST", "path": "/predict", "headers": headers,
@@ -552,10 +555,10 @@ def guard_work(body: bytes) -> tuple[float, float]:
 
 
 def profile_check_work(features: pd.DataFrame) -> float:
-    """Microseconds per single-row request in the out-of-profile check (security.ProfileCheck on
+    """Microseconds per single-row request in the out-of-profile check (ProfileCheck on
     the data's profile, as the service runs it), the input check the protections add to the typed
     schema's; the median of GUARD_BLOCKS blocks."""
-    check = security.ProfileCheck(list(features.columns), data.feature_profile(features))
+    check = ProfileCheck(list(features.columns), feature_profile(features))
     row = features.to_numpy(dtype=np.float64)[:1]
     blocks = []
     for _ in range(GUARD_BLOCKS):
@@ -714,7 +717,7 @@ def main() -> None:
 
     print(f"\nThe prediction log's own work per single-row request, {LOG_REQUESTS:,} requests in this process: {record_us:.1f} µs on the request path, {write_us:.1f} µs in the writer thread; as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
     print(shares(record_us + write_us))
-    print(f"\nWhat the protections add to a single-row request by their own work, in this process: authentication and the rate limit {guarded_us - open_us:.1f} µs in security.Guard ({guarded_us:.1f} with them, {open_us:.1f} without; {GUARD_BLOCKS} alternating blocks of {GUARD_BLOCK:,} requests), the out-of-profile check {profile_us:.1f} µs (security.ProfileCheck); together {guarded_us - open_us + profile_us:.1f} µs, as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
+    print(f"\nWhat the protections add to a single-row request by their own work, in this process: authentication and the rate limit {guarded_us - open_us:.1f} µs in Guard ({guarded_us:.1f} with them, {open_us:.1f} without; {GUARD_BLOCKS} alternating blocks of {GUARD_BLOCK:,} requests), the out-of-profile check {profile_us:.1f} µs (ProfileCheck); together {guarded_us - open_us + profile_us:.1f} µs, as a share of the server's CPU time per request (protections on, one worker)\n")  # fmt: skip
     print(shares(guarded_us - open_us + profile_us))
     print(f"\nBatch endpoint, {BATCH_ROWS} rows per request\n")
     print(markdown_table(["model", "path", "rows/s", "vs in-process"], batch))

@@ -20,7 +20,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
 
-from {{ cookiecutter.package }} import data
+from {{ cookiecutter.package }} import profile
 from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings
 
@@ -68,7 +68,7 @@ def register(settings: Settings, model: Misbehaving, features: pd.DataFrame) -> 
             signature=infer_signature(sample, model.model.predict(sample)),
             registered_model_name=settings.params.registry.model_name,
             pip_requirements=["scikit-learn", "cloudpickle"],
-            metadata={"feature_profile": data.feature_profile(features)},
+            metadata={"feature_profile": profile.feature_profile(features)},
         )
     version = int(logged.registered_model_version)
     registry.record_digest(version)  # as training does: the build and service verify it

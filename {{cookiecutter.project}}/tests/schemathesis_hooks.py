@@ -15,8 +15,8 @@ import pandas as pd
 import schemathesis
 from hypothesis import strategies as st
 
-from {{ cookiecutter.package }} import security
 from {{ cookiecutter.package }}.deploy.payloads import as_arrow
+from {{ cookiecutter.package }}.serving import arrow
 
 BOUNDS: dict[str, list[float]] = json.loads(os.environ["ARROW_FEATURES"])
 
@@ -31,4 +31,4 @@ def arrow_streams(draw: st.DrawFn) -> bytes:
     return as_arrow(pd.DataFrame(columns, dtype="float64"))
 
 
-schemathesis.openapi.media_type(security.ARROW_STREAM, arrow_streams())
+schemathesis.openapi.media_type(arrow.ARROW_STREAM, arrow_streams())

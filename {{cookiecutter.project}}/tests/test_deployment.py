@@ -52,7 +52,7 @@ def test_build_packs_model_source_and_pinned_packages(built: Built):
     model_tag = info["args"]["model_tag"]
     assert [model["tag"] for model in info["services"][0]["models"]] == [model_tag]
     package = "{{ cookiecutter.package }}"
-    assert (bento_dir(built) / "src" / package / "service.py").is_file()
+    assert (bento_dir(built) / "src" / package / "serving" / "service.py").is_file()
     requirements = (bento_dir(built) / "env" / "python" / "requirements.txt").read_text().split()
     for pinned in runtime_requirements():
         assert pinned in requirements

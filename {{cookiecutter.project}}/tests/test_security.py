@@ -1,6 +1,6 @@
 """Authentication, rate limits, input checks, model integrity and fuzzing of the served API.
 
-The unit tests call security.py directly; the others talk to real `bentoml serve` processes on
+The unit tests call the serving parts (guard, http_errors, openapi), integrity and profile directly; the others talk to real `bentoml serve` processes on
 127.0.0.1: the shared server (default serving settings) and a strict one of the same model with
 `out_of_profile: reject`, a low rate limit, tracing and the access log on, and four client tokens.
 """
@@ -20,11 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }} import data, registry, security
+from {{ cookiecutter.package }} import integrity, registry
 from {{ cookiecutter.package }}.deploy import payloads
 from {{ cookiecutter.package }}.deploy.bento import bentoml_stores, build
 from {{ cookiecutter.package }}.deploy.server import Server, serve
 from {{ cookiecutter.package }}.errors import DeploymentError, SecurityError
+from {{ cookiecutter.package }}.profile import PROFILE_MAX_CATEGORIES, ProfileCheck, feature_profile
+from {{ cookiecutter.package }}.serving import guard, http_errors, openapi
+from {{ cookiecutter.package }}.serving.arrow import ARROW_STREAM
 from {{ cookiecutter.package }}.settings import Settings
 
 from .shared_bento import Built, shared_build
@@ -55,34 +58,34 @@ def assert_error(answer: httpx.Response, status: int, code: str) -> dict:
     return error
 
 
-# --- security.py on its own -------------------------------------------------------------------
+# --- the parts on their own --------------------------------------------------------------------
 
 
 def test_tokens_come_from_the_variable_or_the_mounted_file(tmp_path: Path):
     secret = tmp_path / "tokens"
     secret.write_text(f"{ALPHA}\n\n  {BRAVO}  \n")
-    assert security.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},{BRAVO}"}) == [ALPHA, BRAVO]
-    assert security.load_tokens({"SERVICE_API_TOKENS_FILE": str(secret)}) == [ALPHA, BRAVO]
-    assert security.load_tokens({}) == []
+    assert guard.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},{BRAVO}"}) == [ALPHA, BRAVO]
+    assert guard.load_tokens({"SERVICE_API_TOKENS_FILE": str(secret)}) == [ALPHA, BRAVO]
+    assert guard.load_tokens({}) == []
     with pytest.raises(SecurityError, match="shorter than 16"):
-        security.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},short"})
+        guard.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},short"})
     with pytest.raises(SecurityError, match=r"SERVICE_API_TOKENS_FILE=.*missing"):
-        security.load_tokens({"SERVICE_API_TOKENS_FILE": str(tmp_path / "missing")})
+        guard.load_tokens({"SERVICE_API_TOKENS_FILE": str(tmp_path / "missing")})
 
 
 def test_the_digest_covers_every_model_file_but_the_registry_note(tmp_path: Path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "MLmodel").write_text("flavors: {}\n")
     (tmp_path / "sub" / "model.skops").write_bytes(b"weights")
-    digest = security.artifact_digest(tmp_path)
+    digest = integrity.artifact_digest(tmp_path)
     (tmp_path / "registered_model_meta").write_text("model_name: x\n")
-    assert security.artifact_digest(tmp_path) == digest
-    security.verify_artifacts(tmp_path, digest, "the model")
+    assert integrity.artifact_digest(tmp_path) == digest
+    integrity.verify_artifacts(tmp_path, digest, "the model")
     (tmp_path / "sub" / "model.skops").write_bytes(b"weightz")
     with pytest.raises(SecurityError, match="the model: model files changed"):
-        security.verify_artifacts(tmp_path, digest, "the model")
+        integrity.verify_artifacts(tmp_path, digest, "the model")
     with pytest.raises(SecurityError, match="no model_sha256 was recorded"):
-        security.verify_artifacts(tmp_path, None, "the model")
+        integrity.verify_artifacts(tmp_path, None, "the model")
 
 
 def test_errors_get_one_shape_and_server_errors_say_nothing_more():
@@ -92,15 +95,15 @@ def test_errors_get_one_shape_and_server_errors_say_nothing_more():
             "detail": [{"loc": ["body", "age"], "msg": "Field required"}],
         }
     )
-    shaped = security.normalise_error(400, validation.encode())["error"]
+    shaped = http_errors.normalise_error(400, validation.encode())["error"]
     assert shaped["message"] == "age: Field required"
     assert shaped["details"] == [{"field": "age", "problem": "Field required"}]
-    crash = security.normalise_error(500, b'{"error": "ZeroDivisionError at model.py:12"}')
+    crash = http_errors.normalise_error(500, b'{"error": "ZeroDivisionError at model.py:12"}')
     assert "ZeroDivision" not in json.dumps(crash) and crash["error"]["code"] == "internal_error"
-    assert security.normalise_error(405, b"Method Not Allowed")["error"]["message"] == (
+    assert http_errors.normalise_error(405, b"Method Not Allowed")["error"]["message"] == (
         "Method Not Allowed"
     )
-    assert security.normalise_error(413, b"[{}]")["error"]["code"] == "body_too_large"
+    assert http_errors.normalise_error(413, b"[{}]")["error"]["code"] == "body_too_large"
 
 
 def test_the_document_names_the_token_the_error_answers_and_null_defaults():
@@ -110,7 +113,7 @@ def test_the_document_names_the_token_the_error_answers_and_null_defaults():
             "requestBody": {"content": {}},
             "responses": {"200": {"content": {"application/json": answer}}, "400": {}},
         }
-        spec = security.document({"paths": {"/predict": {"post": operation}}}, ["/predict"], auth)
+        spec = openapi.document({"paths": {"/predict": {"post": operation}}}, ["/predict"], auth)
         return spec["paths"]["/predict"]["post"]
 
     operation = documented(auth=True)
@@ -126,18 +129,18 @@ def test_the_document_names_the_token_the_error_answers_and_null_defaults():
 
 def test_the_profile_records_ranges_missing_shares_and_categories():
     frame = pd.DataFrame({"size": [1.0, 4.0, np.nan, 3.0], "kind": [0.0, 1.0, 1.0, 0.0]})
-    profile = data.feature_profile(frame)
+    profile = feature_profile(frame)
     assert profile["size"]["min"] == 1.0 and profile["size"]["max"] == 4.0
     assert profile["size"]["missing_rate"] == 0.25
     assert profile["kind"]["categories"] == [0.0, 1.0]
-    wide = pd.DataFrame({"x": np.arange(data.PROFILE_MAX_CATEGORIES + 1, dtype=float)})
-    assert data.feature_profile(wide)["x"]["categories"] is None
+    wide = pd.DataFrame({"x": np.arange(PROFILE_MAX_CATEGORIES + 1, dtype=float)})
+    assert feature_profile(wide)["x"]["categories"] is None
 
 
 def test_the_profile_check_names_the_rows_and_features_training_never_saw():
-    size = np.linspace(1.0, 4.0, data.PROFILE_MAX_CATEGORIES + 2)  # a range, not categories
+    size = np.linspace(1.0, 4.0, PROFILE_MAX_CATEGORIES + 2)  # a range, not categories
     frame = pd.DataFrame({"size": size, "kind": np.resize([0.0, 1.0], len(size))})
-    check = security.ProfileCheck(["size", "kind"], data.feature_profile(frame))
+    check = ProfileCheck(["size", "kind"], feature_profile(frame))
     rows = np.array([[1.0, 0.0], [4.5, 1.0], [2.0, 0.5], [0.5, 2.0], [4.0, 1.0]])
     assert check.outside(rows) == {1: ["size"], 2: ["kind"], 3: ["size", "kind"]}
     assert check.outside(rows[[0, 4]]) == {}
@@ -395,7 +398,7 @@ def test_the_reject_policy_answers_422_naming_each_feature(built: Built, strict)
     arrow = httpx.post(
         f"{strict.url}/predict_arrow",
         content=payloads.as_arrow(pd.DataFrame([row(built), record])),
-        headers={**bearer(CHARLIE), "Content-Type": security.ARROW_STREAM},
+        headers={**bearer(CHARLIE), "Content-Type": ARROW_STREAM},
     )
     assert assert_error(arrow, 422, "out_of_profile")["details"] == error["details"]
 
@@ -409,7 +412,7 @@ def stored_model_folder(settings: Settings, bento: str) -> Path:
 
     with bentoml_stores(settings.bentoml_home):
         model_tag = bentoml.bentos.get(bento).info.args["model_tag"]
-        return Path(bentoml.models.get(model_tag).path_of(security.MLFLOW_MODEL_FOLDER))
+        return Path(bentoml.models.get(model_tag).path_of(integrity.MLFLOW_MODEL_FOLDER))
 
 
 @pytest.mark.integration

@@ -8,14 +8,15 @@ import httpx
 import numpy as np
 import pytest
 
-from {{ cookiecutter.package }} import registry, security
+from {{ cookiecutter.package }} import registry
 from {{ cookiecutter.package }}.deploy import payloads
 from {{ cookiecutter.package }}.deploy.server import Server
+from {{ cookiecutter.package }}.serving import arrow
 
 from .shared_bento import MAX_BATCH_ROWS, Built
 
 pytestmark = pytest.mark.integration
-ARROW = {"content-type": security.ARROW_STREAM}
+ARROW = {"content-type": arrow.ARROW_STREAM}
 
 
 @pytest.fixture

@@ -73,36 +73,3 @@ def train_holdout_split(
     if mask.all() or not mask.any():
         raise DataError(f"{len(frame)} rows are too few for a holdout of {fraction:.0%}")
     return features[~mask], labels[~mask], features[mask], labels[mask]
-
-
-# A numeric feature with at most this many distinct values is profiled as categorical.
-PROFILE_MAX_CATEGORIES = 10
-
-
-def prediction_buckets(target: pd.Series, shares: int = 10) -> list[float]:
-    """Bounds that cut the training target into `shares` equal parts: buckets of the service's
-    histogram of regression predictions, so a shift of the predictions shows in every part."""
-    inner = np.linspace(0, 1, shares + 1)[1:-1]
-    return np.unique(np.quantile(target.to_numpy(dtype=np.float64), inner)).tolist()
-
-
-def feature_profile(features: pd.DataFrame) -> dict[str, dict]:
-    """What the model saw of each feature: range, mean, spread, missing share, and categories.
-
-    Recorded with the model at training; the service judges requests against it (out_of_profile)
-    and monitoring compares served traffic with it.
-    """
-    profile = {}
-    for name in features.columns:
-        column = pd.to_numeric(features[name], errors="coerce")
-        present = column.dropna()
-        distinct = np.unique(present.to_numpy(dtype=np.float64))
-        profile[str(name)] = {
-            "min": float(present.min()),
-            "max": float(present.max()),
-            "mean": float(present.mean()),
-            "std": float(present.std(ddof=0)),
-            "missing_rate": float(column.isna().mean()),
-            "categories": distinct.tolist() if len(distinct) <= PROFILE_MAX_CATEGORIES else None,
-        }
-    return profile

@@ -34,7 +34,7 @@ from .errors import DataError
 if TYPE_CHECKING:
     import pandas as pd
 
-# Overrides the location packed in the bento: `deployment.serve` points local servers at the
+# Overrides the location packed in the bento: `deploy.server.serve` points local servers at the
 # project's folder; "off" turns the log off (pods with nowhere durable to write).
 LOCATION_VARIABLE = "PREDICTION_LOG"
 OFF = "off"

@@ -18,7 +18,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from . import security
+from . import integrity
 from .errors import RegistryError, StateError
 from .settings import Settings
 
@@ -138,13 +138,13 @@ class Registry:
         self.configure()
         with tempfile.TemporaryDirectory() as folder:
             local = mlflow.artifacts.download_artifacts(self.model_uri(version), dst_path=folder)
-            digest = security.artifact_digest(local)
-        self.tag_version(version, {security.DIGEST_TAG: digest})
+            digest = integrity.artifact_digest(local)
+        self.tag_version(version, {integrity.DIGEST_TAG: digest})
         return digest
 
     def recorded_digest(self, version: int) -> str | None:
         tags = self.client.get_model_version(self.model_name, str(version)).tags
-        return tags.get(security.DIGEST_TAG)
+        return tags.get(integrity.DIGEST_TAG)
 
     def _record(self, action: str, **details) -> dict:
         sequence = len(self.history()) + 1

@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from . import data, evaluation
+from . import data, evaluation, profile
 from .errors import SettingsError
 from .registry import CHALLENGER, Registry
 from .settings import ModelParams, Settings
@@ -142,9 +142,9 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
             skops_trusted_types=SKOPS_TRUSTED_TYPES,
             # In the MLmodel file: the service judges requests against it, monitoring traffic.
             metadata={
-                "feature_profile": data.feature_profile(x_train),
+                "feature_profile": profile.feature_profile(x_train),
                 **(
-                    {"prediction_buckets": data.prediction_buckets(y_train)}
+                    {"prediction_buckets": profile.prediction_buckets(y_train)}
                     if params.task == "regression"
                     else {}
                 ),

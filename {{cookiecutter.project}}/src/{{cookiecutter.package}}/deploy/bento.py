@@ -18,13 +18,13 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from .. import registry, security
+from .. import integrity, registry
 from ..errors import DeploymentError, SecurityError
 from ..settings import ServiceArgs, Settings
 
 # The project's package, one level above this one: the bento packs all of it and serves its service.
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
-SERVICE_MODULE = f"{PACKAGE_DIR.name}.service"
+SERVICE_MODULE = f"{PACKAGE_DIR.name}.serving.service"
 SERVICE = f"{SERVICE_MODULE}:ModelService"
 # What the service imports at run time, pinned to the versions that trained and tested the model.
 # mlflow-skinny, not mlflow: the server only loads a model, and the full package adds a web UI stack.
@@ -130,7 +130,7 @@ def build(settings: Settings, version: int) -> str:
         "registered_model": name,
         "registered_version": str(version),
         "task": params.task,
-        security.DIGEST_TAG: digest or "",
+        integrity.DIGEST_TAG: digest or "",
     }
     with bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
         try:
@@ -138,7 +138,7 @@ def build(settings: Settings, version: int) -> str:
         except Exception as error:
             raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
         try:
-            security.verify_artifacts(stored.path_of(security.MLFLOW_MODEL_FOLDER), digest, uri)
+            integrity.verify_artifacts(stored.path_of(integrity.MLFLOW_MODEL_FOLDER), digest, uri)
         except SecurityError as error:
             bentoml.models.delete(stored.tag)
             raise DeploymentError(str(error)) from None

@@ -42,7 +42,7 @@ def as_table(rows: pd.DataFrame) -> dict[str, list]:
 
 
 def as_arrow(rows: pd.DataFrame) -> bytes:
-    """Rows as the body of /predict_arrow (media type security.ARROW_STREAM): an Arrow IPC stream of
+    """Rows as the body of /predict_arrow (media type serving.arrow.ARROW_STREAM): an Arrow IPC stream of
     their columns, with the types they have."""
     import pyarrow as pa
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from .. import prediction_log, security
+from .. import prediction_log
 from ..errors import DeploymentError
+from ..serving import guard
 from ..settings import Settings
 
 LOG_TAIL_LINES = 30
@@ -61,8 +62,8 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     # As in the container: a worker that cannot start (no token, changed model files) ends the
     # server instead of being respawned forever.
     env.setdefault("BENTOML_CONTAINERIZED", "true")
-    if not (env.get(security.TOKENS_VARIABLE) or env.get(security.TOKENS_FILE_VARIABLE)):
-        env[security.TOKENS_VARIABLE] = settings.api_token()
+    if not (env.get(guard.TOKENS_VARIABLE) or env.get(guard.TOKENS_FILE_VARIABLE)):
+        env[guard.TOKENS_VARIABLE] = settings.api_token()
     # A relative log location in the bento would land wherever the server runs: point it here.
     env.setdefault(
         prediction_log.LOCATION_VARIABLE,

@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from .. import loadtest, registry, security
+from .. import loadtest, registry
 from ..errors import DeploymentError
 from ..reports import cell, markdown_table
+from ..serving.arrow import ARROW_STREAM
 from ..settings import ServingParams, Settings
 from .payloads import as_arrow, as_records, as_table, sample_rows
 
@@ -150,7 +151,7 @@ def predict_columns_matches_registry(http: httpx.Client, probe: Probe) -> tuple[
 
 
 def predict_arrow_matches_registry(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
-    media_type = {"Content-Type": security.ARROW_STREAM}
+    media_type = {"Content-Type": ARROW_STREAM}
     answer = http.post("/predict_arrow", content=as_arrow(probe.batch), headers=media_type)
     return _batch_answer(probe, answer, len(probe.batch))
 

@@ -8,6 +8,7 @@ import pandas as pd
 
 from .. import data
 from ..prediction_log import MODEL_VERSION, read_log
+from ..profile import PROFILE_MAX_CATEGORIES
 from ..reports import markdown_table
 from ..settings import Settings
 from .windows import Window, rows_in, streak, streak_lines
@@ -18,7 +19,7 @@ def categorical_features(reference: pd.DataFrame) -> list[str]:
     return [
         str(name)
         for name in reference.columns
-        if reference[name].nunique(dropna=True) <= data.PROFILE_MAX_CATEGORIES
+        if reference[name].nunique(dropna=True) <= PROFILE_MAX_CATEGORIES
     ]
 
 

@@ -5,24 +5,20 @@ keeps the model code free of HTTP concerns and answers abuse before any JSON is 
 
 1. every request gets an id (the client's X-Request-ID when well formed, else a new one), echoed in
    the response with the model version, so any answer can be traced in the server log and the
-   prediction log (the APIs read it from `scope["state"]["request_id"]`);
+   prediction log (the APIs read it with `request_id_of`);
 2. health, readiness, metrics and the OpenAPI document stay open; the APIs need a bearer token,
    checked in constant time against the configured ones (only their digests are kept);
 3. each client (its token, else its address) gets `rate_limit` requests, counted by the `limits`
    library; past it: 429 with Retry-After. Failed logins count against the address;
 4. API bodies must have their API's media type (JSON; an Arrow stream for /predict_arrow) and at
    most `max_body_bytes` (checked before and while reading);
-5. every answer of 400 or more has one JSON shape, `{"error": {status, code, message, details,
-   request_id, model_version}}`, and a 5xx never carries more than that: details stay in the log.
+5. every answer of 400 or more has one JSON shape (`http_errors`), and /docs.json is the document
+   `openapi.document` makes of BentoML's.
 
 Every API answer, refusals included, is reported to `observe(path, status, seconds)`: the service
 counts it in its Prometheus metrics, labelled with the model version.
 
-`ProfileCheck` finds the values of a request that training never saw; the service applies its
-out_of_profile policy to them (flag or refuse).
-
-This module imports nothing heavy: the serving process loads it before any worker starts. Its
-`artifact_digest` is also what training records at registration and what the service verifies.
+This module imports nothing heavy: the serving process loads it before any worker starts.
 """
 
 from __future__ import annotations
@@ -30,27 +26,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import logging
 import math
-import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from http import HTTPStatus
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from .errors import SecurityError
+from ..errors import SecurityError
+from . import openapi
+from .http_errors import error_body, normalise_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-# The body of /predict_arrow: an Arrow IPC stream (every other API takes JSON).
-ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 TOKENS_VARIABLE = "SERVICE_API_TOKENS"  # comma-separated
 TOKENS_FILE_VARIABLE = "SERVICE_API_TOKENS_FILE"  # one token per line: a mounted secret
@@ -60,27 +51,9 @@ MODEL_VERSION_HEADER = "x-model-version"
 _WELL_FORMED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 # Paths anyone may call: probes, Prometheus and the API description.
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics", "/docs.json"})
-ERROR_CODES = {
-    400: "invalid_input",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    422: "out_of_profile",
-    429: "rate_limited",
-    500: "internal_error",
-    503: "unavailable",
-}
-MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts the MLflow model
-# The registry tag (and stored-model label) holding the digest recorded at registration.
-DIGEST_TAG = "model_sha256"
-# The file MLflow adds next to a model when it is downloaded through the registry: not the model.
-_NOT_ARTIFACTS = frozenset({"registered_model_meta"})
 
 
-def load_tokens(environ: Mapping[str, str] = os.environ) -> list[str]:
+def load_tokens(environ: Mapping[str, str]) -> list[str]:
     """The accepted tokens: $SERVICE_API_TOKENS, else the lines of $SERVICE_API_TOKENS_FILE."""
     if environ.get(TOKENS_VARIABLE):
         tokens = environ[TOKENS_VARIABLE].split(",")
@@ -101,137 +74,30 @@ def load_tokens(environ: Mapping[str, str] = os.environ) -> list[str]:
     return tokens
 
 
-def artifact_digest(folder: Path | str) -> str:
-    """sha256 over every file of a model folder (relative path and content), in a fixed order."""
-    folder = Path(folder)
-    digest = hashlib.sha256()
-    files = sorted(
-        path for path in folder.rglob("*") if path.is_file() and path.name not in _NOT_ARTIFACTS
-    )
-    if not files:
-        raise SecurityError(f"{folder}: no model files to digest")
-    for path in files:
-        content = hashlib.sha256(path.read_bytes()).hexdigest()
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{content}\n".encode())
-    return digest.hexdigest()
+def configured_tokens(
+    require_auth: bool, environ: Mapping[str, str]
+) -> tuple[list[str] | None, str | None]:
+    """The accepted tokens (None: auth off) and what is wrong with them, raised when serving starts.
 
-
-def verify_artifacts(folder: Path | str, expected: str | None, what: str) -> None:
-    """Raise SecurityError unless the folder's digest is the one recorded at registration."""
-    if not expected:
-        raise SecurityError(f"{what}: no model_sha256 was recorded; register the model again")
-    found = artifact_digest(folder)
-    if not hmac.compare_digest(found, expected):
-        raise SecurityError(
-            f"{what}: model files changed since registration (sha256 {found[:12]}..., "
-            f"recorded {expected[:12]}...); refusing to serve them"
-        )
-
-
-class ProfileCheck:
-    """Which values of a batch of rows lie outside the training profile: beyond a feature's range,
-    or not one of its categories. The profile is turned into arrays once, so a request pays a few
-    vector comparisons."""
-
-    def __init__(self, features: list[str], profile: Mapping[str, Mapping[str, Any]]) -> None:
-        self.features = features
-        self.lowest = np.array([profile[name]["min"] for name in features])
-        self.highest = np.array([profile[name]["max"] for name in features])
-        self.categories = {
-            index: np.array(profile[name]["categories"])
-            for index, name in enumerate(features)
-            if profile[name].get("categories")
-        }
-
-    def outside(self, rows: np.ndarray) -> dict[int, list[str]]:
-        """The rows (by position) holding values training never saw, and the features concerned.
-
-        Only rows with any such value are listed: walking every row of a 1,000-row batch in Python
-        would cost about a millisecond, more than the model takes.
-        """
-        outside = (rows < self.lowest) | (rows > self.highest)
-        for index, categories in self.categories.items():
-            outside[:, index] |= ~np.isclose(rows[:, index, None], categories).any(axis=1)
-        return {
-            int(row): [self.features[index] for index in np.flatnonzero(outside[row])]
-            for row in np.flatnonzero(outside.any(axis=1))
-        }
-
-
-def error_body(
-    status: int,
-    message: str,
-    *,
-    details: list[Any] | None = None,
-    request_id: str | None = None,
-    model_version: int | None = None,
-) -> dict[str, Any]:
-    """The one error shape every 4xx and 5xx answer has."""
-    return {
-        "error": {
-            "status": status,
-            "code": ERROR_CODES.get(status, "error" if status < 500 else "internal_error"),
-            "message": message,
-            "details": details or [],
-            "request_id": request_id,
-            "model_version": model_version,
-        }
-    }
-
-
-def _field_problems(detail: Any) -> list[dict[str, str]]:
-    """pydantic's error list (as BentoML answers it) as {field, problem}; the input is never echoed."""
-    if not isinstance(detail, list):
-        return []
-    problems = []
-    for item in detail:
-        if isinstance(item, Mapping):
-            location = [str(part) for part in item.get("loc", ()) if part not in ("body", "root")]
-            problems.append({"field": ".".join(location), "problem": str(item.get("msg", ""))})
-    return problems
-
-
-def normalise_error(status: int, body: bytes) -> dict[str, Any]:
-    """Any error answer as the one shape; server errors keep only a generic message."""
-    reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    if status >= 500:
-        return error_body(status, f"{reason}: the server log has the details under this request id")
-    try:
-        parsed = json.loads(body) if body else None
-    except ValueError:
-        parsed = None
-    if isinstance(parsed, list) and parsed:  # BentoML wraps some errors in a one-element list
-        parsed = parsed[0]
-    if isinstance(parsed, Mapping) and isinstance(parsed.get("error"), Mapping):
-        return {"error": {**error_body(status, reason)["error"], **parsed["error"]}}
-    message, details = reason, []
-    if isinstance(parsed, Mapping):
-        details = _field_problems(parsed.get("detail"))
-        message = str(parsed.get("error") or reason)
-        if details:  # pydantic's "1 validation error for RowIODescriptor" names no feature
-            first = details[0]
-            message = f"{first['field'] or 'body'}: {first['problem']}"
-            message += f" (and {len(details) - 1} more)" if len(details) > 1 else ""
-    elif body and not body.lstrip().startswith((b"{", b"[")):
-        message = body.decode("utf-8", "replace").strip()[:200] or reason
-    return error_body(status, message, details=details)
-
-
-class QuietClientErrors(logging.Filter):
-    """One INFO line, not an ERROR with a traceback, for a request body the service refused.
-
-    BentoML logs every invalid body with its stack trace: one bad client could flood the log. Add
-    to the `bentoml._internal.server.http_app` logger.
+    Not raised here: `bentoml build` imports the service too, where no token needs to exist.
     """
+    if not require_auth:
+        return None, None
+    try:
+        tokens = load_tokens(environ)
+    except SecurityError as error:
+        return [], str(error)
+    if not tokens:
+        return [], (
+            f"serving.require_auth is true but neither {TOKENS_VARIABLE} nor "
+            f"{TOKENS_FILE_VARIABLE} holds a token"
+        )
+    return tokens, None
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        status = getattr(getattr(error, "error_code", None), "value", 500)
-        if type(error).__name__ == "ValidationError" or status < 500:
-            record.exc_info, record.exc_text = None, None
-            record.levelno, record.levelname = logging.INFO, "INFO"
-            record.msg = f"Refused %s [%s]: {type(error).__name__}"
-        return True
+
+def request_id_of(scope: Mapping[str, Any]) -> str:
+    """The request's id, which Guard sets on every request and answer."""
+    return scope["state"]["request_id"]
 
 
 class Guard:
@@ -393,15 +259,7 @@ class Guard:
             if message.get("more_body", False):
                 return
             status = held["status"]
-            if status >= 400:
-                shaped = normalise_error(status, b"".join(chunks))
-                shaped["error"].update(request_id=request_id, model_version=self.model_version)
-                payload = json.dumps(shaped).encode()
-            else:
-                spec = json.loads(b"".join(chunks))
-                spec.setdefault("paths", {}).update(self.documented)
-                payload = json.dumps(document(spec, self.protected, self.digests is not None))
-                payload = payload.encode()
+            payload = self._rewritten(status, b"".join(chunks), request_id)
             kept = [
                 (name, value)
                 for name, value in held.get("headers", [])
@@ -416,6 +274,16 @@ class Guard:
             await send({"type": "http.response.body", "body": payload})
 
         return answer
+
+    def _rewritten(self, status: int, body: bytes, request_id: str) -> bytes:
+        """An error answer in the one error shape, or the OpenAPI document as Guard serves it."""
+        if status >= 400:
+            shaped = normalise_error(status, body)
+            shaped["error"].update(request_id=request_id, model_version=self.model_version)
+            return json.dumps(shaped).encode()
+        spec = json.loads(body)
+        spec.setdefault("paths", {}).update(self.documented)
+        return json.dumps(openapi.document(spec, self.protected, self.digests is not None)).encode()
 
 
 def _observed(path: str, send: Send, observe: Callable[[str, int, float], None]) -> Send:
@@ -451,75 +319,3 @@ def _replaying(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
-
-
-ERROR_SCHEMA = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["status", "code", "message", "details", "request_id", "model_version"],
-            "properties": {
-                "status": {"type": "integer"},
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "details": {"type": "array"},
-                "request_id": {"type": "string"},
-                "model_version": {"type": "integer"},
-            },
-        }
-    },
-}
-_API_ERRORS = {
-    "400": "the body is not valid JSON or a value is missing, of the wrong type or out of bounds",
-    "401": "no valid bearer token",
-    "413": "the body is over the size limit",
-    "415": "the body is not of the endpoint's media type (application/json but for /predict_arrow)",
-    "422": "a value is outside the training profile (out_of_profile: reject)",
-    "429": "over the rate limit; retry after the Retry-After seconds",
-    "500": "the server failed; the log has the details under the request id",
-}
-
-
-def _allow_null_defaults(node: Any) -> None:
-    """Mark properties whose default is null as nullable: BentoML's document leaves that out."""
-    if isinstance(node, dict):
-        for prop in (node.get("properties") or {}).values():
-            if isinstance(prop, dict) and "default" in prop and prop["default"] is None:
-                prop["nullable"] = True
-        for value in node.values():
-            _allow_null_defaults(value)
-    elif isinstance(node, list):
-        for value in node:
-            _allow_null_defaults(value)
-
-
-def document(spec: dict[str, Any], protected: Iterable[str], auth: bool) -> dict[str, Any]:
-    """BentoML's OpenAPI document with what Guard adds: the token, the error answers, the headers."""
-    _allow_null_defaults(spec)
-    components = spec.setdefault("components", {})
-    components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
-    if auth:
-        components.setdefault("securitySchemes", {})["bearer"] = {
-            "type": "http",
-            "scheme": "bearer",
-        }
-    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
-    for path in protected:
-        operation = spec.get("paths", {}).get(path, {}).get("post")
-        if operation is None:
-            continue
-        if auth:
-            operation["security"] = [{"bearer": []}]
-        if "requestBody" in operation:
-            operation["requestBody"]["required"] = True
-        responses = operation.setdefault("responses", {})
-        for status in list(responses):  # BentoML's own 4xx/5xx entries carry its old shape
-            if status[0] in "45":
-                del responses[status]
-        for status, description in _API_ERRORS.items():
-            if status == "401" and not auth:
-                continue
-            responses[status] = {"description": description, **error}
-    return spec

@@ -1,0 +1,94 @@
+"""The feature profile: what training saw of each feature, written by training, enforced by the
+service, read by monitoring.
+
+Training records `feature_profile` (and, for a regression, `prediction_buckets`) in the MLmodel file;
+the service refuses values beyond `hard_bounds` as input errors and finds the rest of what training
+never saw with `ProfileCheck` (its out_of_profile policy flags or refuses them); monitoring treats a
+feature with at most PROFILE_MAX_CATEGORIES values as categorical.
+
+Imports only numpy at module level: the serving process loads it, and pandas is training's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# A numeric feature with at most this many distinct values is profiled as categorical.
+PROFILE_MAX_CATEGORIES = 10
+# Values further than this many training ranges beyond the training min or max are refused as input
+# errors whatever the out_of_profile policy: no real feature is that far, and the model's arithmetic
+# may overflow (StandardScaler on 1e308 does).
+HARD_BOUND_RANGES = 10
+
+
+def prediction_buckets(target: pd.Series, shares: int = 10) -> list[float]:
+    """Bounds that cut the training target into `shares` equal parts: buckets of the service's
+    histogram of regression predictions, so a shift of the predictions shows in every part."""
+    inner = np.linspace(0, 1, shares + 1)[1:-1]
+    return np.unique(np.quantile(target.to_numpy(dtype=np.float64), inner)).tolist()
+
+
+def feature_profile(features: pd.DataFrame) -> dict[str, dict]:
+    """What the model saw of each feature: range, mean, spread, missing share, and categories.
+
+    Recorded with the model at training; the service judges requests against it (out_of_profile)
+    and monitoring compares served traffic with it.
+    """
+    import pandas as pd
+
+    profile = {}
+    for name in features.columns:
+        column = pd.to_numeric(features[name], errors="coerce")
+        present = column.dropna()
+        distinct = np.unique(present.to_numpy(dtype=np.float64))
+        profile[str(name)] = {
+            "min": float(present.min()),
+            "max": float(present.max()),
+            "mean": float(present.mean()),
+            "std": float(present.std(ddof=0)),
+            "missing_rate": float(column.isna().mean()),
+            "categories": distinct.tolist() if len(distinct) <= PROFILE_MAX_CATEGORIES else None,
+        }
+    return profile
+
+
+def hard_bounds(stats: Mapping[str, Any]) -> tuple[float, float]:
+    """The lowest and highest value a feature may take at all (HARD_BOUND_RANGES), from its profile."""
+    spread = (stats["max"] - stats["min"]) or abs(stats["max"]) or 1.0
+    return stats["min"] - HARD_BOUND_RANGES * spread, stats["max"] + HARD_BOUND_RANGES * spread
+
+
+class ProfileCheck:
+    """Which values of a batch of rows lie outside the training profile: beyond a feature's range,
+    or not one of its categories. The profile is turned into arrays once, so a request pays a few
+    vector comparisons."""
+
+    def __init__(self, features: list[str], profile: Mapping[str, Mapping[str, Any]]) -> None:
+        self.features = features
+        self.lowest = np.array([profile[name]["min"] for name in features])
+        self.highest = np.array([profile[name]["max"] for name in features])
+        self.categories = {
+            index: np.array(profile[name]["categories"])
+            for index, name in enumerate(features)
+            if profile[name].get("categories")
+        }
+
+    def outside(self, rows: np.ndarray) -> dict[int, list[str]]:
+        """The rows (by position) holding values training never saw, and the features concerned.
+
+        Only rows with any such value are listed: walking every row of a 1,000-row batch in Python
+        would cost about a millisecond, more than the model takes.
+        """
+        outside = (rows < self.lowest) | (rows > self.highest)
+        for index, categories in self.categories.items():
+            outside[:, index] |= ~np.isclose(rows[:, index, None], categories).any(axis=1)
+        return {
+            int(row): [self.features[index] for index in np.flatnonzero(outside[row])]
+            for row in np.flatnonzero(outside.any(axis=1))
+        }

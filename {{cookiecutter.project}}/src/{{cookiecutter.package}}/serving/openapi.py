@@ -1,0 +1,113 @@
+"""The OpenAPI document at /docs.json as clients should read it.
+
+BentoML documents its own APIs only, with its own error shape: `guard.Guard` rewrites the document
+it serves with `document` (the bearer token, the one error shape, required bodies) and adds the
+path items BentoML does not list, such as `arrow_operation`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .arrow import ARROW_STREAM
+from .schemas import BatchPrediction
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["status", "code", "message", "details", "request_id", "model_version"],
+            "properties": {
+                "status": {"type": "integer"},
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "array"},
+                "request_id": {"type": "string"},
+                "model_version": {"type": "integer"},
+            },
+        }
+    },
+}
+_API_ERRORS = {
+    "400": "the body is not valid JSON or a value is missing, of the wrong type or out of bounds",
+    "401": "no valid bearer token",
+    "413": "the body is over the size limit",
+    "415": "the body is not of the endpoint's media type (application/json but for /predict_arrow)",
+    "422": "a value is outside the training profile (out_of_profile: reject)",
+    "429": "over the rate limit; retry after the Retry-After seconds",
+    "500": "the server failed; the log has the details under the request id",
+}
+
+
+def _allow_null_defaults(node: Any) -> None:
+    """Mark properties whose default is null as nullable: BentoML's document leaves that out."""
+    if isinstance(node, dict):
+        for prop in (node.get("properties") or {}).values():
+            if isinstance(prop, dict) and "default" in prop and prop["default"] is None:
+                prop["nullable"] = True
+        for value in node.values():
+            _allow_null_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _allow_null_defaults(value)
+
+
+def document(spec: dict[str, Any], protected: Iterable[str], auth: bool) -> dict[str, Any]:
+    """BentoML's OpenAPI document with what Guard adds: the token, the error answers, the headers."""
+    _allow_null_defaults(spec)
+    components = spec.setdefault("components", {})
+    components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    if auth:
+        components.setdefault("securitySchemes", {})["bearer"] = {
+            "type": "http",
+            "scheme": "bearer",
+        }
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    for path in protected:
+        operation = spec.get("paths", {}).get(path, {}).get("post")
+        if operation is None:
+            continue
+        if auth:
+            operation["security"] = [{"bearer": []}]
+        if "requestBody" in operation:
+            operation["requestBody"]["required"] = True
+        responses = operation.setdefault("responses", {})
+        for status in list(responses):  # BentoML's own 4xx/5xx entries carry its old shape
+            if status[0] in "45":
+                del responses[status]
+        for status, description in _API_ERRORS.items():
+            if status == "401" and not auth:
+                continue
+            responses[status] = {"description": description, **error}
+    return spec
+
+
+def arrow_operation() -> dict[str, Any]:
+    """The path item of /predict_arrow, which BentoML does not document (its Starlette app is not an
+    API of the service): the answer is /predict_batch's."""
+    answer_schema = BatchPrediction.model_json_schema(ref_template="#/components/schemas/{model}")
+    answer_schema.pop("$defs", None)  # RowOutOfProfile is in the document's components already
+    return {
+        "post": {
+            "summary": "predict_arrow",
+            "description": (
+                "Score up to max_batch_rows rows sent as an Arrow IPC stream: what "
+                "pyarrow.ipc.new_stream writes of a table whose columns are the training features "
+                "(any order, integer or float). The fastest way to send many rows; the answer is "
+                "/predict_batch's."
+            ),
+            "requestBody": {
+                "required": True,
+                "content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+            },
+            "responses": {
+                "200": {
+                    "description": "Successful Response",
+                    "content": {"application/json": {"schema": answer_schema}},
+                }
+            },
+        }
+    }

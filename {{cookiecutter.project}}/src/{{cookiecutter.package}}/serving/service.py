@@ -1,0 +1,366 @@
+"""The HTTP service: one registered model, packed into the bento, answering JSON requests.
+
+`deploy.bento.build` imports one registered MLflow model version into the BentoML model store and builds
+a bento of this module with its arguments (`settings.ServiceArgs`: the stored model to serve, and the
+serving and monitoring settings of params.yaml). The bento keeps its arguments and `bentoml serve` hands them back to this
+module, so a bento and its container need no params.yaml and no MLflow server. What the model is
+(registered name, version, task, digest) travels with the stored model as labels; the request schema
+is built from the MLflow signature and the feature profile saved with it (`schemas`), so the OpenAPI
+page at /docs lists the real features and their bounds.
+
+This module is the wiring: BentoML needs the service class at module level of the module the bento
+names, made at import from the bento's arguments. The parts are plain code beside it.
+
+Single rows sent to /predict at the same time are scored together (`batcher.MicroBatcher`). Many
+rows go in one request to /predict_batch as objects, to /predict_columns as a table (what
+pandas' `to_json(orient="split")` writes), checked as one array, or fastest to /predict_arrow as an
+Arrow IPC stream (`arrow.ArrowRows`), which needs no JSON parsing at all (a small Starlette app
+mounted beside the APIs).
+
+In front of the APIs runs `guard.Guard` (tokens, rate limits, body limits, request ids, one error
+shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
+
+For monitoring, /metrics carries the series of `metrics`; `prediction_log` keeps a sample of requests
+and answers for drift checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import numpy as np
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from .. import prediction_log
+from ..errors import BadRows, SecurityError
+from ..integrity import DIGEST_TAG, MLFLOW_MODEL_FOLDER, verify_artifacts
+from ..profile import ProfileCheck
+from ..settings import ServiceArgs
+from . import metrics as service_metrics
+from . import openapi, schemas
+from .arrow import ARROW_STREAM, ArrowRows
+from .batcher import MicroBatcher, Scores, warnings_ignored
+from .guard import Guard, configured_tokens, request_id_of
+from .http_errors import QuietClientErrors, error_body
+from .model_meta import read_model_meta
+from .schemas import BatchPrediction, Metadata, Prediction, RowOutOfProfile, prediction_header
+
+# Most single rows scored in one model call when many arrive at once.
+MICRO_BATCH_ROWS = 128
+logger = logging.getLogger("bentoml.service")
+logging.getLogger("bentoml._internal.server.http_app").addFilter(QuietClientErrors())
+
+ARGS = bentoml.use_arguments(ServiceArgs)
+STORED_MODEL = bentoml.models.get(ARGS.model_tag)
+MODEL_DIR = Path(STORED_MODEL.path_of(MLFLOW_MODEL_FOLDER))
+META = read_model_meta(MODEL_DIR)
+FEATURES, PROFILE = META.features, META.profile
+MODEL_NAME = STORED_MODEL.info.labels["registered_model"]
+MODEL_VERSION = int(STORED_MODEL.info.labels["registered_version"])
+TASK = STORED_MODEL.info.labels["task"]
+MAX_ROWS = ARGS.serving.max_batch_rows
+
+Row = schemas.row_model(FEATURES, PROFILE, f"{MODEL_NAME} v{MODEL_VERSION}", META.example)
+Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, META.example)
+rows_as_array = schemas.rows_reader(len(FEATURES))
+arrow_rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS)
+PROFILE_CHECK = ProfileCheck(FEATURES, PROFILE)
+# The serving entry point, where BentoML requires it, reads the tokens from its environment.
+TOKENS, TOKEN_PROBLEM = configured_tokens(ARGS.serving.require_auth, os.environ)
+
+
+def metrics() -> service_metrics.Metrics:
+    """This model's Prometheus series (made once per serving worker, see metrics.for_model)."""
+    return service_metrics.for_model(TASK, MODEL_VERSION, META.prediction_buckets)
+
+
+def observe_answer(endpoint: str, status: int, seconds: float) -> None:
+    """Guard calls this once an API answer's last byte is sent."""
+    metrics().answer(endpoint, status, seconds)
+
+
+async def predict_arrow(request: Request) -> Response:
+    """POST /predict_arrow: up to max_batch_rows rows as an Arrow IPC stream (see arrow.ArrowRows).
+
+    The answer is /predict_batch's. Served by a Starlette app mounted beside the BentoML APIs, as
+    BentoML's own APIs parse every body as JSON; Guard protects it like them.
+    """
+    try:
+        features = arrow_rows(await request.body())
+    except BadRows as problem:
+        body = error_body(400, str(problem), details=problem.details)
+        return JSONResponse(body, status_code=400)
+    service: ModelService = bentoml.get_current_service()
+    answer = await service.scored_rows(features, request_id_of(request.scope), "predict_arrow")
+    if isinstance(answer, JSONResponse):
+        return answer
+    return Response(
+        answer.model_dump_json(),
+        media_type="application/json",
+        headers=prediction_header(answer.predictions),
+    )
+
+
+ARROW_APP = Starlette(routes=[Route("/predict_arrow", predict_arrow, methods=["POST"])])
+
+
+@bentoml.asgi_app(ARROW_APP, path="/")  # only its own routes match: the rest stays BentoML's
+@bentoml.service(
+    name="model_service",
+    description=f"Serves {MODEL_NAME} v{MODEL_VERSION} ({TASK}).",
+    # serving.workers (default 1): scale with replicas first, several workers share one socket.
+    workers=ARGS.serving.workers,
+    traffic={"timeout": 30},
+    # BentoML would open OpenTelemetry spans (for the request and each of its messages) and write an
+    # access log line for every request: with the spans thrown away (no exporter) and nginx or the
+    # ingress logging access, that was half of /predict's requests/s (benchmarks/README.md).
+    tracing={} if ARGS.serving.tracing else {"excluded_urls": [".*"]},
+    logging={"access": {"enabled": ARGS.serving.access_log}},
+)
+class ModelService:
+    """Loads the packed model once per worker; every answer names the model version behind it.
+
+    APIs are `async def` and the model runs in a thread of its own (`scores`): the event loop
+    goes on reading requests meanwhile, and /predict batches the rows that pile up.
+    """
+
+    bento_model = bentoml.models.BentoModel(ARGS.model_tag)
+
+    def __init__(self) -> None:
+        import mlflow.sklearn
+
+        if TOKEN_PROBLEM:
+            raise SecurityError(TOKEN_PROBLEM)
+        if TOKENS is None:
+            logger.warning(
+                "AUTHENTICATION IS OFF (serving.require_auth: false): anyone who reaches this "
+                "server can call its APIs. Only for local development."
+            )
+        model_dir = self.bento_model.path_of(MLFLOW_MODEL_FOLDER)
+        verify_artifacts(
+            model_dir,
+            self.bento_model.info.labels.get(DIGEST_TAG),
+            f"{MODEL_NAME} v{MODEL_VERSION} ({self.bento_model.tag})",
+        )
+        self.model = mlflow.sklearn.load_model(model_dir)
+        trained_on = [str(name) for name in getattr(self.model, "feature_names_in_", FEATURES)]
+        if trained_on != FEATURES:
+            raise RuntimeError(f"signature columns {FEATURES} differ from the model's {trained_on}")
+        self.with_probability = TASK == "classification" and hasattr(self.model, "predict_proba")
+        metrics()  # before the first request, whose threads would race to make them
+        log_location = (
+            os.environ.get(prediction_log.LOCATION_VARIABLE) or ARGS.monitoring.prediction_log
+        )
+        self.prediction_log = None
+        if ARGS.monitoring.sample_rate > 0 and log_location != prediction_log.OFF:
+            self.prediction_log = prediction_log.PredictionLog(
+                log_location,
+                FEATURES,
+                MODEL_VERSION,
+                ARGS.monitoring.sample_rate,
+                ARGS.monitoring.flush_seconds,
+            )
+        # The one thread that runs the model, so that only it swaps the warning filters.
+        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.batcher = MicroBatcher(self.scores, MICRO_BATCH_ROWS)
+        # What is loaded by now (imports, the model) lives as long as the worker. Frozen, it is left
+        # out of the garbage collector's full passes, which otherwise walk it again and again and
+        # stall every answer meanwhile (LR at concurrency 64: p99 241 -> 87 ms, benchmarks/README.md).
+        gc.collect()
+        gc.freeze()
+
+    def _profiled(self, features: np.ndarray) -> dict[int, list[str]] | JSONResponse:
+        """The rows with features that training never saw, by row, counted in the metrics.
+
+        Under the reject policy, a row outside the profile makes the answer a 422 instead.
+        """
+        outside = PROFILE_CHECK.outside(features) if ARGS.serving.out_of_profile != "off" else {}
+        for names in outside.values():
+            for name in names:
+                metrics().out_of_profile(name)
+        if ARGS.serving.out_of_profile == "reject" and outside:
+            return _refuse_out_of_profile(features, outside)
+        return outside
+
+    async def scores(self, features: np.ndarray) -> Scores:
+        """_model_scores in the model thread: the event loop goes on reading requests meanwhile."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.model_thread, self._model_scores, features)
+
+    def _model_scores(self, features: np.ndarray) -> Scores:
+        """Predictions (and predicted-class probabilities) for rows of features, in order.
+
+        A classifier runs once: its prediction is the class of highest probability, which is how
+        scikit-learn's classifiers predict (a forest would otherwise walk every tree twice).
+        """
+        with warnings_ignored():
+            if not self.with_probability:
+                predictions = self.model.predict(features).tolist()
+                metrics().predictions(predictions)
+                return predictions, None
+            probabilities = self.model.predict_proba(features)
+        best = probabilities.argmax(axis=1)
+        predictions = self.model.classes_.take(best).tolist()
+        metrics().predictions(predictions)
+        return predictions, probabilities[np.arange(len(best)), best].tolist()
+
+    def _log(
+        self,
+        request_id: str,
+        endpoint: str,
+        features: np.ndarray,
+        predictions: list,
+        probabilities: list[float] | None,
+    ) -> None:
+        """Hand the answer to the prediction log (it keeps the sampled requests)."""
+        if self.prediction_log is not None:
+            self.prediction_log.record(request_id, endpoint, features, predictions, probabilities)
+
+    @bentoml.on_shutdown
+    def _flush_prediction_log(self) -> None:
+        if self.prediction_log is not None:
+            self.prediction_log.close()
+
+    @bentoml.api
+    async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
+        """Score one row. The body is the row itself: {"<feature>": <number>, ...}."""
+        features = rows_as_array([row])
+        outside = self._profiled(features)
+        if isinstance(outside, JSONResponse):
+            ctx.response.status_code = outside.status_code  # BentoML answers with the context's
+            return outside
+        prediction, probability = await self.batcher.score(features[0])
+        ctx.response.headers.update(prediction_header([prediction]))
+        self._log(
+            request_id_of(ctx.request.scope),
+            "predict",
+            features,
+            [prediction],
+            None if probability is None else [probability],
+        )
+        return Prediction(
+            prediction=prediction,
+            probability=probability,
+            model_version=MODEL_VERSION,
+            out_of_profile=outside.get(0, []),
+        )
+
+    @bentoml.api
+    async def predict_batch(
+        self,
+        rows: Annotated[list[Row], Field(min_length=1, max_length=MAX_ROWS)],  # type: ignore[valid-type]
+        ctx: bentoml.Context,
+    ) -> BatchPrediction:
+        """Score up to max_batch_rows rows: {"rows": [{...}, ...]}.
+
+        Kept for clients that hold rows as objects; /predict_columns takes the same rows as a table
+        and answers the same, about twice as fast (each object here is checked on its own).
+        """
+        return await self._batch_api(rows_as_array(rows), ctx, "predict_batch")
+
+    @bentoml.api
+    async def predict_columns(self, table: Columns, /, ctx: bentoml.Context) -> BatchPrediction:
+        """Score up to max_batch_rows rows sent as a table (what pandas' to_json orient="split" writes).
+
+        The body is {"columns": [<feature>, ...], "data": [[<number>, ...], ...]}: the fast way to
+        score many rows as JSON (POST /predict_arrow takes them as an Arrow IPC stream, faster
+        still). The answer is /predict_batch's.
+        """
+        return await self._batch_api(table.features, ctx, "predict_columns")
+
+    async def _batch_api(
+        self, features: np.ndarray, ctx: bentoml.Context, endpoint: str
+    ) -> BatchPrediction | JSONResponse:
+        """scored_rows for a BentoML API: status and header go through the context it answers from."""
+        answer = await self.scored_rows(features, request_id_of(ctx.request.scope), endpoint)
+        if isinstance(answer, JSONResponse):
+            ctx.response.status_code = answer.status_code  # BentoML answers with the context's
+        else:
+            ctx.response.headers.update(prediction_header(answer.predictions))
+        return answer
+
+    async def scored_rows(
+        self, features: np.ndarray, request_id: str, endpoint: str
+    ) -> BatchPrediction | JSONResponse:
+        """The batch endpoints' answer for checked rows: one model call in the model thread."""
+        outside = self._profiled(features)
+        if isinstance(outside, JSONResponse):
+            return outside
+        predictions, probabilities = await self.scores(features)
+        self._log(request_id, endpoint, features, predictions, probabilities)
+        return BatchPrediction(
+            predictions=predictions,
+            probabilities=probabilities,
+            model_version=MODEL_VERSION,
+            out_of_profile=[
+                RowOutOfProfile(row=index, features=names) for index, names in outside.items()
+            ],
+        )
+
+    @bentoml.api
+    async def metadata(self) -> Metadata:
+        """Which model this server runs and the features it expects (POST, like every BentoML API)."""
+        return Metadata(
+            model_name=MODEL_NAME,
+            model_version=MODEL_VERSION,
+            task=TASK,
+            features=FEATURES,
+            bento_model=str(self.bento_model.tag),
+            max_batch_rows=MAX_ROWS,
+            out_of_profile=ARGS.serving.out_of_profile,
+            feature_profile=PROFILE,
+        )
+
+
+def _refuse_out_of_profile(features: np.ndarray, outside: dict[int, list[str]]) -> JSONResponse:
+    """The 422 of the reject policy, naming each row, feature, value and the training range."""
+    details = [
+        {
+            "row": row,
+            "field": name,
+            "problem": (
+                f"{features[row, FEATURES.index(name)]:g} is outside what training saw "
+                f"({PROFILE[name]['min']:g} to {PROFILE[name]['max']:g}"
+                + (
+                    f", categories {PROFILE[name]['categories']}"
+                    if PROFILE[name]["categories"]
+                    else ""
+                )
+                + ")"
+            ),
+        }
+        for row, names in outside.items()
+        for name in names
+    ]
+    named = sorted({detail["field"] for detail in details})
+    body = error_body(
+        422, f"values outside the training profile: {', '.join(named)}", details=details
+    )
+    return JSONResponse(body, status_code=422)
+
+
+ModelService.add_asgi_middleware(
+    Guard,
+    protected={
+        **{api.route: "application/json" for api in ModelService.apis.values()},
+        "/predict_arrow": ARROW_STREAM,
+    },
+    # BentoML documents its own APIs only: /docs.json gets this one from Guard.
+    documented={"/predict_arrow": openapi.arrow_operation()},
+    tokens=TOKENS,
+    rate_limit=ARGS.serving.rate_limit,
+    max_body_bytes=ARGS.serving.max_body_bytes,
+    model_version=MODEL_VERSION,
+    observe=observe_answer,
+)

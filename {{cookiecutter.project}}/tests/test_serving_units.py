@@ -1,0 +1,303 @@
+"""The serving parts on their own, without a bento: the micro-batcher, the Arrow body, the request
+schemas, the model's metadata and the token configuration. test_service checks them in a server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from {{ cookiecutter.package }}.errors import BadRows
+from {{ cookiecutter.package }}.profile import hard_bounds
+from {{ cookiecutter.package }}.serving import schemas
+from {{ cookiecutter.package }}.serving.arrow import ArrowRows
+from {{ cookiecutter.package }}.serving.batcher import MicroBatcher, warnings_ignored
+from {{ cookiecutter.package }}.serving.guard import configured_tokens
+from {{ cookiecutter.package }}.serving.model_meta import read_model_meta
+
+FEATURES = ["age", "blood pressure", "dose"]
+PROFILE = {
+    "age": {"min": 20.0, "max": 80.0, "categories": None},
+    "blood pressure": {"min": 90.0, "max": 180.0, "categories": None},
+    "dose": {"min": 0.0, "max": 2.0, "categories": [0.0, 1.0, 2.0]},
+}
+MAX_ROWS = 3
+TOKEN = "a-token-of-sixteen-or-more"
+
+
+# --- the micro-batcher ---------------------------------------------------------------------
+
+
+class SlowModel:
+    """A model call that waits for `release`, recording each batch it is given."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.batches: list[list[float]] = []
+        self.release = asyncio.Event()
+        self.fail = fail
+
+    async def __call__(self, features: np.ndarray) -> tuple[list, list[float] | None]:
+        self.batches.append(features[:, 0].tolist())
+        await self.release.wait()
+        if self.fail:
+            raise ZeroDivisionError("the model failed")
+        return [value * 10 for value in features[:, 0]], [0.5] * len(features)
+
+
+async def within_seconds(awaitable, seconds: float = 5.0):
+    """`awaitable`'s result; a batcher that lost a row fails the test instead of hanging it."""
+    return await asyncio.wait_for(awaitable, seconds)
+
+
+async def _started(*coroutines) -> list[asyncio.Task]:
+    """Tasks for the coroutines, each given the chance to queue its row in order."""
+    tasks = []
+    for coroutine in coroutines:
+        tasks.append(asyncio.ensure_future(coroutine))
+        await asyncio.sleep(0)
+    return tasks
+
+
+def test_rows_arriving_while_the_model_runs_go_to_the_next_call_together():
+    async def scenario() -> tuple[list, list]:
+        model = SlowModel()
+        batcher = MicroBatcher(model, max_rows=2)
+        tasks = await _started(
+            *(batcher.score(np.array([value])) for value in (1.0, 2.0, 3.0, 4.0))
+        )
+        model.release.set()
+        return await within_seconds(asyncio.gather(*tasks)), model.batches
+
+    answers, batches = asyncio.run(scenario())
+    assert batches == [[1.0], [2.0, 3.0], [4.0]]  # the first alone, then at most max_rows a call
+    assert answers == [(10.0, 0.5), (20.0, 0.5), (30.0, 0.5), (40.0, 0.5)]
+
+
+def test_a_failing_model_call_fails_every_row_waiting_for_it_and_the_next_rows_still_score():
+    async def scenario() -> tuple[list, tuple]:
+        model = SlowModel(fail=True)
+        batcher = MicroBatcher(model, max_rows=8)
+        tasks = await _started(batcher.score(np.array([1.0])), batcher.score(np.array([2.0])))
+        model.release.set()
+        failed = await within_seconds(asyncio.gather(*tasks, return_exceptions=True))
+        model.fail = False
+        return failed, await within_seconds(batcher.score(np.array([3.0])))
+
+    failed, later = asyncio.run(scenario())
+    assert [type(error) for error in failed] == [ZeroDivisionError, ZeroDivisionError]
+    assert later == (30.0, 0.5)
+
+
+def test_a_cancelled_waiter_does_not_break_the_others():
+    async def scenario() -> tuple[list, list]:
+        model = SlowModel()
+        batcher = MicroBatcher(model, max_rows=8)
+        first, gone, last = await _started(
+            *(batcher.score(np.array([value])) for value in (1.0, 2.0, 3.0))
+        )
+        gone.cancel()
+        model.release.set()
+        return await within_seconds(asyncio.gather(first, last)), model.batches
+
+    answers, batches = asyncio.run(scenario())
+    assert answers == [(10.0, 0.5), (30.0, 0.5)]
+    assert batches == [[1.0], [2.0, 3.0]]
+
+
+def test_the_model_runs_under_one_ignore_filter_and_the_process_filters_come_back():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with warnings_ignored():
+            warnings.warn("X does not have valid feature names", UserWarning, stacklevel=1)
+        with pytest.raises(UserWarning):
+            warnings.warn("raised again", UserWarning, stacklevel=1)
+
+
+# --- the Arrow body ---------------------------------------------------------------------------
+
+
+def arrow_body(columns: dict[str, list]) -> bytes:
+    table = pa.table(columns)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def arrow_refusal(body: bytes) -> BadRows:
+    with pytest.raises(BadRows) as refused:
+        ArrowRows(FEATURES, PROFILE, MAX_ROWS)(body)
+    return refused.value
+
+
+def test_arrow_columns_in_any_order_and_integer_types_come_back_in_training_order():
+    body = arrow_body({"dose": [1, 2], "age": [30.0, 40.0], "blood pressure": [120, 130]})
+    rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS)(body)
+    assert rows.dtype == np.float64
+    assert rows.tolist() == [[30.0, 120.0, 1.0], [40.0, 130.0, 2.0]]
+
+
+def test_arrow_column_names_must_be_the_training_features_each_once():
+    missing = arrow_body({"age": [30.0], "dose": [1.0]})
+    assert str(arrow_refusal(missing)) == "columns: missing 'blood pressure'"
+    unknown = arrow_body({"age": [30.0], "blood pressure": [120.0], "dose": [1.0], "x": [0.0]})
+    assert str(arrow_refusal(unknown)) == "columns: unknown 'x'"
+    table = pa.Table.from_arrays([pa.array([30.0])] * 4, ["age", "age", "blood pressure", "dose"])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    assert str(arrow_refusal(sink.getvalue().to_pybytes())) == "columns: repeated 'age'"
+
+
+def test_arrow_columns_must_be_numbers_and_the_body_a_stream():
+    body = arrow_body({"age": [30.0], "blood pressure": [120.0], "dose": ["one"]})
+    assert str(arrow_refusal(body)) == "columns that are not numbers: dose (string)"
+    assert str(arrow_refusal(b"not arrow")).startswith("the body is not an Arrow IPC stream")
+
+
+@pytest.mark.parametrize("count", [0, MAX_ROWS + 1])
+def test_arrow_bodies_hold_one_to_max_rows_rows(count: int):
+    body = arrow_body({name: [1.0] * count for name in FEATURES})
+    assert str(arrow_refusal(body)) == f"{count} rows; send 1 to {MAX_ROWS}"
+
+
+def test_arrow_values_not_finite_or_beyond_the_hard_bounds_are_named_by_row_and_feature():
+    highest_age = hard_bounds(PROFILE["age"])[1]
+    body = arrow_body(
+        {
+            "age": [30.0, highest_age + 1, 30.0],
+            "blood pressure": [120.0, 120.0, float("inf")],
+            "dose": [float("nan"), 1.0, None],
+        }
+    )
+    refused = arrow_refusal(body)
+    assert str(refused) == "4 values refused, in age, blood pressure, dose"
+    assert [(detail["row"], detail["field"]) for detail in refused.details] == [
+        (0, "dose"),
+        (1, "age"),
+        (2, "blood pressure"),
+        (2, "dose"),
+    ]
+    assert refused.details[1]["problem"].startswith(f"{highest_age + 1:g} is not a finite number")
+    within = {name: [hard_bounds(PROFILE[name])[1]] for name in FEATURES}
+    assert ArrowRows(FEATURES, PROFILE, MAX_ROWS)(arrow_body(within)).shape == (1, 3)
+
+
+# --- the request schemas ------------------------------------------------------------------------
+
+
+def test_column_problem_names_every_missing_unknown_and_repeated_column():
+    assert schemas.column_problem(FEATURES, ["dose", "age", "blood pressure"]) is None
+    assert schemas.column_problem(FEATURES, ["age", "age", "x", "dose"]) == (
+        "missing 'blood pressure'; unknown 'x'; repeated 'age'"
+    )
+
+
+def test_a_row_is_keyed_by_column_name_strict_and_within_the_hard_bounds():
+    Row = schemas.row_model(FEATURES, PROFILE, "model v1", {"age": 30.0})
+    good = {"age": 30, "blood pressure": 120.5, "dose": 1.0}
+    assert schemas.rows_reader(3)([Row.model_validate(good)]).tolist() == [[30.0, 120.5, 1.0]]
+    assert Row.model_json_schema()["example"] == {"age": 30.0}
+    lowest, highest = hard_bounds(PROFILE["blood pressure"])
+    for bad in (
+        {**good, "extra": 1.0},
+        {"age": 30.0, "dose": 1.0},
+        {**good, "age": "30"},
+        {**good, "dose": True},
+        {**good, "age": float("nan")},
+        {**good, "blood pressure": highest + 1},
+        {**good, "blood pressure": lowest - 1},
+    ):
+        with pytest.raises(ValidationError):
+            Row.model_validate(bad)
+
+
+def columns_body(columns: list[str], data: list[list], **extra) -> str:
+    return json.dumps({"columns": columns, "data": data, **extra})
+
+
+def test_a_table_in_any_column_order_comes_back_in_training_order():
+    Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, None)
+    body = columns_body(
+        ["dose", "age", "blood pressure"], [[1, 30, 120], [2, 40, 130]], index=[7, 8]
+    )
+    table = Columns.model_validate_json(body)
+    assert table.features.tolist() == [[30.0, 120.0, 1.0], [40.0, 130.0, 2.0]]
+
+
+def test_a_table_error_names_the_feature_not_its_position():
+    Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, None)
+    body = columns_body(["dose", "age", "blood pressure"], [[1, 30, 120], [2, "x", 130]])
+    with pytest.raises(ValidationError) as refused:
+        Columns.model_validate_json(body)
+    assert [error["loc"] for error in refused.value.errors()] == [("data", 1, "age")]
+
+
+def test_a_table_is_refused_for_bad_columns_extra_keys_too_many_rows_or_far_values():
+    Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, None)
+    lowest, highest = schemas.table_bounds(FEATURES, PROFILE)
+    assert (lowest, highest) == (hard_bounds(PROFILE["blood pressure"])[0], 1080.0)
+    row = [30, 120, 1]
+    with pytest.raises(ValidationError, match="missing 'dose'; unknown 'x'"):
+        Columns.model_validate_json(columns_body(["age", "blood pressure", "x"], [row]))
+    for body in (
+        columns_body(FEATURES, [row], extra=1),
+        columns_body(FEATURES, [row] * (MAX_ROWS + 1)),
+        columns_body(FEATURES, []),
+        columns_body(FEATURES, [[30, 120]]),
+        columns_body(FEATURES, [[30, highest + 1, 1]]),
+    ):
+        with pytest.raises(ValidationError):
+            Columns.model_validate_json(body)
+    assert Columns.model_validate_json(columns_body(FEATURES, [[30, highest, 1]]))
+
+
+# --- the model's metadata and the tokens ----------------------------------------------------------
+
+
+def write_model(folder: Path, inputs: list[dict], metadata: dict) -> Path:
+    folder.mkdir(exist_ok=True)
+    mlmodel = {"signature": {"inputs": json.dumps(inputs)}, "metadata": metadata}
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    return folder
+
+
+def test_model_meta_reads_the_signature_the_profile_and_the_buckets(tmp_path: Path):
+    inputs = [{"name": name, "type": "double"} for name in FEATURES]
+    model = write_model(tmp_path, inputs, {"feature_profile": PROFILE, "prediction_buckets": [1.5]})
+    (model / "input_example.json").write_text(
+        json.dumps({"columns": FEATURES, "data": [[1, 2, 3]]})
+    )
+    meta = read_model_meta(model)
+    assert (meta.features, meta.profile) == (FEATURES, PROFILE)
+    assert meta.prediction_buckets == (1.5,)
+    assert meta.example == {"age": 1, "blood pressure": 2, "dose": 3}
+
+
+def test_model_meta_refuses_models_that_cannot_serve(tmp_path: Path):
+    numbers = [{"name": name, "type": "long"} for name in FEATURES]
+    with pytest.raises(RuntimeError, match="no training profile for features \\['dose'\\]"):
+        read_model_meta(
+            write_model(tmp_path, numbers, {"feature_profile": {"age": {}, "blood pressure": {}}})
+        )
+    text = [*numbers[:2], {"name": "dose", "type": "string"}]
+    with pytest.raises(RuntimeError, match="'dose' is string; only numbers serve"):
+        read_model_meta(write_model(tmp_path, text, {"feature_profile": PROFILE}))
+    with pytest.raises(RuntimeError, match="no column-based input signature"):
+        read_model_meta(write_model(tmp_path, [], {"feature_profile": PROFILE}))
+
+
+def test_tokens_are_required_only_with_auth_and_their_problem_is_kept_for_the_start():
+    assert configured_tokens(False, {"SERVICE_API_TOKENS": "short"}) == (None, None)
+    assert configured_tokens(True, {"SERVICE_API_TOKENS": TOKEN}) == ([TOKEN], None)
+    tokens, problem = configured_tokens(True, {})
+    assert tokens == [] and "neither SERVICE_API_TOKENS nor SERVICE_API_TOKENS_FILE" in problem
+    tokens, problem = configured_tokens(True, {"SERVICE_API_TOKENS": "short"})
+    assert tokens == [] and "shorter than 16 characters" in problem
