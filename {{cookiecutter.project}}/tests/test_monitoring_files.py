@@ -30,7 +30,7 @@ RULE_TESTS = MONITORING / "alerts.test.yml"
 DASHBOARD = MONITORING / "dashboard.json"
 RUNBOOK = PROJECT_DIR / "docs" / "monitoring.md"
 
-# What the service's /metrics exposes (service.py, and BentoML's own): rules and panels use only these.
+# What the service's /metrics exposes (serving/metrics.py, and BentoML's own): rules and panels use only these.
 METRICS = {
     # ours, labelled with the model version
     "model_requests_total",
