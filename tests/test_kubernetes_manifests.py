@@ -164,7 +164,7 @@ def baked_kubernetes(baked) -> Iterator[ModuleType]:
     source = str(baked("DEFAULT").path / "src")
     sys.path.insert(0, source)
     try:
-        yield importlib.import_module("ml_service.kubernetes")
+        yield importlib.import_module("ml_service.rollout.kubernetes")
     finally:
         sys.path.remove(source)
         for module in [name for name in sys.modules if name.partition(".")[0] == "ml_service"]:

@@ -12,7 +12,12 @@ from {{ cookiecutter.package }} import cli, evaluation, loadtest, reports, valid
 from {{ cookiecutter.package }}.errors import NotServing
 from {{ cookiecutter.package }}.github import actions, comment, config_check, issue
 from {{ cookiecutter.package }}.monitoring import verdict as monitoring
-from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER, Environment, GitHubContext
+from {{ cookiecutter.package }}.settings import (
+    METRIC_GREATER_IS_BETTER,
+    Environment,
+    GitHubContext,
+    load_settings,
+)
 
 DIRECTIONS = METRIC_GREATER_IS_BETTER["classification"]
 
@@ -390,19 +395,22 @@ def test_comment_command_writes_the_body_and_the_same_job_summary(project, tmp_p
 
 
 def test_a_lower_is_better_metric_has_the_same_sign_in_evaluate_md_and_the_comment(project):
-    """log_loss went up (worse): `reports/evaluate.md` and the pull request comment say so alike."""
-    report = evaluate_report()
+    """The task's lower-is-better metric (log_loss, rmse) went up, which is worse:
+    `reports/evaluate.md` and the pull request comment say so alike."""
+    directions = load_settings(project / "params.yaml").greater_is_better
+    metric = next(name for name, greater in directions.items() if not greater)
+    report = evaluate_report(candidate_metrics={metric: 0.12}, champion_metrics={metric: 0.10})
     reports.write_report(
-        project / "reports", "evaluate", report, evaluation.markdown(report, DIRECTIONS)
+        project / "reports", "evaluate", report, evaluation.markdown(report, directions)
     )
     assert cli.main(["comment"]) == cli.EXIT_OK
 
-    def log_loss_row(text: str) -> str:
-        return next(line for line in text.splitlines() if line.startswith("| log_loss |"))
+    def metric_row(text: str) -> str:
+        return next(line for line in text.splitlines() if line.startswith(f"| {metric} |"))
 
-    in_file = log_loss_row((project / "reports" / "evaluate.md").read_text())
-    in_comment = log_loss_row((project / "reports" / "comment.md").read_text())
-    assert in_file == in_comment == "| log_loss | 0.1200 | 0.1000 | +0.0200 | worse |"
+    in_file = metric_row((project / "reports" / "evaluate.md").read_text())
+    in_comment = metric_row((project / "reports" / "comment.md").read_text())
+    assert in_file == in_comment == f"| {metric} | 0.1200 | 0.1000 | +0.0200 | worse |"
 
 
 def test_comment_command_works_without_any_report(project):
