@@ -17,7 +17,7 @@ SAMPLE_ROWS = 20  # the smoke test's rows
 def sample_rows(settings: Settings, rows: int = SAMPLE_ROWS) -> pd.DataFrame:
     """A fixed sample of the project's feature rows (the target dropped), the same on every run."""
     frame = data.read_table(settings.resolve(settings.params.data.source))
-    features, _ = data.split_features_target(frame, settings.params.data.target)
+    features, _ = data.split_features_target(frame, settings.params.data)
     return features.sample(n=min(rows, len(features)), random_state=0)
 
 
