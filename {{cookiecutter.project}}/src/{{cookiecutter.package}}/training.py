@@ -119,7 +119,7 @@ def fit(settings: Settings, x_train: pd.DataFrame, y_train: pd.Series, source: s
         return pipeline.fit(x_train, y_train)
     except (ValueError, TypeError) as error:
         raise SettingsError(
-            f"{settings.params_file}: model.estimator {params.estimator!r} with "
+            f"{settings.params_file}: model.estimator {params.model.estimator!r} with "
             f"model.hyperparameters {dict(params.model.hyperparameters)} cannot be fitted "
             f"on {source}: {error}"
         ) from None
