@@ -45,6 +45,31 @@ def score(
     return metrics.compute(task, np.asarray(labels), *outputs, classes_of(model, task, gate))
 
 
+def _classification_differences(
+    metric: str, labels: np.ndarray, rows: np.ndarray, candidate: tuple, champion: tuple, classes
+) -> np.ndarray:
+    """Candidate minus champion on every resample (`rows`) that holds each of the holdout's
+    classes: without one, its AUC or F1 is undefined."""
+    codes = classes.codes(labels)
+    resampled_codes = codes[rows]
+    every_class = np.all([(resampled_codes == code).any(axis=1) for code in np.unique(codes)], 0)
+    rows, y = rows[every_class], resampled_codes[every_class]
+
+    def resampled(outputs: tuple) -> np.ndarray:
+        predictions, probabilities = outputs
+        if probabilities is not None and classes.binary:
+            probabilities = probabilities[:, 1]  # all a binary metric needs (Classes.labels[1])
+        return metrics.resampled_classification(
+            metric,
+            y,
+            classes.codes(predictions)[rows],
+            None if probabilities is None else probabilities[rows],
+            classes,
+        )
+
+    return resampled(candidate) - resampled(champion)
+
+
 def bootstrap_difference(
     task: str,
     metric: str,
@@ -56,7 +81,8 @@ def bootstrap_difference(
     seed: int = 0,
     classes: Classes | None = None,
 ) -> tuple[float, float]:
-    """Paired bootstrap interval of (candidate - champion) on the metric.
+    """Paired bootstrap interval of (candidate - champion) on the metric; `candidate` and
+    `champion` are (predictions, class probabilities or None).
 
     Both models are scored on the SAME resampled rows each time, so the interval reflects the noise of
     the holdout rather than comparing two unrelated samples. `classes` (classification): the models'
@@ -64,34 +90,16 @@ def bootstrap_difference(
     """
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(labels), (samples, len(labels)))
-    if task == "regression":
+    if task == "classification":
+        classes = classes or Classes.of(np.unique(labels))
+        differences = _classification_differences(
+            metric, labels, rows, candidate, champion, classes
+        )
+    else:
         y = labels[rows]
         differences = metrics.resampled_regression(
             metric, y, candidate[0][rows]
         ) - metrics.resampled_regression(metric, y, champion[0][rows])
-    else:
-        classes = classes or Classes.of(np.unique(labels))
-        codes = classes.codes(labels)
-        # a resample without one of the holdout's classes has no defined AUC or F1 for it
-        every_class = np.ones(len(rows), dtype=bool)
-        for code in np.unique(codes):
-            every_class &= (codes[rows] == code).any(axis=1)
-        rows = rows[every_class]
-        y = codes[rows]
-
-        def resampled(outputs: tuple) -> np.ndarray:
-            predictions, probabilities = outputs
-            if probabilities is not None and classes.binary:
-                probabilities = probabilities[:, 1]  # all a binary metric needs (Classes.labels[1])
-            return metrics.resampled_classification(
-                metric,
-                y,
-                classes.codes(predictions)[rows],
-                None if probabilities is None else probabilities[rows],
-                classes,
-            )
-
-        differences = resampled(candidate) - resampled(champion)
     tail = (1 - confidence_level) / 2 * 100
     low, high = np.percentile(differences, [tail, 100 - tail])
     return float(low), float(high)
