@@ -575,7 +575,7 @@ from {package}.settings import load_settings
 
 settings = load_settings()
 frame = data.read_table(settings.resolve(settings.params.data.source))
-features, target = data.split_features_target(frame, settings.params.data.target)
+features, target = data.split_features_target(frame, settings.params.data)
 for column in features.columns[: int(sys.argv[2])]:
     features[column] += 2 * features[column].std()
 log = prediction_log.PredictionLog(sys.argv[1], list(features.columns), int(sys.argv[3]), 1.0, 3600)

@@ -65,7 +65,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         settings = scratch_settings(Path(folder))
         frame = data.read_table(settings.resolve(settings.params.data.source))
-        features, _ = data.split_features_target(frame, settings.params.data.target)
+        features, _ = data.split_features_target(frame, settings.params.data)
         models = registry.Registry(settings)
         champion = training.train(settings, models, frame).model_version
         healthy = training.train(

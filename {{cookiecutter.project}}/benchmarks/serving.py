@@ -402,7 +402,7 @@ def serve_model(
         "/predict_columns": (json.dumps(as_table(rows)).encode(), JSON),
         "/predict_arrow": (as_arrow(rows), {"Content-Type": ARROW_STREAM}),
     }
-    features = data.split_features_target(frame, base.params.data.target)[0]
+    features = data.split_features_target(frame, base.params.data)[0]
     one_row = features.head(1).to_numpy(dtype=np.float64)
     many_rows = np.resize(features.to_numpy(dtype=np.float64), (BATCH_ROWS, features.shape[1]))
     single, batch = [], []
@@ -671,7 +671,7 @@ def main() -> None:
         os.environ["BENTOML_HOME"] = str(folder / "bentoml")
         settings = scratch_settings(folder, {}, {})
         frame = data.read_table(settings.resolve(settings.params.data.source))
-        features, _ = data.split_features_target(frame, settings.params.data.target)
+        features, _ = data.split_features_target(frame, settings.params.data)
         records = as_records(features.sample(n=BATCH_ROWS, replace=True, random_state=0))
         versions: dict[str, int] = {}
         for label in MODELS:

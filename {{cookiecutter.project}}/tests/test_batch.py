@@ -13,7 +13,7 @@ from {{ cookiecutter.package }}.errors import DataError
 
 @pytest.fixture
 def model(settings, frame):
-    features, labels = data.split_features_target(frame, settings.params.data.target)
+    features, labels = data.split_features_target(frame, settings.params.data)
     return training.build_pipeline(settings.params.task, settings.params.model).fit(
         features, labels
     )

@@ -10,7 +10,7 @@ import pytest
 
 from {{ cookiecutter.package }} import data, storage
 from {{ cookiecutter.package }}.errors import DataError
-from {{ cookiecutter.package }}.settings import Settings, load_settings
+from {{ cookiecutter.package }}.settings import DataParams, Settings, load_settings
 
 from .conftest import PROJECT_DIR
 
@@ -27,17 +27,12 @@ def frame(settings: Settings) -> pd.DataFrame:
 
 
 @pytest.fixture
-def target(settings: Settings) -> str:
-    return settings.params.data.target
+def params(settings: Settings) -> DataParams:
+    return settings.params.data
 
 
-@pytest.fixture
-def fraction(settings: Settings) -> float:
-    return settings.params.data.holdout_fraction
-
-
-def holdout_index(frame: pd.DataFrame, target: str, fraction: float) -> set:
-    return set(data.train_holdout_split(frame, target, fraction)[2].index)
+def holdout_index(frame: pd.DataFrame, params: DataParams) -> set:
+    return set(data.train_holdout_split(frame, params)[2].index)
 
 
 def test_fingerprint_is_the_same_from_csv_and_parquet(frame, tmp_path):
@@ -59,30 +54,31 @@ def test_fingerprint_changes_with_any_value_or_name(frame):
     assert data.fingerprint(frame.head(-1)) != before
 
 
-def test_holdout_split_is_deterministic_and_near_the_fraction(frame, target, fraction):
-    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, target, fraction)
+def test_holdout_split_is_deterministic_and_near_the_fraction(frame, params):
+    target, fraction = params.target, params.holdout_fraction
+    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, params)
     assert len(x_train) + len(x_holdout) == len(frame)
     assert set(x_train.index).isdisjoint(x_holdout.index)
     assert list(y_holdout.index) == list(x_holdout.index)
     assert target not in x_train.columns and y_train.name == target
     assert abs(len(x_holdout) / len(frame) - fraction) < 0.05
-    assert holdout_index(frame, target, fraction) == set(x_holdout.index)
+    assert holdout_index(frame, params) == set(x_holdout.index)
 
 
-def test_old_rows_keep_their_side_when_rows_are_appended_or_shuffled(frame, target, fraction):
+def test_old_rows_keep_their_side_when_rows_are_appended_or_shuffled(frame, params):
     """The holdout stays frozen as data grows, so yesterday's champion is scored on the same rows."""
     old = frame.iloc[:300]
-    before = holdout_index(old, target, fraction)
-    after = holdout_index(frame, target, fraction)
+    before = holdout_index(old, params)
+    after = holdout_index(frame, params)
     assert after & set(old.index) == before
     assert len(after) > len(before)
     shuffled = frame.sample(frac=1.0, random_state=1)
-    assert holdout_index(shuffled, target, fraction) == after
+    assert holdout_index(shuffled, params) == after
 
 
-def test_holdout_needs_enough_rows(frame, target):
+def test_holdout_needs_enough_rows(frame, params):
     with pytest.raises(DataError, match="too few"):
-        data.train_holdout_split(frame.head(1), target, 0.2)
+        data.train_holdout_split(frame.head(1), params)
 
 
 def test_unsupported_suffix_is_named(frame, tmp_path):
@@ -104,9 +100,39 @@ def test_s3_uri_without_a_bucket_is_named():
         data.read_table("s3:///data.csv")
 
 
-def test_missing_target_is_named(frame):
-    with pytest.raises(DataError, match="target column 'label' not found"):
-        data.split_features_target(frame, "label")
+def test_missing_target_is_named(frame, params):
+    wrong = params.model_copy(update={"target": "label"})
+    with pytest.raises(
+        DataError, match=re.escape("data.target 'label' is not a column of data.csv")
+    ):
+        data.split_features_target(frame, wrong, "data.csv")
+
+
+def test_roles_select_listed_features_and_leave_out_dropped_columns(frame, params):
+    first, second, third = (str(name) for name in frame.columns[:3])
+    dropped = params.model_copy(update={"drop": [first]})
+    features, _ = data.split_features_target(frame, dropped)
+    assert first not in features.columns and second in features.columns
+    assert data.feature_roles(list(frame.columns), dropped, "d.csv")["dropped"] == [first]
+    listed = params.model_copy(update={"features": [third, second]})
+    assert list(data.split_features_target(frame, listed)[0].columns) == [third, second]
+    for field in ("features", "drop"):
+        wrong = params.model_copy(update={field: ["no_such_column"]})
+        with pytest.raises(
+            DataError,
+            match=re.escape(f"data.{field} lists ['no_such_column'], not columns of d.csv"),
+        ):
+            data.split_features_target(frame, wrong, "d.csv")
+
+
+def test_rows_without_a_target_are_left_out_up_to_the_allowed_share(frame, params):
+    gaps = frame.copy()
+    gaps.loc[gaps.index[:10], params.target] = None
+    assert data.missing_targets(gaps, params, "d.csv") == 10
+    assert len(data.split_features_target(gaps, params)[1]) == len(frame) - 10
+    strict = params.model_copy(update={"max_missing_target_share": 0.001})
+    with pytest.raises(DataError, match=re.escape("data.max_missing_target_share")):
+        data.missing_targets(gaps, strict, "d.csv")
 
 
 def test_parquet_keeps_dtypes_that_csv_cannot(tmp_path):

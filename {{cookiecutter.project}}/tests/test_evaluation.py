@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
+import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }} import data, evaluation, training
+from {{ cookiecutter.package }} import data, evaluation, metrics, training
+from {{ cookiecutter.package }}.errors import SettingsError
 from {{ cookiecutter.package }}.evaluation import PROMOTE, REJECT, decide
+from {{ cookiecutter.package }}.metrics import Classes
 from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER, GateParams
 
 DIRECTIONS = {
@@ -85,9 +90,7 @@ def test_paired_bootstrap_interval_brackets_the_observed_difference():
 
 def test_compare_scores_both_models_on_the_same_rows(settings, frame):
     params = settings.params
-    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(
-        frame, params.data.target, params.data.holdout_fraction
-    )
+    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, params.data)
     model = training.build_pipeline(params.task, params.model).fit(x_train, y_train)
     comparison = evaluation.compare(
         params.task,
@@ -107,34 +110,85 @@ def test_compare_scores_both_models_on_the_same_rows(settings, frame):
 
 def test_plots_are_written(settings, frame, tmp_path):
     params = settings.params
-    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(
-        frame, params.data.target, params.data.holdout_fraction
-    )
+    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, params.data)
     model = training.build_pipeline(params.task, params.model).fit(x_train, y_train)
-    paths = evaluation.plot(model, x_holdout, y_holdout, params.task, tmp_path)
+    paths = evaluation.plot(model, x_holdout, y_holdout, params.task, params.gate, tmp_path)
     assert len(paths) == 2
     assert all(path.read_bytes().startswith(b"\x89PNG") for path in paths)
 
 
-@pytest.mark.parametrize(
-    ("task", "metric"),
-    [(task, metric) for task, metrics in METRIC_GREATER_IS_BETTER.items() for metric in metrics],
-)
-def test_vectorised_bootstrap_metrics_equal_sklearn(task, metric):
+# Label sets the vectorised metrics must handle: 0/1, strings whose positive is the smaller label,
+# and three classes averaged both ways.
+LABEL_KINDS = {
+    "binary 0/1": ((0, 1), {}),
+    "binary strings, positive 'no'": (("no", "yes"), {"positive_label": "no"}),
+    "three classes, macro": (("setosa", "versicolor", "virginica"), {}),
+    "three classes, weighted": (("setosa", "versicolor", "virginica"), {"average": "weighted"}),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LABEL_KINDS))
+@pytest.mark.parametrize("metric", sorted(METRIC_GREATER_IS_BETTER["classification"]))
+def test_vectorised_classification_metrics_equal_sklearn(metric, kind):
     """The bootstrap computes metrics on all resamples at once; each must match sklearn's."""
+    labels, gate_changes = LABEL_KINDS[kind]
+    classes = Classes.of(labels, gate(**gate_changes))
     rng = np.random.default_rng(3)
-    if task == "classification":
-        labels, scores = rng.integers(0, 2, 80), rng.random(80)
-        predictions = (scores > 0.5).astype(int)
-    else:
-        labels, scores = rng.normal(size=80), None
-        predictions = labels + rng.normal(size=80)
+    codes = rng.integers(0, len(labels), 80)
+    probabilities = rng.dirichlet(np.ones(len(labels)), 80)
+    predicted = np.where(rng.random(80) < 0.7, codes, probabilities.argmax(axis=1))
+    y, predictions = np.array(labels)[codes], np.array(labels)[predicted]
     rows = rng.integers(0, 80, (4, 80))
-    vectorised = evaluation._resampled_metric(
-        metric, labels[rows], predictions[rows], None if scores is None else scores[rows]
+    kept = probabilities[:, 1] if classes.binary else probabilities
+    vectorised = metrics.resampled_classification(
+        metric, codes[rows], predicted[rows], kept[rows], classes
     )
-    function = evaluation._metric_functions(task)[metric]
-    expected = [
-        function(labels[r], predictions[r], None if scores is None else scores[r]) for r in rows
-    ]
+    function = metrics.functions("classification", classes)[metric]
+    expected = [function(y[r], predictions[r], probabilities[r]) for r in rows]
     np.testing.assert_allclose(vectorised, expected)
+
+
+@pytest.mark.parametrize("metric", sorted(METRIC_GREATER_IS_BETTER["regression"]))
+def test_vectorised_regression_metrics_equal_sklearn(metric):
+    rng = np.random.default_rng(3)
+    labels = rng.normal(size=80)
+    predictions = labels + rng.normal(size=80)
+    rows = rng.integers(0, 80, (4, 80))
+    vectorised = metrics.resampled_regression(metric, labels[rows], predictions[rows])
+    function = metrics.functions("regression")[metric]
+    expected = [function(labels[r], predictions[r], None) for r in rows]
+    np.testing.assert_allclose(vectorised, expected)
+
+
+def test_positive_label_defaults_to_one_or_the_greater_label_and_must_be_a_class():
+    assert Classes.of([0, 1]).positive == 1
+    assert Classes.of([False, True]).positive is True
+    assert Classes.of(["no", "yes"]).positive == "yes"
+    assert Classes.of([1, 2]).positive == 1
+    assert Classes.of(["no", "yes"], gate(positive_label="no")).positive == "no"
+    assert Classes.of([0, 1], gate(positive_label="0")).positive == 0
+    with pytest.raises(
+        SettingsError, match=re.escape("gate.positive_label 'maybe' is not a class")
+    ):
+        Classes.of(["no", "yes"], gate(positive_label="maybe"))
+
+
+def test_three_string_classes_are_compared_bootstrapped_and_plotted(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    features = pd.DataFrame(rng.normal(size=(300, 2)), columns=["a", "b"])
+    names = np.array(["setosa", "versicolor", "virginica"])
+    labels = pd.Series(names[(features["a"] > -0.4).astype(int) + (features["a"] > 0.4)])
+    strong = LogisticRegression().fit(features, labels)
+    weak = LogisticRegression().fit(features[["b"]].assign(a=0.0)[["a", "b"]], labels)
+    params = gate(primary_metric="roc_auc", min_improvement=0.0)
+    comparison = evaluation.compare(
+        "classification", params, DIRECTIONS, features, labels, (2, strong), (1, weak)
+    )
+    assert comparison.decision == PROMOTE
+    low, high = comparison.interval
+    assert 0 < low <= comparison.improvement <= high
+    assert comparison.candidate_metrics["accuracy"] > 0.8
+    paths = evaluation.plot(strong, features, labels, "classification", params, tmp_path)
+    assert [path.name for path in paths] == ["confusion_matrix.png"]  # no ROC curve for 3 classes

@@ -110,7 +110,7 @@ def local_log_and_labels(project) -> None:
 
 @pytest.fixture
 def reference(settings, frame) -> pd.DataFrame:
-    return data.split_features_target(frame, settings.params.data.target)[0]
+    return data.split_features_target(frame, settings.params.data)[0]
 
 
 def training_sample(reference: pd.DataFrame, rows: int = ROWS, seed: int = 0) -> pd.DataFrame:

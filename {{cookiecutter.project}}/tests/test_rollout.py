@@ -231,7 +231,7 @@ def candidates(built: Built, server: Server, request) -> Candidates:
         return _STARTED[0]
     settings = built.settings
     features, _ = data.split_features_target(
-        data.read_table(settings.resolve(settings.params.data.source)), settings.params.data.target
+        data.read_table(settings.resolve(settings.params.data.source)), settings.params.data
     )
     champion_model = registry.Registry(settings).load_model(built.version)
     versions = {
@@ -406,7 +406,7 @@ def test_the_rollout_command_promotes_only_after_a_passing_canary(project, setti
     models = registry.Registry(settings)
     training.train(settings, models, frame)
     models.promote(1, None, why="first model")
-    features, _ = data.split_features_target(frame, settings.params.data.target)
+    features, _ = data.split_features_target(frame, settings.params.data)
     flaky = register(settings, Misbehaving(models.load_model(1), fail_every=5), features)
 
     # A candidate that fails: exit 1, the report says why, and the registry is as it was.

@@ -130,11 +130,10 @@ def test_training_against_a_tracking_server_stores_the_model_in_s3(
     assert not (project / "mlartifacts").exists() and not (project / "mlruns").exists()
 
     model = models.load_model(result.model_version)
-    target, fraction = settings.params.data.target, settings.params.data.holdout_fraction
-    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, target, fraction)
-    assert evaluation.score(model, x_holdout, y_holdout, settings.params.task) == pytest.approx(
-        result.metrics
-    )
+    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, settings.params.data)
+    assert evaluation.score(
+        model, x_holdout, y_holdout, settings.params.task, settings.params.gate
+    ) == pytest.approx(result.metrics)
     refit = training.build_pipeline(settings.params.task, settings.params.model).fit(
         x_train, y_train
     )

@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from {{ cookiecutter.package }} import data, training
+from {{ cookiecutter.package }}.errors import SettingsError
 from {{ cookiecutter.package }}.registry import CHALLENGER, Registry
 from {{ cookiecutter.package }}.settings import ModelParams, load_settings
 
@@ -34,6 +35,38 @@ def test_unknown_estimator_and_bad_hyperparameters_are_named(settings):
         training.build_pipeline(settings.params.task, bad)
 
 
+def test_estimators_by_dotted_path_and_their_mistakes_are_named(settings):
+    task = settings.params.task
+    other = "regression" if task == "classification" else "classification"
+    path = {
+        "classification": "sklearn.ensemble.HistGradientBoostingClassifier",
+        "regression": "sklearn.ensemble.HistGradientBoostingRegressor",
+    }
+    pipeline = training.build_pipeline(task, ModelParams(estimator=path[task]))
+    assert type(pipeline.named_steps["model"]).__name__ == path[task].rsplit(".", 1)[1]
+    mistakes = {
+        "sklearn.ensemble.NoSuchModel": "cannot be imported",
+        "no_such_package.Model": "cannot be imported",
+        path[other]: f"is not a {task} estimator",
+        "sklearn.preprocessing.StandardScaler": f"is not a {task} estimator",
+    }
+    for estimator, why in mistakes.items():
+        with pytest.raises(SettingsError, match=f"model.estimator '{estimator}' {why}"):
+            training.build_pipeline(task, ModelParams(estimator=estimator))
+
+
+def test_missing_values_are_imputed_before_the_estimator(settings, frame):
+    """The default pipeline takes rows with gaps; without imputation, the same rows are refused."""
+    features, labels = data.split_features_target(frame, settings.params.data)
+    gaps = features.mask(np.random.default_rng(0).random(features.shape) < 0.1)
+    pipeline = training.build_pipeline(settings.params.task, settings.params.model)
+    assert pipeline.steps[0][0] == "impute"
+    assert len(pipeline.fit(gaps, labels).predict(gaps)) == len(gaps)
+    bare = settings.params.model.model_copy(update={"impute": "none"})
+    with pytest.raises(ValueError, match="NaN"):
+        training.build_pipeline(settings.params.task, bare).fit(gaps, labels)
+
+
 def test_train_registers_a_challenger_with_lineage(settings, registry, frame):
     result = training.train(settings, registry, frame)
     assert result.model_version == 1
@@ -53,6 +86,10 @@ def test_train_registers_a_challenger_with_lineage(settings, registry, frame):
     model_info = mlflow.models.get_model_info(registry.model_uri(1))
     assert model_info.signature is not None
     assert model_info.saved_input_example_info is not None
+    roles = model_info.metadata["feature_roles"]
+    target = settings.params.data.target
+    assert roles == {"features": [c for c in frame.columns if c != target], "dropped": []}
+    assert "feature_profile" in model_info.metadata
     requirements = mlflow.pyfunc.get_model_dependencies(registry.model_uri(1))
     pinned = Path(requirements).read_text()
     assert "scikit-learn==" in pinned and "pytest" not in pinned
@@ -63,18 +100,23 @@ def test_train_registers_a_challenger_with_lineage(settings, registry, frame):
     assert second.params_hash == result.params_hash  # same params, same hash
 
 
-@pytest.mark.parametrize("estimator", sorted(training.ESTIMATORS["{{ cookiecutter.task }}"]))
+@pytest.mark.parametrize(
+    "estimator",
+    [
+        *sorted(training.ESTIMATORS["{{ cookiecutter.task }}"]),
+        "sklearn.ensemble.HistGradientBoosting{{ 'Classifier' if cookiecutter.task == 'classification' else 'Regressor' }}",
+    ],
+)
 def test_registered_model_predicts_like_the_trained_pipeline(project, estimator):
-    """Every estimator survives the round trip through the registry (skops trusted types included)."""
+    """Every estimator survives the round trip through the registry (skops trusted types included),
+    also one named by dotted path whose types skops does not trust by default."""
     write_params(project, model={"estimator": estimator, "hyperparameters": {}})
     settings = load_settings(project / "params.yaml")
     frame = data.read_table(settings.resolve(settings.params.data.source))
     registry = Registry(settings)
     result = training.train(settings, registry, frame)
     loaded = registry.load_model(result.model_version)
-    x_train, y_train, x_holdout, _ = data.train_holdout_split(
-        frame, settings.params.data.target, settings.params.data.holdout_fraction
-    )
+    x_train, y_train, x_holdout, _ = data.train_holdout_split(frame, settings.params.data)
     refit = training.build_pipeline(settings.params.task, settings.params.model)
     refit.fit(x_train, y_train)
     np.testing.assert_allclose(loaded.predict(x_holdout), refit.predict(x_holdout))

@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import storage
 from .errors import DataError
+from .settings import DataParams
 
 _READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
 
@@ -58,18 +59,57 @@ def holdout_mask(features: pd.DataFrame, fraction: float) -> np.ndarray:
     return buckets < round(fraction * 10_000)
 
 
-def split_features_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, pd.Series]:
-    if target not in frame.columns:
-        raise DataError(f"target column {target!r} not found; columns are {list(frame.columns)}")
-    return frame.drop(columns=[target]), frame[target]
+def feature_roles(columns: list[str], params: DataParams, source: str) -> dict[str, list[str]]:
+    """{"features": [...], "dropped": [...]}: what the model reads and what it leaves out, checked
+    against the columns of `source` (a column params names that is not there is a DataError)."""
+    if params.target not in columns:
+        raise DataError(
+            f"data.target {params.target!r} is not a column of {source}; columns are {columns}"
+        )
+    for field, listed in (("data.features", params.features or []), ("data.drop", params.drop)):
+        if missing := [name for name in listed if name not in columns]:
+            raise DataError(
+                f"{field} lists {missing}, not columns of {source}; columns are {columns}"
+            )
+    left_out = {params.target, *params.drop}
+    features = params.features or [name for name in columns if name not in left_out]
+    if not features:
+        raise DataError(
+            f"{source} has no feature left once data.target and data.drop are set aside"
+        )
+    dropped = [name for name in columns if name not in features and name != params.target]
+    return {"features": features, "dropped": dropped}
+
+
+def missing_targets(frame: pd.DataFrame, params: DataParams, source: str) -> int:
+    """How many rows have no target; a DataError above data.max_missing_target_share."""
+    missing = int(frame[params.target].isna().sum()) if params.target in frame.columns else 0
+    if missing > params.max_missing_target_share * len(frame):
+        raise DataError(
+            f"{missing} of {len(frame)} rows of {source} have no {params.target!r} "
+            f"(data.target): more than data.max_missing_target_share "
+            f"({params.max_missing_target_share:.0%})"
+        )
+    return missing
+
+
+def split_features_target(
+    frame: pd.DataFrame, params: DataParams, source: str = "the data"
+) -> tuple[pd.DataFrame, pd.Series]:
+    """The feature columns (`feature_roles`) and the target, without the rows that have no target."""
+    roles = feature_roles([str(name) for name in frame.columns], params, source)
+    labelled = frame[frame[params.target].notna()]
+    return labelled[roles["features"]], labelled[params.target]
 
 
 def train_holdout_split(
-    frame: pd.DataFrame, target: str, fraction: float
+    frame: pd.DataFrame, params: DataParams, source: str = "the data"
 ) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series]:
     """(X_train, y_train, X_holdout, y_holdout), the same for the same rows on every run."""
-    features, labels = split_features_target(frame, target)
-    mask = holdout_mask(features, fraction)
+    features, labels = split_features_target(frame, params, source)
+    mask = holdout_mask(features, params.holdout_fraction)
     if mask.all() or not mask.any():
-        raise DataError(f"{len(frame)} rows are too few for a holdout of {fraction:.0%}")
+        raise DataError(
+            f"{len(features)} rows are too few for a holdout of {params.holdout_fraction:.0%}"
+        )
     return features[~mask], labels[~mask], features[mask], labels[mask]

@@ -1,7 +1,7 @@
 """Score challenger and champion on the same frozen holdout and decide, with reasons, whether to promote.
 
-scikit-learn's metrics and matplotlib are imported where they are used: the pull request comment and
-the job summaries render this module's report without paying seconds for them.
+The metrics themselves are in `metrics`. matplotlib is imported where it is used: the pull request
+comment and the job summaries render this module's report without paying seconds for it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import metrics
+from .errors import StateError
+from .metrics import Classes
 from .reports import cell, markdown_table, number, signed
 from .settings import GateParams
 
@@ -23,77 +26,48 @@ if TYPE_CHECKING:
 PROMOTE, REJECT = "promote", "reject"
 
 
-def _metric_functions(task: str) -> dict:
-    """name -> f(y_true, predictions, positive-class scores or None)."""
-    from sklearn import metrics as skm
-
-    if task == "classification":
-        return {
-            "accuracy": lambda y, p, s: skm.accuracy_score(y, p),
-            "f1": lambda y, p, s: skm.f1_score(y, p, zero_division=0),
-            "precision": lambda y, p, s: skm.precision_score(y, p, zero_division=0),
-            "recall": lambda y, p, s: skm.recall_score(y, p, zero_division=0),
-            "roc_auc": lambda y, p, s: skm.roc_auc_score(y, s),
-            "log_loss": lambda y, p, s: skm.log_loss(y, s, labels=[0, 1]),
-        }
-    return {
-        "r2": lambda y, p, s: skm.r2_score(y, p),
-        "rmse": lambda y, p, s: skm.root_mean_squared_error(y, p),
-        "mae": lambda y, p, s: skm.mean_absolute_error(y, p),
-    }
-
-
 def _predict(model: BaseEstimator, features: pd.DataFrame, task: str):
+    """(predictions, class probabilities in the order of the model's `classes_`, or None)."""
     predictions = np.asarray(model.predict(features))
-    scores = model.predict_proba(features)[:, 1] if task == "classification" else None
-    return predictions, scores
+    probabilities = model.predict_proba(features) if task == "classification" else None
+    return predictions, probabilities
 
 
-def metric(task: str, name: str, y, predictions, scores=None) -> float:
-    """One metric from labels and a model's outputs (scores: positive-class probabilities)."""
-    return float(_metric_functions(task)[name](y, predictions, scores))
+def classes_of(model: BaseEstimator, task: str, gate: GateParams) -> Classes | None:
+    return Classes.of(model.classes_, gate) if task == "classification" else None
 
 
-def _compute(task: str, y, predictions, scores) -> dict[str, float]:
-    return {name: float(f(y, predictions, scores)) for name, f in _metric_functions(task).items()}
-
-
-def score(model: BaseEstimator, features: pd.DataFrame, labels: pd.Series, task: str) -> dict:
+def score(
+    model: BaseEstimator, features: pd.DataFrame, labels: pd.Series, task: str, gate: GateParams
+) -> dict:
     """Every metric of the task for one model on one data set."""
-    return _compute(task, np.asarray(labels), *_predict(model, features, task))
+    outputs = _predict(model, features, task)
+    return metrics.compute(task, np.asarray(labels), *outputs, classes_of(model, task, gate))
 
 
-def _resampled_metric(metric: str, y: np.ndarray, predictions: np.ndarray, scores) -> np.ndarray:
-    """The metric on every resample at once: rows of `y`/`predictions` are resamples.
+def _classification_differences(
+    metric: str, labels: np.ndarray, rows: np.ndarray, candidate: tuple, champion: tuple, classes
+) -> np.ndarray:
+    """Candidate minus champion on every resample (`rows`) that holds each of the holdout's
+    classes: without one, its AUC or F1 is undefined."""
+    codes = classes.codes(labels)
+    resampled_codes = codes[rows]
+    every_class = np.all([(resampled_codes == code).any(axis=1) for code in np.unique(codes)], 0)
+    rows, y = rows[every_class], resampled_codes[every_class]
 
-    Vectorised, because sklearn's per-call checks make a thousand resamples take seconds.
-    """
-    if metric == "accuracy":
-        return (y == predictions).mean(axis=1)
-    if metric in {"precision", "recall", "f1"}:
-        true_pos = ((predictions == 1) & (y == 1)).sum(axis=1)
-        predicted, actual = (predictions == 1).sum(axis=1), (y == 1).sum(axis=1)
-        denominator = {"precision": predicted, "recall": actual, "f1": (predicted + actual) / 2}
-        below = denominator[metric]
-        return np.divide(true_pos, below, out=np.zeros(len(y)), where=below > 0)
-    if metric == "log_loss":
-        clipped = np.clip(scores, 1e-15, 1 - 1e-15)
-        return -(y * np.log(clipped) + (1 - y) * np.log(1 - clipped)).mean(axis=1)
-    if metric == "roc_auc":  # Mann-Whitney U: the chance a positive outranks a negative
-        from scipy.stats import rankdata  # scipy.stats takes a second to import; only AUC needs it
+    def resampled(outputs: tuple) -> np.ndarray:
+        predictions, probabilities = outputs
+        if probabilities is not None and classes.binary:
+            probabilities = probabilities[:, 1]  # all a binary metric needs (Classes.labels[1])
+        return metrics.resampled_classification(
+            metric,
+            y,
+            classes.codes(predictions)[rows],
+            None if probabilities is None else probabilities[rows],
+            classes,
+        )
 
-        ranks = rankdata(scores, axis=1)
-        positives = (y == 1).sum(axis=1)
-        negatives = y.shape[1] - positives
-        rank_sum = (ranks * (y == 1)).sum(axis=1)
-        return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
-    errors = predictions - y
-    if metric == "rmse":
-        return np.sqrt((errors**2).mean(axis=1))
-    if metric == "mae":
-        return np.abs(errors).mean(axis=1)
-    total = ((y - y.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    return 1 - (errors**2).sum(axis=1) / total  # r2
+    return resampled(candidate) - resampled(champion)
 
 
 def bootstrap_difference(
@@ -105,25 +79,27 @@ def bootstrap_difference(
     samples: int,
     confidence_level: float,
     seed: int = 0,
+    classes: Classes | None = None,
 ) -> tuple[float, float]:
-    """Paired bootstrap interval of (candidate - champion) on the metric.
+    """Paired bootstrap interval of (candidate - champion) on the metric; `candidate` and
+    `champion` are (predictions, class probabilities or None).
 
     Both models are scored on the SAME resampled rows each time, so the interval reflects the noise of
-    the holdout rather than comparing two unrelated samples.
+    the holdout rather than comparing two unrelated samples. `classes` (classification): the models'
+    classes, by default those of `labels`.
     """
     rng = np.random.default_rng(seed)
     rows = rng.integers(0, len(labels), (samples, len(labels)))
-    y = labels[rows]
-    if task == "classification":  # a resample with one class has no defined AUC or F1
-        rows, y = rows[y.min(axis=1) != y.max(axis=1)], y[y.min(axis=1) != y.max(axis=1)]
-
-    def resampled(outputs: tuple) -> np.ndarray:
-        predictions, scores = outputs
-        return _resampled_metric(
-            metric, y, predictions[rows], None if scores is None else scores[rows]
+    if task == "classification":
+        classes = classes or Classes.of(np.unique(labels))
+        differences = _classification_differences(
+            metric, labels, rows, candidate, champion, classes
         )
-
-    differences = resampled(candidate) - resampled(champion)
+    else:
+        y = labels[rows]
+        differences = metrics.resampled_regression(
+            metric, y, candidate[0][rows]
+        ) - metrics.resampled_regression(metric, y, champion[0][rows])
     tail = (1 - confidence_level) / 2 * 100
     low, high = np.percentile(differences, [tail, 100 - tail])
     return float(low), float(high)
@@ -213,12 +189,18 @@ def compare(
     """Score both models on the same rows, bootstrap the difference, and apply the gate."""
     y = np.asarray(labels)
     candidate_version, candidate_model = candidate
+    classes = classes_of(candidate_model, task, gate)
     candidate_outputs = _predict(candidate_model, features, task)
-    candidate_metrics = _compute(task, y, *candidate_outputs)
+    candidate_metrics = metrics.compute(task, y, *candidate_outputs, classes)
     champion_metrics, interval = None, None
     if champion is not None:
+        if classes_of(champion[1], task, gate) != classes:
+            raise StateError(
+                f"champion v{champion[0]} knows the classes {list(champion[1].classes_)}, "
+                f"the candidate {list(classes.labels)}: they cannot be scored on one holdout"
+            )
         champion_outputs = _predict(champion[1], features, task)
-        champion_metrics = _compute(task, y, *champion_outputs)
+        champion_metrics = metrics.compute(task, y, *champion_outputs, classes)
         interval = bootstrap_difference(
             task,
             gate.primary_metric,
@@ -227,6 +209,7 @@ def compare(
             champion_outputs,
             gate.bootstrap_samples,
             gate.confidence_level,
+            classes=classes,
         )
     decision, reasons, gain = decide(
         gate, greater_is_better, candidate_metrics, champion_metrics, interval
@@ -301,8 +284,19 @@ def markdown(
     return "\n".join(lines)
 
 
-def plot(model: BaseEstimator, features: pd.DataFrame, labels: pd.Series, task: str, out: Path):
-    """Diagnostic plots of one model on the holdout; returns the PNG paths written."""
+def plot(
+    model: BaseEstimator,
+    features: pd.DataFrame,
+    labels: pd.Series,
+    task: str,
+    gate: GateParams,
+    out: Path,
+):
+    """Diagnostic plots of one model on the holdout; returns the PNG paths written.
+
+    Classification: the k x k confusion matrix, and the ROC curve of the positive class when there
+    are two. Regression: residuals and actual against predicted.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display
@@ -310,15 +304,22 @@ def plot(model: BaseEstimator, features: pd.DataFrame, labels: pd.Series, task: 
     from sklearn import metrics as skm
 
     out.mkdir(parents=True, exist_ok=True)
-    predictions, scores = _predict(model, features, task)
+    predictions, probabilities = _predict(model, features, task)
     written = []
     if task == "classification":
+        classes = classes_of(model, task, gate)
         charts = {
             "confusion_matrix": lambda ax: skm.ConfusionMatrixDisplay.from_predictions(
-                labels, predictions, ax=ax, colorbar=False
+                labels, predictions, labels=list(classes.labels), ax=ax, colorbar=False
             ),
-            "roc_curve": lambda ax: skm.RocCurveDisplay.from_predictions(labels, scores, ax=ax),
         }
+        if classes.binary:
+            charts["roc_curve"] = lambda ax: skm.RocCurveDisplay.from_predictions(
+                labels,
+                probabilities[:, classes.positive_code],
+                pos_label=classes.positive,
+                ax=ax,
+            )
     else:
         charts = {
             "residuals": lambda ax: skm.PredictionErrorDisplay.from_predictions(

@@ -58,6 +58,7 @@ def train(settings: Settings, registry: Registry, say: Say) -> dict:
         "data_fingerprint": trained.data_fingerprint,
         "params_hash": trained.params_hash,
         "git_sha": trained.git_sha,
+        "dropped_rows_missing_target": trained.dropped_rows_missing_target,
     }
     reports.write_report(settings.reports_dir, "train", result)
     metric = settings.params.gate.primary_metric
@@ -86,10 +87,10 @@ def evaluate(
     champion = registry.alias_version(CHAMPION)
     if champion == candidate:
         raise StateError(f"v{candidate} is already the champion; nothing to compare")
-    frame = data.read_table(settings.resolve(params.data.source))
-    _, _, x_holdout, y_holdout = data.train_holdout_split(
-        frame, params.data.target, params.data.holdout_fraction
-    )
+    source = settings.resolve(params.data.source)
+    frame = data.read_table(source)
+    missing_target = data.missing_targets(frame, params.data, source)
+    _, _, x_holdout, y_holdout = data.train_holdout_split(frame, params.data, source)
     candidate_model = registry.load_model(candidate)
     comparison = evaluation.compare(
         params.task,
@@ -101,11 +102,17 @@ def evaluate(
         None if champion is None else (champion, registry.load_model(champion)),
     )
     plots = evaluation.plot(
-        candidate_model, x_holdout, y_holdout, params.task, settings.reports_dir / "plots"
+        candidate_model,
+        x_holdout,
+        y_holdout,
+        params.task,
+        params.gate,
+        settings.reports_dir / "plots",
     )
     result = {
         **comparison.to_dict(),
         "data_fingerprint": data.fingerprint(frame),
+        "dropped_rows_missing_target": missing_target,
         "plots": [str(path) for path in plots],
     }
     markdown = evaluation.markdown(result, settings.greater_is_better)

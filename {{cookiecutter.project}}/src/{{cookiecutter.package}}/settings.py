@@ -49,7 +49,23 @@ class _Section(BaseModel):
 class DataParams(_Section):
     source: str
     target: str
+    # The model's inputs: None for every column but the target and `drop`.
+    features: list[str] | None = Field(None, min_length=1)
+    # Columns that are not features: ids, free text, anything known only after the fact.
+    drop: list[str] = Field(default_factory=list)
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    # Rows without a target are left out of training and evaluation (counted in their reports);
+    # above this share of the rows, the data is refused instead.
+    max_missing_target_share: float = Field(0.05, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _roles_do_not_overlap(self) -> DataParams:
+        listed = set(self.features or ()) | set(self.drop)
+        if self.target in listed:
+            raise ValueError(f"the target {self.target!r} cannot be a feature or dropped")
+        if overlap := sorted(set(self.features or ()) & set(self.drop)):
+            raise ValueError(f"{overlap} are both in data.features and data.drop")
+        return self
 
 
 class ValidationParams(_Section):
@@ -57,8 +73,11 @@ class ValidationParams(_Section):
 
 
 class ModelParams(_Section):
+    # A short name of `training.ESTIMATORS` or a dotted path to any scikit-learn-compatible class.
     estimator: str
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    # How missing numeric values are filled before scaling (none: the estimator takes them as they are).
+    impute: Literal["median", "mean", "most_frequent", "none"] = "median"
     scale_features: bool = True
     random_state: int = 42
 
@@ -70,6 +89,11 @@ class GateParams(_Section):
     bootstrap_samples: int = Field(1000, ge=100)
     confidence_level: float = Field(0.95, gt=0.5, lt=1)
     require_significance: bool = False
+    # The class f1, precision, recall, roc_auc count as positive on a binary target. None: 1 (or
+    # True) when it is a label, else the greater of the two labels in sorted order ("yes" of no/yes).
+    positive_label: str | int | bool | None = None
+    # How precision, recall, f1 and roc_auc (one-vs-rest) average over the classes of a multiclass target.
+    average: Literal["macro", "weighted"] = "macro"
 
 
 class RegistryParams(_Section):

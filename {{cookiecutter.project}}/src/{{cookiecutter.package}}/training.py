@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import subprocess
 from dataclasses import dataclass
@@ -11,23 +12,25 @@ from importlib.metadata import version
 import mlflow
 import pandas as pd
 from mlflow.models import infer_signature
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_classifier, is_regressor
 from sklearn.ensemble import (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import data, evaluation, profile
-from .errors import SettingsError
+from .errors import DataError, SettingsError
 from .registry import CHALLENGER, Registry
 from .settings import ModelParams, Settings
 
-# The estimators params.yaml may name, per task. Add yours here; everything else follows.
+# Short names params.yaml may use for model.estimator, per task; any other scikit-learn-compatible
+# class is named by its dotted path (`estimator_class`). The gate, the service and the reports follow.
 ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
     "classification": {
         "logistic_regression": LogisticRegression,
@@ -41,9 +44,6 @@ ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
     },
 }
 
-# Tree models are stored with skops, which loads only the types it is told to trust.
-SKOPS_TRUSTED_TYPES = ["sklearn.tree._tree.Tree", "sklearn._loss.link.Interval"]
-
 
 @dataclass(frozen=True)
 class TrainingResult:
@@ -53,26 +53,89 @@ class TrainingResult:
     data_fingerprint: str
     params_hash: str
     git_sha: str
+    dropped_rows_missing_target: int
+
+
+def estimator_class(task: str, name: str) -> type[BaseEstimator]:
+    """A short name of ESTIMATORS, or any importable class by dotted path (`package.module.Class`)."""
+    choices = ESTIMATORS[task]
+    if name in choices:
+        return choices[name]
+    module_name, _, class_name = name.rpartition(".")
+    if not module_name:
+        raise SettingsError(
+            f"model.estimator {name!r} is not a {task} estimator; choose from {sorted(choices)} "
+            "or give a class by dotted path, e.g. sklearn.ensemble.HistGradientBoostingClassifier"
+        )
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise SettingsError(f"model.estimator {name!r} cannot be imported: {error}") from None
+    if not isinstance(found, type):
+        raise SettingsError(f"model.estimator {name!r} is not a class")
+    return found
 
 
 def build_pipeline(task: str, params: ModelParams) -> Pipeline:
-    """The unfitted model: optional scaling, then the estimator named in params."""
-    choices = ESTIMATORS[task]
-    if params.estimator not in choices:
-        raise SettingsError(
-            f"model.estimator {params.estimator!r} is not a {task} estimator; "
-            f"choose from {sorted(choices)}"
-        )
-    estimator_class = choices[params.estimator]
+    """The unfitted model: imputation of missing values, optional scaling, then the estimator."""
+    estimator_type = estimator_class(task, params.estimator)
     hyperparameters = dict(params.hyperparameters)
-    if "random_state" in estimator_class().get_params():
-        hyperparameters.setdefault("random_state", params.random_state)
     try:
-        estimator = estimator_class(**hyperparameters)
+        if "random_state" in estimator_type().get_params():
+            hyperparameters.setdefault("random_state", params.random_state)
+        estimator = estimator_type(**hyperparameters)
     except TypeError as error:
         raise SettingsError(f"model.hyperparameters for {params.estimator}: {error}") from None
-    steps = [("scale", StandardScaler())] if params.scale_features else []
+    fits_task = is_classifier if task == "classification" else is_regressor
+    if not fits_task(estimator):
+        raise SettingsError(f"model.estimator {params.estimator!r} is not a {task} estimator")
+    if task == "classification" and not hasattr(estimator, "predict_proba"):
+        raise SettingsError(
+            f"model.estimator {params.estimator!r} gives no class probabilities (predict_proba), "
+            "which roc_auc and log_loss need"
+        )
+    steps = []
+    if params.impute != "none":
+        steps.append(("impute", SimpleImputer(strategy=params.impute)))
+    if params.scale_features:
+        steps.append(("scale", StandardScaler()))
     return Pipeline([*steps, ("model", estimator)])
+
+
+def fit(settings: Settings, x_train: pd.DataFrame, y_train: pd.Series, source: str) -> Pipeline:
+    """The pipeline of params fitted on the training rows; a mistake of params is a SettingsError
+    naming the params file and the field, never a traceback."""
+    params = settings.params
+    if params.task == "classification" and y_train.nunique() < 2:
+        raise DataError(
+            f"data.target {params.data.target!r} of {source} has a single class "
+            f"({y_train.unique().tolist()}) in the training rows; a classifier needs two or more"
+        )
+    try:
+        pipeline = build_pipeline(params.task, params.model)
+    except SettingsError as error:
+        raise SettingsError(f"{settings.params_file}: {error}") from None
+    try:
+        return pipeline.fit(x_train, y_train)
+    except (ValueError, TypeError) as error:
+        raise SettingsError(
+            f"{settings.params_file}: model.estimator {params.model.estimator!r} with "
+            f"model.hyperparameters {dict(params.model.hyperparameters)} cannot be fitted "
+            f"on {source}: {error}"
+        ) from None
+
+
+def trusted_types(pipeline: Pipeline) -> list[str]:
+    """The types skops must be told to trust to load `pipeline` back.
+
+    skops loads only the types it trusts (tree models have some it does not trust by default). This
+    pipeline was built and fitted here, from params reviewed in the repository, so every type skops
+    finds in it is ours: trusting them is what lets any estimator skops can audit be stored. The
+    registry's integrity digest still guards the files against a change after registration.
+    """
+    from skops import io as skops_io
+
+    return skops_io.get_untrusted_types(data=skops_io.dumps(pipeline))
 
 
 def params_hash(settings: Settings) -> str:
@@ -102,14 +165,26 @@ def flatten(prefix: str, values: dict) -> dict[str, object]:
     return {f"{prefix}.{key}": value for key, value in values.items()}
 
 
+def model_metadata(
+    task: str, x_train: pd.DataFrame, y_train: pd.Series, roles: dict[str, list[str]]
+) -> dict:
+    """In the MLmodel file: the service judges requests against the profile, monitoring traffic;
+    the roles say which columns of the data the model reads and which it was told to leave out."""
+    metadata = {"feature_profile": profile.feature_profile(x_train), "feature_roles": roles}
+    if task == "regression":
+        metadata["prediction_buckets"] = profile.prediction_buckets(y_train)
+    return metadata
+
+
 def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> TrainingResult:
     """Fit on the training rows, score on the frozen holdout, register, and alias as `challenger`."""
     params = settings.params
-    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(
-        frame, params.data.target, params.data.holdout_fraction
-    )
-    pipeline = build_pipeline(params.task, params.model).fit(x_train, y_train)
-    metrics = evaluation.score(pipeline, x_holdout, y_holdout, params.task)
+    source = settings.resolve(params.data.source)
+    missing_target = data.missing_targets(frame, params.data, source)
+    roles = data.feature_roles([str(name) for name in frame.columns], params.data, source)
+    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, params.data, source)
+    pipeline = fit(settings, x_train, y_train, source)
+    metrics = evaluation.score(pipeline, x_holdout, y_holdout, params.task, params.gate)
 
     lineage = {
         "git_sha": git_sha(settings),
@@ -123,6 +198,7 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
         mlflow.log_params(
             {
                 "estimator": params.model.estimator,
+                "impute": params.model.impute,
                 "scale_features": params.model.scale_features,
                 "holdout_fraction": params.data.holdout_fraction,
                 "train_rows": len(x_train),
@@ -139,16 +215,8 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
             input_example=example,
             pip_requirements=pip_requirements(),
             registered_model_name=params.registry.model_name,
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
-            # In the MLmodel file: the service judges requests against it, monitoring traffic.
-            metadata={
-                "feature_profile": profile.feature_profile(x_train),
-                **(
-                    {"prediction_buckets": profile.prediction_buckets(y_train)}
-                    if params.task == "regression"
-                    else {}
-                ),
-            },
+            skops_trusted_types=trusted_types(pipeline),
+            metadata=model_metadata(params.task, x_train, y_train, roles),
         )
     model_version = int(model_info.registered_model_version)
     registry.tag_version(model_version, lineage)
@@ -161,4 +229,5 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
         data_fingerprint=lineage["data_fingerprint"],
         params_hash=lineage["params_hash"],
         git_sha=lineage["git_sha"],
+        dropped_rows_missing_target=missing_target,
     )

@@ -93,7 +93,7 @@ def judge(settings: Settings, window: Window, html: Path) -> dict:
     before it (for the retraining streak); Evidently's HTML report of `window` goes to `html`."""
     params = settings.params.monitoring
     source = settings.resolve(settings.params.data.source)
-    reference, _ = data.split_features_target(data.read_table(source), settings.params.data.target)
+    reference, _ = data.split_features_target(data.read_table(source), settings.params.data)
     features = [str(name) for name in reference.columns]
     length, count = window.end - window.start, params.retrain_after_windows
     periods = [

@@ -72,23 +72,30 @@ def positive_scores(log: pd.DataFrame) -> np.ndarray | None:
 
 def window_metric(task: str, metric: str, joined: pd.DataFrame) -> tuple[float | None, str | None]:
     """(value, None), or (None, why the metric cannot be computed from these logged rows)."""
-    from .. import evaluation
+    from .. import metrics
 
     y = joined[LABEL].to_numpy()
     predictions = joined[PREDICTION].to_numpy()
-    scores = None
-    if metric in PROBABILITY_METRICS:
-        classes = set(np.unique(np.concatenate([y, predictions])).tolist())
-        if not classes <= {0, 1}:
-            return (
-                None,
-                f"{metric} needs binary 0/1 labels; the log holds {sorted(map(str, classes))}",
-            )
-        scores = positive_scores(joined)
-        if scores is None:
-            return None, f"{metric} needs the logged probability, which is missing in these rows"
+    probabilities, classes = None, None
+    if task == "classification":
+        seen = set(np.unique(np.concatenate([y, predictions])).tolist())
+        binary = seen <= {0, 1}
+        classes = metrics.Classes((0, 1), 1) if binary else metrics.Classes.of(sorted(seen))
+        if metric in PROBABILITY_METRICS:
+            if not binary:
+                return (
+                    None,
+                    f"{metric} needs binary 0/1 labels; the log holds {sorted(map(str, seen))}",
+                )
+            scores = positive_scores(joined)
+            if scores is None:
+                return (
+                    None,
+                    f"{metric} needs the logged probability, which is missing in these rows",
+                )
+            probabilities = np.column_stack([1 - scores, scores])
     try:
-        return evaluation.metric(task, metric, y, predictions, scores), None
+        return metrics.metric(task, metric, y, predictions, probabilities, classes), None
     except ValueError as error:  # e.g. AUC with one class only
         return None, f"{metric} undefined on these rows: {error}"
 
