@@ -230,7 +230,7 @@ def test_from_overlay_reads_the_route_and_the_live_champion(cluster, monkeypatch
     cluster.answer("kustomize", stdout=yaml.safe_dump_all([deployment_doc, SKELETON]))
     cluster.answer("get", stdout=json.dumps(live))
     monkeypatch.setenv("PROMETHEUS_URL", "http://prometheus.example:9090")
-    prometheus_url = load_settings(PROJECT_DIR / "params.yaml").prometheus_url
+    prometheus_url = load_settings(PROJECT_DIR / "params.yaml").env.prometheus_url
     target = KubernetesTarget.from_overlay("deploy/k8s/overlays/production", prometheus_url)
     assert (target.champion_slot, target.candidate_slot) == ("green", "blue")
     assert target.prometheus_url == "http://prometheus.example:9090"
@@ -242,7 +242,7 @@ def test_from_overlay_reads_the_route_and_the_live_champion(cluster, monkeypatch
 
 def test_from_overlay_needs_prometheus(monkeypatch):
     monkeypatch.delenv("PROMETHEUS_URL", raising=False)
-    prometheus_url = load_settings(PROJECT_DIR / "params.yaml").prometheus_url
+    prometheus_url = load_settings(PROJECT_DIR / "params.yaml").env.prometheus_url
     with pytest.raises(KubernetesError, match="PROMETHEUS_URL is not set"):
         KubernetesTarget.from_overlay("deploy/k8s/overlays/production", prometheus_url)
 

@@ -11,11 +11,12 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -60,8 +61,7 @@ class DataParams(_Section):
 
     @model_validator(mode="after")
     def _roles_do_not_overlap(self) -> DataParams:
-        listed = set(self.features or ()) | set(self.drop)
-        if self.target in listed:
+        if self.target in {*(self.features or ()), *self.drop}:
             raise ValueError(f"the target {self.target!r} cannot be a feature or dropped")
         if overlap := sorted(set(self.features or ()) & set(self.drop)):
             raise ValueError(f"{overlap} are both in data.features and data.drop")
@@ -235,33 +235,42 @@ class ServiceArgs(_Section):
         return cls(model_tag=model_tag, serving=params.serving, monitoring=params.monitoring)
 
 
-def _present(value: str | None) -> str | None:
-    """Workflows pass an unset variable as an empty string: the same as not set."""
-    return value.strip() or None if value is not None else None
+def _variable(name: str, default: Any = None) -> Any:
+    """A field read from the environment variable `name` (its field name works too, in code)."""
+    return Field(default, validation_alias=name)
 
 
-class GitHubContext(_Section):
+# Set: "true" only, as the workflows write it (GITHUB_ACTIONS, SKIP_IMAGE); any value (ACT).
+Flag = Annotated[bool, BeforeValidator(lambda value: value is True or value == "true")]
+Present = Annotated[bool, BeforeValidator(bool)]
+
+
+class _Variables(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+
+class GitHubContext(_Variables):
     """What GitHub Actions (and the workflows' own `env:`) tell a step; every field None elsewhere."""
 
-    actions: bool = False  # GITHUB_ACTIONS
-    act: bool = False  # ACT: a local run of the workflows by `act`
-    sha: str | None = None  # GITHUB_SHA
-    actor: str | None = None  # GITHUB_ACTOR
-    run_id: str | None = None  # GITHUB_RUN_ID
-    server_url: str | None = None  # GITHUB_SERVER_URL
-    repository: str | None = None  # GITHUB_REPOSITORY
-    output: Path | None = None  # GITHUB_OUTPUT
-    step_summary: Path | None = None  # GITHUB_STEP_SUMMARY
+    actions: Flag = _variable("GITHUB_ACTIONS", False)
+    act: Present = _variable("ACT", False)  # a local run of the workflows by `act`
+    sha: str | None = _variable("GITHUB_SHA")
+    actor: str | None = _variable("GITHUB_ACTOR")
+    run_id: str | None = _variable("GITHUB_RUN_ID")
+    server_url: str | None = _variable("GITHUB_SERVER_URL")
+    repository: str | None = _variable("GITHUB_REPOSITORY")
+    output: Path | None = _variable("GITHUB_OUTPUT")
+    step_summary: Path | None = _variable("GITHUB_STEP_SUMMARY")
     # Passed by the workflows:
-    pr_head_sha: str | None = None  # PR_HEAD_SHA
-    pr_head_repo: str | None = None  # PR_HEAD_REPO
-    artifact_url: str | None = None  # ARTIFACT_URL
-    base_ref: str | None = None  # BASE_REF
-    base_sha: str | None = None  # BASE_SHA
-    baseline_outcome: str | None = None  # BASELINE_OUTCOME
-    champion_mode: str | None = None  # CHAMPION_MODE
-    aws_role_arn: str | None = None  # AWS_ROLE_ARN
-    skip_image: bool = False  # SKIP_IMAGE
+    pr_head_sha: str | None = _variable("PR_HEAD_SHA")
+    pr_head_repo: str | None = _variable("PR_HEAD_REPO")
+    artifact_url: str | None = _variable("ARTIFACT_URL")
+    base_ref: str | None = _variable("BASE_REF")
+    base_sha: str | None = _variable("BASE_SHA")
+    baseline_outcome: str | None = _variable("BASELINE_OUTCOME")
+    champion_mode: str | None = _variable("CHAMPION_MODE")
+    aws_role_arn: str | None = _variable("AWS_ROLE_ARN")
+    skip_image: Flag = _variable("SKIP_IMAGE", False)
 
     @property
     def run_url(self) -> str | None:
@@ -270,57 +279,30 @@ class GitHubContext(_Section):
         return f"{self.server_url}/{self.repository}/actions/runs/{self.run_id}"
 
 
-class Environment(_Section):
+class Environment(_Variables):
     """Every environment variable the pipeline reads, read once (`Environment.read`).
 
     boto3 and MLflow read their own (AWS_*, MLFLOW_TRACKING_TOKEN); the serving process reads its
     tokens and log location where BentoML starts it (`serving`).
     """
 
-    tracking_uri: str | None = None  # MLFLOW_TRACKING_URI
-    reports_dir: Path | None = None  # REPORTS_DIR
-    prometheus_url: str | None = None  # PROMETHEUS_URL: the cluster's, for Kubernetes rollouts
-    api_token: str | None = None  # SERVICE_API_TOKEN: what this machine's clients send
-    bentoml_home: Path | None = None  # BENTOML_HOME
-    batch_input: str | None = None  # BATCH_INPUT: overrides batch.input
-    batch_output: str | None = None  # BATCH_OUTPUT: overrides batch.output
+    tracking_uri: str | None = _variable("MLFLOW_TRACKING_URI")
+    reports_dir: Path | None = _variable("REPORTS_DIR")
+    # The Prometheus that scrapes the service's pods: a Kubernetes rollout judges each step on it.
+    prometheus_url: str | None = _variable("PROMETHEUS_URL")
+    api_token: str | None = _variable(API_TOKEN_VARIABLE)  # what this machine's clients send
+    bentoml_home: Path | None = _variable("BENTOML_HOME")
+    batch_input: str | None = _variable("BATCH_INPUT")  # overrides batch.input
+    batch_output: str | None = _variable("BATCH_OUTPUT")  # overrides batch.output
     github: GitHubContext = GitHubContext()
 
     @classmethod
     def read(cls, environ: Mapping[str, str] | None = None) -> Environment:
-        env = {
-            name: _present(value)
-            for name, value in (os.environ if environ is None else environ).items()
-        }
-        return cls(
-            tracking_uri=env.get("MLFLOW_TRACKING_URI"),
-            reports_dir=env.get("REPORTS_DIR"),
-            prometheus_url=env.get("PROMETHEUS_URL"),
-            api_token=env.get(API_TOKEN_VARIABLE),
-            bentoml_home=env.get("BENTOML_HOME"),
-            batch_input=env.get("BATCH_INPUT"),
-            batch_output=env.get("BATCH_OUTPUT"),
-            github=GitHubContext(
-                actions=env.get("GITHUB_ACTIONS") == "true",
-                act=bool(env.get("ACT")),
-                sha=env.get("GITHUB_SHA"),
-                actor=env.get("GITHUB_ACTOR"),
-                run_id=env.get("GITHUB_RUN_ID"),
-                server_url=env.get("GITHUB_SERVER_URL"),
-                repository=env.get("GITHUB_REPOSITORY"),
-                output=env.get("GITHUB_OUTPUT"),
-                step_summary=env.get("GITHUB_STEP_SUMMARY"),
-                pr_head_sha=env.get("PR_HEAD_SHA"),
-                pr_head_repo=env.get("PR_HEAD_REPO"),
-                artifact_url=env.get("ARTIFACT_URL"),
-                base_ref=env.get("BASE_REF"),
-                base_sha=env.get("BASE_SHA"),
-                baseline_outcome=env.get("BASELINE_OUTCOME"),
-                champion_mode=env.get("CHAMPION_MODE"),
-                aws_role_arn=env.get("AWS_ROLE_ARN"),
-                skip_image=env.get("SKIP_IMAGE") == "true",
-            ),
-        )
+        """The environment (os.environ by default); workflows pass an unset variable as an empty
+        string, which counts as not set."""
+        variables = os.environ if environ is None else environ
+        present = {name: value.strip() for name, value in variables.items() if value.strip()}
+        return cls.model_validate({**present, "github": GitHubContext.model_validate(present)})
 
 
 class Settings(BaseModel):
@@ -345,11 +327,6 @@ class Settings(BaseModel):
     @property
     def reports_dir(self) -> Path:
         return self.env.reports_dir or self.project_dir / "reports"
-
-    @property
-    def prometheus_url(self) -> str | None:
-        """The Prometheus that scrapes the service's pods: a Kubernetes rollout judges each step on it."""
-        return self.env.prometheus_url
 
     @property
     def bentoml_home(self) -> Path:

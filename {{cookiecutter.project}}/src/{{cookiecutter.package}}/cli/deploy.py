@@ -112,7 +112,7 @@ def rollout(
             candidate,
             overlay=overlay,
             image=image,
-            prometheus_url=settings.prometheus_url,
+            prometheus_url=settings.env.prometheus_url,
             champion_slot=champion_slot,
             on_step=_say_step,
         )
