@@ -67,17 +67,31 @@ def test_building_an_unknown_version_fails_naming_it(built: Built):
         build(built.settings, 999)
 
 
-def test_serve_runs_this_bentoml_in_the_project_home_with_the_local_token(
-    built: Built, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.delenv("SERVICE_API_TOKENS", raising=False)
-    monkeypatch.delenv("SERVICE_API_TOKENS_FILE", raising=False)
+def test_serve_runs_this_bentoml_in_the_project_home_with_the_local_token(built: Built):
+    no_tokens = {"service_tokens": None, "service_tokens_file": None}
+    settings = built.settings.model_copy(
+        update={"env": built.settings.env.model_copy(update=no_tokens)}
+    )
     command = serve_command(built.bento, "0.0.0.0", 3000)
-    env = server_environment(built.settings)
+    env = server_environment(settings)
     assert command[-6:] == ["serve", built.bento, "--host", "0.0.0.0", "--port", "3000"]
-    assert env["BENTOML_HOME"] == str(built.settings.bentoml_home)
-    assert env["SERVICE_API_TOKENS"] == built.settings.api_token()
-    assert len(built.settings.api_token()) >= 32
+    assert env["BENTOML_HOME"] == str(settings.bentoml_home)
+    assert env["SERVICE_API_TOKENS"] == settings.api_token()
+    assert len(settings.api_token()) >= 32
+
+
+def test_servers_accept_the_tokens_of_the_environment_they_were_configured_with(built: Built):
+    """A token file wins over this machine's token; listed tokens win over both, as in the service."""
+
+    def env_with(**tokens: str | None) -> dict[str, str]:
+        given = built.settings.env.model_copy(update=tokens)
+        return server_environment(built.settings.model_copy(update={"env": given}))
+
+    from_file = env_with(service_tokens=None, service_tokens_file="/run/secrets/tokens")
+    assert from_file["SERVICE_API_TOKENS_FILE"] == "/run/secrets/tokens"
+    assert not from_file.get("SERVICE_API_TOKENS")
+    listed = env_with(service_tokens="a" * 32, service_tokens_file="/run/secrets/tokens")
+    assert listed["SERVICE_API_TOKENS"] == "a" * 32
 
 
 @pytest.mark.integration

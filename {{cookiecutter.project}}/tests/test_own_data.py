@@ -234,9 +234,12 @@ def test_a_single_class_is_named(project, settings, frame, capsys):
     assert f"data.target {target!r}" in error and "single class" in error
 
 
-# An estimator of the task that refuses the bundled data when it fits (negative scaled features for
-# the one, more than one feature for the other).
-UNFIT_ESTIMATOR = "sklearn.naive_bayes.MultinomialNB"
+# An estimator of each task that refuses the bundled data when it fits: negative scaled features for
+# the classifier, more than one feature for the regressor.
+UNFIT_ESTIMATOR = {
+    "classification": "sklearn.naive_bayes.MultinomialNB",
+    "regression": "sklearn.isotonic.IsotonicRegression",
+}
 
 
 @pytest.mark.parametrize(
@@ -248,7 +251,9 @@ UNFIT_ESTIMATOR = "sklearn.naive_bayes.MultinomialNB"
         ({"estimator": UNFIT_ESTIMATOR, "hyperparameters": {}}, "cannot be fitted"),
     ],
 )
-def test_estimator_mistakes_are_named_with_the_params_file(project, capsys, model, named):
+def test_estimator_mistakes_are_named_with_the_params_file(project, settings, capsys, model, named):
+    if model.get("estimator") is UNFIT_ESTIMATOR:
+        model = {**model, "estimator": UNFIT_ESTIMATOR[settings.params.task]}
     error = mistake(project, capsys, model=model)
     assert named in error and str(project / "params.yaml") in error
 

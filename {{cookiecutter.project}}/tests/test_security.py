@@ -323,13 +323,15 @@ def strict(
             "access_log": True,
         }
     )
+    tokens = {"service_tokens": f"{ALPHA},{BRAVO},{CHARLIE},{DELTA}"}
     settings = built.settings.model_copy(
-        update={"params": params.model_copy(update={"serving": serving})}
+        update={
+            "params": params.model_copy(update={"serving": serving}),
+            "env": built.settings.env.model_copy(update=tokens),
+        }
     )
     bento = build(settings, built.version)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("SERVICE_API_TOKENS", f"{ALPHA},{BRAVO},{CHARLIE},{DELTA}")
-        running = serve(settings, bento)
+    running = serve(settings, bento)
     with running:
         yield running
 

@@ -230,10 +230,6 @@ class ServiceArgs(_Section):
     serving: ServingParams
     monitoring: MonitoringParams
 
-    @classmethod
-    def for_model(cls, params: Params, model_tag: str) -> ServiceArgs:
-        return cls(model_tag=model_tag, serving=params.serving, monitoring=params.monitoring)
-
 
 def _variable(name: str, default: Any = None) -> Any:
     """A field read from the environment variable `name` (its field name works too, in code)."""
@@ -294,6 +290,10 @@ class Environment(_Variables):
     bentoml_home: Path | None = _variable("BENTOML_HOME")
     batch_input: str | None = _variable("BATCH_INPUT")  # overrides batch.input
     batch_output: str | None = _variable("BATCH_OUTPUT")  # overrides batch.output
+    # What local servers get (`deploy.server`): the tokens they accept, where they log predictions.
+    service_tokens: str | None = _variable("SERVICE_API_TOKENS")
+    service_tokens_file: str | None = _variable("SERVICE_API_TOKENS_FILE")
+    prediction_log: str | None = _variable("PREDICTION_LOG")
     github: GitHubContext = GitHubContext()
 
     @classmethod

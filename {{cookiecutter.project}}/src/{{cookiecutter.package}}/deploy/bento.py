@@ -153,7 +153,9 @@ def build(settings: Settings, version: int) -> str:
                 build_ctx=context,
                 description=f"{name} v{version} ({params.task}) from {uri}",
                 labels={"model_name": name, "model_version": str(version), "task": params.task},
-                args=ServiceArgs.for_model(params, str(stored.tag)).model_dump(mode="json"),
+                args=ServiceArgs(
+                    model_tag=str(stored.tag), serving=params.serving, monitoring=params.monitoring
+                ).model_dump(mode="json"),
                 python={"packages": runtime_requirements(), "lock_packages": False},
                 docker=docker_options(settings),
             )

@@ -51,8 +51,8 @@ def serve_command(bento_tag: str, host: str, port: int) -> list[str]:
 
 
 def server_environment(settings: Settings, home: Path | None = None) -> dict[str, str]:
-    """This environment plus what a local server needs: the project's stores (or `home`), tokens,
-    and the project's prediction log folder.
+    """This process's environment, which a server inherits, plus what a local server needs: the
+    project's stores (or `home`), the tokens it accepts and where it logs predictions.
 
     Without $SERVICE_API_TOKENS or $SERVICE_API_TOKENS_FILE, the server accepts this machine's
     client token (`Settings.api_token`), so local servers are protected like deployed ones.
@@ -62,12 +62,14 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     # As in the container: a worker that cannot start (no token, changed model files) ends the
     # server instead of being respawned forever.
     env.setdefault("BENTOML_CONTAINERIZED", "true")
-    if not (env.get(guard.TOKENS_VARIABLE) or env.get(guard.TOKENS_FILE_VARIABLE)):
-        env[guard.TOKENS_VARIABLE] = settings.api_token()
+    given = settings.env
+    if given.service_tokens_file and not given.service_tokens:
+        env[guard.TOKENS_FILE_VARIABLE] = given.service_tokens_file
+    else:
+        env[guard.TOKENS_VARIABLE] = given.service_tokens or settings.api_token()
     # A relative log location in the bento would land wherever the server runs: point it here.
-    env.setdefault(
-        prediction_log.LOCATION_VARIABLE,
-        settings.resolve(settings.params.monitoring.prediction_log),
+    env[prediction_log.LOCATION_VARIABLE] = given.prediction_log or settings.resolve(
+        settings.params.monitoring.prediction_log
     )
     return env
 
