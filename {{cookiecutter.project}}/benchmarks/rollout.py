@@ -80,7 +80,7 @@ def main() -> None:
         rows = []
         with contextlib.ExitStack() as running:
             servers = {
-                version: running.enter_context(serve(settings, build(settings, version)))
+                version: running.enter_context(serve(settings, build(settings, models, version)))
                 for version in (champion, healthy, flaky)
             }
             for name, candidate, params, measured in scenarios:

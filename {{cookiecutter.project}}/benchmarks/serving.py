@@ -424,7 +424,7 @@ def serve_model(
                     settings = scratch_settings(
                         folder, MODELS[label], {**overrides, "serving": serving}
                     )
-                    tag = build(settings, version)
+                    tag = build(settings, registry.Registry(settings), version)
                     server = running.enter_context(serve(settings, tag))
                     headers = {**JSON, **settings.client_headers()}
                     servers[f"BentoML {name}"] = Server(server.url, server.process.pid, headers)

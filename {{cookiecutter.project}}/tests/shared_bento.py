@@ -66,7 +66,7 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store:
         write_params(project, model=FAR_APART[settings.params.task])
         other = _scratch_settings(project)
         other_version = training.train(other, Registry(other), frame).model_version
-        bento = build(settings, version)
+        bento = build(settings, Registry(settings), version)
         _CACHE["built"] = Built(project, settings, version, other_version, bento)
     return _CACHE["built"]  # type: ignore[return-value]
 

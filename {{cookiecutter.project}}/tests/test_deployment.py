@@ -64,7 +64,7 @@ def test_build_packs_model_source_and_pinned_packages(built: Built):
 
 def test_building_an_unknown_version_fails_naming_it(built: Built):
     with pytest.raises(DeploymentError, match=r"models:/\w+/999"):
-        build(built.settings, 999)
+        build(built.settings, registry.Registry(built.settings), 999)
 
 
 def test_serve_runs_this_bentoml_in_the_project_home_with_the_local_token(built: Built):
@@ -96,7 +96,7 @@ def test_servers_accept_the_tokens_of_the_environment_they_were_configured_with(
 
 @pytest.mark.integration
 def test_smoke_passes_against_the_served_version(built: Built, server: Server):
-    report = smoke.run(built.settings, server.url, built.version)
+    report = smoke.run(built.settings, registry.Registry(built.settings), server.url, built.version)
     assert report["passed"], smoke.markdown(report)
     assert {check["name"] for check in report["checks"]} >= {
         "ready",
@@ -125,11 +125,12 @@ def test_the_load_test_runs_last_and_only_when_every_other_check_passed(
     built: Built, server: Server
 ):
     load = smoke.LoadTest(seconds=1, concurrency=2)
-    report = smoke.run(built.settings, server.url, built.version, load)
+    models = registry.Registry(built.settings)
+    report = smoke.run(built.settings, models, server.url, built.version, load)
     assert report["passed"], smoke.markdown(report)
     assert report["checks"][-1]["name"] == "load_test"
     assert report["load"]["requests"] > 0
-    failed = smoke.run(built.settings, server.url, built.other_version, load)
+    failed = smoke.run(built.settings, models, server.url, built.other_version, load)
     assert not failed["passed"] and "load" not in failed
     assert "load_test" not in {check["name"] for check in failed["checks"]}
 
@@ -142,7 +143,9 @@ def test_smoke_fails_when_the_server_runs_another_version(built: Built, server: 
     other = models.load_model(built.other_version).predict(rows)
     assert not np.allclose(served, other), "the two versions must predict differently for this test"
 
-    report = smoke.run(built.settings, server.url, built.other_version)
+    report = smoke.run(
+        built.settings, registry.Registry(built.settings), server.url, built.other_version
+    )
     failed = {check["name"] for check in report["checks"] if not check["passed"]}
     assert not report["passed"]
     assert {

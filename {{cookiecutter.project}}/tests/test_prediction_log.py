@@ -24,6 +24,7 @@ from {{ cookiecutter.package }} import prediction_log
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.payloads import as_records, sample_rows
 from {{ cookiecutter.package }}.deploy.server import Server, serve
+from {{ cookiecutter.package }}.registry import Registry
 
 from .conftest import keys
 from .shared_bento import Built, shared_build
@@ -122,7 +123,7 @@ def sampling_bento(tmp_path_factory, empty_tracking_store) -> tuple[Built, str]:
     settings = built.settings.model_copy(
         update={"params": params.model_copy(update={"monitoring": monitoring})}
     )
-    return built, build(settings, built.version)
+    return built, build(settings, Registry(settings), built.version)
 
 
 def serve_logging_to(built: Built, bento: str, location: str) -> Server:

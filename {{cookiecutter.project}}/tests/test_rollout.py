@@ -239,7 +239,8 @@ def candidates(built: Built, server: Server, request) -> Candidates:
         "flaky": register(settings, Misbehaving(champion_model, fail_every=5), features),
         "slow": register(settings, Misbehaving(champion_model, delay_seconds=0.4), features),
     }
-    bentos = {name: build(settings, version) for name, version in versions.items()}
+    models = registry.Registry(settings)
+    bentos = {name: build(settings, models, version) for name, version in versions.items()}
     with ThreadPoolExecutor(3) as starting:
         futures = {name: starting.submit(serve, settings, b) for name, b in bentos.items()}
     for future in futures.values():  # every server that started stops, even if another did not

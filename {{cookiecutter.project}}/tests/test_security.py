@@ -330,7 +330,7 @@ def strict(
             "env": built.settings.env.model_copy(update=tokens),
         }
     )
-    bento = build(settings, built.version)
+    bento = build(settings, registry.Registry(settings), built.version)
     running = serve(settings, bento)
     with running:
         yield running
@@ -419,7 +419,7 @@ def stored_model_folder(settings: Settings, bento: str) -> Path:
 
 @pytest.mark.integration
 def test_a_changed_model_file_keeps_the_service_from_starting(built: Built):
-    bento = build(built.settings, built.version)
+    bento = build(built.settings, registry.Registry(built.settings), built.version)
     folder = stored_model_folder(built.settings, bento)
     weights = max(folder.iterdir(), key=lambda path: path.stat().st_size)
     with weights.open("ab") as tampered:
@@ -441,7 +441,7 @@ def test_the_build_refuses_a_model_changed_in_the_artifact_store(built: Built):
     try:
         mlmodel.write_bytes(original + b"\n# edited after registration\n")
         with pytest.raises(DeploymentError, match="model files changed"):
-            build(settings, built.other_version)
+            build(settings, registry.Registry(settings), built.other_version)
     finally:
         mlmodel.write_bytes(original)
     assert sorted(stored.rglob("MLmodel")) == before  # the refused import left nothing behind

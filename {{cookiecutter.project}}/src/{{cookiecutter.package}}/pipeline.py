@@ -163,11 +163,13 @@ def rollback(
     return result
 
 
-def build(settings: Settings, version: int, say: Say, export: str | None = None) -> dict:
+def build(
+    settings: Settings, registry: Registry, version: int, say: Say, export: str | None = None
+) -> dict:
     """The bento of `version` (and, with `export`, its archive for another job)."""
     from .deploy import bento
 
-    result = {"bento": bento.build(settings, version), "model_version": version}
+    result = {"bento": bento.build(settings, registry, version), "model_version": version}
     if export:
         result["archive"] = bento.export_bento(settings, result["bento"], export)
     reports.write_report(settings.reports_dir, "build", result)
@@ -177,6 +179,7 @@ def build(settings: Settings, version: int, say: Say, export: str | None = None)
 
 def smoke(
     settings: Settings,
+    registry: Registry,
     version: int,
     say: Say,
     *,
@@ -193,10 +196,10 @@ def smoke(
     if url:
         if wait_seconds:
             loadtest.wait_for_version(url, version, wait_seconds, headers=settings.client_headers())
-        result = smoke.run(settings, url, version, load)
+        result = smoke.run(settings, registry, url, version, load)
     else:
         with server.serve(settings, bento) as running:
-            result = smoke.run(settings, running.url, version, load)
+            result = smoke.run(settings, registry, running.url, version, load)
     reports.write_report(settings.reports_dir, "smoke", result, smoke.markdown(result))
     if not result["passed"]:
         failed = [check["name"] for check in result["checks"] if not check["passed"]]
@@ -216,8 +219,8 @@ def run(settings: Settings, registry: Registry, say: Say, fail_on_reject: bool =
     if evaluated["decision"] == evaluation.PROMOTE:
         promotion = promote(settings, registry, say)
         try:
-            built = build(settings, version, say)
-            smoke(settings, version, say, bento=built["bento"])
+            built = build(settings, registry, version, say)
+            smoke(settings, registry, version, say, bento=built["bento"])
         except Exception as failure:
             rolled = registry.revert_promotion(
                 promotion, why=f"deployment of v{version} failed: {failure}"

@@ -18,8 +18,10 @@ from .command import VERSION, Command, argument, open_registry, say
 
 
 def build(settings: Settings, version: int | None, export: str | None) -> dict:
-    version = open_registry(settings).version_or_champion(version)
-    return pipeline.build(settings, version, say, export=export)
+    registry = open_registry(settings)
+    return pipeline.build(
+        settings, registry, registry.version_or_champion(version), say, export=export
+    )
 
 
 def import_bento(settings: Settings, archive: str) -> dict:
@@ -63,6 +65,7 @@ def smoke(
     built = {} if url and version else reports.read_report(settings.reports_dir, "build")
     return pipeline.smoke(
         settings,
+        open_registry(settings),
         version or built["model_version"],
         say,
         bento=built.get("bento"),
@@ -120,7 +123,13 @@ def rollout(
         from ..rollout import local
 
         result = local.roll_out(
-            settings, params, champion, candidate, traffic_threads=traffic, on_step=_say_step
+            settings,
+            registry,
+            params,
+            champion,
+            candidate,
+            traffic_threads=traffic,
+            on_step=_say_step,
         )
     if result["passed"] and promote and params.strategy != "shadow":
         why = f"{params.strategy} rollout passed"

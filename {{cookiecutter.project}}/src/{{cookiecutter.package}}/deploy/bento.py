@@ -18,8 +18,9 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from .. import integrity, registry
+from .. import integrity
 from ..errors import DeploymentError, SecurityError
+from ..registry import Registry
 from ..settings import ServiceArgs, Settings
 
 # The project's package, one level above this one: the bento packs all of it and serves its service.
@@ -109,7 +110,7 @@ def _package_copy(destination: Path) -> None:
     )
 
 
-def build(settings: Settings, version: int) -> str:
+def build(settings: Settings, registry: Registry, version: int) -> str:
     """Import registered `version` into the BentoML model store and build its bento; return the tag.
 
     The service learns which stored model to serve from the bento arguments, and what it is (name,
@@ -120,10 +121,9 @@ def build(settings: Settings, version: int) -> str:
 
     params = settings.params
     name = params.registry.model_name
-    model_registry = registry.Registry(settings)
-    uri = model_registry.model_uri(version)
+    uri = registry.model_uri(version)
     try:
-        digest = model_registry.recorded_digest(version)
+        digest = registry.recorded_digest(version)
     except MlflowException as error:
         raise DeploymentError(f"cannot read {uri} from the registry: {error}") from error
     labels = {

@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
-from .. import loadtest, registry
+from .. import loadtest
 from ..errors import DeploymentError
+from ..registry import Registry
 from ..reports import cell, markdown_table
 from ..serving.arrow import ARROW_STREAM
 from ..settings import ServingParams, Settings
@@ -211,18 +212,20 @@ def _result(check: Check, http: httpx.Client, probe: Probe) -> dict[str, Any]:
     return {"name": check.name, "passed": bool(passed), "detail": detail}
 
 
-def _probe(settings: Settings, url: str, version: int) -> Probe:
+def _probe(settings: Settings, registry: Registry, url: str, version: int) -> Probe:
     rows = sample_rows(settings)
     try:
-        expected = np.asarray(registry.Registry(settings).load_model(version).predict(rows))
+        expected = np.asarray(registry.load_model(version).predict(rows))
     except MlflowException as error:
         raise DeploymentError(f"cannot load v{version} from the registry: {error}") from error
     return Probe(settings, url.rstrip("/"), version, rows, expected, as_records(rows))
 
 
-def run(settings: Settings, url: str, version: int, load: LoadTest | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings, registry: Registry, url: str, version: int, load: LoadTest | None = None
+) -> dict[str, Any]:
     """Check the server at `url` against registered `version`; the smoke report."""
-    probe = _probe(settings, url, version)
+    probe = _probe(settings, registry, url, version)
     with httpx.Client(base_url=probe.url, timeout=30, headers=settings.client_headers()) as http:
         results = [_result(check, http, probe) for check in checks(settings.params.serving)]
         if load is not None and all(item["passed"] for item in results):

@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import loadtest
 from ..deploy import bento, server
+from ..registry import Registry
 from ..settings import RolloutParams, Settings
 from . import StepResult, plan, report, run
 from .nginx import Proxy
@@ -55,6 +56,7 @@ def local_target(settings: Settings, champion_bento: str, candidate_bento: str) 
 
 def roll_out(
     settings: Settings,
+    registry: Registry,
     params: RolloutParams,
     champion: int,
     candidate: int,
@@ -67,7 +69,7 @@ def roll_out(
     With `traffic_threads`, a second process (`traffic`, reading the same params file) sends steady traffic
     through the proxy for the whole plan and records every answer; with 0, bring your own clients.
     """
-    bentos = [bento.build(settings, version) for version in (champion, candidate)]
+    bentos = [bento.build(settings, registry, version) for version in (champion, candidate)]
     record = settings.reports_dir / TRAFFIC_RECORD
     with local_target(settings, *bentos) as target:
         traffic: contextlib.AbstractContextManager = contextlib.nullcontext()
