@@ -97,10 +97,29 @@ def test_rows_wait_while_the_destination_refuses_writes(tmp_path):
     assert read_log(blocker / "log")["request_id"].tolist() == ["kept"]
 
 
+def test_categories_nulls_and_every_class_probability_are_logged_and_read_back(tmp_path):
+    features, classes = ["colour", "size"], ["no", "yes"]
+    log = prediction_log.PredictionLog(
+        str(tmp_path / "log"), features, 2, 1.0, 3600, categorical=["colour"], classes=classes
+    )
+    rows = np.array([["red", None], [None, 2.5], [np.nan, np.nan]], dtype=object)
+    log.record("mixed", "predict_batch", rows, ["yes", "no", "no"], np.array([[0.2, 0.8]] * 3))
+    assert log.flush() == 3
+    log.close()
+
+    since = datetime(2000, 1, 1, tzinfo=UTC)
+    written = prediction_log.read_log(str(tmp_path / "log"), since, datetime.now(UTC), features)
+    assert written["colour"].tolist() == ["red", None, None]
+    assert written["size"].isna().tolist() == [True, False, True] and written["size"][1] == 2.5
+    assert written["prediction"].tolist() == ["yes", "no", "no"]
+    assert written["probability"].tolist() == [0.8] * 3
+    assert written["class_probabilities"].tolist() == [{"no": 0.2, "yes": 0.8}] * 3
+
+
 @pytest.mark.integration
 def test_the_log_goes_to_s3_when_its_location_is_a_bucket(bucket):
     log = prediction_log.PredictionLog(f"s3://{bucket}/served", FEATURES, 3, 1.0, 3600)
-    log.record("to-s3", "predict", np.array([[5.0, 6.0]]), [1], [0.9])
+    log.record("to-s3", "predict", np.array([[5.0, 6.0]]), [1], None)
     log.close()  # flushes
     (key,) = keys(bucket)
     today = datetime.now(UTC).date().isoformat()

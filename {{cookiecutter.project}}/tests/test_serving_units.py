@@ -1,5 +1,6 @@
 """The serving parts on their own, without a bento: the micro-batcher, the Arrow body, the request
-schemas, the model's metadata and the token configuration. test_service checks them in a server."""
+schemas, the model's metadata, the token configuration, and all of them for a model with
+categorical features and nulls. test_service checks them in a server."""
 
 from __future__ import annotations
 
@@ -9,14 +10,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
 from pydantic import ValidationError
 
+from {{ cookiecutter.package }}.deploy import payloads
 from {{ cookiecutter.package }}.errors import BadRows
-from {{ cookiecutter.package }}.profile import hard_bounds
-from {{ cookiecutter.package }}.serving import schemas
+from {{ cookiecutter.package }}.profile import ProfileCheck, hard_bounds, outside_problem
+from {{ cookiecutter.package }}.serving import openapi, schemas
 from {{ cookiecutter.package }}.serving.arrow import ArrowRows
 from {{ cookiecutter.package }}.serving.batcher import MicroBatcher, warnings_ignored
 from {{ cookiecutter.package }}.serving.guard import configured_tokens
@@ -158,7 +161,10 @@ def test_arrow_column_names_must_be_the_training_features_each_once():
 
 def test_arrow_columns_must_be_numbers_and_the_body_a_stream():
     body = arrow_body({"age": [30.0], "blood pressure": [120.0], "dose": ["one"]})
-    assert str(arrow_refusal(body)) == "columns that are not numbers: dose (string)"
+    assert str(arrow_refusal(body)) == (
+        "columns of the wrong type (numbers for numeric features, strings for categorical ones): "
+        "dose (string)"
+    )
     assert str(arrow_refusal(b"not arrow")).startswith("the body is not an Arrow IPC stream")
 
 
@@ -203,7 +209,9 @@ def test_column_problem_names_every_missing_unknown_and_repeated_column():
 def test_a_row_is_keyed_by_column_name_strict_and_within_the_hard_bounds():
     Row = schemas.row_model(FEATURES, PROFILE, "model v1", {"age": 30.0})
     good = {"age": 30, "blood pressure": 120.5, "dose": 1.0}
-    assert schemas.rows_reader(3)([Row.model_validate(good)]).tolist() == [[30.0, 120.5, 1.0]]
+    assert schemas.rows_reader(FEATURES, PROFILE)([Row.model_validate(good)]).tolist() == [
+        [30.0, 120.5, 1.0]
+    ]
     assert Row.model_json_schema()["example"] == {"age": 30.0}
     lowest, highest = hard_bounds(PROFILE["blood pressure"])
     for bad in (
@@ -288,7 +296,7 @@ def test_model_meta_refuses_models_that_cannot_serve(tmp_path: Path):
             write_model(tmp_path, numbers, {"feature_profile": {"age": {}, "blood pressure": {}}})
         )
     text = [*numbers[:2], {"name": "dose", "type": "string"}]
-    with pytest.raises(RuntimeError, match="'dose' is string; only numbers serve"):
+    with pytest.raises(RuntimeError, match="'dose' is string in the signature, but its profile"):
         read_model_meta(write_model(tmp_path, text, {"feature_profile": PROFILE}))
     with pytest.raises(RuntimeError, match="no column-based input signature"):
         read_model_meta(write_model(tmp_path, [], {"feature_profile": PROFILE}))
@@ -301,3 +309,161 @@ def test_tokens_are_required_only_with_auth_and_their_problem_is_kept_for_the_st
     assert tokens == [] and "neither SERVICE_API_TOKENS nor SERVICE_API_TOKENS_FILE" in problem
     tokens, problem = configured_tokens(True, {"SERVICE_API_TOKENS": "short"})
     assert tokens == [] and "shorter than 16 characters" in problem
+
+
+# --- models with categorical features and nulls -------------------------------------------------
+
+MIXED = ["colour", "size", "weight"]
+MIXED_PROFILE = {
+    "colour": {
+        "kind": "categorical",
+        "nullable": True,
+        "missing_rate": 0.1,
+        "categories": ["blue", "red"],
+        "shares": {"blue": 0.5, "red": 0.5},
+    },
+    "size": {"kind": "numeric", "nullable": True, "min": 1.0, "max": 9.0, "categories": None},
+    "weight": {"kind": "numeric", "nullable": False, "min": 0.0, "max": 5.0, "categories": None},
+}
+
+
+def refused_fields(model, body: dict | str) -> list[tuple]:
+    """The locations pydantic names in refusing `body`."""
+    with pytest.raises(ValidationError) as refused:
+        if isinstance(body, str):
+            model.model_validate_json(body)
+        else:
+            model.model_validate(body)
+    return [error["loc"] for error in refused.value.errors()]
+
+
+def test_a_mixed_row_takes_text_for_a_category_and_null_where_the_model_takes_it():
+    Row = schemas.row_model(MIXED, MIXED_PROFILE, "model v1", None)
+    read = schemas.rows_reader(MIXED, MIXED_PROFILE)
+    rows = read([Row.model_validate({"colour": "green", "size": None, "weight": 2})])
+    assert rows.dtype == object and rows.tolist() == [["green", None, 2.0]]
+    assert read([Row.model_validate({"colour": None, "size": 3, "weight": 0})]).tolist() == [
+        [None, 3.0, 0.0]
+    ]
+    good = {"colour": "red", "size": 3.0, "weight": 2.0}
+    assert refused_fields(Row, {**good, "colour": 3}) == [("colour",)]
+    assert refused_fields(Row, {**good, "colour": True}) == [("colour",)]
+    assert refused_fields(Row, {**good, "size": "3"}) == [("size",)]
+    assert refused_fields(Row, {**good, "weight": None}) == [("weight",)]
+    assert refused_fields(Row, {"size": 3.0, "weight": 2.0}) == [("colour",)]
+    # numeric-only models keep their float rows, a null as NaN
+    numbers = {name: MIXED_PROFILE[name] for name in MIXED[1:]}
+    NumberRow = schemas.row_model(MIXED[1:], numbers, "model v1", None)
+    row = NumberRow.model_validate({"size": None, "weight": 2})
+    floats = schemas.rows_reader(MIXED[1:], numbers)([row])
+    assert floats.dtype == np.float64 and np.isnan(floats[0, 0]) and floats[0, 1] == 2.0
+
+
+def test_a_mixed_table_names_each_value_its_feature_does_not_take():
+    Columns = schemas.columns_model(MIXED, MIXED_PROFILE, MAX_ROWS, None)
+    table = Columns.model_validate_json(
+        columns_body(["weight", "colour", "size"], [[1, "red", None], [2.5, None, 4]])
+    )
+    assert table.features.tolist() == [["red", None, 1.0], [None, 4.0, 2.5]]
+    body = columns_body(MIXED, [["red", 2, 1], [3, "x", None]])
+    assert refused_fields(Columns, body) == [
+        ("data", 1, "colour"),
+        ("data", 1, "size"),
+        ("data", 1, "weight"),
+    ]
+    with pytest.raises(ValidationError, match="weight: should be a number, not null"):
+        Columns.model_validate_json(columns_body(MIXED, [["red", 2, None]]))
+
+
+def test_arrow_takes_string_and_dictionary_columns_for_categories_and_nulls_where_nullable():
+    reader = ArrowRows(MIXED, MIXED_PROFILE, MAX_ROWS)
+    colours = pa.array(["red", None, "green"]).dictionary_encode()
+    body = arrow_body({"size": [1.0, None, 2.0], "colour": colours, "weight": [1, 2, 3]})
+    rows = reader(body)
+    assert rows.dtype == object
+    assert rows[:, 0].tolist() == ["red", None, "green"] and rows[:, 2].tolist() == [1, 2, 3]
+    assert np.isnan(rows[1, 1])
+    large = arrow_body(
+        {"colour": pa.array(["red"], pa.large_string()), "size": [2.0], "weight": [1]}
+    )
+    assert reader(large).tolist() == [["red", 2.0, 1.0]]
+    with pytest.raises(BadRows, match=r"wrong type.*colour \(int64\), size \(string\)"):
+        reader(arrow_body({"colour": [1], "size": ["2"], "weight": [1.0]}))
+    with pytest.raises(BadRows, match="values refused, in weight") as refused:
+        reader(arrow_body({"colour": ["red"], "size": [2.0], "weight": [None]}))
+    assert refused.value.details[0]["problem"] == "null, which the model does not take"
+
+
+def test_an_unseen_category_is_outside_the_profile_and_a_null_never_is():
+    check = ProfileCheck(MIXED, MIXED_PROFILE)
+    rows = np.array(
+        [["red", 2.0, 1.0], ["green", None, 1.0], [None, 10.0, np.nan], [np.nan, 3.0, 6.0]],
+        dtype=object,
+    )
+    assert check.outside(rows) == {1: ["colour"], 2: ["size"], 3: ["weight"]}
+    assert outside_problem("green", MIXED_PROFILE["colour"]) == (
+        "'green' is not a category training saw (blue, red)"
+    )
+    numbers = ProfileCheck(FEATURES, PROFILE)  # numeric models: float rows, NaN never outside
+    assert numbers.outside(np.array([[np.nan, 100.0, np.nan], [30.0, 100.0, 1.5]])) == {1: ["dose"]}
+
+
+def test_a_categorical_model_is_called_with_a_frame_of_the_training_columns(tmp_path: Path):
+    inputs = [
+        {"name": "colour", "type": "string"},
+        {"name": "size", "type": "double"},
+        {"name": "weight", "type": "long"},
+    ]
+    meta = read_model_meta(write_model(tmp_path, inputs, {"feature_profile": MIXED_PROFILE}))
+    assert meta.categorical == ["colour"]
+    frame = meta.model_input(np.array([["red", None, 1.0], [None, 2.0, 3.0]], dtype=object))
+    assert list(frame.columns) == MIXED
+    assert frame["size"].dtype == frame["weight"].dtype == np.float64
+    assert frame["colour"].iloc[0] == "red" and frame.isna().to_numpy().tolist() == [
+        [False, True, False],
+        [True, False, False],
+    ]
+    floats = np.array([[1.0, 2.0, 3.0]])
+    numeric = read_model_meta(
+        write_model(
+            tmp_path,
+            [{"name": n, "type": "double"} for n in FEATURES],
+            {"feature_profile": PROFILE},
+        )
+    )
+    assert numeric.model_input(floats) is floats
+
+
+def test_the_openapi_document_says_which_features_are_text_and_which_take_null():
+    Row = schemas.row_model(MIXED, MIXED_PROFILE, "model v1", None)
+    spec = openapi.document(
+        {"components": {"schemas": {"Row": Row.model_json_schema()}}}, [], False
+    )
+    properties = spec["components"]["schemas"]["Row"]["properties"]
+    assert properties["colour"]["type"] == "string" and properties["colour"]["nullable"] is True
+    assert "'blue', 'red'" in properties["colour"]["description"]
+    assert properties["size"]["type"] == "number" and properties["size"]["nullable"] is True
+    assert properties["weight"]["type"] == "number" and "nullable" not in properties["weight"]
+    assert "anyOf" not in json.dumps(properties)
+
+
+def test_a_classifier_answers_every_class_probability_keyed_by_its_label():
+    probabilities = np.array([[0.2, 0.7, 0.1], [0.5, 0.25, 0.25]])
+    fields = schemas.probability_fields(probabilities, ["setosa", "versicolor", "True"])
+    assert fields["probabilities"] == [0.7, 0.5]
+    assert fields["class_probabilities"][0] == {"setosa": 0.2, "versicolor": 0.7, "True": 0.1}
+    assert schemas.probability_fields(None, []) == {}
+    answer = schemas.BatchPrediction(predictions=[True, "x", 1], model_version=1, **fields)
+    assert json.loads(answer.model_dump_json())["predictions"] == [True, "x", 1]
+
+
+def test_sample_rows_are_sent_with_their_text_and_their_gaps():
+    rows = pd.DataFrame({"colour": ["red", None], "size": [np.nan, 2], "flag": [True, False]})
+    assert payloads.as_records(rows) == [
+        {"colour": "red", "size": None, "flag": 1.0},
+        {"colour": None, "size": 2.0, "flag": 0.0},
+    ]
+    assert payloads.as_table(rows)["data"] == [["red", None, 1.0], [None, 2.0, 0.0]]
+    table = pa.ipc.open_stream(payloads.as_arrow(rows)).read_all()
+    assert table.column("colour").to_pylist() == ["red", None]
+    assert table.column("size").null_count == 1

@@ -8,7 +8,10 @@ conversion and no I/O on the request path. A writer thread turns what piled up i
 on local disk or in S3 (`storage`). `read_log` reads the day folders of a time range back.
 
 Columns: request_id, row (position in the request), logged_at (UTC, ms), model_version, endpoint,
-one float column per feature (the training column names), prediction, probability (classification).
+one column per feature (the training column names: float for a numeric feature, string for a
+categorical one, null where the request had none), prediction (the label in its training type, or
+the value), probability (of the predicted class) and, for a classifier, class_probabilities (every
+class's probability, a map keyed by the label as text; a dict per row once read back).
 pandas and pyarrow are imported where they are used: the serving process imports this module.
 """
 
@@ -44,8 +47,11 @@ MAX_PENDING_ROWS = 100_000
 MS_PER_DAY = 86_400_000
 REQUEST_ID, ROW, LOGGED_AT, MODEL_VERSION = "request_id", "row", "logged_at", "model_version"
 ENDPOINT, PREDICTION, PROBABILITY = "endpoint", "prediction", "probability"
+CLASS_PROBABILITIES = "class_probabilities"
 # Every file's columns: these, with the model's features between ENDPOINT and PREDICTION.
 LOG_COLUMNS = (REQUEST_ID, ROW, LOGGED_AT, MODEL_VERSION, ENDPOINT, PREDICTION, PROBABILITY)
+# Written by classifiers only (and not before issue 17): a reader cannot require it.
+OPTIONAL_COLUMNS = (CLASS_PROBABILITIES,)
 logger = logging.getLogger("bentoml.service.prediction_log")
 
 
@@ -67,9 +73,9 @@ class Entry(NamedTuple):
     request_id: str
     endpoint: str
     logged_at_ms: int
-    features: np.ndarray  # rows x features, float64
+    features: np.ndarray  # rows x features: float64, or object with categorical features
     predictions: list[Any]
-    probabilities: list[float] | None
+    probabilities: np.ndarray | None  # rows x classes, of a classifier
 
 
 def partition_key(location: str, day: str) -> str:
@@ -77,7 +83,7 @@ def partition_key(location: str, day: str) -> str:
     return storage.join(location, f"date={day}")
 
 
-def to_table(entries: list[Entry], features: list[str], model_version: int):
+def to_table(entries: list[Entry], features: LoggedFeatures, model_version: int):
     """The entries of one day as a pyarrow Table in the log's column order.
 
     Built column by column in numpy and Arrow, not row by row in Python: a batch request brings a
@@ -98,17 +104,26 @@ def to_table(entries: list[Entry], features: list[str], model_version: int):
         ENDPOINT: pa.array([entry.endpoint for entry in entries], pa.string()).take(owner),
     }
     by_feature = np.vstack([entry.features for entry in entries]).T.copy()  # a row per feature
-    for name, values in zip(features, by_feature, strict=True):
-        columns[name] = pa.array(values, pa.float64())
+    for name, values in zip(features.names, by_feature, strict=True):
+        if name in features.categorical:  # None and NaN both null
+            columns[name] = pa.array(values.tolist(), pa.string(), from_pandas=True)
+        else:
+            columns[name] = pa.array(values.astype(np.float64, copy=False), pa.float64())
     columns[PREDICTION] = pa.array(list(chain.from_iterable(e.predictions for e in entries)))
-    columns[PROBABILITY] = pa.array(
-        list(
-            chain.from_iterable(
-                entry.probabilities or [None] * len(entry.predictions) for entry in entries
-            )
-        ),
-        pa.float64(),
+    # A classifier's every entry has them (ModelService logs `classes` only when it does).
+    probabilities = (
+        np.vstack([entry.probabilities for entry in entries]) if features.classes else None
     )
+    columns[PROBABILITY] = pa.array(
+        np.full(len(owner), np.nan) if probabilities is None else probabilities.max(axis=1),
+        pa.float64(),
+        from_pandas=True,
+    )
+    if probabilities is not None:
+        columns[CLASS_PROBABILITIES] = pa.array(
+            [list(zip(features.classes, row, strict=True)) for row in probabilities.tolist()],
+            pa.map_(pa.string(), pa.float64()),
+        )
     return pa.table(columns)
 
 
@@ -129,6 +144,15 @@ def write_partition(location: str, day: str, table) -> str:
     return destination
 
 
+class LoggedFeatures(NamedTuple):
+    """What the log's columns follow of the model: its features in training order, which of them
+    are categorical (string columns), and a classifier's class labels as text (else empty)."""
+
+    names: list[str]
+    categorical: frozenset[str] = frozenset()
+    classes: tuple[str, ...] = ()
+
+
 class PredictionLog:
     """Samples answered requests and writes them, in batches, from a thread of its own."""
 
@@ -139,9 +163,12 @@ class PredictionLog:
         model_version: int,
         sample_rate: float,
         flush_seconds: float,
+        categorical: list[str] | tuple[str, ...] = (),
+        classes: list[str] | tuple[str, ...] = (),
     ) -> None:
         self.location = location if "://" in location else str(Path(location).resolve())
-        self.features, self.model_version = features, model_version
+        self.features = LoggedFeatures(features, frozenset(categorical), tuple(classes))
+        self.model_version = model_version
         self.sample_rate, self.flush_seconds = sample_rate, flush_seconds
         self._pending: list[Entry] = []
         self._lock = threading.Lock()
@@ -156,9 +183,11 @@ class PredictionLog:
         endpoint: str,
         features: np.ndarray,
         predictions: list[Any],
-        probabilities: list[float] | None,
+        probabilities: np.ndarray | None,
     ) -> None:
-        """Queue one answered request if it is in the sample. Called on the request path: cheap."""
+        """Queue one answered request if it is in the sample. Called on the request path: cheap.
+
+        `probabilities`: a classifier's, rows x classes in the order of the log's `classes`."""
         if not sampled(request_id, self.sample_rate):
             return
         entry = Entry(
@@ -237,7 +266,8 @@ def partition_files(location: str, start: datetime, end: datetime) -> list[str]:
 def check_columns(columns: list[str], features: list[str], where: str) -> None:
     """The log must carry the contract's columns and exactly the model's features."""
     missing = [name for name in (*LOG_COLUMNS, *features) if name not in columns]
-    unknown = [name for name in columns if name not in LOG_COLUMNS and name not in features]
+    known = (*LOG_COLUMNS, *OPTIONAL_COLUMNS, *features)
+    unknown = [name for name in columns if name not in known]
     if missing or unknown:
         problems = [f"missing columns {missing}"] if missing else []
         problems += [f"unknown columns {unknown} (not training features)"] if unknown else []
@@ -291,4 +321,8 @@ def read_log(
         )
     # permissive: files of different model versions may differ in a column's type (int, float)
     log = pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    if CLASS_PROBABILITIES in log:  # pyarrow gives a map as (key, value) pairs
+        log[CLASS_PROBABILITIES] = [
+            None if pairs is None else dict(pairs) for pairs in log[CLASS_PROBABILITIES]
+        ]
     return log.sort_values(LOGGED_AT, kind="stable")

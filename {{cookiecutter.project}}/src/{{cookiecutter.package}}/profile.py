@@ -3,8 +3,9 @@ service, read by monitoring.
 
 Training records `feature_profile` (and, for a regression, `prediction_buckets`) in the MLmodel file;
 the service refuses values beyond `hard_bounds` as input errors and finds the rest of what training
-never saw with `ProfileCheck` (its out_of_profile policy flags or refuses them); monitoring treats a
-feature with at most PROFILE_MAX_CATEGORIES values as categorical.
+never saw with `ProfileCheck` (its out_of_profile policy flags or refuses them: a number beyond the
+range, a category training never met); monitoring treats a feature with at most
+PROFILE_MAX_CATEGORIES values as categorical.
 
 Imports only numpy at module level: the serving process loads it, and pandas is training's.
 """
@@ -64,31 +65,75 @@ def hard_bounds(stats: Mapping[str, Any]) -> tuple[float, float]:
     return stats["min"] - HARD_BOUND_RANGES * spread, stats["max"] + HARD_BOUND_RANGES * spread
 
 
+def is_categorical(stats: Mapping[str, Any]) -> bool:
+    """Whether training profiled a feature as text categories (its `kind`) rather than numbers."""
+    return stats.get("kind") == "categorical"
+
+
+def takes_null(stats: Mapping[str, Any]) -> bool:
+    """Whether the model takes a missing value for a feature (profiles before issue 17: no)."""
+    return bool(stats.get("nullable", False))
+
+
 class ProfileCheck:
-    """Which values of a batch of rows lie outside the training profile: beyond a feature's range,
-    or not one of its categories. The profile is turned into arrays once, so a request pays a few
-    vector comparisons."""
+    """Which values of a batch of rows lie outside the training profile: beyond a numeric feature's
+    range, or not one of its categories (numbers or, for a categorical feature, strings). A missing
+    value is never outside. The profile is turned into arrays once, so a request of numbers only
+    pays a few vector comparisons."""
 
     def __init__(self, features: list[str], profile: Mapping[str, Mapping[str, Any]]) -> None:
         self.features = features
-        self.lowest = np.array([profile[name]["min"] for name in features])
-        self.highest = np.array([profile[name]["max"] for name in features])
-        self.categories = {
-            index: np.array(profile[name]["categories"])
+        self.numeric = [i for i, name in enumerate(features) if not is_categorical(profile[name])]
+        self.lowest = np.array([profile[features[i]]["min"] for i in self.numeric])
+        self.highest = np.array([profile[features[i]]["max"] for i in self.numeric])
+        self.numeric_categories = {
+            position: np.array(profile[features[index]]["categories"])
+            for position, index in enumerate(self.numeric)
+            if profile[features[index]].get("categories")
+        }
+        self.text_categories = {
+            index: frozenset(profile[name]["categories"])
             for index, name in enumerate(features)
-            if profile[name].get("categories")
+            if is_categorical(profile[name])
         }
 
     def outside(self, rows: np.ndarray) -> dict[int, list[str]]:
         """The rows (by position) holding values training never saw, and the features concerned.
 
+        `rows` as the service holds them: float64 when every feature is a number, else dtype object.
         Only rows with any such value are listed: walking every row of a 1,000-row batch in Python
         would cost about a millisecond, more than the model takes.
         """
-        outside = (rows < self.lowest) | (rows > self.highest)
-        for index, categories in self.categories.items():
-            outside[:, index] |= ~np.isclose(rows[:, index, None], categories).any(axis=1)
+        outside = self._numbers_outside(rows)
+        for index, categories in self.text_categories.items():
+            outside[:, index] = [
+                isinstance(value, str) and value not in categories for value in rows[:, index]
+            ]
         return {
             int(row): [self.features[index] for index in np.flatnonzero(outside[row])]
             for row in np.flatnonzero(outside.any(axis=1))
         }
+
+    def _numbers_outside(self, rows: np.ndarray) -> np.ndarray:
+        """Which values of the numeric features lie outside, as a mask the shape of `rows`."""
+        numbers = rows[:, self.numeric].astype(np.float64) if self.text_categories else rows
+        beyond = (numbers < self.lowest) | (numbers > self.highest)  # NaN compares as False
+        for position, categories in self.numeric_categories.items():
+            column = numbers[:, position]
+            unseen = ~np.isclose(column[:, None], categories).any(axis=1)
+            beyond[:, position] |= unseen & ~np.isnan(column)
+        if not self.text_categories:
+            return beyond
+        outside = np.zeros(rows.shape, dtype=bool)
+        outside[:, self.numeric] = beyond
+        return outside
+
+
+def outside_problem(value: Any, stats: Mapping[str, Any]) -> str:
+    """Why a value ProfileCheck found is outside the profile, naming what training saw instead."""
+    if is_categorical(stats):
+        return f"{value!r} is not a category training saw ({', '.join(stats['categories'])})"
+    categories = f", categories {stats['categories']}" if stats.get("categories") else ""
+    return (
+        f"{value:g} is outside what training saw ({stats['min']:g} to {stats['max']:g}{categories})"
+    )

@@ -1,10 +1,11 @@
 """The smoke test: a running server checked against the registry, one named check after another.
 
 The checks: ready; a request without a token is refused (unless serving.require_auth is false);
-metadata names the expected model and version; a row with a missing feature and one with a non-number
-are refused with a 4xx naming the feature (a 5xx means the server broke); `predict` row by row,
-`predict_batch`, `predict_columns` and `predict_arrow` on the sample rows equal
-`registry.load_model(...).predict`; every answer carries the expected version. With a `LoadTest`, a
+metadata names the expected model and version; a row with a missing feature and one with a value
+of the wrong kind are refused with a 4xx naming the feature (a 5xx means the server broke); `predict`
+row by row, `predict_batch`, `predict_columns` and `predict_arrow` on the sample rows (gaps kept
+where the model takes null) equal `registry.load_model(...).predict`; every answer carries the
+expected version. With a `LoadTest`, a
 bounded load test of /predict runs last, only when everything else passed.
 
 Every check runs and none raises: a check that cannot finish fails with the reason. Each result is
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import httpx
+import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -43,7 +45,7 @@ class Probe:
     version: int
     rows: pd.DataFrame
     expected: np.ndarray  # the registry model's predictions for `rows`
-    records: list[dict[str, float]]  # `rows` as /predict bodies
+    records: list[dict[str, Any]]  # `rows` as /predict bodies
     versions: list[Any] = field(default_factory=list)  # model_version of every prediction answer
     load: dict[str, Any] | None = None  # the load test's numbers, when it ran
 
@@ -121,8 +123,11 @@ def rejects_missing_feature(http: httpx.Client, probe: Probe) -> tuple[bool, str
 
 
 def rejects_wrong_type(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
-    wrong_type = {**probe.records[0], probe.feature: "not-a-number"}
-    return _refused(http, probe, wrong_type, f"{probe.feature!r} as a string")
+    """Text for a numeric feature, or a number for a categorical one (an object column)."""
+    text = probe.rows[probe.feature].dtype == object
+    wrong_type = {**probe.records[0], probe.feature: 1.5 if text else "not-a-number"}
+    what = "a number" if text else "a string"
+    return _refused(http, probe, wrong_type, f"{probe.feature!r} as {what}")
 
 
 def predict_matches_registry(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
@@ -213,11 +218,13 @@ def _result(check: Check, http: httpx.Client, probe: Probe) -> dict[str, Any]:
 
 
 def _probe(settings: Settings, registry: Registry, url: str, version: int) -> Probe:
-    rows = sample_rows(settings)
     try:
-        expected = np.asarray(registry.load_model(version).predict(rows))
+        model = registry.load_model(version)
+        info = mlflow.models.get_model_info(registry.model_uri(version))
     except MlflowException as error:
         raise DeploymentError(f"cannot load v{version} from the registry: {error}") from error
+    rows = sample_rows(settings, profile=info.metadata["feature_profile"])
+    expected = np.asarray(model.predict(rows))
     return Probe(settings, url.rstrip("/"), version, rows, expected, as_records(rows))
 
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-Scores = tuple[list, list[float] | None]  # predictions, and predicted-class probabilities or None
+# Predictions, and every class's probabilities (rows x classes) of a classifier, or None.
+Scores = tuple[list, np.ndarray | None]
 
 
 @contextlib.contextmanager
@@ -53,8 +54,8 @@ class MicroBatcher:
         self._waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self._draining: asyncio.Task | None = None
 
-    async def score(self, values: np.ndarray) -> tuple[Any, float | None]:
-        """The prediction (and probability) for one row of feature values."""
+    async def score(self, values: np.ndarray) -> tuple[Any, np.ndarray | None]:
+        """The prediction (and every class's probability) for one row of feature values."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self._waiting.append((values, answer))
@@ -67,7 +68,7 @@ class MicroBatcher:
             while self._waiting:
                 batch = self._waiting[: self._max_rows]
                 del self._waiting[: self._max_rows]
-                features = np.array([values for values, _ in batch], dtype=np.float64)
+                features = np.stack([values for values, _ in batch])  # float64, or object
                 try:
                     predictions, probabilities = await self._score(features)
                 except Exception as error:  # every waiting request fails as the call did

@@ -11,9 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from ..profile import is_categorical
+
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
+TEXT_TYPE = "string"  # the signature's type of a categorical feature
 
 
 @dataclass(frozen=True)
@@ -25,7 +29,27 @@ class ModelMeta:
     # The training target's deciles saved with a regression model: its prediction histogram's buckets.
     prediction_buckets: tuple[float, ...] | None
     # The first row of the input example saved with the model: the example on the /docs page.
-    example: dict[str, float] | None
+    example: dict[str, Any] | None
+
+    @property
+    def categorical(self) -> list[str]:
+        """The features whose values are text categories, in training order."""
+        return [name for name in self.features if is_categorical(self.profile[name])]
+
+    def model_input(self, rows: np.ndarray) -> Any:
+        """What the model is called with: the rows themselves when every feature is a number, else
+        a DataFrame of the training columns, numbers as float64 and nulls as NaN, as training fit it
+        (its encoders pick the categorical columns by name)."""
+        categorical = self.categorical
+        if not categorical:
+            return rows
+        import pandas as pd
+
+        frame = pd.DataFrame(rows, columns=self.features)
+        numeric = [name for name in self.features if name not in categorical]
+        frame[numeric] = frame[numeric].astype(np.float64)
+        frame[categorical] = frame[categorical].mask(frame[categorical].isna(), np.nan)
+        return frame
 
 
 def read_model_meta(model_dir: Path) -> ModelMeta:
@@ -35,17 +59,19 @@ def read_model_meta(model_dir: Path) -> ModelMeta:
     specs = json.loads(inputs) if inputs else []
     if not specs or any("name" not in spec for spec in specs):
         raise RuntimeError(f"{model_dir}: the MLflow model has no column-based input signature")
-    for spec in specs:
-        if spec.get("type") not in NUMERIC_TYPES:
-            raise RuntimeError(
-                f"feature {spec['name']!r} is {spec.get('type')}; only numbers serve"
-            )
     columns = [spec["name"] for spec in specs]
     metadata = meta.get("metadata") or {}
     profile = metadata.get("feature_profile") or {}
     unprofiled = [column for column in columns if column not in profile]
     if unprofiled:
         raise RuntimeError(f"{model_dir}: no training profile for features {unprofiled}")
+    for spec in specs:
+        expected = {TEXT_TYPE} if is_categorical(profile[spec["name"]]) else NUMERIC_TYPES
+        if spec.get("type") not in expected:
+            raise RuntimeError(
+                f"feature {spec['name']!r} is {spec.get('type')} in the signature, but its "
+                f"profile says {' or '.join(sorted(expected))}"
+            )
     buckets = metadata.get("prediction_buckets")
     return ModelMeta(
         features=columns,
@@ -55,7 +81,7 @@ def read_model_meta(model_dir: Path) -> ModelMeta:
     )
 
 
-def example_row(model_dir: Path) -> dict[str, float] | None:
+def example_row(model_dir: Path) -> dict[str, Any] | None:
     """The first row of the input example saved with the model, if any."""
     path = model_dir / "input_example.json"
     if not path.exists():

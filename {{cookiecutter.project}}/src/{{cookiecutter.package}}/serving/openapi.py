@@ -42,22 +42,30 @@ _API_ERRORS = {
 }
 
 
-def _allow_null_defaults(node: Any) -> None:
-    """Mark properties whose default is null as nullable: BentoML's document leaves that out."""
+def _allow_nulls(node: Any) -> None:
+    """Say nullable the OpenAPI 3.0 way, which BentoML's document leaves out: on properties whose
+    default is null, and on schemas that pydantic writes as anyOf [..., {"type": "null"}] (a
+    nullable feature), which 3.0 has no type for."""
     if isinstance(node, dict):
         for prop in (node.get("properties") or {}).values():
             if isinstance(prop, dict) and "default" in prop and prop["default"] is None:
                 prop["nullable"] = True
+        choices = node.get("anyOf")
+        if isinstance(choices, list) and {"type": "null"} in choices:
+            choices.remove({"type": "null"})
+            node["nullable"] = True
+            if len(choices) == 1:
+                node.update(node.pop("anyOf")[0])
         for value in node.values():
-            _allow_null_defaults(value)
+            _allow_nulls(value)
     elif isinstance(node, list):
         for value in node:
-            _allow_null_defaults(value)
+            _allow_nulls(value)
 
 
 def document(spec: dict[str, Any], protected: Iterable[str], auth: bool) -> dict[str, Any]:
     """BentoML's OpenAPI document with what Guard adds: the token, the error answers, the headers."""
-    _allow_null_defaults(spec)
+    _allow_nulls(spec)
     components = spec.setdefault("components", {})
     components.setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     if auth:
@@ -96,7 +104,9 @@ def arrow_operation() -> dict[str, Any]:
             "description": (
                 "Score up to max_batch_rows rows sent as an Arrow IPC stream: what "
                 "pyarrow.ipc.new_stream writes of a table whose columns are the training features "
-                "(any order, integer or float). The fastest way to send many rows; the answer is "
+                "(any order; integer or float for numeric features, string, large_string or "
+                "dictionary of strings for categorical ones; nulls where the feature is nullable "
+                "in /metadata's feature_profile). The fastest way to send many rows; the answer is "
                 "/predict_batch's."
             ),
             "requestBody": {

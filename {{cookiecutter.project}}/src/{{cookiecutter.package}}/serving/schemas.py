@@ -23,12 +23,13 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from ..profile import hard_bounds
+from ..profile import hard_bounds, is_categorical, takes_null
 
 # Answers of up to this many rows also carry their predictions in the X-Prediction header, where a
 # proxy can log them without reading bodies: a shadow rollout compares champion and candidate there.
 PREDICTION_HEADER_ROWS = 100
-Example = Mapping[str, float] | None  # the first row of the model's input example, if saved
+Example = Mapping[str, Any] | None  # the first row of the model's input example, if saved
+LISTED_CATEGORIES = 20  # named in a categorical feature's description
 
 
 def _attributes(count: int) -> list[str]:
@@ -36,15 +37,35 @@ def _attributes(count: int) -> list[str]:
     return [f"feature_{index}" for index in range(count)]
 
 
+def feature_type(stats: Mapping[str, Any]) -> Any:
+    """A feature's value type: text for a categorical feature, else a number; or null if nullable."""
+    kind = str if is_categorical(stats) else float
+    return kind | None if takes_null(stats) else kind
+
+
 def feature_field(column: str, stats: Mapping[str, Any]) -> Any:
-    """One feature's schema: keyed by its column name, within the hard bounds of its profile."""
+    """One feature's schema: keyed by its column name; a number within the hard bounds of its
+    profile, or any text for a categorical feature (not an enum: an unseen category is for the
+    out_of_profile policy to judge), its training categories in the description."""
+    unknown = "; null if unknown" if takes_null(stats) else ""
+    if is_categorical(stats):
+        categories = stats["categories"]
+        listed = ", ".join(map(repr, categories[:LISTED_CATEGORIES]))
+        more = len(categories) - LISTED_CATEGORIES
+        listed += f" and {more} more" if more > 0 else ""
+        return Field(
+            alias=column,
+            title=column,
+            description=f"a category, trained on {listed}{unknown}",
+            examples=categories[:1],
+        )
     lowest, highest = hard_bounds(stats)
     return Field(
         alias=column,
         title=column,
         ge=lowest,
         le=highest,
-        description=f"trained on {stats['min']:g} to {stats['max']:g}",
+        description=f"trained on {stats['min']:g} to {stats['max']:g}{unknown}",
     )
 
 
@@ -54,8 +75,9 @@ def row_model(
     """One row of features (/predict, /predict_batch), keyed by training column name.
 
     Attribute names are positional; the JSON keys (aliases) are the training column names, whatever
-    characters they contain. Extra keys, missing keys, non-numbers (strings and booleans included),
-    NaN, infinity and values beyond the hard bounds are all a 400 naming the feature.
+    characters they contain. Extra keys, missing keys, a value of the wrong kind (text for a number,
+    a number for a category, a boolean for either), a null where the model takes none, NaN,
+    infinity and values beyond the hard bounds are all a 400 naming the feature.
     """
     return create_model(
         "Row",
@@ -67,22 +89,62 @@ def row_model(
         ),
         __doc__=f"One row of {title} features, keyed by training column name.",
         **{
-            attribute: (float, feature_field(column, profile[column]))
+            attribute: (feature_type(profile[column]), feature_field(column, profile[column]))
             for attribute, column in zip(_attributes(len(features)), features, strict=True)
         },
     )
 
 
-def rows_reader(count: int) -> Callable[[list[Any]], np.ndarray]:
-    """rows_as_array for rows of `row_model` with `count` features."""
+def rows_dtype(features: list[str], profile: Mapping[str, Mapping[str, Any]]) -> type:
+    """How the service holds rows: float64 when every feature is a number (a null as NaN), else
+    object (numbers as float, categories as str, a null as None)."""
+    return object if any(is_categorical(profile[name]) for name in features) else np.float64
+
+
+def rows_reader(
+    features: list[str], profile: Mapping[str, Mapping[str, Any]]
+) -> Callable[[list[Any]], np.ndarray]:
+    """rows_as_array for rows of `row_model` with these features."""
+    count, dtype = len(features), rows_dtype(features, profile)
     row_values = attrgetter(*_attributes(count))
 
     def rows_as_array(rows: list[Any]) -> np.ndarray:
-        """Validated rows as one float array, in the training column order."""
-        values = np.array([row_values(row) for row in rows], dtype=np.float64)
+        """Validated rows as one array (see rows_dtype), in the training column order."""
+        values = np.array([row_values(row) for row in rows], dtype=dtype)
         return values.reshape(len(rows), count)
 
     return rows_as_array
+
+
+def misplaced_values(
+    rows: np.ndarray, features: list[str], profile: Mapping[str, Mapping[str, Any]]
+) -> list[tuple[int, str, str]]:
+    """(row, feature, problem) for each value of a table that its feature does not take: text for
+    a number, a number for a category, a null where the model takes none. `rows` as rows_dtype."""
+    problems = []
+    for index, name in enumerate(features):
+        stats, column = profile[name], rows[:, index]
+        if rows.dtype == np.float64:
+            wrong = np.zeros(len(column), dtype=bool)
+            missing = np.isnan(column)
+        else:
+            text = np.array([isinstance(value, str) for value in column], dtype=bool)
+            missing = np.array([value is None for value in column], dtype=bool)
+            wrong = ~text & ~missing if is_categorical(stats) else text
+        if not takes_null(stats):
+            wrong |= missing
+        expected = "text" if is_categorical(stats) else "a number"
+        expected += " or null" if takes_null(stats) else ""
+        problems += [
+            (int(row), name, f"{name}: should be {expected}, not {_shown(column[row])}")
+            for row in np.flatnonzero(wrong)
+        ]
+    return sorted(problems)
+
+
+def _shown(value: Any) -> str:
+    """A value of a row as JSON would say it."""
+    return "null" if value is None or value != value else repr(value)
 
 
 def column_problem(features: list[str], columns: list[str]) -> str | None:
@@ -129,24 +191,32 @@ def table_bounds(
     The OpenAPI 3.0 document cannot give each position in a row bounds of its own, and the document
     must say exactly what is accepted. A value past its own feature's hard bounds but within this
     range is still far outside the profile: flagged or refused by the out_of_profile policy.
+    Categorical features have no bounds (nor, with only those, has the table).
     """
-    bounds = [hard_bounds(profile[column]) for column in features]
-    return min(lowest for lowest, _ in bounds), max(highest for _, highest in bounds)
+    bounds = [
+        hard_bounds(profile[column]) for column in features if not is_categorical(profile[column])
+    ]
+    return (
+        min((lowest for lowest, _ in bounds), default=0.0),
+        max((highest for _, highest in bounds), default=0.0),
+    )
 
 
 class Table(BaseModel):
-    """Rows as a table: the training features' names once, then rows of numbers in that order.
+    """Rows as a table: the training features' names once, then rows of values in that order.
 
     The fast way to send many rows: pandas writes it (`DataFrame.to_json(orient="split",
     index=False)`; an `index` is accepted and ignored) and the service checks it as one numpy array,
     about twice as fast as the same rows as /predict_batch objects (benchmarks/README.md).
-    The checks and errors are the rows' own: each feature once, in any order; finite numbers, a
-    400 naming row and feature ("data.3.<feature>") otherwise. One difference: every value is held
-    to the widest of the features' hard bounds, not its own.
+    The checks and errors are the rows' own: each feature once, in any order; finite numbers,
+    text for categorical features, null only where the model takes it; a 400 naming row and
+    feature ("data.3.<feature>") otherwise. One difference: every number is held to the widest of
+    the features' hard bounds, not its own.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     training_order: ClassVar[list[str]] = []
+    training_profile: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     _features: np.ndarray = PrivateAttr()
 
     @classmethod
@@ -172,15 +242,29 @@ class Table(BaseModel):
                 type(self).__name__,
                 [InitErrorDetails(type=error, loc=("columns",), input=columns)],
             )
-        features = np.array(self.data, dtype=np.float64)  # type: ignore[attr-defined]
+        dtype = rows_dtype(self.training_order, self.training_profile)
+        features = np.array(self.data, dtype=dtype)  # type: ignore[attr-defined]
         if columns != self.training_order:
             features = features[:, [columns.index(name) for name in self.training_order]]
+        misplaced = misplaced_values(features, self.training_order, self.training_profile)
+        if misplaced:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_kind", problem),
+                        loc=("data", row, name),
+                        input=None,
+                    )
+                    for row, name, problem in misplaced
+                ],
+            )
         self._features = features
         return self
 
     @property
     def features(self) -> np.ndarray:
-        """The rows as one float array in the training column order."""
+        """The rows as one array (see rows_dtype) in the training column order."""
         return self._features
 
 
@@ -193,6 +277,11 @@ def columns_model(
     """The /predict_columns body for these features: a Table of 1 to `max_rows` rows."""
     width = len(features)
     lowest, highest = table_bounds(features, profile)
+    value: Any = Annotated[float, Field(ge=lowest, le=highest)]
+    if rows_dtype(features, profile) is object:
+        value = value | str
+    if any(takes_null(profile[name]) for name in features):
+        value = value | None
 
     class Columns(Table):
         __doc__ = Table.__doc__
@@ -204,6 +293,7 @@ def columns_model(
             ),
         )
         training_order: ClassVar[list[str]] = features
+        training_profile: ClassVar[Mapping[str, Mapping[str, Any]]] = profile
 
         columns: list[str] = Field(
             min_length=width,
@@ -218,7 +308,7 @@ def columns_model(
         data: Annotated[
             list[
                 Annotated[
-                    list[Annotated[float, Field(ge=lowest, le=highest)]],
+                    list[value],
                     Field(min_length=width, max_length=width),
                 ]
             ],
@@ -239,10 +329,30 @@ def prediction_header(predictions: list) -> dict[str, str]:
     return {"X-Prediction": json.dumps(predictions, separators=(",", ":"))}
 
 
+Label = bool | int | float | str  # a prediction: a class label in its training type, or a value
+ClassProbabilities = dict[str, float]  # every class's probability, keyed by the label as text
+
+
+def probability_fields(probabilities: np.ndarray | None, classes: list[str]) -> dict[str, list]:
+    """A batch answer's probabilities (rows x classes, in `classes` order): of each row's predicted
+    class (the most probable, as the model predicts) and of every class; none for a regression."""
+    if probabilities is None:
+        return {}
+    return {
+        "probabilities": probabilities.max(axis=1).tolist(),
+        "class_probabilities": [
+            dict(zip(classes, row, strict=True)) for row in probabilities.tolist()
+        ],
+    }
+
+
 class Prediction(BaseModel):
-    prediction: float | int | str
+    prediction: Label
     probability: float | None = Field(
         None, description="classification only: the model's probability of the predicted class"
+    )
+    class_probabilities: ClassProbabilities | None = Field(
+        None, description="classification only: every class's probability, keyed by its label"
     )
     model_version: int
     out_of_profile: list[str] = Field(
@@ -257,9 +367,12 @@ class RowOutOfProfile(BaseModel):
 
 
 class BatchPrediction(BaseModel):
-    predictions: list[float | int | str] = Field(description="in the order of the rows sent")
+    predictions: list[Label] = Field(description="in the order of the rows sent")
     probabilities: list[float] | None = Field(
         None, description="classification only: probability of each predicted class"
+    )
+    class_probabilities: list[ClassProbabilities] | None = Field(
+        None, description="classification only: per row, every class's probability by its label"
     )
     model_version: int
     out_of_profile: list[RowOutOfProfile] = Field(
@@ -275,4 +388,7 @@ class Metadata(BaseModel):
     bento_model: str
     max_batch_rows: int
     out_of_profile: str
-    feature_profile: dict[str, dict[str, Any]]
+    feature_profile: dict[str, dict[str, Any]] = Field(
+        description="what training saw of each feature: its kind (numeric or categorical), "
+        "whether it takes null (nullable), its range or categories"
+    )

@@ -45,7 +45,7 @@ from starlette.routing import Route
 from .. import prediction_log
 from ..errors import BadRows, SecurityError
 from ..integrity import DIGEST_TAG, MLFLOW_MODEL_FOLDER, verify_artifacts
-from ..profile import ProfileCheck
+from ..profile import ProfileCheck, outside_problem
 from ..settings import ServiceArgs
 from . import metrics as service_metrics
 from . import openapi, schemas
@@ -54,7 +54,14 @@ from .batcher import MicroBatcher, Scores, warnings_ignored
 from .guard import Guard, configured_tokens, request_id_of
 from .http_errors import QuietClientErrors, error_body
 from .model_meta import read_model_meta
-from .schemas import BatchPrediction, Metadata, Prediction, RowOutOfProfile, prediction_header
+from .schemas import (
+    BatchPrediction,
+    Metadata,
+    Prediction,
+    RowOutOfProfile,
+    prediction_header,
+    probability_fields,
+)
 
 # Most single rows scored in one model call when many arrive at once.
 MICRO_BATCH_ROWS = 128
@@ -73,7 +80,7 @@ MAX_ROWS = ARGS.serving.max_batch_rows
 
 Row = schemas.row_model(FEATURES, PROFILE, f"{MODEL_NAME} v{MODEL_VERSION}", META.example)
 Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, META.example)
-rows_as_array = schemas.rows_reader(len(FEATURES))
+rows_as_array = schemas.rows_reader(FEATURES, PROFILE)
 arrow_rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS)
 PROFILE_CHECK = ProfileCheck(FEATURES, PROFILE)
 # The serving entry point, where BentoML requires it, reads the tokens from its environment.
@@ -158,6 +165,10 @@ class ModelService:
         if trained_on != FEATURES:
             raise RuntimeError(f"signature columns {FEATURES} differ from the model's {trained_on}")
         self.with_probability = TASK == "classification" and hasattr(self.model, "predict_proba")
+        # The answers' keys of class_probabilities: the labels as text, in predict_proba's order.
+        self.classes = (
+            [str(label) for label in self.model.classes_] if self.with_probability else []
+        )
         metrics()  # before the first request, whose threads would race to make them
         log_location = (
             os.environ.get(prediction_log.LOCATION_VARIABLE) or ARGS.monitoring.prediction_log
@@ -170,6 +181,8 @@ class ModelService:
                 MODEL_VERSION,
                 ARGS.monitoring.sample_rate,
                 ARGS.monitoring.flush_seconds,
+                categorical=META.categorical,
+                classes=self.classes,
             )
         # The one thread that runs the model, so that only it swaps the warning filters.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -199,21 +212,21 @@ class ModelService:
         return await loop.run_in_executor(self.model_thread, self._model_scores, features)
 
     def _model_scores(self, features: np.ndarray) -> Scores:
-        """Predictions (and predicted-class probabilities) for rows of features, in order.
+        """Predictions (and every class's probabilities) for rows of features, in order.
 
         A classifier runs once: its prediction is the class of highest probability, which is how
         scikit-learn's classifiers predict (a forest would otherwise walk every tree twice).
         """
+        model_input = META.model_input(features)
         with warnings_ignored():
             if not self.with_probability:
-                predictions = self.model.predict(features).tolist()
+                predictions = self.model.predict(model_input).tolist()
                 metrics().predictions(predictions)
                 return predictions, None
-            probabilities = self.model.predict_proba(features)
-        best = probabilities.argmax(axis=1)
-        predictions = self.model.classes_.take(best).tolist()
+            probabilities = self.model.predict_proba(model_input)
+        predictions = self.model.classes_.take(probabilities.argmax(axis=1)).tolist()
         metrics().predictions(predictions)
-        return predictions, probabilities[np.arange(len(best)), best].tolist()
+        return predictions, probabilities
 
     def _log(
         self,
@@ -221,7 +234,7 @@ class ModelService:
         endpoint: str,
         features: np.ndarray,
         predictions: list,
-        probabilities: list[float] | None,
+        probabilities: np.ndarray | None,
     ) -> None:
         """Hand the answer to the prediction log (it keeps the sampled requests)."""
         if self.prediction_log is not None:
@@ -234,24 +247,23 @@ class ModelService:
 
     @bentoml.api
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
-        """Score one row. The body is the row itself: {"<feature>": <number>, ...}."""
+        """Score one row. The body is the row itself: {"<feature>": <value>, ...}."""
         features = rows_as_array([row])
         outside = self._profiled(features)
         if isinstance(outside, JSONResponse):
             ctx.response.status_code = outside.status_code  # BentoML answers with the context's
             return outside
-        prediction, probability = await self.batcher.score(features[0])
+        prediction, probabilities = await self.batcher.score(features[0])
         ctx.response.headers.update(prediction_header([prediction]))
+        probabilities = None if probabilities is None else probabilities[None, :]
         self._log(
-            request_id_of(ctx.request.scope),
-            "predict",
-            features,
-            [prediction],
-            None if probability is None else [probability],
+            request_id_of(ctx.request.scope), "predict", features, [prediction], probabilities
         )
+        fields = probability_fields(probabilities, self.classes)
         return Prediction(
             prediction=prediction,
-            probability=probability,
+            probability=fields["probabilities"][0] if fields else None,
+            class_probabilities=fields["class_probabilities"][0] if fields else None,
             model_version=MODEL_VERSION,
             out_of_profile=outside.get(0, []),
         )
@@ -273,7 +285,7 @@ class ModelService:
     async def predict_columns(self, table: Columns, /, ctx: bentoml.Context) -> BatchPrediction:
         """Score up to max_batch_rows rows sent as a table (what pandas' to_json orient="split" writes).
 
-        The body is {"columns": [<feature>, ...], "data": [[<number>, ...], ...]}: the fast way to
+        The body is {"columns": [<feature>, ...], "data": [[<value>, ...], ...]}: the fast way to
         score many rows as JSON (POST /predict_arrow takes them as an Arrow IPC stream, faster
         still). The answer is /predict_batch's.
         """
@@ -301,7 +313,7 @@ class ModelService:
         self._log(request_id, endpoint, features, predictions, probabilities)
         return BatchPrediction(
             predictions=predictions,
-            probabilities=probabilities,
+            **probability_fields(probabilities, self.classes),
             model_version=MODEL_VERSION,
             out_of_profile=[
                 RowOutOfProfile(row=index, features=names) for index, names in outside.items()
@@ -324,21 +336,12 @@ class ModelService:
 
 
 def _refuse_out_of_profile(features: np.ndarray, outside: dict[int, list[str]]) -> JSONResponse:
-    """The 422 of the reject policy, naming each row, feature, value and the training range."""
+    """The 422 of the reject policy, naming each row, feature, value and what training saw."""
     details = [
         {
             "row": row,
             "field": name,
-            "problem": (
-                f"{features[row, FEATURES.index(name)]:g} is outside what training saw "
-                f"({PROFILE[name]['min']:g} to {PROFILE[name]['max']:g}"
-                + (
-                    f", categories {PROFILE[name]['categories']}"
-                    if PROFILE[name]["categories"]
-                    else ""
-                )
-                + ")"
-            ),
+            "problem": outside_problem(features[row, FEATURES.index(name)], PROFILE[name]),
         }
         for row, names in outside.items()
         for name in names
