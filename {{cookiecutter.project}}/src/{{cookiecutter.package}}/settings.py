@@ -79,6 +79,8 @@ class ModelParams(_Section):
     # How missing numeric values are filled before scaling (none: the estimator takes them as they are).
     impute: Literal["median", "mean", "most_frequent", "none"] = "median"
     scale_features: bool = True
+    # Categories rarer than this share of the training rows are grouped (one-hot encoding).
+    min_category_share: float = Field(0.01, ge=0, lt=1)
     random_state: int = 42
 
 
