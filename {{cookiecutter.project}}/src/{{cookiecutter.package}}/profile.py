@@ -114,11 +114,6 @@ def hard_bounds(stats: Mapping[str, Any]) -> tuple[float, float]:
     return stats["min"] - HARD_BOUND_RANGES * spread, stats["max"] + HARD_BOUND_RANGES * spread
 
 
-def is_categorical(stats: Mapping[str, Any]) -> bool:
-    """Whether training profiled a feature as text categories (its `kind`) rather than numbers."""
-    return stats.get("kind") == "categorical"
-
-
 def takes_null(stats: Mapping[str, Any]) -> bool:
     """Whether the model takes a missing value for a feature (profiles before issue 17: no)."""
     return bool(stats.get("nullable", False))

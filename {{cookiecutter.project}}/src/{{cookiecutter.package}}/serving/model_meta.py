@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..profile import is_categorical
+from ..profile import as_model_input, is_categorical
 
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 TEXT_TYPE = "string"  # the signature's type of a categorical feature
@@ -38,8 +38,8 @@ class ModelMeta:
 
     def model_input(self, rows: np.ndarray) -> Any:
         """What the model is called with: the rows themselves when every feature is a number, else
-        a DataFrame of the training columns, numbers as float64 and nulls as NaN, as training fit it
-        (its encoders pick the categorical columns by name)."""
+        a DataFrame of the training columns, numbers as float64 and categories as
+        `profile.as_model_input` makes them for training (its encoders pick them by name)."""
         categorical = self.categorical
         if not categorical:
             return rows
@@ -48,8 +48,7 @@ class ModelMeta:
         frame = pd.DataFrame(rows, columns=self.features)
         numeric = [name for name in self.features if name not in categorical]
         frame[numeric] = frame[numeric].astype(np.float64)
-        frame[categorical] = frame[categorical].mask(frame[categorical].isna(), np.nan)
-        return frame
+        return as_model_input(frame, categorical)
 
 
 def read_model_meta(model_dir: Path) -> ModelMeta:
