@@ -1,0 +1,113 @@
+"""Bring your own data, served: models with a text category and gaps, through a real BentoML server.
+
+The data sets are test_own_data's (`bring`); the walk here stops at the champion, which is built
+and served on 127.0.0.1: a row with a category as text and a numeric feature null is answered
+on every endpoint, with the label and every class's probability; an unseen category is flagged, or
+refused under the reject policy; and the smoke test passes on the sample rows, gaps included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.package }} import cli
+from {{ cookiecutter.package }}.deploy import payloads, server
+from {{ cookiecutter.package }}.serving.arrow import ARROW_STREAM
+from {{ cookiecutter.package }}.settings import load_settings
+
+from .conftest import write_params
+from .test_own_data import SPECIES, bring, report, run
+
+pytestmark = pytest.mark.integration
+
+# A flower with its habitat as text and one width unmeasured.
+FLOWER = {
+    "sepal_length": 6.0,
+    "sepal_width": None,
+    "petal_length": 4.2,
+    "petal_width": 1.3,
+    "habitat": "forest",
+}
+
+
+def walk_to_champion(project: Path, name: str) -> None:
+    """suggest-suite, validate, train, evaluate and promote on the data set `name`."""
+    bring(project, name)
+    for command in ("suggest-suite", "validate", "train", "evaluate", "promote"):
+        assert run(command) == cli.EXIT_OK, command
+
+
+def served(project: Path) -> server.Server:
+    """The project's champion, built and served (params.yaml's serving settings)."""
+    assert run("build") == cli.EXIT_OK
+    settings = load_settings(project / "params.yaml")
+    return server.serve(settings, report(project, "build")["bento"])
+
+
+def post(running: server.Server, path: str, **body) -> httpx.Response:
+    headers = load_settings(Path("params.yaml")).client_headers() | body.pop("headers", {})
+    return httpx.post(f"{running.url}{path}", headers=headers, timeout=30, **body)
+
+
+def assert_every_class(class_probabilities: dict, probability: float) -> None:
+    assert set(class_probabilities) == set(SPECIES)
+    assert sum(class_probabilities.values()) == pytest.approx(1)
+    assert probability == max(class_probabilities.values())
+
+
+def test_a_flower_with_a_category_and_a_gap_is_answered_on_every_endpoint(project):
+    walk_to_champion(project, "flowers")
+    with served(project) as running:
+        assert run("smoke", "--url", running.url) == cli.EXIT_OK
+        single = post(running, "/predict", json=FLOWER)
+        table = post(running, "/predict_columns", json=payloads.as_table(pd.DataFrame([FLOWER])))
+        arrow = post(
+            running,
+            "/predict_arrow",
+            content=payloads.as_arrow(pd.DataFrame([FLOWER])),
+            headers={"Content-Type": ARROW_STREAM},
+        )
+        unseen = post(running, "/predict", json={**FLOWER, "habitat": "desert"})
+        metadata = post(running, "/metadata", json={}).json()
+    assert report(project, "smoke")["passed"] is True
+    assert single.status_code == 200, single.text
+    answer = single.json()
+    assert answer["prediction"] in SPECIES and answer["out_of_profile"] == []
+    assert_every_class(answer["class_probabilities"], answer["probability"])
+    for batch in (table, arrow):
+        assert batch.status_code == 200, batch.text
+        assert batch.json()["predictions"] == [answer["prediction"]]
+        (every_class,) = batch.json()["class_probabilities"]
+        assert_every_class(every_class, batch.json()["probabilities"][0])
+    assert unseen.status_code == 200 and unseen.json()["out_of_profile"] == ["habitat"]
+    habitat = metadata["feature_profile"]["habitat"]
+    assert (habitat["kind"], habitat["nullable"]) == ("categorical", True)
+    assert metadata["feature_profile"]["sepal_width"]["kind"] == "numeric"
+
+
+def test_an_unseen_category_is_refused_under_the_reject_policy(project):
+    walk_to_champion(project, "flowers")
+    write_params(project, serving={"out_of_profile": "reject"})
+    with served(project) as running:
+        refused = post(running, "/predict", json={**FLOWER, "habitat": "desert"})
+        wrong_kind = post(running, "/predict", json={**FLOWER, "habitat": 3})
+    assert refused.status_code == 422, refused.text
+    (detail,) = refused.json()["error"]["details"]
+    assert detail["field"] == "habitat" and "'desert'" in detail["problem"]
+    assert "forest" in detail["problem"]
+    assert wrong_kind.status_code == 400 and "habitat" in wrong_kind.text
+
+
+def test_a_regression_of_own_data_is_served_and_smoke_tested(project):
+    walk_to_champion(project, "prices")
+    flat = {"area": 80.0, "rooms": 3.0, "age": None, "district": "harbour"}
+    with served(project) as running:
+        assert run("smoke", "--url", running.url) == cli.EXIT_OK
+        answer = post(running, "/predict", json=flat)
+    assert report(project, "smoke")["passed"] is True
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["prediction"] > 0 and answer.json()["class_probabilities"] is None
