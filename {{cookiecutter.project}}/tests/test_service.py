@@ -98,9 +98,7 @@ def table_body(built: Built, value: str) -> str:
     return json.dumps(table).replace('"VALUE"', value)
 
 
-@pytest.mark.parametrize(
-    "value", ["NaN", "Infinity", "true", '"12.5"', "null", "1e308", "-1e308"], ids=str
-)
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "true", '"12.5"', "1e308", "-1e308"], ids=str)
 def test_table_values_that_are_no_usable_number_get_400_naming_row_and_feature(
     built: Built, http, value: str
 ):

@@ -24,6 +24,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from itertools import chain
 from pathlib import Path
@@ -75,7 +76,8 @@ class Entry(NamedTuple):
     logged_at_ms: int
     features: np.ndarray  # rows x features: float64, or object with categorical features
     predictions: list[Any]
-    probabilities: np.ndarray | None  # rows x classes, of a classifier
+    probabilities: list[float] | None  # of each row's predicted class, of a classifier
+    class_probabilities: np.ndarray | None = None  # rows x classes, in the log's `classes` order
 
 
 def partition_key(location: str, day: str) -> str:
@@ -83,8 +85,15 @@ def partition_key(location: str, day: str) -> str:
     return storage.join(location, f"date={day}")
 
 
-def to_table(entries: list[Entry], features: LoggedFeatures, model_version: int):
-    """The entries of one day as a pyarrow Table in the log's column order.
+def to_table(
+    entries: list[Entry],
+    features: list[str],
+    model_version: int,
+    categorical: Collection[str] = (),
+    classes: Sequence[str] = (),
+):
+    """The entries of one day as a pyarrow Table in the log's column order: `categorical` features
+    as strings, and with a classifier's `classes` (labels as text) every class's probability.
 
     Built column by column in numpy and Arrow, not row by row in Python: a batch request brings a
     thousand rows, and this runs beside the server's own work.
@@ -104,24 +113,24 @@ def to_table(entries: list[Entry], features: LoggedFeatures, model_version: int)
         ENDPOINT: pa.array([entry.endpoint for entry in entries], pa.string()).take(owner),
     }
     by_feature = np.vstack([entry.features for entry in entries]).T.copy()  # a row per feature
-    for name, values in zip(features.names, by_feature, strict=True):
-        if name in features.categorical:  # None and NaN both null
+    for name, values in zip(features, by_feature, strict=True):
+        if name in categorical:  # None and NaN both null
             columns[name] = pa.array(values.tolist(), pa.string(), from_pandas=True)
         else:
             columns[name] = pa.array(values.astype(np.float64, copy=False), pa.float64())
     columns[PREDICTION] = pa.array(list(chain.from_iterable(e.predictions for e in entries)))
-    # A classifier's every entry has them (ModelService logs `classes` only when it does).
-    probabilities = (
-        np.vstack([entry.probabilities for entry in entries]) if features.classes else None
-    )
     columns[PROBABILITY] = pa.array(
-        np.full(len(owner), np.nan) if probabilities is None else probabilities.max(axis=1),
+        list(
+            chain.from_iterable(
+                entry.probabilities or [None] * len(entry.predictions) for entry in entries
+            )
+        ),
         pa.float64(),
-        from_pandas=True,
     )
-    if probabilities is not None:
+    if classes:  # a classifier's every entry has them (ModelService logs `classes` only then)
+        by_class = np.vstack([entry.class_probabilities for entry in entries]).tolist()
         columns[CLASS_PROBABILITIES] = pa.array(
-            [list(zip(features.classes, row, strict=True)) for row in probabilities.tolist()],
+            [list(zip(classes, row, strict=True)) for row in by_class],
             pa.map_(pa.string(), pa.float64()),
         )
     return pa.table(columns)
@@ -144,15 +153,6 @@ def write_partition(location: str, day: str, table) -> str:
     return destination
 
 
-class LoggedFeatures(NamedTuple):
-    """What the log's columns follow of the model: its features in training order, which of them
-    are categorical (string columns), and a classifier's class labels as text (else empty)."""
-
-    names: list[str]
-    categorical: frozenset[str] = frozenset()
-    classes: tuple[str, ...] = ()
-
-
 class PredictionLog:
     """Samples answered requests and writes them, in batches, from a thread of its own."""
 
@@ -163,12 +163,14 @@ class PredictionLog:
         model_version: int,
         sample_rate: float,
         flush_seconds: float,
-        categorical: list[str] | tuple[str, ...] = (),
-        classes: list[str] | tuple[str, ...] = (),
+        categorical: Collection[str] = (),
+        classes: Sequence[str] = (),
     ) -> None:
+        """`categorical`: the features logged as strings; `classes`: a classifier's labels as text,
+        in the order of the probabilities `record` gets (none for a regression)."""
         self.location = location if "://" in location else str(Path(location).resolve())
-        self.features = LoggedFeatures(features, frozenset(categorical), tuple(classes))
-        self.model_version = model_version
+        self.features, self.model_version = features, model_version
+        self.categorical, self.classes = frozenset(categorical), tuple(classes)
         self.sample_rate, self.flush_seconds = sample_rate, flush_seconds
         self._pending: list[Entry] = []
         self._lock = threading.Lock()
@@ -183,15 +185,23 @@ class PredictionLog:
         endpoint: str,
         features: np.ndarray,
         predictions: list[Any],
-        probabilities: np.ndarray | None,
+        class_probabilities: np.ndarray | None,
     ) -> None:
         """Queue one answered request if it is in the sample. Called on the request path: cheap.
 
-        `probabilities`: a classifier's, rows x classes in the order of the log's `classes`."""
+        `class_probabilities`: a classifier's, rows x classes in the order of the log's `classes`;
+        the predicted class's is the most probable (as the model predicts)."""
         if not sampled(request_id, self.sample_rate):
             return
+        predicted = None if class_probabilities is None else class_probabilities.max(axis=1)
         entry = Entry(
-            request_id, endpoint, time.time_ns() // 1_000_000, features, predictions, probabilities
+            request_id,
+            endpoint,
+            time.time_ns() // 1_000_000,
+            features,
+            predictions,
+            None if predicted is None else predicted.tolist(),
+            class_probabilities,
         )
         with self._lock:
             self._pending.append(entry)
@@ -209,7 +219,9 @@ class PredictionLog:
         for day_number, day_entries in sorted(by_day.items()):
             day = datetime.fromtimestamp(day_number * 86_400, UTC).date().isoformat()
             try:
-                table = to_table(day_entries, self.features, self.model_version)
+                table = to_table(
+                    day_entries, self.features, self.model_version, self.categorical, self.classes
+                )
                 write_partition(self.location, day, table)
             except Exception:  # a full disk or an unreachable bucket must not end the server
                 logger.exception("prediction log: cannot write to %s; will retry", self.location)
