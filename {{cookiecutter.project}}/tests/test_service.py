@@ -159,7 +159,7 @@ def test_arrow_bodies_are_checked_like_tables(built: Built, http):
     assert message.startswith("columns: ") and "'not_a_feature'" in message and first in message
     words = payloads.as_arrow(rows.astype({second: str}))
     assert f"{second} (string)" in refused(words)["message"]
-    for bad in (np.nan, np.inf, 1e308):
+    for bad in (np.inf, 1e308):  # NaN is a null, which the (imputing) model takes
         damaged = rows.astype(np.float64)  # an integer column could not hold NaN
         damaged.iloc[2, 1] = bad
         error = refused(payloads.as_arrow(damaged))
