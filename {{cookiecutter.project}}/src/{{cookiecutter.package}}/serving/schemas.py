@@ -120,26 +120,24 @@ def misplaced_values(
     rows: np.ndarray, features: list[str], profile: Mapping[str, Mapping[str, Any]]
 ) -> list[tuple[int, str, str]]:
     """(row, feature, problem) for each value of a table that its feature does not take: text for
-    a number, a number for a category, a null where the model takes none. `rows` as rows_dtype."""
+    a number, a number for a category, a null where the model takes none. `rows` as rows_dtype:
+    float64 rows (a null as NaN) are checked in one vector operation."""
+    nullable = np.array([takes_null(profile[name]) for name in features], dtype=bool)
+    if rows.dtype == np.float64:
+        wrong = np.isnan(rows) & ~nullable
+    else:
+        missing = np.vectorize(lambda value: value is None, otypes=[bool])(rows)
+        text = np.vectorize(lambda value: isinstance(value, str), otypes=[bool])(rows)
+        categorical = np.array([is_categorical(profile[name]) for name in features], dtype=bool)
+        wrong = np.where(categorical, ~text & ~missing, text) | (missing & ~nullable)
     problems = []
-    for index, name in enumerate(features):
-        stats, column = profile[name], rows[:, index]
-        if rows.dtype == np.float64:
-            wrong = np.zeros(len(column), dtype=bool)
-            missing = np.isnan(column)
-        else:
-            text = np.array([isinstance(value, str) for value in column], dtype=bool)
-            missing = np.array([value is None for value in column], dtype=bool)
-            wrong = ~text & ~missing if is_categorical(stats) else text
-        if not takes_null(stats):
-            wrong |= missing
+    for row, index in zip(*np.nonzero(wrong), strict=True):
+        stats = profile[features[index]]
         expected = "text" if is_categorical(stats) else "a number"
         expected += " or null" if takes_null(stats) else ""
-        problems += [
-            (int(row), name, f"{name}: should be {expected}, not {_shown(column[row])}")
-            for row in np.flatnonzero(wrong)
-        ]
-    return sorted(problems)
+        problem = f"{features[index]}: should be {expected}, not {_shown(rows[row, index])}"
+        problems.append((int(row), features[index], problem))
+    return problems
 
 
 def _shown(value: Any) -> str:
@@ -217,6 +215,7 @@ class Table(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     training_order: ClassVar[list[str]] = []
     training_profile: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    training_dtype: ClassVar[type] = np.float64  # rows_dtype of the features
     _features: np.ndarray = PrivateAttr()
 
     @classmethod
@@ -242,8 +241,7 @@ class Table(BaseModel):
                 type(self).__name__,
                 [InitErrorDetails(type=error, loc=("columns",), input=columns)],
             )
-        dtype = rows_dtype(self.training_order, self.training_profile)
-        features = np.array(self.data, dtype=dtype)  # type: ignore[attr-defined]
+        features = np.array(self.data, dtype=self.training_dtype)  # type: ignore[attr-defined]
         if columns != self.training_order:
             features = features[:, [columns.index(name) for name in self.training_order]]
         misplaced = misplaced_values(features, self.training_order, self.training_profile)
@@ -278,7 +276,8 @@ def columns_model(
     width = len(features)
     lowest, highest = table_bounds(features, profile)
     value: Any = Annotated[float, Field(ge=lowest, le=highest)]
-    if rows_dtype(features, profile) is object:
+    dtype = rows_dtype(features, profile)
+    if dtype is object:
         value = value | str
     if any(takes_null(profile[name]) for name in features):
         value = value | None
@@ -294,6 +293,7 @@ def columns_model(
         )
         training_order: ClassVar[list[str]] = features
         training_profile: ClassVar[Mapping[str, Mapping[str, Any]]] = profile
+        training_dtype: ClassVar[type] = dtype
 
         columns: list[str] = Field(
             min_length=width,
