@@ -127,3 +127,35 @@ def test_each_action_has_one_pin_everywhere(baked):
                 f"{action}: {path} pins {sha} {comment}, {first[2]} pins {first[0]} {first[1]}"
             )
     assert "actions/checkout" in seen
+
+
+def run_scripts(path: Path) -> list[str]:
+    """Every `run:` script of a workflow file, in order."""
+    workflow = yaml.safe_load(path.read_text())
+    return [
+        str(step["run"])
+        for job in workflow["jobs"].values()
+        for step in job.get("steps", [])
+        if "run" in step
+    ]
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_deploys_promote_the_version_their_gate_approved(baked, name):
+    """A promotion names the gated version (challenger may have moved since: issue 18), pull request
+    runs move no alias, and a manual rollback never queues behind a deploy."""
+    workflows = baked(name).path / ".github" / "workflows"
+    promotions = [
+        script
+        for script in run_scripts(workflows / "cd.yml")
+        if re.search(r'"\$CLI" promote\b|--promote\b', script)
+    ]
+    assert len(promotions) == 2, promotions  # the registry's promote, and the cluster's rollout
+    assert all('--version "$VERSION"' in script for script in promotions), promotions
+    trains = [s for s in run_scripts(workflows / "ci.yml") if re.search(r'"\$CLI" train\b', s)]
+    assert trains and all("--no-alias" in script for script in trains), trains
+    groups = {
+        file: yaml.safe_load((workflows / file).read_text())["concurrency"]["group"]
+        for file in ("cd.yml", "rollback.yml")
+    }
+    assert groups["cd.yml"] != groups["rollback.yml"], groups
