@@ -159,3 +159,25 @@ def test_deploys_promote_the_version_their_gate_approved(baked, name):
         for file in ("cd.yml", "rollback.yml")
     }
     assert groups["cd.yml"] != groups["rollback.yml"], groups
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_jobs_that_ship_refuse_to_resolve_dependencies_afresh(baked, name, tmp_path):
+    """cd.yml's build, staging and production install only a committed uv.lock: the setup action's
+    install script, run here without a lock, fails and says why instead of resolving afresh."""
+    project = baked(name).path
+    jobs = yaml.safe_load((project / ".github" / "workflows" / "cd.yml").read_text())["jobs"]
+    for job in ("build", "staging", "production"):
+        setups = [s for s in jobs[job]["steps"] if s.get("uses") == "./.github/actions/setup"]
+        assert [(s.get("with") or {}).get("require-lock") for s in setups] == ["true"], job
+    action = yaml.safe_load((project / ".github" / "actions" / "setup" / "action.yml").read_text())
+    install = next(s for s in action["runs"]["steps"] if s.get("name") == "Install the project into .venv")
+    done = subprocess.run(
+        ["bash", "-e", "-c", install["run"]],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "REQUIRE_LOCK": "true", "PYTHON_VERSION": "3.12"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "::error title=No uv.lock::" in done.stdout, done
