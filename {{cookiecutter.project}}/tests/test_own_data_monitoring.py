@@ -53,7 +53,11 @@ def served(model, rows: pd.DataFrame, start: datetime, categorical: set[str]) ->
     them: the log's columns, categorical features as text, a gap as null."""
     count = len(rows)
     logged_at = int(start.timestamp() * 1000) + np.arange(count) * (3_600_000 // count)
-    probability = model.predict_proba(rows).max(axis=1) if hasattr(model, "classes_") else None
+    probability = (
+        pa.array(model.predict_proba(rows).max(axis=1))
+        if hasattr(model, "classes_")
+        else pa.nulls(count, pa.float64())
+    )
     columns = {
         prediction_log.REQUEST_ID: [uuid.uuid4().hex for _ in range(count)],
         prediction_log.ROW: pa.array(np.zeros(count), pa.int32()),
@@ -65,7 +69,7 @@ def served(model, rows: pd.DataFrame, start: datetime, categorical: set[str]) ->
             for name in rows.columns
         },
         prediction_log.PREDICTION: pa.array(model.predict(rows)),
-        prediction_log.PROBABILITY: pa.array(probability, pa.float64()),
+        prediction_log.PROBABILITY: probability,
     }
     return pa.table(columns)
 

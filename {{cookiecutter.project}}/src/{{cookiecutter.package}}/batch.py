@@ -24,7 +24,6 @@ from collections.abc import Collection, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -33,10 +32,7 @@ import pyarrow.parquet as pq
 
 from . import data, storage
 from .errors import DataError
-from .profile import is_categorical
-
-if TYPE_CHECKING:
-    import pandas as pd
+from .profile import as_model_input, is_categorical
 
 PREDICTION, MODEL_VERSION, SCORED_AT = "prediction", "model_version", "scored_at"
 PROBABILITY_PREFIX = "probability_"  # + a class label: a classifier's probability of that class
@@ -175,16 +171,6 @@ def prefetched(chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
         reader.join()
 
 
-def model_input(features: pa.Table, categorical: Collection[str]) -> pd.DataFrame:
-    """The feature columns as the model was fitted on them: categories as text, a gap as NaN (which
-    the model's imputer fills; it leaves None alone), numbers as they were read."""
-    frame = features.to_pandas()
-    for name in categorical:
-        values = frame[name]
-        frame[name] = values.map(str, na_action="ignore").astype(object).where(values.notna())
-    return frame
-
-
 def score_chunk(
     model, chunk: pa.Table, features: list[str], version: int, categorical: Collection[str] = ()
 ) -> pa.Table:
@@ -195,7 +181,7 @@ def score_chunk(
     missing = [name for name in features if name not in chunk.column_names]
     if missing:
         raise DataError(f"batch input lacks the model's feature columns {missing}")
-    rows = model_input(chunk.select(features), categorical)
+    rows = as_model_input(chunk.select(features).to_pandas(), categorical)
     scored = chunk.append_column(PREDICTION, pa.array(model.predict(rows)))
     if is_classifier(model):
         for label, column in zip(model.classes_, model.predict_proba(rows).T, strict=True):

@@ -8,7 +8,7 @@ import pandas as pd
 
 from .. import data
 from ..prediction_log import MODEL_VERSION, read_log
-from ..profile import PROFILE_MAX_CATEGORIES, categorical_columns
+from ..profile import PROFILE_MAX_CATEGORIES, as_model_input, categorical_columns
 from ..reports import markdown_table
 from ..settings import Settings
 from .windows import Window, rows_in, streak, streak_lines
@@ -28,14 +28,8 @@ def categorical_features(reference: pd.DataFrame) -> list[str]:
 def comparable(frame: pd.DataFrame, features: list[str], text: set[str]) -> pd.DataFrame:
     """The features as Evidently compares them: text features as strings (the log's type, whatever
     the reference file's parser made of them), the others as float64; a gap stays a gap."""
-    return pd.DataFrame(
-        {
-            name: frame[name].map(str, na_action="ignore")
-            if name in text
-            else frame[name].astype("float64")
-            for name in features
-        }
-    )
+    numbers = {name: "float64" for name in features if name not in text}
+    return as_model_input(frame[features], text).astype(numbers)
 
 
 def data_drift(
