@@ -23,6 +23,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from {{ cookiecutter.package }} import batch, cli, data, prediction_log
+from {{ cookiecutter.package }}.errors import DataError
 from {{ cookiecutter.package }}.metrics import Classes
 from {{ cookiecutter.package }}.monitoring import drift, performance
 from {{ cookiecutter.package }}.registry import Registry
@@ -214,7 +215,7 @@ def test_multiclass_is_judged_by_the_model_classes_and_not_on_one_probability():
 
 
 def test_numeric_labels_still_have_to_be_numbers():
-    with pytest.raises(Exception, match="not a number"):
+    with pytest.raises(DataError, match="not a number"):
         joined(["1", "one"], [1, 0])
     assert joined(["1", "0"], [1, 0])["label"].tolist() == [1, 0]
 
