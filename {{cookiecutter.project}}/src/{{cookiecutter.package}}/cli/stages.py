@@ -74,6 +74,7 @@ def batch(
         settings.resolve(input_location or settings.params.batch.input),
         settings.resolve(output_location or settings.params.batch.output),
         settings.params.batch.chunk_rows,
+        scoring.categorical_features(registry.model_uri(version)),
     )
     reports.write_report(settings.reports_dir, "batch", result)
     say(f"scored {result['rows']} rows with v{version} -> {result['output']}")
