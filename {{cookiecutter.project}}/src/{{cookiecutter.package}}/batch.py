@@ -182,9 +182,15 @@ def score_chunk(
     if missing:
         raise DataError(f"batch input lacks the model's feature columns {missing}")
     rows = as_model_input(chunk.select(features).to_pandas(), categorical)
-    scored = chunk.append_column(PREDICTION, pa.array(model.predict(rows)))
-    if is_classifier(model):
-        for label, column in zip(model.classes_, model.predict_proba(rows).T, strict=True):
+    if not is_classifier(model):
+        scored = chunk.append_column(PREDICTION, pa.array(model.predict(rows)))
+    else:
+        # One model call: the prediction is the class of highest probability, as scikit-learn's
+        # classifiers predict (a forest would otherwise walk every tree twice).
+        probabilities = model.predict_proba(rows)
+        predictions = model.classes_.take(probabilities.argmax(axis=1))
+        scored = chunk.append_column(PREDICTION, pa.array(predictions))
+        for label, column in zip(model.classes_, probabilities.T, strict=True):
             scored = scored.append_column(f"{PROBABILITY_PREFIX}{label}", pa.array(column))
     scored_at = datetime.now(UTC).isoformat(timespec="seconds")
     return scored.append_column(
