@@ -1,7 +1,7 @@
 """Bring your own data, served: models with a text category and gaps, through a real BentoML server.
 
-The data sets are test_own_data's (`bring`); the walk here stops at the champion, which is built
-and served on 127.0.0.1: a row with a category as text and a numeric feature null is answered
+The data sets and the walk from suggest-suite to batch are test_own_data's; the champion is then
+built and served on 127.0.0.1: a row with a category as text and a numeric feature null is answered
 on every endpoint, with the label and every class's probability; an unseen category is flagged, or
 refused under the reject policy; and the smoke test passes on the sample rows, gaps included.
 """
@@ -20,7 +20,7 @@ from {{ cookiecutter.package }}.serving.arrow import ARROW_STREAM
 from {{ cookiecutter.package }}.settings import load_settings
 
 from .conftest import write_params
-from .test_own_data import SPECIES, bring, report, run
+from .test_own_data import SPECIES, report, run, walk_to_batch
 
 pytestmark = pytest.mark.integration
 
@@ -32,13 +32,6 @@ FLOWER = {
     "petal_width": 1.3,
     "habitat": "forest",
 }
-
-
-def walk_to_champion(project: Path, name: str) -> None:
-    """suggest-suite, validate, train, evaluate and promote on the data set `name`."""
-    bring(project, name)
-    for command in ("suggest-suite", "validate", "train", "evaluate", "promote"):
-        assert run(command) == cli.EXIT_OK, command
 
 
 def served(project: Path) -> server.Server:
@@ -60,7 +53,7 @@ def assert_every_class(class_probabilities: dict, probability: float) -> None:
 
 
 def test_a_flower_with_a_category_and_a_gap_is_answered_on_every_endpoint(project):
-    walk_to_champion(project, "flowers")
+    walk_to_batch(project, "flowers")
     with served(project) as running:
         assert run("smoke", "--url", running.url) == cli.EXIT_OK
         single = post(running, "/predict", json=FLOWER)
@@ -90,7 +83,7 @@ def test_a_flower_with_a_category_and_a_gap_is_answered_on_every_endpoint(projec
 
 
 def test_an_unseen_category_is_refused_under_the_reject_policy(project):
-    walk_to_champion(project, "flowers")
+    walk_to_batch(project, "flowers")
     write_params(project, serving={"out_of_profile": "reject"})
     with served(project) as running:
         refused = post(running, "/predict", json={**FLOWER, "habitat": "desert"})
@@ -103,7 +96,7 @@ def test_an_unseen_category_is_refused_under_the_reject_policy(project):
 
 
 def test_a_regression_of_own_data_is_served_and_smoke_tested(project):
-    walk_to_champion(project, "prices")
+    walk_to_batch(project, "prices")
     flat = {"area": 80.0, "rooms": 3.0, "age": None, "district": "harbour"}
     with served(project) as running:
         assert run("smoke", "--url", running.url) == cli.EXIT_OK
