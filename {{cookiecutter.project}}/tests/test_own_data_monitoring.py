@@ -203,7 +203,7 @@ def test_binary_text_labels_are_scored_with_their_positive_class():
 
 def test_multiclass_is_judged_by_the_model_classes_and_not_on_one_probability():
     """A window that never saw "c" is still scored over the model's three classes; roc_auc needs
-    every class's probability, which the log does not hold."""
+    every class's probability, which rows without the service's class_probabilities do not hold."""
     rows = joined(["a", "b", "a", "b"], ["a", "b", "b", "b"], [0.9, 0.8, 0.6, 0.7])
     classes = Classes.of(["a", "b", "c"])
 
@@ -212,6 +212,13 @@ def test_multiclass_is_judged_by_the_model_classes_and_not_on_one_probability():
 
     assert f1 == pytest.approx((2 / 3 + 0.8 + 0) / 3)  # macro over a, b and the unseen c
     assert auc is None and "every class's probability" in why
+
+    # Logged by the service, every class's probability judges log_loss over all three classes.
+    logged = [{"a": 0.9, "b": 0.05, "c": 0.05}, {"a": 0.1, "b": 0.8, "c": 0.1}] * 2
+    with_classes = rows.assign(class_probabilities=logged)
+    loss, why = performance.window_metric("classification", "log_loss", with_classes, classes)
+    picked = [0.9, 0.8, 0.9, 0.8]  # each row's probability of its label ("a", "b", "a", "b")
+    assert why is None and loss == pytest.approx(-np.mean(np.log(picked)))
 
 
 def test_numeric_labels_still_have_to_be_numbers():

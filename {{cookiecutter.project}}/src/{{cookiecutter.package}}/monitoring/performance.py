@@ -11,7 +11,15 @@ import pandas as pd
 
 from .. import metrics, storage
 from ..errors import DataError, StateError
-from ..prediction_log import MODEL_VERSION, PREDICTION, PROBABILITY, REQUEST_ID, ROW, read_log
+from ..prediction_log import (
+    CLASS_PROBABILITIES,
+    MODEL_VERSION,
+    PREDICTION,
+    PROBABILITY,
+    REQUEST_ID,
+    ROW,
+    read_log,
+)
 from ..registry import CHAMPION
 from ..reports import markdown_table, number
 from ..settings import Settings
@@ -70,15 +78,31 @@ def positive_scores(log: pd.DataFrame, positive) -> np.ndarray | None:
     return np.where(predicted == positive, probability, 1 - probability).astype("float64")
 
 
+def logged_class_probabilities(joined: pd.DataFrame, classes: metrics.Classes) -> np.ndarray | None:
+    """Every class's probability as the service logged it (rows x classes, in the model's class
+    order), or None when a row lacks them (a log written before the service logged them)."""
+    if CLASS_PROBABILITIES not in joined.columns:
+        return None
+    keys = [str(label) for label in classes.labels]  # the service keys them by the label as text
+    try:
+        return np.array([[cell[key] for key in keys] for cell in joined[CLASS_PROBABILITIES]])
+    except (KeyError, TypeError):  # a missing class, or no map at all in some rows
+        return None
+
+
 def class_probabilities(metric: str, joined: pd.DataFrame, classes: metrics.Classes):
     """(every class's probability in the model's class order, None), or (None, why there is none).
 
-    The log holds the probability of the predicted class only: enough for a binary model (the other
-    class has the rest), not for more classes, whose probability metrics are then not judged."""
+    The log's class_probabilities when every row has them; else, for a binary model, the predicted
+    class's probability is enough (the other class has the rest). For more classes without them,
+    the probability metrics are not judged."""
+    logged = logged_class_probabilities(joined, classes)
+    if logged is not None:
+        return logged.astype("float64"), None
     if not classes.binary:
         return None, (
-            f"{metric} needs every class's probability; the log holds the predicted class's only "
-            f"({len(classes.labels)} classes)"
+            f"{metric} needs every class's probability; these rows of the log hold the predicted "
+            f"class's only ({len(classes.labels)} classes)"
         )
     scores = positive_scores(joined, classes.positive)
     if scores is None:
