@@ -112,8 +112,11 @@ def test_the_suite_passes_on_its_data_and_names_the_column_of_bad_rows(customers
     unseen.loc[0, "plan"] = "platinum"
     assert check(unseen, suite) == [("expect_column_values_to_be_in_set", "plan", 1)]
     gaps = customers.copy()
-    gaps.loc[gaps.index[: len(gaps) // 2], "monthly_charges"] = np.nan
-    assert check(gaps, suite) == [("expect_column_values_to_not_be_null", "monthly_charges", 150)]
+    gaps.loc[gaps.index[: len(gaps) // 2], ["monthly_charges", "plan"]] = np.nan
+    assert check(gaps, suite) == [
+        ("expect_column_values_to_not_be_null", "monthly_charges", 150),
+        ("expect_column_values_to_not_be_null", "plan", gaps["plan"].isna().sum()),
+    ]
 
 
 def bring_customers(project: Path, customers: pd.DataFrame) -> Path:
