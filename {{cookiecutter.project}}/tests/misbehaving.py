@@ -68,7 +68,7 @@ def register(settings: Settings, model: Misbehaving, features: pd.DataFrame) -> 
             signature=infer_signature(sample, model.model.predict(sample)),
             registered_model_name=settings.params.registry.model_name,
             pip_requirements=["scikit-learn", "cloudpickle"],
-            metadata={"feature_profile": profile.feature_profile(features)},
+            metadata={"feature_profile": profile.feature_profile(features, numbers_nullable=True)},
         )
     version = int(logged.registered_model_version)
     registry.record_digest(version)  # as training does: the build and service verify it

@@ -1,8 +1,9 @@
 """Bring your own data: the loop on data sets the template does not bundle, and the mistakes a user
 makes on the way, each an exit 2 naming the field.
 
-The data is generated here, small: three string-labelled classes with gaps in the features, a binary
-target labelled "yes"/"no", and a regression with gaps and an id column to leave out.
+The data is generated here, small: three string-labelled classes with a text category and gaps in the
+features, a binary target labelled "yes"/"no" with a text category, and a regression with a text
+category, gaps and an id column to leave out.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .conftest import write_params
 
 ROWS = 300
 SPECIES = ("setosa", "versicolor", "virginica")
+HABITATS = ("meadow", "forest", "shore")
 
 
 def flowers(rng: np.random.Generator) -> pd.DataFrame:
@@ -36,48 +38,62 @@ def flowers(rng: np.random.Generator) -> pd.DataFrame:
             "sepal_width": 3 + rng.normal(0, 0.3, ROWS),
             "petal_length": 1.5 + 2 * species + rng.normal(0, 0.4, ROWS),
             "petal_width": 0.2 + 0.9 * species + rng.normal(0, 0.2, ROWS),
+            # Mostly where the species grows, else anywhere; a few unrecorded.
+            "habitat": np.where(
+                rng.random(ROWS) < 0.7,
+                np.array(HABITATS)[species],
+                np.array(HABITATS)[rng.integers(0, 3, ROWS)],
+            ).astype(object),
             "species": np.array(SPECIES)[species],
         }
     )
     frame.loc[rng.random(ROWS) < 0.05, "sepal_width"] = np.nan
     frame.loc[rng.random(ROWS) < 0.05, "petal_width"] = np.nan
+    frame.loc[rng.random(ROWS) < 0.05, "habitat"] = None
     frame.loc[frame.index[:4], "species"] = None  # 4 of 300: under data.max_missing_target_share
     return frame
 
 
 def churn(rng: np.random.Generator) -> pd.DataFrame:
-    """Customers who left ("yes") or stayed ("no")."""
+    """Customers who left ("yes") or stayed ("no"), on one of three contracts."""
     tenure = rng.integers(1, 72, ROWS)
     calls = rng.poisson(2, ROWS)
-    risk = -0.08 * tenure + 0.8 * calls + rng.normal(0, 1, ROWS)
+    contract = rng.choice(["monthly", "yearly", "two-year"], ROWS, p=[0.5, 0.3, 0.2])
+    risk = -0.08 * tenure + 0.8 * calls + (contract == "monthly") + rng.normal(0, 1, ROWS)
     return pd.DataFrame(
         {
             "tenure_months": tenure,
             "monthly_charges": rng.uniform(20, 120, ROWS).round(2),
             "support_calls": calls,
+            "contract": contract,
             "churned": np.where(risk > np.median(risk), "yes", "no"),
         }
     )
 
 
 def prices(rng: np.random.Generator) -> pd.DataFrame:
-    """Prices of flats with an id (not a feature) and some unknown ages."""
+    """Prices of flats in three districts, with an id (not a feature) and some unknown ages."""
     area = rng.uniform(30, 150, ROWS)
     rooms = np.clip((area / 30).round() + rng.integers(-1, 2, ROWS), 1, None)
     age = rng.uniform(0, 80, ROWS)
+    district = rng.choice(["centre", "harbour", "suburbs"], ROWS)
+    premium = np.select([district == "centre", district == "harbour"], [60_000, 25_000], 0)
     frame = pd.DataFrame(
         {
             "listing_id": rng.permutation(np.arange(100_000, 100_000 + ROWS)),
             "area": area.round(1),
             "rooms": rooms,
             "age": age.round(),
-            "price": (3_000 * area - 500 * age + rng.normal(0, 20_000, ROWS)).round(),
+            "district": district,
+            "price": (3_000 * area - 500 * age + premium + rng.normal(0, 20_000, ROWS)).round(),
         }
     )
     frame.loc[rng.random(ROWS) < 0.08, "age"] = np.nan
     return frame
 
 
+# Each data set's text column: the model takes it as categories.
+CATEGORICAL = {"flowers": "habitat", "churn": "contract", "prices": "district"}
 CLASSIFIER = {"estimator": "logistic_regression", "hyperparameters": {"max_iter": 1000}}
 # name -> (data, params sections, rows without a target)
 DATA_SETS = {
@@ -177,6 +193,9 @@ def test_the_loop_runs_on_data_the_template_does_not_bundle(project, name):
     roles = info.metadata["feature_roles"]
     assert roles["dropped"] == list(settings.params.data.drop)
     assert target not in roles["features"] and "listing_id" not in roles["features"]
+    assert roles["categorical"] == [CATEGORICAL[name]]
+    category = info.metadata["feature_profile"][CATEGORICAL[name]]
+    assert category["kind"] == "categorical" and len(category["categories"]) == 3
     assert Registry(settings).alias_version(CHAMPION) == 1
 
 

@@ -128,19 +128,32 @@ def test_the_document_names_the_token_the_error_answers_and_null_defaults():
 
 
 def test_the_profile_records_ranges_missing_shares_and_categories():
-    frame = pd.DataFrame({"size": [1.0, 4.0, np.nan, 3.0], "kind": [0.0, 1.0, 1.0, 0.0]})
-    profile = feature_profile(frame)
+    frame = pd.DataFrame(
+        {
+            "size": [1.0, 4.0, np.nan, 3.0],
+            "kind": [0.0, 1.0, 1.0, 0.0],
+            "colour": ["red", None, "blue", "red"],
+        }
+    )
+    profile = feature_profile(frame, numbers_nullable=False)
     assert profile["size"]["min"] == 1.0 and profile["size"]["max"] == 4.0
     assert profile["size"]["missing_rate"] == 0.25
+    assert profile["size"]["kind"] == "numeric" and profile["size"]["nullable"] is False
     assert profile["kind"]["categories"] == [0.0, 1.0]
+    colour = profile["colour"]
+    assert colour["kind"] == "categorical" and colour["nullable"] is True
+    assert colour["categories"] == ["blue", "red"] and colour["missing_rate"] == 0.25
+    assert colour["shares"] == {"blue": pytest.approx(1 / 3), "red": pytest.approx(2 / 3)}
+    assert "min" not in colour
+    assert feature_profile(frame, numbers_nullable=True)["size"]["nullable"] is True
     wide = pd.DataFrame({"x": np.arange(PROFILE_MAX_CATEGORIES + 1, dtype=float)})
-    assert feature_profile(wide)["x"]["categories"] is None
+    assert feature_profile(wide, numbers_nullable=False)["x"]["categories"] is None
 
 
 def test_the_profile_check_names_the_rows_and_features_training_never_saw():
     size = np.linspace(1.0, 4.0, PROFILE_MAX_CATEGORIES + 2)  # a range, not categories
     frame = pd.DataFrame({"size": size, "kind": np.resize([0.0, 1.0], len(size))})
-    check = ProfileCheck(["size", "kind"], feature_profile(frame))
+    check = ProfileCheck(["size", "kind"], feature_profile(frame, numbers_nullable=False))
     rows = np.array([[1.0, 0.0], [4.5, 1.0], [2.0, 0.5], [0.5, 2.0], [4.0, 1.0]])
     assert check.outside(rows) == {1: ["size"], 2: ["kind"], 3: ["size", "kind"]}
     assert check.outside(rows[[0, 4]]) == {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from {{ cookiecutter.package }} import data, training
+from {{ cookiecutter.package }} import data, profile, training
 from {{ cookiecutter.package }}.errors import SettingsError
 from {{ cookiecutter.package }}.registry import CHALLENGER, Registry
 from {{ cookiecutter.package }}.settings import ModelParams, load_settings
@@ -27,7 +27,7 @@ def test_every_listed_estimator_builds_and_fits(settings, frame, estimator):
 
 
 def test_unknown_estimator_and_bad_hyperparameters_are_named(settings):
-    with pytest.raises(ValueError, match="'svm' is not a {{ cookiecutter.task }} estimator"):
+    with pytest.raises(ValueError, match="'svm' is not a classification estimator"):
         training.build_pipeline(settings.params.task, ModelParams(estimator="svm"))
     estimator = sorted(training.ESTIMATORS["{{ cookiecutter.task }}"])[0]
     bad = ModelParams(estimator=estimator, hyperparameters={"no_such_knob": 1})
@@ -67,6 +67,58 @@ def test_missing_values_are_imputed_before_the_estimator(settings, frame):
         training.build_pipeline(settings.params.task, bare).fit(gaps, labels)
 
 
+def with_a_category(settings, frame):
+    """The project's features with a text column that moves the target, gaps in it included."""
+    features, target = data.split_features_target(frame, settings.params.data)
+    rng = np.random.default_rng(0)
+    ranks = target.rank(pct=True).to_numpy()
+    grade = np.where(ranks > 0.5, "high", "low").astype(object)
+    grade[rng.random(len(grade)) < 0.1] = None
+    return profile.as_model_input(features.assign(grade=grade), ["grade"]), target
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_text_columns_are_encoded_inside_the_pipeline(settings, frame, native):
+    """One-hot categories, or for HistGradientBoosting its own categorical support: either way a
+    gap and a category training never saw are answered, not refused."""
+    features, target = with_a_category(settings, frame)
+    task = settings.params.task
+    estimator = (
+        "sklearn.ensemble.HistGradientBoosting"
+        + ("Classifier" if task == "classification" else "Regressor")
+        if native
+        else settings.params.model.estimator
+    )
+    params = settings.params.model.model_copy(
+        update={"estimator": estimator, "hyperparameters": {}}
+    )
+    pipeline = training.build_pipeline(task, params, ["grade"]).fit(features, target)
+    encoder = pipeline.named_steps["columns"].named_transformers_["categories"]
+    if native:
+        assert type(encoder).__name__ == "OrdinalEncoder"
+        assert pipeline.named_steps["model"].categorical_features == [0]
+    else:
+        assert sorted(encoder.named_steps["encode"].categories_[0]) == ["high", "low", "missing"]
+    odd = features.head(3).assign(grade=["never seen", None, "high"])
+    assert len(pipeline.predict(profile.as_model_input(odd, ["grade"]))) == 3
+    high, low = (pipeline.predict(features.head(50).assign(grade=g)) for g in ("high", "low"))
+    assert (high != low).any()  # the category reaches the model
+
+
+def test_a_text_column_is_recorded_as_categorical_with_the_model(settings, registry, frame):
+    features, target = with_a_category(settings, frame)
+    labelled = features.assign(**{settings.params.data.target: target})
+    training.train(settings, registry, labelled)
+    info = mlflow.models.get_model_info(registry.model_uri(1))
+    assert info.metadata["feature_roles"]["categorical"] == ["grade"]
+    grade = info.metadata["feature_profile"]["grade"]
+    assert grade["kind"] == "categorical" and grade["categories"] == ["high", "low"]
+    inputs = {spec["name"]: spec["type"] for spec in info.signature.inputs.to_dict()}
+    assert inputs["grade"] == "string"
+    numeric = next(name for name in features.columns if name != "grade")
+    assert info.metadata["feature_profile"][numeric]["nullable"] is True  # model.impute: median
+
+
 def test_train_registers_a_challenger_with_lineage(settings, registry, frame):
     result = training.train(settings, registry, frame)
     assert result.model_version == 1
@@ -88,7 +140,8 @@ def test_train_registers_a_challenger_with_lineage(settings, registry, frame):
     assert model_info.saved_input_example_info is not None
     roles = model_info.metadata["feature_roles"]
     target = settings.params.data.target
-    assert roles == {"features": [c for c in frame.columns if c != target], "dropped": []}
+    features = [c for c in frame.columns if c != target]
+    assert roles == {"features": features, "dropped": [], "categorical": []}
     assert "feature_profile" in model_info.metadata
     requirements = mlflow.pyfunc.get_model_dependencies(registry.model_uri(1))
     pinned = Path(requirements).read_text()
@@ -104,7 +157,7 @@ def test_train_registers_a_challenger_with_lineage(settings, registry, frame):
     "estimator",
     [
         *sorted(training.ESTIMATORS["{{ cookiecutter.task }}"]),
-        "sklearn.ensemble.HistGradientBoosting{{ 'Classifier' if cookiecutter.task == 'classification' else 'Regressor' }}",
+        "sklearn.ensemble.HistGradientBoostingClassifier",
     ],
 )
 def test_registered_model_predicts_like_the_trained_pipeline(project, estimator):

@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import storage
 from .errors import DataError
+from .profile import as_model_input, categorical_columns
 from .settings import DataParams
 
 _READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
@@ -96,10 +97,12 @@ def missing_targets(frame: pd.DataFrame, params: DataParams, source: str) -> int
 def split_features_target(
     frame: pd.DataFrame, params: DataParams, source: str = "the data"
 ) -> tuple[pd.DataFrame, pd.Series]:
-    """The feature columns (`feature_roles`) and the target, without the rows that have no target."""
+    """The feature columns (`feature_roles`), as the model takes them, and the target, without the
+    rows that have no target."""
     roles = feature_roles([str(name) for name in frame.columns], params, source)
     labelled = frame[frame[params.target].notna()]
-    return labelled[roles["features"]], labelled[params.target]
+    features = labelled[roles["features"]]
+    return as_model_input(features, categorical_columns(features)), labelled[params.target]
 
 
 def train_holdout_split(

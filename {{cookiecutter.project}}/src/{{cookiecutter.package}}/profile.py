@@ -11,7 +11,7 @@ Imports only numpy at module level: the serving process loads it, and pandas is 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,20 +34,69 @@ def prediction_buckets(target: pd.Series, shares: int = 10) -> list[float]:
     return np.unique(np.quantile(target.to_numpy(dtype=np.float64), inner)).tolist()
 
 
-def feature_profile(features: pd.DataFrame) -> dict[str, dict]:
-    """What the model saw of each feature: range, mean, spread, missing share, and categories.
+def categorical_columns(features: pd.DataFrame) -> list[str]:
+    """The features the model takes as categories: text columns (object, string or category dtype).
 
-    Recorded with the model at training; the service judges requests against it (out_of_profile)
-    and monitoring compares served traffic with it.
+    Decided here once, for training, the profile and every reader of the profile (`is_categorical`).
+    Booleans and numbers stay numeric; a numeric column of few values is still profiled with its
+    `categories`, so the service and monitoring treat its values as such.
     """
     import pandas as pd
 
+    return [
+        str(name) for name in features.columns if not pd.api.types.is_numeric_dtype(features[name])
+    ]
+
+
+def as_model_input(features: pd.DataFrame, categorical: Iterable[str]) -> pd.DataFrame:
+    """`features` as the model takes them: each category as text, each gap of a category as NaN.
+
+    scikit-learn's encoders take None (a gap as JSON and Arrow give it) and NaN (as pandas reads it
+    from a file) for two different categories, and 3 and "3" for two more. Training, batch scoring
+    and the service all pass their rows through here.
+    """
+    as_text = {
+        name: features[name].astype(str).where(features[name].notna()) for name in categorical
+    }
+    return features.assign(**as_text) if as_text else features
+
+
+def is_categorical(stats: Mapping[str, Any]) -> bool:
+    """Whether a feature of a profile holds text categories (rather than numbers)."""
+    return stats.get("kind") == "categorical"
+
+
+def feature_profile(features: pd.DataFrame, numbers_nullable: bool) -> dict[str, dict]:
+    """What the model saw of each feature: its kind, whether it may be missing, and its values.
+
+    Numeric: range, mean, spread, missing share, and categories (a few distinct values). Categorical:
+    missing share, every category seen (sorted) and its share of the rows that have one; always
+    nullable, as the model fills a gap with the category "missing". `numbers_nullable`: the model
+    fills missing numbers (or its estimator takes them). Recorded with the model at training; the
+    service judges requests against it (out_of_profile) and monitoring compares served traffic with it.
+    """
+    import pandas as pd
+
+    categorical = set(categorical_columns(features))
     profile = {}
     for name in features.columns:
+        if name in categorical:
+            present = features[name].dropna().astype(str)
+            shares = present.value_counts(normalize=True).sort_index()
+            profile[str(name)] = {
+                "kind": "categorical",
+                "nullable": True,
+                "missing_rate": float(features[name].isna().mean()),
+                "categories": shares.index.tolist(),
+                "shares": {str(category): float(share) for category, share in shares.items()},
+            }
+            continue
         column = pd.to_numeric(features[name], errors="coerce")
         present = column.dropna()
         distinct = np.unique(present.to_numpy(dtype=np.float64))
         profile[str(name)] = {
+            "kind": "numeric",
+            "nullable": numbers_nullable,
             "min": float(present.min()),
             "max": float(present.max()),
             "mean": float(present.mean()),

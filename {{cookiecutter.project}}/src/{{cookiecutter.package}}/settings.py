@@ -79,6 +79,8 @@ class ModelParams(_Section):
     # How missing numeric values are filled before scaling (none: the estimator takes them as they are).
     impute: Literal["median", "mean", "most_frequent", "none"] = "median"
     scale_features: bool = True
+    # Categories rarer than this share of the training rows are grouped (one-hot encoding).
+    min_category_share: float = Field(0.01, ge=0, lt=1)
     random_state: int = 42
 
 
@@ -172,8 +174,7 @@ class RolloutParams(_Section):
 
 
 class MonitoringParams(_Section):
-    # Where the service logs a sample of what it served (Parquet, one folder per day): a local path
-    # or an s3:// URI.
+    # Where the service logs a sample of what it served (Parquet, a folder a day): local or s3://.
     prediction_log: str = "logs/predictions"
     # Share of requests logged, chosen by a hash of the request id (0 turns the log off).
     sample_rate: float = Field(1.0, ge=0, le=1)
@@ -185,8 +186,7 @@ class MonitoringParams(_Section):
     window_hours: float = Field(24, gt=0)
     # Data drift: the window drifts when at least this share of the features drifted.
     drift_share: float = Field(0.5, gt=0, le=1)
-    # Concept drift: the primary metric on labelled predictions may fall this far below the
-    # champion's offline metric before it is flagged.
+    # Concept drift: how far the primary metric may fall below the champion's offline metric.
     performance_tolerance: float = Field(0.05, ge=0)
     # Fewer rows than this in a window: too few to judge, reported as such.
     min_window_rows: int = Field(50, ge=1)

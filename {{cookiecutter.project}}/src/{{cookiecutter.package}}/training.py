@@ -6,13 +6,16 @@ import hashlib
 import importlib
 import json
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     GradientBoostingClassifier,
     GradientBoostingRegressor,
@@ -22,7 +25,8 @@ from sklearn.ensemble import (
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.utils import get_tags
 
 from . import data, evaluation, profile
 from .errors import DataError, SettingsError
@@ -76,8 +80,27 @@ def estimator_class(task: str, name: str) -> type[BaseEstimator]:
     return found
 
 
-def build_pipeline(task: str, params: ModelParams) -> Pipeline:
-    """The unfitted model: imputation of missing values, optional scaling, then the estimator."""
+def build_pipeline(task: str, params: ModelParams, categorical: Sequence[str] = ()) -> Pipeline:
+    """The unfitted model: missing numbers filled and optionally scaled, categories encoded, then the
+    estimator. Without categorical features it is the plain Pipeline numeric models always had."""
+    estimator = build_estimator(task, params)
+    numeric_steps = []
+    if params.impute != "none":
+        numeric_steps.append(("impute", SimpleImputer(strategy=params.impute)))
+    if params.scale_features:
+        numeric_steps.append(("scale", StandardScaler()))
+    if not categorical:
+        return Pipeline([*numeric_steps, ("model", estimator)])
+    columns = ColumnTransformer(
+        [("categories", category_encoder(estimator, params, len(categorical)), list(categorical))],
+        remainder=Pipeline(numeric_steps) if numeric_steps else "passthrough",
+        verbose_feature_names_out=False,
+    )
+    return Pipeline([("columns", columns), ("model", estimator)])
+
+
+def build_estimator(task: str, params: ModelParams) -> BaseEstimator:
+    """The estimator of params, checked to fit the task; a mistake is a SettingsError naming the field."""
     estimator_type = estimator_class(task, params.estimator)
     hyperparameters = dict(params.hyperparameters)
     try:
@@ -94,12 +117,45 @@ def build_pipeline(task: str, params: ModelParams) -> Pipeline:
             f"model.estimator {params.estimator!r} gives no class probabilities (predict_proba), "
             "which roc_auc and log_loss need"
         )
-    steps = []
-    if params.impute != "none":
-        steps.append(("impute", SimpleImputer(strategy=params.impute)))
-    if params.scale_features:
-        steps.append(("scale", StandardScaler()))
-    return Pipeline([*steps, ("model", estimator)])
+    return estimator
+
+
+def category_encoder(estimator: BaseEstimator, params: ModelParams, count: int) -> BaseEstimator:
+    """How the `count` categorical columns (first in the ColumnTransformer's output) reach the model.
+
+    One-hot columns, a gap being the category "missing". An estimator with categorical support of
+    its own (HistGradientBoosting's `categorical_features`) gets one column of category codes each,
+    and is told which: fewer columns, and splits on sets of categories. Either way categories rarer
+    than model.min_category_share are grouped, and one training never saw is taken as rare (one-hot)
+    or missing (codes), never an error.
+    """
+    rare = params.min_category_share or None
+    if "categorical_features" in estimator.get_params():
+        if "categorical_features" not in params.hyperparameters:
+            estimator.set_params(categorical_features=list(range(count)))
+        return OrdinalEncoder(
+            handle_unknown="use_encoded_value",
+            unknown_value=np.nan,
+            encoded_missing_value=np.nan,
+            min_frequency=rare,
+        )
+    return Pipeline(
+        [
+            ("fill", SimpleImputer(strategy="constant", fill_value="missing")),
+            (
+                "encode",
+                OneHotEncoder(
+                    handle_unknown="infrequent_if_exist", min_frequency=rare, sparse_output=False
+                ),
+            ),
+        ]
+    )
+
+
+def takes_missing_numbers(pipeline: Pipeline, params: ModelParams) -> bool:
+    """Whether the model answers for a row with a number missing: it fills them, or its estimator
+    takes NaN as it is (HistGradientBoosting does)."""
+    return params.impute != "none" or get_tags(pipeline.named_steps["model"]).input_tags.allow_nan
 
 
 def fit(settings: Settings, x_train: pd.DataFrame, y_train: pd.Series, source: str) -> Pipeline:
@@ -112,7 +168,7 @@ def fit(settings: Settings, x_train: pd.DataFrame, y_train: pd.Series, source: s
             f"({y_train.unique().tolist()}) in the training rows; a classifier needs two or more"
         )
     try:
-        pipeline = build_pipeline(params.task, params.model)
+        pipeline = build_pipeline(params.task, params.model, profile.categorical_columns(x_train))
     except SettingsError as error:
         raise SettingsError(f"{settings.params_file}: {error}") from None
     try:
@@ -166,12 +222,22 @@ def flatten(prefix: str, values: dict) -> dict[str, object]:
 
 
 def model_metadata(
-    task: str, x_train: pd.DataFrame, y_train: pd.Series, roles: dict[str, list[str]]
+    settings: Settings,
+    pipeline: Pipeline,
+    x_train: pd.DataFrame,
+    y_train: pd.Series,
+    roles: dict[str, list[str]],
 ) -> dict:
     """In the MLmodel file: the service judges requests against the profile, monitoring traffic;
-    the roles say which columns of the data the model reads and which it was told to leave out."""
-    metadata = {"feature_profile": profile.feature_profile(x_train), "feature_roles": roles}
-    if task == "regression":
+    the roles say which columns of the data the model reads (and which as categories) and which it
+    was told to leave out."""
+    metadata = {
+        "feature_profile": profile.feature_profile(
+            x_train, takes_missing_numbers(pipeline, settings.params.model)
+        ),
+        "feature_roles": {**roles, "categorical": profile.categorical_columns(x_train)},
+    }
+    if settings.params.task == "regression":
         metadata["prediction_buckets"] = profile.prediction_buckets(y_train)
     return metadata
 
@@ -200,6 +266,7 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
                 "estimator": params.model.estimator,
                 "impute": params.model.impute,
                 "scale_features": params.model.scale_features,
+                "min_category_share": params.model.min_category_share,
                 "holdout_fraction": params.data.holdout_fraction,
                 "train_rows": len(x_train),
                 "holdout_rows": len(x_holdout),
@@ -207,7 +274,9 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
             }
         )
         mlflow.log_metrics({f"holdout_{name}": value for name, value in metrics.items()})
-        example = x_train.head(5)
+        # Complete rows where there are five: the example on the service's /docs page.
+        complete = x_train.dropna()
+        example = (complete if len(complete) >= 5 else x_train).head(5)
         model_info = mlflow.sklearn.log_model(
             pipeline,
             name="model",
@@ -216,7 +285,7 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
             pip_requirements=pip_requirements(),
             registered_model_name=params.registry.model_name,
             skops_trusted_types=trusted_types(pipeline),
-            metadata=model_metadata(params.task, x_train, y_train, roles),
+            metadata=model_metadata(settings, pipeline, x_train, y_train, roles),
         )
     model_version = int(model_info.registered_model_version)
     registry.tag_version(model_version, lineage)
