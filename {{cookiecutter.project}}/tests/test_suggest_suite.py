@@ -61,6 +61,7 @@ def test_kinds_and_what_to_leave_out(customers):
         "tenure_months": "numeric",
         "monthly_charges": "numeric",
         "support_calls": "categorical",  # a count with a handful of values: codes, not amounts
+        "contract": "categorical",
         "churned": "categorical",
         "plan": "categorical",
         "paperless": "categorical",
@@ -143,7 +144,7 @@ def test_suggest_suite_writes_the_datas_own_suite_and_use_edits_one_line(
     said = capsys.readouterr().out
     assert "`suite: validation/customers.json` under validation:" in said
     assert "consider adding 'customer_id' to data.drop in params.yaml" in said
-    assert "categorical: support_calls, churned, plan, paperless, country" in said
+    assert "categorical: support_calls, contract, churned, plan, paperless, country" in said
     assert params.read_text() == before
     written = json.loads((project / "validation" / "customers.json").read_text())
     assert written["name"] == "customers"
