@@ -142,9 +142,9 @@ def test_suggest_suite_writes_the_datas_own_suite_and_use_edits_one_line(
     bundled = {path.name: path.read_text() for path in (project / "validation").iterdir()}
     assert run() == cli.EXIT_OK
     said = capsys.readouterr().out
-    assert "`suite: validation/customers.json` under validation:" in said
+    assert "set validation.suite: validation/customers.json in params.yaml (or --use)" in said
     assert "consider adding 'customer_id' to data.drop in params.yaml" in said
-    assert "categorical: support_calls, contract, churned, plan, paperless, country" in said
+    assert "categorical columns: support_calls, contract, churned, plan, paperless, country" in said
     assert params.read_text() == before
     written = json.loads((project / "validation" / "customers.json").read_text())
     assert written["name"] == "customers"

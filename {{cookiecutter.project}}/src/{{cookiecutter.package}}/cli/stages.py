@@ -111,7 +111,7 @@ def suggest_suite(settings: Settings, use: bool, force: bool) -> dict:
     say(f"wrote {len(suite['expectations'])} expectations to {path}; review them before committing")
     for kind in (suggest.NUMERIC, suggest.CATEGORICAL, suggest.TEXT):
         if named := [name for name, found in meta["columns"].items() if found == kind]:
-            say(f"{kind}: {', '.join(named)}")
+            say(f"{kind} columns: {', '.join(named)}")
     for name, reason in meta["drop_advice"].items():
         say(f"consider adding {name!r} to data.drop in {params_file.name}: {reason}")
     if use:
@@ -119,7 +119,7 @@ def suggest_suite(settings: Settings, use: bool, force: bool) -> dict:
         say(f"validation.suite in {params_file} is now {location}")
     elif settings.params.validation.suite != location:
         say(
-            f"to validate with it: `suite: {location}` under validation: in {params_file}, or --use"
+            f"to validate with it, set validation.suite: {location} in {params_file.name} (or --use)"
         )
     return {
         "suite": str(path),
