@@ -164,7 +164,9 @@ def test_another_datas_suite_is_kept_unless_forced(project, customers, capsys):
     other.write_text(json.dumps({"name": "x", "meta": {"data_source": "old/customers.csv"}}))
     assert run() == cli.EXIT_ERROR
     error = capsys.readouterr().err
-    assert f"{other} exists and is the suite of old/customers.csv" in error
+    assert (
+        f"{other} holds the suite of old/customers.csv (meta.data_source), not of {SOURCE}" in error
+    )
     assert "--force" in error
     assert json.loads(other.read_text())["name"] == "x"
     assert run("--force") == cli.EXIT_OK
@@ -181,3 +183,6 @@ def test_a_params_file_without_the_suite_line_is_named(tmp_path):
     assert params.read_text() == (
         "validation:\n  # reviewed\n  suite: validation/x.json  # ours\nmodel: {}\n"
     )
+    # A file name YAML would cut short (at " #") is quoted.
+    suggest.point_validation_suite(params, "validation/loans #2.json")
+    assert '  suite: "validation/loans #2.json"  # ours\n' in params.read_text()

@@ -194,10 +194,10 @@ def refuse_other_data(path: Path, source: str) -> None:
         owner = None
     if owner == source:
         return
-    made_from = f"the suite of {owner}" if owner else "not a suite suggested from data.source"
+    held = f"holds the suite of {owner}" if owner else "records no data it was suggested from"
     raise SuiteError(
-        f"{path} exists and is {made_from}, not of {source}: move it aside, or pass --force "
-        "to replace it"
+        f"{path} {held} (meta.data_source), not of {source}: move it aside, or pass --force to "
+        "replace it"
     )
 
 
@@ -216,12 +216,7 @@ def point_validation_suite(params_file: Path, location: str) -> None:
             section = heading["key"].strip()
         elif section == "validation" and (found := _SUITE_LINE.match(line.rstrip("\r\n"))):
             ending = line[len(line.rstrip("\r\n")) :]
-            value = (
-                location
-                if yaml.safe_load(f"k: {location}") == {"k": location}
-                else json.dumps(location)
-            )
-            lines[index] = f"{found['lead']}{value}{found['tail'] or ''}{ending}"
+            lines[index] = f"{found['lead']}{_yaml_value(location)}{found['tail'] or ''}{ending}"
             break
     edited = "".join(lines)
     if (yaml.safe_load(edited) or {}).get("validation", {}).get("suite") != location:
@@ -230,3 +225,8 @@ def point_validation_suite(params_file: Path, location: str) -> None:
             f"{location}; set validation.suite by hand"
         )
     params_file.write_text(edited)
+
+
+def _yaml_value(text: str) -> str:
+    """`text` as YAML reads it back: plain where it can be, else quoted."""
+    return text if yaml.safe_load(f"key: {text}") == {"key": text} else json.dumps(text)
