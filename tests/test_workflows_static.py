@@ -127,3 +127,57 @@ def test_each_action_has_one_pin_everywhere(baked):
                 f"{action}: {path} pins {sha} {comment}, {first[2]} pins {first[0]} {first[1]}"
             )
     assert "actions/checkout" in seen
+
+
+def run_scripts(path: Path) -> list[str]:
+    """Every `run:` script of a workflow file, in order."""
+    workflow = yaml.safe_load(path.read_text())
+    return [
+        str(step["run"])
+        for job in workflow["jobs"].values()
+        for step in job.get("steps", [])
+        if "run" in step
+    ]
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_deploys_promote_the_version_their_gate_approved(baked, name):
+    """A promotion names the gated version (challenger may have moved since: issue 18), pull request
+    runs move no alias, and a manual rollback never queues behind a deploy."""
+    workflows = baked(name).path / ".github" / "workflows"
+    promotions = [
+        script
+        for script in run_scripts(workflows / "cd.yml")
+        if re.search(r'"\$CLI" promote\b|--promote\b', script)
+    ]
+    assert len(promotions) == 2, promotions  # the registry's promote, and the cluster's rollout
+    assert all('--version "$VERSION"' in script for script in promotions), promotions
+    trains = [s for s in run_scripts(workflows / "ci.yml") if re.search(r'"\$CLI" train\b', s)]
+    assert trains and all("--no-alias" in script for script in trains), trains
+    groups = {
+        file: yaml.safe_load((workflows / file).read_text())["concurrency"]["group"]
+        for file in ("cd.yml", "rollback.yml")
+    }
+    assert groups["cd.yml"] != groups["rollback.yml"], groups
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_jobs_that_ship_refuse_to_resolve_dependencies_afresh(baked, name, tmp_path):
+    """cd.yml's build, staging and production install only a committed uv.lock: the setup action's
+    install script, run here without a lock, fails and says why instead of resolving afresh."""
+    project = baked(name).path
+    jobs = yaml.safe_load((project / ".github" / "workflows" / "cd.yml").read_text())["jobs"]
+    for job in ("build", "staging", "production"):
+        setups = [s for s in jobs[job]["steps"] if s.get("uses") == "./.github/actions/setup"]
+        assert [(s.get("with") or {}).get("require-lock") for s in setups] == ["true"], job
+    action = yaml.safe_load((project / ".github" / "actions" / "setup" / "action.yml").read_text())
+    install = next(s for s in action["runs"]["steps"] if s.get("name") == "Install the project into .venv")
+    done = subprocess.run(
+        ["bash", "-e", "-c", install["run"]],
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "REQUIRE_LOCK": "true", "PYTHON_VERSION": "3.12"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "::error title=No uv.lock::" in done.stdout, done

@@ -46,6 +46,38 @@ def test_invalid_data_stops_training_and_registers_nothing(
     assert not (project / "reports" / "train.json").exists()
 
 
+def test_promotion_names_the_version_the_gate_approved(project, registry, capsys):
+    """`challenger` moves between the gate and the promotion (another run trained meanwhile, as a pull
+    request run in server mode would): the deploy's `promote --version` still promotes the gated
+    version, and no other version can be promoted on that gate's report."""
+    assert run("train") == cli.EXIT_OK
+    assert run("evaluate") == cli.EXIT_OK  # the gate approves v1
+    assert run("train") == cli.EXIT_OK  # challenger -> v2, never evaluated
+    assert registry.alias_version(CHALLENGER) == 2
+
+    assert run("promote", "--version", "2") == cli.EXIT_ERROR
+    assert "evaluation is of v1, not v2" in capsys.readouterr().err
+    assert (
+        registry.alias_version(CHAMPION) is None and registry.history()[-1]["alias"] == CHALLENGER
+    )
+
+    # A report that claims an approval the registry never recorded is refused too.
+    forged = {**report(project, "evaluate"), "candidate_version": 2}
+    (project / "reports" / "evaluate.json").write_text(json.dumps(forged))
+    assert run("promote", "--version", "2") == cli.EXIT_ERROR
+    assert "records no approval of v2" in capsys.readouterr().err
+    assert registry.alias_version(CHAMPION) is None
+
+    assert run("evaluate", "--version", "1") == cli.EXIT_OK
+    assert run("promote", "--version", "1") == cli.EXIT_OK
+    assert (registry.alias_version(CHAMPION), registry.alias_version(CHALLENGER)) == (1, 2)
+
+
+def test_a_rollout_that_would_promote_must_name_the_version(project, capsys):
+    assert run("rollout", "--promote") == cli.EXIT_ERROR
+    assert "--promote needs --version" in capsys.readouterr().err
+
+
 def test_train_evaluate_promote_reject_rollback(project, registry):
     assert run("train") == cli.EXIT_OK
     assert run("evaluate") == cli.EXIT_OK

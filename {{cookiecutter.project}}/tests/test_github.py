@@ -240,6 +240,22 @@ def test_s3_locations_need_an_aws_role(tmp_path):
             },
             "baseline",
         ),
+        (
+            {
+                "MLFLOW_TRACKING_URI": "https://mlflow.example.com",
+                "PR_HEAD_REPO": "owner/repo",
+                "GITHUB_REPOSITORY": "owner/repo",
+            },
+            "server",
+        ),
+        # A pull request whose fork was deleted has no head repository: still a fork.
+        (
+            {
+                "MLFLOW_TRACKING_URI": "https://mlflow.example.com",
+                "GITHUB_REPOSITORY": "owner/repo",
+            },
+            "baseline",
+        ),
     ],
 )
 def test_ci_needs_no_configuration(tmp_path, env, mode):

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.package }} import cli, data, loadtest, registry, rollout, training
+from {{ cookiecutter.package }} import cli, data, loadtest, registry, reports, rollout, training
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.payloads import sample_rows
 from {{ cookiecutter.package }}.deploy.server import Server, free_port, serve
@@ -398,6 +398,19 @@ def test_blue_green_switches_and_rolls_back_without_a_failed_request(built, cand
     )
 
 
+def approve(settings, models: registry.Registry, version: int, champion: int) -> None:
+    """Record the gate approving `version` over `champion`, as `evaluate` does (its report and the
+    registry's tag), without the comparison: these candidates are made to fail or pass the rollout."""
+    evaluated = {
+        "candidate_version": version,
+        "champion_version": champion,
+        "decision": "promote",
+        "reasons": ["approved for this test"],
+    }
+    reports.write_report(settings.reports_dir, "evaluate", evaluated)
+    models.tag_version(version, {"gate_decision": "promote"})
+
+
 @pytest.mark.integration
 @pytest.mark.rollout
 def test_the_rollout_command_promotes_only_after_a_passing_canary(project, settings, frame, capsys):
@@ -411,6 +424,7 @@ def test_the_rollout_command_promotes_only_after_a_passing_canary(project, setti
     flaky = register(settings, Misbehaving(models.load_model(1), fail_every=5), features)
 
     # A candidate that fails: exit 1, the report says why, and the registry is as it was.
+    approve(settings, models, flaky, champion=1)
     history = models.history()
     assert cli.main(["rollout", "--version", str(flaky), "--promote"]) == cli.EXIT_CHECK_FAILED
     assert "rolled back: error rate" in capsys.readouterr().err
@@ -424,7 +438,10 @@ def test_the_rollout_command_promotes_only_after_a_passing_canary(project, setti
     write_params(project, model=OTHER_MODEL[settings.params.task])
     changed = load_settings(project / "params.yaml")
     healthy = training.train(changed, registry.Registry(changed), frame).model_version
-    assert cli.main(["rollout", "--promote"]) == cli.EXIT_OK, capsys.readouterr()
+    approve(settings, models, healthy, champion=1)
+    assert cli.main(["rollout", "--version", str(healthy), "--promote"]) == cli.EXIT_OK, (
+        capsys.readouterr()
+    )
     report = json.loads((project / "reports" / "rollout.json").read_text())
     assert report["passed"] and report["candidate_version"] == healthy
     assert [s["step"]["traffic"]["candidate_percent"] for s in report["steps"]] == [50, 100]

@@ -45,12 +45,12 @@ def validate(settings: Settings, say: Say) -> dict:
     return result
 
 
-def train(settings: Settings, registry: Registry, say: Say) -> dict:
+def train(settings: Settings, registry: Registry, say: Say, alias: bool = True) -> dict:
     from . import training
 
     validate(settings, say)  # never register a model trained on data that failed validation
     frame = data.read_table(settings.resolve(settings.params.data.source))
-    trained = training.train(settings, registry, frame)
+    trained = training.train(settings, registry, frame, alias=alias)
     result = {
         "model_version": trained.model_version,
         "run_id": trained.run_id,
@@ -64,7 +64,8 @@ def train(settings: Settings, registry: Registry, say: Say) -> dict:
     metric = settings.params.gate.primary_metric
     say(
         f"trained v{trained.model_version} ({settings.params.model.estimator}), "
-        f"holdout {metric} {trained.metrics[metric]:.4f}; alias challenger -> v{trained.model_version}"
+        f"holdout {metric} {trained.metrics[metric]:.4f}; "
+        + (f"alias challenger -> v{trained.model_version}" if alias else "no alias moved")
     )
     return result
 
@@ -124,19 +125,42 @@ def evaluate(
     return result
 
 
-def promote(settings: Settings, registry: Registry, say: Say) -> dict:
-    """Promote what the last evaluation approved, only if the champion has not moved since."""
-    from . import evaluation
+def approved_version(registry: Registry, evaluated: dict, version: int | None) -> int:
+    """The version the gate approved (its evaluate report); `version`, when named, must be it.
+
+    Deploys name the version their own gate approved: `challenger` may have moved since (another
+    run trained meanwhile), and promoting whatever it points to would ship an unreviewed model. The
+    registry's record of the gate's verdict must agree with the report.
+    """
+    from .evaluation import PROMOTE
+
+    candidate = evaluated["candidate_version"]
+    if version is not None and version != candidate:
+        raise StateError(
+            f"the gate's evaluation is of v{candidate}, not v{version}; refusing to promote v{version}"
+        )
+    if evaluated["decision"] != PROMOTE:
+        raise CheckFailed(f"the gate rejected v{candidate}; not promoting")
+    recorded = registry.gate_decision(candidate)
+    if recorded != PROMOTE:
+        raise StateError(
+            f"the registry records no approval of v{candidate} by the gate "
+            f"(gate_decision: {recorded}); evaluate it again"
+        )
+    return candidate
+
+
+def promote(settings: Settings, registry: Registry, say: Say, version: int | None = None) -> dict:
+    """Promote what the last evaluation approved (`version`, when named, must be it), only if the
+    champion has not moved since."""
     from .registry import describe
 
     evaluated = reports.read_report(settings.reports_dir, "evaluate")
-    version = evaluated["candidate_version"]
-    if evaluated["decision"] != evaluation.PROMOTE:
-        raise CheckFailed(f"the gate rejected v{version}; not promoting")
+    approved = approved_version(registry, evaluated, version)
     why = "; ".join(evaluated["reasons"])
-    result = registry.promote(version, evaluated["champion_version"], why=why)
+    result = registry.promote(approved, evaluated["champion_version"], why=why)
     reports.write_report(settings.reports_dir, "promote", result)
-    say(f"champion -> v{version} (previous: {describe(result['previous'])})")
+    say(f"champion -> v{approved} (previous: {describe(result['previous'])})")
     return result
 
 
@@ -217,7 +241,7 @@ def run(settings: Settings, registry: Registry, say: Say, fail_on_reject: bool =
     evaluated = evaluate(settings, registry, say, version=version, fail_on_reject=fail_on_reject)
     result = {"model_version": version, "decision": evaluated["decision"], "deployed": False}
     if evaluated["decision"] == evaluation.PROMOTE:
-        promotion = promote(settings, registry, say)
+        promotion = promote(settings, registry, say, version=version)
         try:
             built = build(settings, registry, version, say)
             smoke(settings, registry, version, say, bento=built["bento"])

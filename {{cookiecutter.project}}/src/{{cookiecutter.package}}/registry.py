@@ -146,6 +146,12 @@ class Registry:
         tags = self.client.get_model_version(self.model_name, str(version)).tags
         return tags.get(integrity.DIGEST_TAG)
 
+    def gate_decision(self, version: int) -> str | None:
+        """The gate's verdict on `version`, as `log_evaluation` recorded it (None if never evaluated)."""
+        return self.client.get_model_version(self.model_name, str(version)).tags.get(
+            "gate_decision"
+        )
+
     def _record(self, action: str, **details) -> dict:
         sequence = len(self.history()) + 1
         entry = {

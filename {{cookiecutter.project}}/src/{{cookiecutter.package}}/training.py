@@ -242,8 +242,11 @@ def model_metadata(
     return metadata
 
 
-def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> TrainingResult:
-    """Fit on the training rows, score on the frozen holdout, register, and alias as `challenger`."""
+def train(
+    settings: Settings, registry: Registry, frame: pd.DataFrame, alias: bool = True
+) -> TrainingResult:
+    """Fit on the training rows, score on the frozen holdout, register, and alias as `challenger`
+    (`alias` False: registered only, as pull request runs do, which never move an alias)."""
     params = settings.params
     source = settings.resolve(params.data.source)
     missing_target = data.missing_targets(frame, params.data, source)
@@ -290,7 +293,8 @@ def train(settings: Settings, registry: Registry, frame: pd.DataFrame) -> Traini
     model_version = int(model_info.registered_model_version)
     registry.tag_version(model_version, lineage)
     registry.record_digest(model_version)
-    registry.move_alias(CHALLENGER, model_version, why="newly trained")
+    if alias:
+        registry.move_alias(CHALLENGER, model_version, why="newly trained")
     return TrainingResult(
         run_id=run.info.run_id,
         model_version=model_version,

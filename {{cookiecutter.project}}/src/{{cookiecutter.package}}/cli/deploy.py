@@ -93,7 +93,9 @@ def rollout(
     nginx in front, steady traffic from a second process. `--target kubernetes` runs it on a cluster:
     the candidate's `--image` goes into the free slot of `--overlay`, and the route's weights move.
     With --promote, a canary or blue-green that passed makes the candidate the champion
-    (compare-and-set); a breach sends traffic back and changes nothing in the registry.
+    (compare-and-set); a breach sends traffic back and changes nothing in the registry. --promote
+    needs --version, the version the gate approved (its evaluate report), checked before any traffic
+    moves: `challenger` may point elsewhere by then.
     """
     from .. import rollout as rollouts
 
@@ -101,6 +103,12 @@ def rollout(
     if strategy:
         params = params.model_copy(update={"strategy": strategy})
     registry = open_registry(settings)
+    if promote:
+        if version is None:
+            raise SettingsError("rollout --promote needs --version: the version the gate approved")
+        pipeline.approved_version(
+            registry, reports.read_report(settings.reports_dir, "evaluate"), version
+        )
     champion, candidate = registry.rollout_pair(version)
 
     say(f"rollout ({params.strategy}) of v{candidate} beside v{champion} on {target}")

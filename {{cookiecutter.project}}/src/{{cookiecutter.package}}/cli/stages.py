@@ -22,8 +22,8 @@ def validate(settings: Settings) -> dict:
     return pipeline.validate(settings, say)
 
 
-def train(settings: Settings) -> dict:
-    return pipeline.train(settings, open_registry(settings), say)
+def train(settings: Settings, no_alias: bool) -> dict:
+    return pipeline.train(settings, open_registry(settings), say, alias=not no_alias)
 
 
 def evaluate(settings: Settings, version: int | None, fail_on_reject: bool) -> dict:
@@ -32,8 +32,8 @@ def evaluate(settings: Settings, version: int | None, fail_on_reject: bool) -> d
     )
 
 
-def promote(settings: Settings) -> dict:
-    return pipeline.promote(settings, open_registry(settings), say)
+def promote(settings: Settings, version: int | None) -> dict:
+    return pipeline.promote(settings, open_registry(settings), say, version=version)
 
 
 def rollback(
@@ -74,6 +74,7 @@ def batch(
         settings.resolve(input_location or settings.params.batch.input),
         settings.resolve(output_location or settings.params.batch.output),
         settings.params.batch.chunk_rows,
+        scoring.categorical_features(registry.model_uri(version)),
     )
     reports.write_report(settings.reports_dir, "batch", result)
     say(f"scored {result['rows']} rows with v{version} -> {result['output']}")
@@ -130,14 +131,36 @@ def suggest_suite(settings: Settings, use: bool, force: bool) -> dict:
 
 COMMANDS = (
     Command("validate", "check the data against the expectation suite", validate),
-    Command("train", "validate, train, register, and alias the new version as challenger", train),
+    Command(
+        "train",
+        "validate, train, register, and alias the new version as challenger",
+        train,
+        (
+            argument(
+                "--no-alias",
+                action="store_true",
+                help="register only (pull request runs: only deploys move the model's aliases)",
+            ),
+        ),
+    ),
     Command(
         "evaluate",
         "score challenger and champion on the same holdout; apply the gate",
         evaluate,
         (VERSION, FAIL_ON_REJECT),
     ),
-    Command("promote", "make the evaluated challenger the champion (compare-and-set)", promote),
+    Command(
+        "promote",
+        "make the version the gate approved the champion (compare-and-set)",
+        promote,
+        (
+            argument(
+                "--version",
+                type=int,
+                help="the version the gate approved; any other is refused (deploys always name it)",
+            ),
+        ),
+    ),
     Command(
         "rollback",
         "move champion back to previous (or --to-version)",

@@ -120,7 +120,8 @@ def _check_ci(env: Environment, project_dir: Path) -> ConfigCheck:
     uri, github = env.tracking_uri or "", env.github
     check = ConfigCheck("ci", configured=True)
     head, repository = github.pr_head_repo or "", github.repository or ""
-    fork = bool(head) and bool(repository) and head != repository
+    # A head that is not this repository is a fork's, and so is no head at all (the fork was deleted).
+    fork = bool(repository) and head != repository
     if uri and not fork:
         check.outputs = {"mode": "server", "tracking_uri": uri}
         check.notes.append("champion: the registry's `champion` on the tracking server")

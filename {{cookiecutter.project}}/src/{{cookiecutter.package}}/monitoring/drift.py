@@ -8,19 +8,28 @@ import pandas as pd
 
 from .. import data
 from ..prediction_log import MODEL_VERSION, read_log
-from ..profile import PROFILE_MAX_CATEGORIES
+from ..profile import PROFILE_MAX_CATEGORIES, as_model_input, categorical_columns
 from ..reports import markdown_table
 from ..settings import Settings
 from .windows import Window, rows_in, streak, streak_lines
 
 
 def categorical_features(reference: pd.DataFrame) -> list[str]:
-    """Features with few distinct values in training, as the feature profile counts them."""
+    """Features Evidently compares as categories: the text features (as training decides), and the
+    numeric ones with few distinct values in training, as the feature profile counts them."""
+    text = set(categorical_columns(reference))
     return [
         str(name)
         for name in reference.columns
-        if reference[name].nunique(dropna=True) <= PROFILE_MAX_CATEGORIES
+        if name in text or reference[name].nunique(dropna=True) <= PROFILE_MAX_CATEGORIES
     ]
+
+
+def comparable(frame: pd.DataFrame, features: list[str], text: set[str]) -> pd.DataFrame:
+    """The features as Evidently compares them: text features as strings (the log's type, whatever
+    the reference file's parser made of them), the others as float64; a gap stays a gap."""
+    numbers = {name: "float64" for name in features if name not in text}
+    return as_model_input(frame[features], text).astype(numbers)
 
 
 def data_drift(
@@ -41,13 +50,14 @@ def data_drift(
 
     features = [str(name) for name in reference.columns]
     categorical = categorical_features(reference)
+    text = set(categorical_columns(reference))
     definition = DataDefinition(
         numerical_columns=[name for name in features if name not in categorical],
         categorical_columns=categorical,
     )
 
     def dataset(frame: pd.DataFrame):
-        values = frame[features].astype("float64").reset_index(drop=True)  # the log's dtype
+        values = comparable(frame.reset_index(drop=True), features, text)
         return Dataset.from_pandas(values, data_definition=definition)
 
     report = Report(

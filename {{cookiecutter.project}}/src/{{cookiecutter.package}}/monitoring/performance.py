@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from .. import storage
+from .. import metrics, storage
 from ..errors import DataError, StateError
 from ..prediction_log import MODEL_VERSION, PREDICTION, PROBABILITY, REQUEST_ID, ROW, read_log
 from ..registry import CHAMPION
@@ -61,39 +61,44 @@ def read_labels(location: str) -> pd.DataFrame:
     return labels.drop_duplicates([REQUEST_ID, ROW], keep="last")
 
 
-def positive_scores(log: pd.DataFrame) -> np.ndarray | None:
-    """P(class 1) from the logged predicted-class probability (binary 0/1 labels), or None."""
+def positive_scores(log: pd.DataFrame, positive) -> np.ndarray | None:
+    """P(positive class) of a binary model from the logged predicted-class probability, or None."""
     probability = pd.to_numeric(log[PROBABILITY], errors="coerce")
     if probability.isna().any():
         return None
     predicted = log[PREDICTION].to_numpy()
-    return np.where(predicted == 1, probability, 1 - probability).astype("float64")
+    return np.where(predicted == positive, probability, 1 - probability).astype("float64")
 
 
-def window_metric(task: str, metric: str, joined: pd.DataFrame) -> tuple[float | None, str | None]:
-    """(value, None), or (None, why the metric cannot be computed from these logged rows)."""
-    from .. import metrics
+def class_probabilities(metric: str, joined: pd.DataFrame, classes: metrics.Classes):
+    """(every class's probability in the model's class order, None), or (None, why there is none).
 
-    y = joined[LABEL].to_numpy()
-    predictions = joined[PREDICTION].to_numpy()
-    probabilities, classes = None, None
-    if task == "classification":
-        seen = set(np.unique(np.concatenate([y, predictions])).tolist())
-        binary = seen <= {0, 1}
-        classes = metrics.Classes((0, 1), 1) if binary else metrics.Classes.of(sorted(seen))
-        if metric in PROBABILITY_METRICS:
-            if not binary:
-                return (
-                    None,
-                    f"{metric} needs binary 0/1 labels; the log holds {sorted(map(str, seen))}",
-                )
-            scores = positive_scores(joined)
-            if scores is None:
-                return (
-                    None,
-                    f"{metric} needs the logged probability, which is missing in these rows",
-                )
-            probabilities = np.column_stack([1 - scores, scores])
+    The log holds the probability of the predicted class only: enough for a binary model (the other
+    class has the rest), not for more classes, whose probability metrics are then not judged."""
+    if not classes.binary:
+        return None, (
+            f"{metric} needs every class's probability; the log holds the predicted class's only "
+            f"({len(classes.labels)} classes)"
+        )
+    scores = positive_scores(joined, classes.positive)
+    if scores is None:
+        return None, f"{metric} needs the logged probability, which is missing in these rows"
+    columns = [scores, 1 - scores] if classes.positive_code == 0 else [1 - scores, scores]
+    return np.column_stack(columns), None
+
+
+def window_metric(
+    task: str, metric: str, joined: pd.DataFrame, classes: metrics.Classes | None
+) -> tuple[float | None, str | None]:
+    """(value, None), or (None, why the metric cannot be computed from these logged rows).
+    `classes`: the champion's (classification), so a window that misses a class is judged as the
+    model was."""
+    probabilities = None
+    if task == "classification" and metric in PROBABILITY_METRICS:
+        probabilities, why = class_probabilities(metric, joined, classes)
+        if probabilities is None:
+            return None, why
+    y, predictions = joined[LABEL].to_numpy(), joined[PREDICTION].to_numpy()
     try:
         return metrics.metric(task, metric, y, predictions, probabilities, classes), None
     except ValueError as error:  # e.g. AUC with one class only
@@ -101,15 +106,24 @@ def window_metric(task: str, metric: str, joined: pd.DataFrame) -> tuple[float |
 
 
 def join_labels(log: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """Logged predictions that have a label, with the label cast to the prediction's type."""
+    """Logged predictions that have a label, with the label cast to the prediction's type: numbers
+    (and booleans) as numbers, any other label as text, as a CSV file holds it."""
     keys = log.assign(**{REQUEST_ID: log[REQUEST_ID].astype(str), ROW: log[ROW].astype("int64")})
     joined = keys.merge(labels, on=[REQUEST_ID, ROW], how="inner")
-    if pd.api.types.is_numeric_dtype(log[PREDICTION]) and len(joined):
+    if not len(joined):
+        return joined
+    if pd.api.types.is_numeric_dtype(log[PREDICTION]):
         converted = pd.to_numeric(joined[LABEL], errors="coerce")
         if converted.isna().any():
             bad = joined.loc[converted.isna(), LABEL].iloc[0]
             raise DataError(f"labels: {bad!r} is not a number, and the predictions are")
         joined[LABEL] = converted.astype(log[PREDICTION].dtype)
+    else:
+        if joined[LABEL].isna().any():
+            bad = joined.loc[joined[LABEL].isna(), REQUEST_ID].iloc[0]
+            raise DataError(f"labels: request {bad!r} has an empty label")
+        joined[LABEL] = joined[LABEL].map(str)
+        joined[PREDICTION] = joined[PREDICTION].map(str)
     return joined
 
 
@@ -120,6 +134,7 @@ def judge_windows(
     *,
     task: str,
     metric: str,
+    classes: metrics.Classes | None,
     greater_is_better: bool,
     champion_metric: float,
     tolerance: float,
@@ -144,7 +159,7 @@ def judge_windows(
         if len(rows) < min_rows:
             entry["reason"] = f"too few labelled rows to judge ({len(rows)} < {min_rows})"
         else:
-            value, entry["reason"] = window_metric(task, metric, rows)
+            value, entry["reason"] = window_metric(task, metric, rows, classes)
             if value is not None:
                 drop = champion_metric - value if greater_is_better else value - champion_metric
                 entry.update(metric=value, drop=drop, decayed=bool(drop > tolerance))
@@ -159,6 +174,9 @@ def judge(settings: Settings, registry: Registry, within: Window, hours: float) 
     if champion is None:
         raise StateError("performance: there is no champion to compare with; promote a model")
     champion_metric = registry.holdout_metric(champion, metric)
+    classes = None
+    if settings.params.task == "classification":
+        classes = metrics.Classes.of(registry.load_model(champion).classes_, settings.params.gate)
     labels = read_labels(settings.resolve(params.labels))
     log = read_log(settings.resolve(params.prediction_log), within.start, within.end)
     periods = windows(within, hours)
@@ -168,6 +186,7 @@ def judge(settings: Settings, registry: Registry, within: Window, hours: float) 
         periods,
         task=settings.params.task,
         metric=metric,
+        classes=classes,
         greater_is_better=settings.greater_is_better[metric],
         champion_metric=champion_metric,
         tolerance=params.performance_tolerance,

@@ -171,19 +171,26 @@ def stats(statuses: list[int | None], seconds: list[float | None]) -> UpstreamSt
 def agree(champion: str, candidate: str, tolerance: float | None) -> bool | None:
     """Whether two `X-Prediction` headers agree row by row; None when either is missing.
 
-    Labels (tolerance None) must be equal; numbers agree within `tolerance` of the champion's (at
-    least of 1.0, so that predictions near zero are not held to a tiny absolute bound).
+    Labels (tolerance None, or any label that is not a number: text, booleans) must be equal;
+    numbers agree within `tolerance` of the champion's (at least of 1.0, so that predictions near
+    zero are not held to a tiny absolute bound).
     """
     if not champion or not candidate:
         return None
     ours, theirs = json.loads(champion), json.loads(candidate)
     if len(ours) != len(theirs):
         return False
-    if tolerance is None:
-        return ours == theirs
-    return all(
-        abs(a - b) <= tolerance * max(abs(a), 1.0) for a, b in zip(ours, theirs, strict=True)
+    return all(same(a, b, tolerance) for a, b in zip(ours, theirs, strict=True))
+
+
+def same(ours: object, theirs: object, tolerance: float | None) -> bool:
+    """Two answers to one row: numbers within `tolerance` (when given), anything else equal."""
+    numbers = all(
+        isinstance(value, int | float) and not isinstance(value, bool) for value in (ours, theirs)
     )
+    if tolerance is None or not numbers:
+        return ours == theirs
+    return abs(ours - theirs) <= tolerance * max(abs(ours), 1.0)
 
 
 def measure(
