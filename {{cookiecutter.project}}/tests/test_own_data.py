@@ -222,7 +222,7 @@ def mistake(project: Path, capsys, suggest: bool = False, **sections) -> str:
     validation passes): exit 2, and the error line."""
     write_params(project, **sections)
     if suggest:
-        assert run("suggest-suite") == cli.EXIT_OK
+        assert run("suggest-suite", "--use") == cli.EXIT_OK
     assert run("train") == cli.EXIT_ERROR
     error = capsys.readouterr().err
     assert "Traceback" not in error
@@ -247,9 +247,7 @@ def test_a_single_class_is_named(project, settings, frame, capsys):
     if settings.params.task != "classification":
         pytest.skip("a regression target has no classes")
     data.write_table(frame.assign(**{target: frame[target].iloc[0]}), str(project / "one.csv"))
-    error = mistake(
-        project, capsys, True, data={"source": "one.csv"}, validation={"suite": "s.json"}
-    )
+    error = mistake(project, capsys, True, data={"source": "one.csv"})
     assert f"data.target {target!r}" in error and "single class" in error
 
 
@@ -282,7 +280,5 @@ def test_too_many_rows_without_a_target_are_refused(project, settings, frame, ca
     gaps = frame.astype({target: "float64"})
     gaps.loc[gaps.index[: len(gaps) // 10], target] = np.nan
     data.write_table(gaps, str(project / "gaps.csv"))
-    error = mistake(
-        project, capsys, True, data={"source": "gaps.csv"}, validation={"suite": "s.json"}
-    )
+    error = mistake(project, capsys, True, data={"source": "gaps.csv"})
     assert "data.max_missing_target_share" in error

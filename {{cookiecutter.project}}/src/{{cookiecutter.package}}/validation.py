@@ -1,7 +1,7 @@
 """Check a data frame against a reviewed great-expectations suite before anything trains on it.
 
 The suite is a JSON file in the repository, so a change to what counts as good data is a reviewed
-diff. `suggest_suite` writes a first one from data you trust; edit it by hand from there.
+diff. `suggest.py` writes a first one from data you trust; edit it by hand from there.
 great-expectations takes seconds to import, so it is imported here, lazily, and nowhere else.
 """
 
@@ -22,16 +22,10 @@ from .reports import cell, markdown_table
 if TYPE_CHECKING:
     import great_expectations as gx
 
-# Bounds are widened by this share of the observed range on each side: they catch gross errors (unit
-# mix-ups, sentinels such as -999, sign flips), not drift. Profiling 80% of the bundled rows and
-# checking the rest, a 10% margin rejected 95% (breast cancer) and 33% (diabetes) of random splits;
-# 50% rejected 8% and none, the misses being single extreme values in skewed features.
-BOUNDS_MARGIN = 0.5
-# An integer or text target with at most this many distinct values is treated as class labels.
-MAX_CLASSES = 20
 MAX_FAILURE_ROWS = 50  # failures listed in the Markdown report; the rest are counted
 # Keyword arguments that say how GX runs a check, not what it checks.
 _RUN_KWARGS = {"batch_id", "column", "result_format", "catch_exceptions", "include_config", "meta"}
+_TYPE_CHECKS = {"expect_column_values_to_be_of_type", "expect_column_values_to_be_in_type_list"}
 _PHRASES = {
     "expect_column_values_to_not_be_null": "not null",
     "expect_column_to_exist": "column present",
@@ -101,7 +95,7 @@ def _failure(check, frame: pd.DataFrame) -> dict[str, Any]:
         observed: Any = "column not found"
     elif "observed_value" in outcome:
         observed = _observed_value(config.type, outcome)
-    elif config.type == "expect_column_values_to_be_of_type" and "unexpected_count" in outcome:
+    elif config.type in _TYPE_CHECKS and "unexpected_count" in outcome:
         # Text read by pandas 2 is an `object` column, which great-expectations judges value by
         # value (pandas 3's `str` it judges as a column): a type belongs to the column either way.
         observed, count = str(frame[column].dtype), None
@@ -242,93 +236,6 @@ def _observed(observed: Any) -> str:
     if isinstance(observed, list):
         return _short(["null" if value is None else repr(value) for value in observed])
     return _short(observed, limit=80)
-
-
-def suggest_suite(frame: pd.DataFrame, target: str, name: str) -> dict[str, Any]:
-    """Profile data you trust into a suite (as JSON-ready dict) to review, commit and then edit.
-
-    Pure and deterministic: the same frame gives the same suite, so a test can check that the
-    committed suite still matches the bundled data.
-    """
-    if target not in frame.columns:
-        raise ValueError(f"target column {target!r} not found; columns are {list(frame.columns)}")
-    rows = len(frame)
-    expectations = [
-        _expectation(
-            "expect_table_columns_to_match_set", column_set=sorted(map(str, frame.columns))
-        ),
-        # Half the rows hints at a cut-off export; ten times, at a runaway append or a fan-out join.
-        _expectation(
-            "expect_table_row_count_to_be_between", min_value=rows // 2, max_value=rows * 10
-        ),
-    ]
-    for column in frame.columns:
-        expectations.extend(_column_expectations(frame[column], str(column), column == target))
-    return {
-        "name": name,
-        "expectations": expectations,
-        "meta": {
-            "generated_by": "validation.suggest_suite",
-            "profiled_rows": rows,
-            "bounds_margin": BOUNDS_MARGIN,
-            "notes": "Generated from trusted data; review and edit by hand, then commit.",
-        },
-    }
-
-
-def _expectation(kind: str, **kwargs: Any) -> dict[str, Any]:
-    return {"type": kind, "kwargs": kwargs}
-
-
-def _column_expectations(values: pd.Series, column: str, is_target: bool) -> list[dict]:
-    found = [
-        _expectation("expect_column_values_to_be_of_type", column=column, type_=str(values.dtype))
-    ]
-    nulls = int(values.isna().sum())
-    if nulls:  # data that already has gaps is allowed the same share of them, and a bit more
-        mostly = math.floor(round((1 - nulls / len(values) - 0.05) * 100, 6)) / 100
-        found.append(
-            _expectation(
-                "expect_column_values_to_not_be_null", column=column, mostly=max(0.0, mostly)
-            )
-        )
-    else:
-        found.append(_expectation("expect_column_values_to_not_be_null", column=column))
-    present = values.dropna()
-    is_number = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
-    looks_like_labels = (
-        is_target and not pd.api.types.is_float_dtype(values) and present.nunique() <= MAX_CLASSES
-    )
-    if looks_like_labels:
-        labels = sorted(_plain(value) for value in present.unique())
-        found.append(
-            _expectation("expect_column_values_to_be_in_set", column=column, value_set=labels)
-        )
-    elif is_number and len(present):
-        low, high = _widened(float(present.min()), float(present.max()))
-        if pd.api.types.is_integer_dtype(values):
-            low, high = math.floor(low), math.ceil(high)
-        found.append(
-            _expectation(
-                "expect_column_values_to_be_between", column=column, min_value=low, max_value=high
-            )
-        )
-    return found
-
-
-def _widened(low: float, high: float) -> tuple[float, float]:
-    """Observed bounds widened by the margin and rounded outwards to two significant digits of the
-    range, so the file reads 0.05 rather than 0.0526; never below zero for data that never was."""
-    span = high - low or abs(high) or 1.0
-    wide_low, wide_high = low - BOUNDS_MARGIN * span, high + BOUNDS_MARGIN * span
-    if low >= 0:
-        wide_low = max(wide_low, 0.0)
-    exponent = math.floor(math.log10(span)) - 1
-    step, digits = 10.0**exponent, max(0, -exponent)
-    return (
-        round(math.floor(wide_low / step) * step, digits),
-        round(math.ceil(wide_high / step) * step, digits),
-    )
 
 
 def write_suite(suite: dict[str, Any], path: Path | str) -> Path:

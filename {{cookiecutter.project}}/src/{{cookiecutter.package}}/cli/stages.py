@@ -95,16 +95,38 @@ def history(settings: Settings) -> dict:
     return result
 
 
-def suggest_suite(settings: Settings) -> dict:
-    """Profile the data into a starting expectation suite, to review and commit."""
-    from .. import validation
+def suggest_suite(settings: Settings, use: bool, force: bool) -> dict:
+    """Profile the data into a starting suite named after the data file, to review and commit;
+    with --use, point validation.suite at it."""
+    from .. import suggest, validation
 
-    frame = data.read_table(settings.resolve(settings.params.data.source))
-    path = Path(settings.resolve(settings.params.validation.suite))
-    suite = validation.suggest_suite(frame, settings.params.data.target, path.stem)
+    source, params_file = settings.params.data.source, settings.params_file
+    location = suggest.suite_location(source)
+    path = Path(settings.resolve(location))
+    if not force:
+        suggest.refuse_other_data(path, source)
+    frame = data.read_table(settings.resolve(source))
+    suite = suggest.suggest_suite(frame, settings.params.data, source)
     validation.write_suite(suite, path)
+    meta = suite["meta"]
     say(f"wrote {len(suite['expectations'])} expectations to {path}; review them before committing")
-    return {"suite": str(path)}
+    for kind in (suggest.NUMERIC, suggest.CATEGORICAL, suggest.TEXT):
+        if named := [name for name, found in meta["columns"].items() if found == kind]:
+            say(f"{kind} columns: {', '.join(named)}")
+    for name, reason in meta["drop_advice"].items():
+        say(f"consider adding {name!r} to data.drop in {params_file.name}: {reason}")
+    if use:
+        suggest.point_validation_suite(params_file, location)
+        say(f"validation.suite in {params_file} is now {location}")
+    elif settings.params.validation.suite != location:
+        say(
+            f"to validate with it, set validation.suite: {location} in {params_file.name} (or --use)"
+        )
+    return {
+        "suite": str(path),
+        "used": use,
+        **{key: meta[key] for key in ("columns", "drop_advice")},
+    }
 
 
 COMMANDS = (
@@ -166,7 +188,19 @@ COMMANDS = (
         ),
     ),
     Command("history", "show every recorded alias move", history),
-    Command("suggest-suite", "write a starting expectation suite from the data", suggest_suite),
+    Command(
+        "suggest-suite",
+        "write a starting expectation suite from the data, validation/<data file name>.json",
+        suggest_suite,
+        (
+            argument("--use", action="store_true", help="point validation.suite in params at it"),
+            argument(
+                "--force",
+                action="store_true",
+                help="replace the file even if it holds the suite of other data",
+            ),
+        ),
+    ),
     Command(
         "pipeline",
         "the whole loop: validate, train, evaluate, promote, deploy, verify",
