@@ -217,6 +217,28 @@ def test_own_classes_are_served_by_their_labels(project, name):
     assert answer.json()["prediction"] in (SPECIES if name == "flowers" else ("yes", "no"))
 
 
+def test_a_champion_trained_on_other_features_is_scored_with_its_own(project, capsys):
+    """data.drop changes between two versions: the gate scores each on the same holdout rows with
+    the columns it was trained on; a column the champion reads that the data lost is an exit 2."""
+    frame = walk_to_batch(project, "prices")
+    settings = load_settings(project / "params.yaml")
+    write_params(
+        project, data={**settings.params.data.model_dump(), "drop": ["listing_id", "rooms"]}
+    )
+    assert run("train") == cli.EXIT_OK
+    assert run("evaluate") == cli.EXIT_OK
+    evaluated = report(project, "evaluate")
+    assert (evaluated["candidate_version"], evaluated["champion_version"]) == (2, 1)
+    assert evaluated["champion_metrics"]["r2"] > 0.8  # v1 read rooms, which v2 does not
+
+    data.write_table(frame.drop(columns=["rooms"]), settings.resolve(settings.params.data.source))
+    write_params(project, data=settings.params.data.model_dump())  # rooms no longer to drop
+    capsys.readouterr()
+    assert run("evaluate") == cli.EXIT_ERROR
+    error = capsys.readouterr().err
+    assert "a model to compare reads columns ['rooms']" in error and "Traceback" not in error
+
+
 def mistake(project: Path, capsys, suggest: bool = False, **sections) -> str:
     """Train with these params changed (`suggest`: on a suite suggested from the data, so that
     validation passes): exit 2, and the error line."""

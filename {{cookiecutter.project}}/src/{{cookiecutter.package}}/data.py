@@ -101,8 +101,12 @@ def split_features_target(
     rows that have no target."""
     roles = feature_roles([str(name) for name in frame.columns], params, source)
     labelled = frame[frame[params.target].notna()]
-    features = labelled[roles["features"]]
-    return as_model_input(features, categorical_columns(features)), labelled[params.target]
+    return model_input(labelled[roles["features"]]), labelled[params.target]
+
+
+def model_input(features: pd.DataFrame) -> pd.DataFrame:
+    """Columns read from a file as a model takes them (`profile.as_model_input`)."""
+    return as_model_input(features, categorical_columns(features))
 
 
 def train_holdout_split(

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from . import metrics
-from .errors import StateError
+from .errors import DataError, StateError
 from .metrics import Classes
 from .reports import cell, markdown_table, number, signed
 from .settings import GateParams
@@ -27,9 +27,18 @@ PROMOTE, REJECT = "promote", "reject"
 
 
 def _predict(model: BaseEstimator, features: pd.DataFrame, task: str):
-    """(predictions, class probabilities in the order of the model's `classes_`, or None)."""
-    predictions = np.asarray(model.predict(features))
-    probabilities = model.predict_proba(features) if task == "classification" else None
+    """(predictions, class probabilities in the order of the model's `classes_`, or None), from the
+    columns the model was trained on: a champion trained on other features than the candidate is
+    scored on the same rows, with its own."""
+    trained_on = [str(name) for name in getattr(model, "feature_names_in_", features.columns)]
+    if missing := [name for name in trained_on if name not in features.columns]:
+        raise DataError(
+            f"a model to compare reads columns {missing} that the data no longer has; "
+            "the champion and the candidate cannot be scored on the same rows"
+        )
+    rows = features[trained_on]
+    predictions = np.asarray(model.predict(rows))
+    probabilities = model.predict_proba(rows) if task == "classification" else None
     return predictions, probabilities
 
 

@@ -92,12 +92,14 @@ def evaluate(
     frame = data.read_table(source)
     missing_target = data.missing_targets(frame, params.data, source)
     _, _, x_holdout, y_holdout = data.train_holdout_split(frame, params.data, source)
+    # Every column of the holdout rows: a champion trained on other features reads its own.
+    holdout = data.model_input(frame.loc[x_holdout.index].drop(columns=[params.data.target]))
     candidate_model = registry.load_model(candidate)
     comparison = evaluation.compare(
         params.task,
         params.gate,
         settings.greater_is_better,
-        x_holdout,
+        holdout,
         y_holdout,
         (candidate, candidate_model),
         None if champion is None else (champion, registry.load_model(champion)),
