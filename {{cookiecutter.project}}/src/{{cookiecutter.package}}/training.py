@@ -242,6 +242,13 @@ def model_metadata(
     return metadata
 
 
+def input_example(x_train: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
+    """Rows saved with the model as its example (the service's /docs page shows the first):
+    complete ones, where there are enough."""
+    complete = x_train.dropna()
+    return (complete if len(complete) >= rows else x_train).head(rows)
+
+
 def train(
     settings: Settings, registry: Registry, frame: pd.DataFrame, alias: bool = True
 ) -> TrainingResult:
@@ -277,9 +284,7 @@ def train(
             }
         )
         mlflow.log_metrics({f"holdout_{name}": value for name, value in metrics.items()})
-        # Complete rows where there are five: the example on the service's /docs page.
-        complete = x_train.dropna()
-        example = (complete if len(complete) >= 5 else x_train).head(5)
+        example = input_example(x_train)
         model_info = mlflow.sklearn.log_model(
             pipeline,
             name="model",

@@ -12,6 +12,7 @@ from ..errors import CheckFailed, SettingsError
 from ..settings import Settings
 
 if TYPE_CHECKING:
+    from ..registry import Registry
     from ..rollout import StepResult
 
 from .command import VERSION, Command, argument, open_registry, say
@@ -92,13 +93,10 @@ def rollout(
     `--target local` (default) rehearses the plan on this machine: both models on local servers,
     nginx in front, steady traffic from a second process. `--target kubernetes` runs it on a cluster:
     the candidate's `--image` goes into the free slot of `--overlay`, and the route's weights move.
-    With --promote, a canary or blue-green that passed makes the candidate the champion
-    (compare-and-set); a breach sends traffic back and changes nothing in the registry. --promote
-    needs --version, the version the gate approved (its evaluate report), checked before any traffic
-    moves: `challenger` may point elsewhere by then.
+    With --promote (and --version: the version the gate approved, checked before any traffic moves),
+    a canary or blue-green that passed makes it the champion (compare-and-set); a breach sends
+    traffic back and changes nothing in the registry.
     """
-    from .. import rollout as rollouts
-
     params = settings.params.rollout
     if strategy:
         params = params.model_copy(update={"strategy": strategy})
@@ -110,7 +108,6 @@ def rollout(
             registry, reports.read_report(settings.reports_dir, "evaluate"), version
         )
     champion, candidate = registry.rollout_pair(version)
-
     say(f"rollout ({params.strategy}) of v{candidate} beside v{champion} on {target}")
     if target == "kubernetes":
         from ..rollout import kubernetes
@@ -139,8 +136,19 @@ def rollout(
             traffic_threads=traffic,
             on_step=_say_step,
         )
-    if result["passed"] and promote and params.strategy != "shadow":
-        why = f"{params.strategy} rollout passed"
+    return _conclude(settings, registry, result, promote, (champion, candidate))
+
+
+def _conclude(
+    settings: Settings, registry: Registry, result: dict, promote: bool, pair: tuple[int, int]
+) -> dict:
+    """Promote a passed canary or blue-green when asked (compare-and-set), and report."""
+    from .. import rollout as rollouts
+
+    champion, candidate = pair
+    strategy = result["strategy"]
+    if result["passed"] and promote and strategy != "shadow":
+        why = f"{strategy} rollout passed"
         result["promotion"] = registry.promote(candidate, champion, why=why)
         reports.write_report(settings.reports_dir, "promote", result["promotion"])
     reports.write_report(settings.reports_dir, "rollout", result, rollouts.markdown(result))
