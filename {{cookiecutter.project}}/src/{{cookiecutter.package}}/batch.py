@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from . import data, storage
 from .errors import DataError
-from .profile import as_model_input, is_categorical
+from .profile import as_model_input
 
 PREDICTION, MODEL_VERSION, SCORED_AT = "prediction", "model_version", "scored_at"
 PROBABILITY_PREFIX = "probability_"  # + a class label: a classifier's probability of that class
@@ -50,15 +50,6 @@ def use_compact_memory_pool() -> None:
     """
     with contextlib.suppress(NotImplementedError):
         pa.set_memory_pool(pa.jemalloc_memory_pool())
-
-
-def categorical_features(model_uri: str) -> list[str]:
-    """The model's categorical features, as its training profile records them."""
-    import mlflow
-
-    metadata = mlflow.models.get_model_info(model_uri).metadata or {}
-    profile = metadata.get("feature_profile") or {}
-    return [name for name, stats in profile.items() if is_categorical(stats)]
 
 
 def read_chunks(

@@ -67,6 +67,11 @@ def is_categorical(stats: Mapping[str, Any]) -> bool:
     return stats.get("kind") == "categorical"
 
 
+def categorical_features(profile: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """The features a model's profile records as categories, in its order."""
+    return [name for name, stats in profile.items() if is_categorical(stats)]
+
+
 def feature_profile(features: pd.DataFrame, numbers_nullable: bool) -> dict[str, dict]:
     """What the model saw of each feature: its kind, whether it may be missing, and its values.
 

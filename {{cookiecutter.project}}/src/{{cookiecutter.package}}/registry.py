@@ -117,6 +117,11 @@ class Registry:
         self.configure()
         return mlflow.sklearn.load_model(self.model_uri(version))
 
+    def feature_profile(self, version: int) -> dict[str, dict]:
+        """What training saw of each feature of `version` (its MLmodel metadata, `profile`)."""
+        metadata = mlflow.models.get_model_info(self.model_uri(version)).metadata or {}
+        return metadata.get("feature_profile") or {}
+
     def holdout_metric(self, version: int, metric: str) -> float:
         """What `version` scored on the frozen holdout at training, as logged on its run."""
         run_id = self.client.get_model_version(self.model_name, str(version)).run_id

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import data, pipeline, reports
+from ..profile import categorical_features
 from ..settings import Settings
 from .command import (
     FAIL_ON_REJECT,
@@ -74,7 +75,7 @@ def batch(
         settings.resolve(input_location or settings.params.batch.input),
         settings.resolve(output_location or settings.params.batch.output),
         settings.params.batch.chunk_rows,
-        scoring.categorical_features(registry.model_uri(version)),
+        categorical_features(registry.feature_profile(version)),
     )
     reports.write_report(settings.reports_dir, "batch", result)
     say(f"scored {result['rows']} rows with v{version} -> {result['output']}")

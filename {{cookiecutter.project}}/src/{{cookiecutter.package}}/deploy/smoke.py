@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import httpx
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
@@ -220,10 +219,10 @@ def _result(check: Check, http: httpx.Client, probe: Probe) -> dict[str, Any]:
 def _probe(settings: Settings, registry: Registry, url: str, version: int) -> Probe:
     try:
         model = registry.load_model(version)
-        info = mlflow.models.get_model_info(registry.model_uri(version))
+        profile = registry.feature_profile(version)
     except MlflowException as error:
         raise DeploymentError(f"cannot load v{version} from the registry: {error}") from error
-    rows = sample_rows(settings, profile=info.metadata["feature_profile"])
+    rows = sample_rows(settings, profile=profile)
     expected = np.asarray(model.predict(rows))
     return Probe(settings, url.rstrip("/"), version, rows, expected, as_records(rows))
 

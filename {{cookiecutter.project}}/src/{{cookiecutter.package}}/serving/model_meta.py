@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ..profile import as_model_input, is_categorical
+from ..profile import as_model_input, categorical_features, is_categorical
 
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 TEXT_TYPE = "string"  # the signature's type of a categorical feature
@@ -34,7 +34,7 @@ class ModelMeta:
     @property
     def categorical(self) -> list[str]:
         """The features whose values are text categories, in training order."""
-        return [name for name in self.features if is_categorical(self.profile[name])]
+        return categorical_features(self.profile)
 
     def model_input(self, rows: np.ndarray) -> Any:
         """What the model is called with: the rows themselves when every feature is a number, else
