@@ -14,13 +14,13 @@ import httpx
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }} import cli
+from {{ cookiecutter.package }} import cli, data
 from {{ cookiecutter.package }}.deploy import payloads, server
 from {{ cookiecutter.package }}.serving.arrow import ARROW_STREAM
 from {{ cookiecutter.package }}.settings import load_settings
 
 from .conftest import write_params
-from .test_own_data import SPECIES, report, run, walk_to_batch
+from .test_own_data import SPECIES, bring, report, run, walk_to_batch
 
 pytestmark = pytest.mark.integration
 
@@ -104,3 +104,46 @@ def test_a_regression_of_own_data_is_served_and_smoke_tested(project):
     assert report(project, "smoke")["passed"] is True
     assert answer.status_code == 200, answer.text
     assert answer.json()["prediction"] > 0 and answer.json()["class_probabilities"] is None
+
+
+def test_what_the_server_logged_is_judged_by_drift_and_performance(project):
+    """The loop's end through the real server: flowers sent as a table (text habitats, gaps), the
+    server's own prediction log read back by `drift` (no drift: the rows are the data's) and by
+    `performance` with the labels that arrive later, log_loss judged from every class's logged
+    probability."""
+    write_params(
+        project,
+        monitoring={
+            "prediction_log": "logs/predictions",
+            "labels": "logs/labels",
+            "sample_rate": 1.0,
+            "min_window_rows": 50,
+        },
+    )
+    walk_to_batch(project, "flowers")
+    frame = bring(project, "flowers").dropna(subset=["species"]).head(120)
+    rows = data.model_input(frame.drop(columns=["species"]))
+    with served(project) as running:
+        answer = post(
+            running,
+            "/predict_columns",
+            json=payloads.as_table(rows),
+            headers={"X-Request-ID": "flowers-120"},
+        )
+    assert answer.status_code == 200, answer.text  # the server flushed its log when it stopped
+    labels = project / "logs" / "labels"
+    labels.mkdir(parents=True)
+    pd.DataFrame(
+        {"request_id": "flowers-120", "row": range(len(frame)), "label": frame["species"]}
+    ).to_csv(labels / "flowers-120.csv", index=False)
+
+    assert run("drift") == cli.EXIT_OK
+    drifted = report(project, "drift")
+    assert drifted["judged"] and drifted["rows"] >= len(frame) and not drifted["drifted"]
+    assert drifted["features"]["habitat"]["method"].split()[0] in {"chi-square", "Z-test"}
+    write_params(project, gate={"primary_metric": "log_loss"})
+    assert run("performance") == cli.EXIT_OK
+    judged = report(project, "performance")
+    latest = judged["windows"][-1]
+    assert latest["labelled_rows"] == len(frame) and latest["metric"] is not None, judged
+    assert not latest["decayed"], judged
