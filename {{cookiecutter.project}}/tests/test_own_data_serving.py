@@ -66,6 +66,7 @@ def test_a_flower_with_a_category_and_a_gap_is_answered_on_every_endpoint(projec
         )
         unseen = post(running, "/predict", json={**FLOWER, "habitat": "desert"})
         metadata = post(running, "/metadata", json={}).json()
+        series = httpx.get(f"{running.url}/metrics", timeout=30).text.splitlines()
     assert report(project, "smoke")["passed"] is True
     assert single.status_code == 200, single.text
     answer = single.json()
@@ -77,6 +78,13 @@ def test_a_flower_with_a_category_and_a_gap_is_answered_on_every_endpoint(projec
         (every_class,) = batch.json()["class_probabilities"]
         assert_every_class(every_class, batch.json()["probabilities"][0])
     assert unseen.status_code == 200 and unseen.json()["out_of_profile"] == ["habitat"]
+    # Prometheus counts the predictions by their label, and the unseen habitat by its feature.
+    counted = [line for line in series if line.startswith("model_predictions_total{")]
+    assert any(f'prediction="{answer["prediction"]}"' in line for line in counted), counted
+    assert any(
+        line.startswith("out_of_profile_values_total{") and 'feature="habitat"' in line
+        for line in series
+    )
     habitat = metadata["feature_profile"]["habitat"]
     assert (habitat["kind"], habitat["nullable"]) == ("categorical", True)
     assert metadata["feature_profile"]["sepal_width"]["kind"] == "numeric"
