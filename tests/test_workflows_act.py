@@ -570,6 +570,7 @@ def test_5_rollback_workflow_returns_the_champion_to_previous(world, failed_depl
 # moved by two standard deviations, predicted by the champion's version `sys.argv[3]`.
 SERVED_TRAFFIC = """
 import sys
+import numpy as np
 from {package} import data, prediction_log
 from {package}.settings import load_settings
 
@@ -578,9 +579,13 @@ frame = data.read_table(settings.resolve(settings.params.data.source))
 features, target = data.split_features_target(frame, settings.params.data)
 for column in features.columns[: int(sys.argv[2])]:
     features[column] += 2 * features[column].std()
-log = prediction_log.PredictionLog(sys.argv[1], list(features.columns), int(sys.argv[3]), 1.0, 3600)
+log = prediction_log.PredictionLog(
+    sys.argv[1], list(features.columns), int(sys.argv[3]), 1.0, 3600, classes=("0", "1")
+)
 for index, row in enumerate(features.to_numpy()):
-    log.record(f"served-{{index}}", "predict", row[None, :], [int(target.iloc[index])], [0.9])
+    label = int(target.iloc[index])
+    every_class = np.array([[0.1, 0.9] if label else [0.9, 0.1]])  # the label's is the greater
+    log.record(f"served-{{index}}", "predict", row[None, :], [label], every_class)
 log.close()
 """
 

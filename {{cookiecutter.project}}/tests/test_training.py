@@ -27,7 +27,7 @@ def test_every_listed_estimator_builds_and_fits(settings, frame, estimator):
 
 
 def test_unknown_estimator_and_bad_hyperparameters_are_named(settings):
-    with pytest.raises(ValueError, match="'svm' is not a classification estimator"):
+    with pytest.raises(ValueError, match="'svm' is not a {{ cookiecutter.task }} estimator"):
         training.build_pipeline(settings.params.task, ModelParams(estimator="svm"))
     estimator = sorted(training.ESTIMATORS["{{ cookiecutter.task }}"])[0]
     bad = ModelParams(estimator=estimator, hyperparameters={"no_such_knob": 1})
@@ -157,7 +157,7 @@ def test_train_registers_a_challenger_with_lineage(settings, registry, frame):
     "estimator",
     [
         *sorted(training.ESTIMATORS["{{ cookiecutter.task }}"]),
-        "sklearn.ensemble.HistGradientBoostingClassifier",
+        "sklearn.ensemble.HistGradientBoosting{{ 'Classifier' if cookiecutter.task == 'classification' else 'Regressor' }}",
     ],
 )
 def test_registered_model_predicts_like_the_trained_pipeline(project, estimator):

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    WithJsonSchema,
     create_model,
     model_validator,
 )
@@ -48,6 +49,8 @@ def feature_field(column: str, stats: Mapping[str, Any]) -> Any:
     profile, or any text for a categorical feature (not an enum: an unseen category is for the
     out_of_profile policy to judge), its training categories in the description."""
     unknown = "; null if unknown" if takes_null(stats) else ""
+    # Said outright: BentoML's document keeps only the first choice of pydantic's anyOf [..., null].
+    nullable = {"nullable": True} if takes_null(stats) else None
     if is_categorical(stats):
         categories = stats["categories"]
         listed = ", ".join(map(repr, categories[:LISTED_CATEGORIES]))
@@ -58,6 +61,7 @@ def feature_field(column: str, stats: Mapping[str, Any]) -> Any:
             title=column,
             description=f"a category, trained on {listed}{unknown}",
             examples=categories[:1],
+            json_schema_extra=nullable,
         )
     lowest, highest = hard_bounds(stats)
     return Field(
@@ -66,6 +70,7 @@ def feature_field(column: str, stats: Mapping[str, Any]) -> Any:
         ge=lowest,
         le=highest,
         description=f"trained on {stats['min']:g} to {stats['max']:g}{unknown}",
+        json_schema_extra=nullable,
     )
 
 
@@ -329,7 +334,12 @@ def prediction_header(predictions: list) -> dict[str, str]:
     return {"X-Prediction": json.dumps(predictions, separators=(",", ":"))}
 
 
-Label = bool | int | float | str  # a prediction: a class label in its training type, or a value
+# A prediction: a class label in its training type (text, integer, boolean), or a regression's value.
+# Documented as any value: BentoML's document keeps only the first choice of an anyOf.
+Label = Annotated[
+    bool | int | float | str,
+    WithJsonSchema({"description": "a class label as training had it, or the predicted value"}),
+]
 ClassProbabilities = dict[str, float]  # every class's probability, keyed by the label as text
 
 
