@@ -287,6 +287,8 @@ def columns_model(
     if any(takes_null(profile[name]) for name in features):
         value = value | None
 
+    one_row = Annotated[list[value], Field(min_length=width, max_length=width)]
+
     class Columns(Table):
         __doc__ = Table.__doc__
         model_config = ConfigDict(
@@ -311,12 +313,7 @@ def columns_model(
             None, description="ignored: answers follow data's order"
         )
         data: Annotated[
-            list[
-                Annotated[
-                    list[value],
-                    Field(min_length=width, max_length=width),
-                ]
-            ],
+            list[one_row],
             Field(
                 min_length=1,
                 max_length=max_rows,
@@ -334,12 +331,10 @@ def prediction_header(predictions: list) -> dict[str, str]:
     return {"X-Prediction": json.dumps(predictions, separators=(",", ":"))}
 
 
-# A prediction: a class label in its training type (text, integer, boolean), or a regression's value.
-# Documented as any value: BentoML's document keeps only the first choice of an anyOf.
-Label = Annotated[
-    bool | int | float | str,
-    WithJsonSchema({"description": "a class label as training had it, or the predicted value"}),
-]
+# A class label in its training type (text, integer, boolean), or a regression's value. Documented as
+# any value: BentoML's document keeps only the first choice of an anyOf.
+LABEL_SCHEMA = {"description": "a class label as training had it, or the predicted value"}
+Label = Annotated[bool | int | float | str, WithJsonSchema(LABEL_SCHEMA)]
 ClassProbabilities = dict[str, float]  # every class's probability, keyed by the label as text
 
 
