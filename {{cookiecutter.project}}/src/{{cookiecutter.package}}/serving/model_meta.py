@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ class ModelMeta:
     # The first row of the input example saved with the model: the example on the /docs page.
     example: dict[str, Any] | None
 
-    @property
+    @cached_property  # read on every model call
     def categorical(self) -> list[str]:
         """The features whose values are text categories, in training order."""
         return categorical_features(self.profile)

@@ -121,25 +121,29 @@ def rows_reader(
     return rows_as_array
 
 
-def misplaced_values(
-    rows: np.ndarray, features: list[str], profile: Mapping[str, Mapping[str, Any]]
-) -> list[tuple[int, str, str]]:
-    """(row, feature, problem) for each value of a table that its feature does not take: text for
-    a number, a number for a category, a null where the model takes none. `rows` as rows_dtype:
-    float64 rows (a null as NaN) are checked in one vector operation."""
+def value_kinds(
+    features: list[str], profile: Mapping[str, Mapping[str, Any]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature: does it hold text, does the model take it null (once per model, not per table)."""
+    text = np.array([is_categorical(profile[name]) for name in features], dtype=bool)
     nullable = np.array([takes_null(profile[name]) for name in features], dtype=bool)
+    return text, nullable
+
+
+def misplaced_values(
+    rows: np.ndarray, features: list[str], text: np.ndarray, nullable: np.ndarray
+) -> list[tuple[int, str, str]]:
+    """(row, feature, problem) for each value its feature does not take (`value_kinds`): text for a
+    number, a number for a category, a null where none is taken; float64 rows in one vector step."""
     if rows.dtype == np.float64:
         wrong = np.isnan(rows) & ~nullable
     else:
         missing = np.vectorize(lambda value: value is None, otypes=[bool])(rows)
-        text = np.vectorize(lambda value: isinstance(value, str), otypes=[bool])(rows)
-        categorical = np.array([is_categorical(profile[name]) for name in features], dtype=bool)
-        wrong = np.where(categorical, ~text & ~missing, text) | (missing & ~nullable)
+        is_text = np.vectorize(lambda value: isinstance(value, str), otypes=[bool])(rows)
+        wrong = np.where(text, ~is_text & ~missing, is_text) | (missing & ~nullable)
     problems = []
     for row, index in zip(*np.nonzero(wrong), strict=True):
-        stats = profile[features[index]]
-        expected = "text" if is_categorical(stats) else "a number"
-        expected += " or null" if takes_null(stats) else ""
+        expected = ("text" if text[index] else "a number") + (" or null" if nullable[index] else "")
         problem = f"{features[index]}: should be {expected}, not {_shown(rows[row, index])}"
         problems.append((int(row), features[index], problem))
     return problems
@@ -208,18 +212,15 @@ def table_bounds(
 class Table(BaseModel):
     """Rows as a table: the training features' names once, then rows of values in that order.
 
-    The fast way to send many rows: pandas writes it (`DataFrame.to_json(orient="split",
-    index=False)`; an `index` is accepted and ignored) and the service checks it as one numpy array,
-    about twice as fast as the same rows as /predict_batch objects (benchmarks/README.md).
-    The checks and errors are the rows' own: each feature once, in any order; finite numbers,
-    text for categorical features, null only where the model takes it; a 400 naming row and
-    feature ("data.3.<feature>") otherwise. One difference: every number is held to the widest of
-    the features' hard bounds, not its own.
+    The fast way to send many rows: what pandas writes (`to_json(orient="split", index=False)`; an
+    `index` is ignored), checked as one numpy array, twice as fast as /predict_batch's objects
+    (benchmarks/README.md). The checks and errors are the rows' (a 400 naming "data.3.<feature>"),
+    but every number is held to the widest of the features' hard bounds, not its own.
     """
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
     training_order: ClassVar[list[str]] = []
-    training_profile: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    training_kinds: ClassVar[tuple[np.ndarray, np.ndarray]] = (np.array([]), np.array([]))
     training_dtype: ClassVar[type] = np.float64  # rows_dtype of the features
     _features: np.ndarray = PrivateAttr()
 
@@ -249,7 +250,7 @@ class Table(BaseModel):
         features = np.array(self.data, dtype=self.training_dtype)  # type: ignore[attr-defined]
         if columns != self.training_order:
             features = features[:, [columns.index(name) for name in self.training_order]]
-        misplaced = misplaced_values(features, self.training_order, self.training_profile)
+        misplaced = misplaced_values(features, self.training_order, *self.training_kinds)
         if misplaced:
             raise ValidationError.from_exception_data(
                 type(self).__name__,
@@ -299,7 +300,7 @@ def columns_model(
             ),
         )
         training_order: ClassVar[list[str]] = features
-        training_profile: ClassVar[Mapping[str, Mapping[str, Any]]] = profile
+        training_kinds: ClassVar[tuple[np.ndarray, np.ndarray]] = value_kinds(features, profile)
         training_dtype: ClassVar[type] = dtype
 
         columns: list[str] = Field(
