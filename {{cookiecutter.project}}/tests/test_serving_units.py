@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -19,10 +20,10 @@ from pydantic import ValidationError
 from {{ cookiecutter.package }}.deploy import payloads
 from {{ cookiecutter.package }}.errors import BadRows
 from {{ cookiecutter.package }}.profile import ProfileCheck, hard_bounds, outside_problem
-from {{ cookiecutter.package }}.serving import openapi, schemas
+from {{ cookiecutter.package }}.serving import column_names, openapi, schemas
 from {{ cookiecutter.package }}.serving.arrow import ArrowRows
 from {{ cookiecutter.package }}.serving.batcher import MicroBatcher, warnings_ignored
-from {{ cookiecutter.package }}.serving.guard import configured_tokens
+from {{ cookiecutter.package }}.serving.guard import configured_tokens, trusted_proxies
 from {{ cookiecutter.package }}.serving.model_meta import read_model_meta
 
 FEATURES = ["age", "blood pressure", "dose"]
@@ -32,7 +33,8 @@ PROFILE = {
     "dose": {"min": 0.0, "max": 2.0, "categories": [0.0, 1.0, 2.0]},
 }
 MAX_ROWS = 3
-TOKEN = "a-token-of-sixteen-or-more"
+MAX_BYTES = 1_000  # of text in an Arrow body, once decoded
+TOKEN = "a-token-of-thirty-two-characters-or-more"
 
 
 # --- the micro-batcher ---------------------------------------------------------------------
@@ -126,23 +128,24 @@ def test_the_model_runs_under_one_ignore_filter_and_the_process_filters_come_bac
 # --- the Arrow body ---------------------------------------------------------------------------
 
 
-def arrow_body(columns: dict[str, list]) -> bytes:
-    table = pa.table(columns)
+def arrow_body(columns: dict[str, list] | pa.Table, compression: str | None = None) -> bytes:
+    table = columns if isinstance(columns, pa.Table) else pa.table(columns)
     sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
         writer.write_table(table)
     return sink.getvalue().to_pybytes()
 
 
 def arrow_refusal(body: bytes) -> BadRows:
     with pytest.raises(BadRows) as refused:
-        ArrowRows(FEATURES, PROFILE, MAX_ROWS)(body)
+        ArrowRows(FEATURES, PROFILE, MAX_ROWS, MAX_BYTES)(body)
     return refused.value
 
 
 def test_arrow_columns_in_any_order_and_integer_types_come_back_in_training_order():
     body = arrow_body({"dose": [1, 2], "age": [30.0, 40.0], "blood pressure": [120, 130]})
-    rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS)(body)
+    rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS, MAX_BYTES)(body)
     assert rows.dtype == np.float64
     assert rows.tolist() == [[30.0, 120.0, 1.0], [40.0, 130.0, 2.0]]
 
@@ -168,10 +171,54 @@ def test_arrow_columns_must_be_numbers_and_the_body_a_stream():
     assert str(arrow_refusal(b"not arrow")).startswith("the body is not an Arrow IPC stream")
 
 
-@pytest.mark.parametrize("count", [0, MAX_ROWS + 1])
-def test_arrow_bodies_hold_one_to_max_rows_rows(count: int):
-    body = arrow_body({name: [1.0] * count for name in FEATURES})
-    assert str(arrow_refusal(body)) == f"{count} rows; send 1 to {MAX_ROWS}"
+def test_arrow_bodies_hold_one_to_max_rows_rows_counted_over_every_batch():
+    assert str(arrow_refusal(arrow_body({name: [] for name in FEATURES}))) == (
+        f"no rows; send 1 to {MAX_ROWS}"
+    )
+    over = f"over {MAX_ROWS} rows; send 1 to {MAX_ROWS}"
+    assert (
+        str(arrow_refusal(arrow_body({name: [1.0] * (MAX_ROWS + 1) for name in FEATURES}))) == over
+    )
+    two_batches = pa.concat_tables([pa.table({name: [1.0, 2.0] for name in FEATURES})] * 2)
+    assert str(arrow_refusal(arrow_body(two_batches))) == over
+    # Columns of nulls take no bytes at all: only the header's row count stops a billion of them.
+    nulls = pa.table({name: pa.nulls(10**9) for name in FEATURES})
+    assert str(arrow_refusal(arrow_body(nulls))) == over
+
+
+def test_compressed_arrow_batches_are_refused_from_their_header_before_inflating():
+    for codec in ("zstd", "lz4"):
+        body = arrow_body({name: [1.0] for name in FEATURES}, compression=codec)
+        assert str(arrow_refusal(body)) == (
+            "compressed Arrow batches are refused: send the stream uncompressed"
+        )
+    colours = pa.array(["red"]).dictionary_encode()
+    mixed = {"size": [1.0], "colour": colours, "weight": [1.0]}
+    with pytest.raises(BadRows, match="compressed"):  # the dictionary batch is compressed too
+        ArrowRows(MIXED, MIXED_PROFILE, MAX_ROWS, MAX_BYTES)(arrow_body(mixed, compression="zstd"))
+
+
+def test_a_wide_arrow_schema_is_refused_quickly_and_its_names_echoed_in_part():
+    wide = pa.schema([(f"column {index} " + "x" * 100, pa.float64()) for index in range(20_000)])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, wide):
+        pass
+    started = time.perf_counter()
+    message = str(arrow_refusal(sink.getvalue().to_pybytes()))
+    assert time.perf_counter() - started < 0.5  # quadratic, it took seconds
+    assert message.startswith(
+        "columns: missing 'age', 'blood pressure', 'dose'; unknown 'column 0 x"
+    )
+    assert message.endswith(f"...' and {20_000 - column_names.NAMES_LISTED} more")
+    assert len(message) < 1_000
+
+
+def test_dictionary_text_is_counted_on_every_row_that_points_to_it():
+    reader = ArrowRows(MIXED, MIXED_PROFILE, MAX_ROWS, MAX_BYTES)
+    long_value = pa.DictionaryArray.from_arrays([0, 0, 0], ["r" * (MAX_BYTES // 2)])
+    body = arrow_body({"colour": long_value, "size": [1.0] * 3, "weight": [1.0] * 3})
+    with pytest.raises(BadRows, match=f"over {MAX_BYTES} bytes once decoded"):
+        reader(body)
 
 
 def test_arrow_values_not_finite_or_beyond_the_hard_bounds_are_named_by_row_and_feature():
@@ -193,15 +240,15 @@ def test_arrow_values_not_finite_or_beyond_the_hard_bounds_are_named_by_row_and_
     ]
     assert refused.details[1]["problem"].startswith(f"{highest_age + 1:g} is not a finite number")
     within = {name: [hard_bounds(PROFILE[name])[1]] for name in FEATURES}
-    assert ArrowRows(FEATURES, PROFILE, MAX_ROWS)(arrow_body(within)).shape == (1, 3)
+    assert ArrowRows(FEATURES, PROFILE, MAX_ROWS, MAX_BYTES)(arrow_body(within)).shape == (1, 3)
 
 
 # --- the request schemas ------------------------------------------------------------------------
 
 
 def test_column_problem_names_every_missing_unknown_and_repeated_column():
-    assert schemas.column_problem(FEATURES, ["dose", "age", "blood pressure"]) is None
-    assert schemas.column_problem(FEATURES, ["age", "age", "x", "dose"]) == (
+    assert column_names.column_problem(FEATURES, ["dose", "age", "blood pressure"]) is None
+    assert column_names.column_problem(FEATURES, ["age", "age", "x", "dose"]) == (
         "missing 'blood pressure'; unknown 'x'; repeated 'age'"
     )
 
@@ -267,6 +314,36 @@ def test_a_table_is_refused_for_bad_columns_extra_keys_too_many_rows_or_far_valu
     assert Columns.model_validate_json(columns_body(FEATURES, [[30, highest, 1]]))
 
 
+def test_a_table_nested_too_deep_is_a_validation_error_not_a_recursion_error():
+    Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, None)
+    deep = "[" * 50_000 + "]" * 50_000
+    for body in (deep, '{"columns": ' + deep + ', "data": [[30, 120, 1]]}'):
+        with pytest.raises(ValidationError):
+            Columns.model_validate_json(body)
+    with pytest.raises(ValidationError, match="index"):
+        Columns.model_validate_json(columns_body(FEATURES, [[30, 120, 1]], index=[0] * 4))
+
+
+def test_a_batch_is_refused_for_an_unknown_key_as_a_row_is():
+    Row = schemas.row_model(FEATURES, PROFILE, "model v1", None)
+    Rows = schemas.batch_model(Row, MAX_ROWS)
+    good = {"age": 30, "blood pressure": 120.5, "dose": 1.0}
+    assert len(Rows.model_validate({"rows": [good]}).rows) == 1
+    for bad in ({"rows": [good], "row": [good]}, {"rows": []}, {"rows": [good] * (MAX_ROWS + 1)}):
+        with pytest.raises(ValidationError):
+            Rows.model_validate(bad)
+
+
+def test_trusted_proxies_are_none_unless_listed_and_each_must_be_an_address_or_network():
+    assert trusted_proxies({}) == ("", None)
+    assert trusted_proxies({"FORWARDED_ALLOW_IPS": " 10.0.0.0/8, 127.0.0.1 ,::1"}) == (
+        "10.0.0.0/8,127.0.0.1/32,::1/128",
+        None,
+    )
+    proxies, problem = trusted_proxies({"FORWARDED_ALLOW_IPS": "127.0.0.1,*"})
+    assert proxies == "" and problem.startswith("FORWARDED_ALLOW_IPS: '*' does not appear")
+
+
 # --- the model's metadata and the tokens ----------------------------------------------------------
 
 
@@ -308,7 +385,7 @@ def test_tokens_are_required_only_with_auth_and_their_problem_is_kept_for_the_st
     tokens, problem = configured_tokens(True, {})
     assert tokens == [] and "neither SERVICE_API_TOKENS nor SERVICE_API_TOKENS_FILE" in problem
     tokens, problem = configured_tokens(True, {"SERVICE_API_TOKENS": "short"})
-    assert tokens == [] and "shorter than 16 characters" in problem
+    assert tokens == [] and "shorter than 32 characters" in problem
 
 
 # --- models with categorical features and nulls -------------------------------------------------
@@ -376,7 +453,7 @@ def test_a_mixed_table_names_each_value_its_feature_does_not_take():
 
 
 def test_arrow_takes_string_and_dictionary_columns_for_categories_and_nulls_where_nullable():
-    reader = ArrowRows(MIXED, MIXED_PROFILE, MAX_ROWS)
+    reader = ArrowRows(MIXED, MIXED_PROFILE, MAX_ROWS, MAX_BYTES)
     colours = pa.array(["red", None, "green"]).dictionary_encode()
     body = arrow_body({"size": [1.0, None, 2.0], "colour": colours, "weight": [1, 2, 3]})
     rows = reader(body)

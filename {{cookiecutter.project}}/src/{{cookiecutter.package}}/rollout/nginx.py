@@ -109,6 +109,8 @@ http {{
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         proxy_set_header X-Request-ID $request_id;
+        # Appends the peer nginx saw; the service believes it with FORWARDED_ALLOW_IPS=127.0.0.1.
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
 
         location = {STEP_LOCATION} {{
             default_type text/plain;

@@ -9,7 +9,8 @@ keeps the model code free of HTTP concerns and answers abuse before any JSON is 
 2. health, readiness, metrics and the OpenAPI document stay open; the APIs need a bearer token,
    checked in constant time against the configured ones (only their digests are kept);
 3. each client (its token, else its address) gets `rate_limit` requests, counted by the `limits`
-   library; past it: 429 with Retry-After. Failed logins count against the address;
+   library; past it: 429 with Retry-After. Failed logins count against the address: the peer's,
+   or the one X-Forwarded-For names when the peer is a trusted proxy (`trusted_proxies`);
 4. API bodies must have their API's media type (JSON; an Arrow stream for /predict_arrow) and at
    most `max_body_bytes` (checked before and while reading);
 5. every answer of 400 or more has one JSON shape (`http_errors`), and /docs.json is the document
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import math
 import re
@@ -45,7 +47,12 @@ Send = Callable[[Message], Awaitable[None]]
 
 TOKENS_VARIABLE = "SERVICE_API_TOKENS"  # comma-separated
 TOKENS_FILE_VARIABLE = "SERVICE_API_TOKENS_FILE"  # one token per line: a mounted secret
-MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_LENGTH = (
+    32  # characters: what `secrets.token_urlsafe(32)` or `openssl rand -base64 32` make
+)
+# uvicorn's (BentoML runs it): the peers whose X-Forwarded-For names the client. Its own default
+# trusts loopback, where a local proxy would let any client pick its rate-limit key.
+PROXIES_VARIABLE = "FORWARDED_ALLOW_IPS"
 REQUEST_ID_HEADER = "x-request-id"
 MODEL_VERSION_HEADER = "x-model-version"
 _WELL_FORMED_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -93,6 +100,16 @@ def configured_tokens(
             f"{TOKENS_FILE_VARIABLE} holds a token"
         )
     return tokens, None
+
+
+def trusted_proxies(environ: Mapping[str, str]) -> tuple[str, str | None]:
+    """$FORWARDED_ALLOW_IPS as uvicorn should read it (IP addresses or networks, comma-separated;
+    none when unset) and what is wrong with it, raised when serving starts (as the tokens')."""
+    given = [item.strip() for item in environ.get(PROXIES_VARIABLE, "").split(",") if item.strip()]
+    try:
+        return ",".join(str(ipaddress.ip_network(item, strict=False)) for item in given), None
+    except ValueError as error:
+        return "", f"{PROXIES_VARIABLE}: {error}; list IP addresses or networks, comma-separated"
 
 
 def request_id_of(scope: Mapping[str, Any]) -> str:

@@ -22,9 +22,10 @@ from pydantic import (
     create_model,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
 
 from ..profile import hard_bounds, is_categorical, takes_null
+from .column_names import column_problem
 
 # Answers of up to this many rows also carry their predictions in the X-Prediction header, where a
 # proxy can log them without reading bodies: a shadow rollout compares champion and candidate there.
@@ -100,6 +101,12 @@ def row_model(
     )
 
 
+def batch_model(row: type[BaseModel], max_rows: int) -> type[BaseModel]:
+    """The /predict_batch body: {"rows": [...]} of 1 to `max_rows` rows, no other key (as /predict)."""
+    rows = Annotated[list[row], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
+    return create_model("Rows", __config__=ConfigDict(extra="forbid"), rows=(rows, ...))
+
+
 def rows_dtype(features: list[str], profile: Mapping[str, Mapping[str, Any]]) -> type:
     """How the service holds rows: float64 when every feature is a number (a null as NaN), else
     object (numbers as float, categories as str, a null as None)."""
@@ -154,23 +161,10 @@ def _shown(value: Any) -> str:
     return "null" if value is None or value != value else repr(value)
 
 
-def column_problem(features: list[str], columns: list[str]) -> str | None:
-    """What is wrong with the column names of a table, if anything: each training feature once."""
-    missing = [name for name in features if name not in columns]
-    unknown = [name for name in dict.fromkeys(columns) if name not in features]
-    repeated = [name for name in dict.fromkeys(columns) if columns.count(name) > 1]
-    problems = [
-        f"{what} {', '.join(map(repr, names))}"
-        for what, names in (("missing", missing), ("unknown", unknown), ("repeated", repeated))
-        if names
-    ]
-    return "; ".join(problems) or None
-
-
 def named_positions(error: ValidationError, body: bytes | str) -> ValidationError:
     """`error` with each value's position in a row ("data.3.7") replaced by its column's name."""
-    try:
-        columns = json.loads(body).get("columns")
+    try:  # pydantic's parser: nesting too deep is a ValueError, never a RecursionError
+        columns = from_json(body).get("columns")
     except (ValueError, AttributeError):
         columns = None
     if not isinstance(columns, list):
@@ -311,7 +305,7 @@ def columns_model(
             json_schema_extra={"items": {"type": "string", "enum": features}, "uniqueItems": True},
         )
         index: list[int | str] | None = Field(
-            None, description="ignored: answers follow data's order"
+            None, max_length=max_rows, description="ignored: answers follow data's order"
         )
         data: Annotated[
             list[one_row],

@@ -32,11 +32,9 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Annotated
 
 import bentoml
 import numpy as np
-from pydantic import Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -51,7 +49,7 @@ from . import metrics as service_metrics
 from . import openapi, schemas
 from .arrow import ARROW_STREAM, ArrowRows
 from .batcher import MicroBatcher, Scores, warnings_ignored
-from .guard import Guard, configured_tokens, request_id_of
+from .guard import PROXIES_VARIABLE, Guard, configured_tokens, request_id_of, trusted_proxies
 from .http_errors import QuietClientErrors, error_body
 from .model_meta import read_model_meta
 from .schemas import (
@@ -81,10 +79,13 @@ MAX_ROWS = ARGS.serving.max_batch_rows
 Row = schemas.row_model(FEATURES, PROFILE, f"{MODEL_NAME} v{MODEL_VERSION}", META.example)
 Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, META.example)
 rows_as_array = schemas.rows_reader(FEATURES, PROFILE)
-arrow_rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS)
+Rows = schemas.batch_model(Row, MAX_ROWS)
+arrow_rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS, ARGS.serving.max_body_bytes)
 PROFILE_CHECK = ProfileCheck(FEATURES, PROFILE)
 # The serving entry point, where BentoML requires it, reads the tokens from its environment.
 TOKENS, TOKEN_PROBLEM = configured_tokens(ARGS.serving.require_auth, os.environ)
+# Read by uvicorn once this module is imported: X-Forwarded-For counts only from these peers.
+os.environ[PROXIES_VARIABLE], PROXIES_PROBLEM = trusted_proxies(os.environ)
 
 
 def metrics() -> service_metrics.Metrics:
@@ -103,8 +104,8 @@ async def predict_arrow(request: Request) -> Response:
     The answer is /predict_batch's. Served by a Starlette app mounted beside the BentoML APIs, as
     BentoML's own APIs parse every body as JSON; Guard protects it like them.
     """
-    try:
-        features = arrow_rows(await request.body())
+    try:  # in a thread: /livez and the other requests go on meanwhile
+        features = await asyncio.to_thread(arrow_rows, await request.body())
     except BadRows as problem:
         body = error_body(400, str(problem), details=problem.details)
         return JSONResponse(body, status_code=400)
@@ -147,8 +148,8 @@ class ModelService:
     def __init__(self) -> None:
         import mlflow.sklearn
 
-        if TOKEN_PROBLEM:
-            raise SecurityError(TOKEN_PROBLEM)
+        if TOKEN_PROBLEM or PROXIES_PROBLEM:
+            raise SecurityError(TOKEN_PROBLEM or PROXIES_PROBLEM)
         if TOKENS is None:
             logger.warning(
                 "AUTHENTICATION IS OFF (serving.require_auth: false): anyone who reaches this "
@@ -269,17 +270,13 @@ class ModelService:
         )
 
     @bentoml.api
-    async def predict_batch(
-        self,
-        rows: Annotated[list[Row], Field(min_length=1, max_length=MAX_ROWS)],  # type: ignore[valid-type]
-        ctx: bentoml.Context,
-    ) -> BatchPrediction:
+    async def predict_batch(self, batch: Rows, /, ctx: bentoml.Context) -> BatchPrediction:  # type: ignore[valid-type]
         """Score up to max_batch_rows rows: {"rows": [{...}, ...]}.
 
         Kept for clients that hold rows as objects; /predict_columns takes the same rows as a table
         and answers the same, about twice as fast (each object here is checked on its own).
         """
-        return await self._batch_api(rows_as_array(rows), ctx, "predict_batch")
+        return await self._batch_api(rows_as_array(batch.rows), ctx, "predict_batch")
 
     @bentoml.api
     async def predict_columns(self, table: Columns, /, ctx: bentoml.Context) -> BatchPrediction:
