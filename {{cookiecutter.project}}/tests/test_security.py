@@ -7,10 +7,12 @@ The unit tests call the serving parts (guard, http_errors, openapi), integrity a
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,9 +35,9 @@ from {{ cookiecutter.package }}.settings import Settings
 from .shared_bento import Built, shared_build
 
 ALPHA, BRAVO, CHARLIE, DELTA = (
-    f"{name}-client-token-0123456789" for name in ("alpha", "bravo", "charlie", "delta")
+    f"{name}-client-token-0123456789abcdef" for name in ("alpha", "bravo", "charlie", "delta")
 )
-STRICT_RATE = 5  # per minute and client: a slow machine cannot spread the requests past it
+STRICT_RATE = 40  # per minute and client: a slow machine cannot spread the requests past it
 ERROR_FIELDS = {"status", "code", "message", "details", "request_id", "model_version"}
 
 
@@ -67,7 +69,7 @@ def test_tokens_come_from_the_variable_or_the_mounted_file(tmp_path: Path):
     assert guard.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},{BRAVO}"}) == [ALPHA, BRAVO]
     assert guard.load_tokens({"SERVICE_API_TOKENS_FILE": str(secret)}) == [ALPHA, BRAVO]
     assert guard.load_tokens({}) == []
-    with pytest.raises(SecurityError, match="shorter than 16"):
+    with pytest.raises(SecurityError, match="shorter than 32"):
         guard.load_tokens({"SERVICE_API_TOKENS": f"{ALPHA},short"})
     with pytest.raises(SecurityError, match=r"SERVICE_API_TOKENS_FILE=.*missing"):
         guard.load_tokens({"SERVICE_API_TOKENS_FILE": str(tmp_path / "missing")})
@@ -319,6 +321,103 @@ def test_schemathesis_finds_no_server_error_and_no_answer_off_the_document(
     assert "Traceback" not in log
 
 
+def server_rss(server: Server) -> int:
+    """Resident bytes of the server's whole process tree (arbiter and workers)."""
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    return sum(process.memory_info().rss for process in [root, *root.children(recursive=True)])
+
+
+def arrow_of(features: list[str], rows: int, compression: str | None = None) -> bytes:
+    """An Arrow stream of zeros, every feature a column (one array shared: cheap to make)."""
+    import pyarrow as pa
+
+    zeros = pa.array(np.zeros(rows))
+    table = pa.Table.from_arrays([zeros] * len(features), names=features)
+    sink = pa.BufferOutputStream()
+    options = pa.ipc.IpcWriteOptions(compression=compression)
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+@pytest.mark.integration
+def test_a_compressed_arrow_stream_is_refused_before_it_inflates(built: Built, server: Server):
+    """About 5 KB that would inflate to 240 MB: refused from the batch header, the worker's memory
+    as it was (it grew by the whole inflated size when the stream was read before any check)."""
+    features = http_metadata(built, server)["features"]
+    body = arrow_of(features, 1_000_000, compression="zstd")
+    assert len(body) < 100_000
+    headers = {**built.settings.client_headers(), "Content-Type": ARROW_STREAM}
+    before = server_rss(server)
+    for _ in range(3):
+        answer = httpx.post(f"{server.url}/predict_arrow", content=body, headers=headers)
+        assert (
+            "compressed Arrow batches are refused"
+            in assert_error(answer, 400, "invalid_input")["message"]
+        )
+    grown = server_rss(server) - before
+    assert grown < 50_000_000, f"the server grew by {grown / 1e6:.0f} MB"
+
+
+@pytest.mark.integration
+def test_a_wide_arrow_schema_is_refused_quickly_while_livez_answers(built: Built, server: Server):
+    """10,000 fields (1 MB): the column check is linear and runs in a thread, not on the event loop."""
+    import pyarrow as pa
+
+    wide = pa.schema([(f"field-{index:05d}-" + "x" * 80, pa.float64()) for index in range(10_000)])
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, wide):
+        pass
+    body = sink.getvalue().to_pybytes()
+    headers = {**built.settings.client_headers(), "Content-Type": ARROW_STREAM}
+    probes: list[float] = []
+    with httpx.Client(base_url=server.url, headers=headers) as client:
+        client.post("/predict_arrow", content=body)  # the connection open, pyarrow imported
+        sent = threading.Event()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as prober:
+            prober.submit(probe_livez, server.url, probes, sent)
+            answers = [client.post("/predict_arrow", content=body) for _ in range(20)]
+            sent.set()
+    for answer in answers:
+        error = assert_error(answer, 400, "invalid_input")
+        assert error["message"].endswith("and 9990 more") and len(error["message"]) < 1_000
+    seconds = sorted(answer.elapsed.total_seconds() for answer in answers)  # upload included
+    assert seconds[len(seconds) // 2] < 0.05, seconds  # the median: the machine is shared
+    assert probes and max(probes) < 1.0, probes
+
+
+def probe_livez(url: str, seconds: list[float], done: threading.Event) -> None:
+    """GET /livez until `done`, recording how long each answer took."""
+    with httpx.Client(base_url=url) as client:
+        while not done.is_set():
+            started = time.perf_counter()
+            client.get("/livez").raise_for_status()
+            seconds.append(time.perf_counter() - started)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("path", ["/predict", "/predict_batch", "/predict_columns", "/metadata"])
+def test_json_nested_deep_is_a_400_on_every_endpoint(built: Built, server: Server, path: str):
+    deep = "[" * 50_000 + "]" * 50_000
+    headers = {**built.settings.client_headers(), "Content-Type": "application/json"}
+    for body in (deep, '{"columns": ' + deep + ', "rows": ' + deep + "}"):
+        answer = httpx.post(f"{server.url}{path}", content=body, headers=headers)
+        assert_error(answer, 400, "invalid_input")
+    assert "RecursionError" not in server.log_path.read_text()
+
+
+@pytest.mark.integration
+def test_a_batch_with_an_unknown_key_is_refused_as_a_row_is(built: Built, server: Server):
+    answer = httpx.post(
+        f"{server.url}/predict_batch",
+        json={"rows": [row(built)], "threshold": 0.9},
+        headers=built.settings.client_headers(),
+    )
+    assert assert_error(answer, 400, "invalid_input")["details"][0]["field"] == "threshold"
+
+
 # --- a strict server of the same model: reject policy, low rate limit, three clients -------
 
 
@@ -377,6 +476,23 @@ def test_guessing_tokens_is_rate_limited_by_address(strict):
         for n in range(STRICT_RATE + 1)
     ]
     assert statuses == [401] * STRICT_RATE + [429]
+
+
+@pytest.mark.integration
+def test_x_forwarded_for_does_not_pick_the_rate_limit_key(strict):
+    """Without FORWARDED_ALLOW_IPS no peer is a trusted proxy, loopback included (uvicorn's own
+    default trusts it): a client that rotates X-Forwarded-For is still counted by its address."""
+    start_early_in_a_minute()
+    with httpx.Client(base_url=strict.url) as client:
+        statuses = [
+            client.post(
+                "/metadata",
+                json={},
+                headers={**bearer(f"guess-{n:032d}"), "X-Forwarded-For": f"203.0.113.{n}"},
+            ).status_code
+            for n in range(STRICT_RATE + 5)
+        ]
+    assert set(statuses) <= {401, 429} and statuses.count(429) >= 5, statuses
 
 
 @pytest.mark.integration
