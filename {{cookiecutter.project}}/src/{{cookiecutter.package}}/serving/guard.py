@@ -47,9 +47,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 TOKENS_VARIABLE = "SERVICE_API_TOKENS"  # comma-separated
 TOKENS_FILE_VARIABLE = "SERVICE_API_TOKENS_FILE"  # one token per line: a mounted secret
-MIN_TOKEN_LENGTH = (
-    32  # characters: what `secrets.token_urlsafe(32)` or `openssl rand -base64 32` make
-)
+# Characters; `secrets.token_urlsafe(32)` and `openssl rand -base64 32` make longer ones.
+MIN_TOKEN_LENGTH = 32
 # uvicorn's (BentoML runs it): the peers whose X-Forwarded-For names the client. Its own default
 # trusts loopback, where a local proxy would let any client pick its rate-limit key.
 PROXIES_VARIABLE = "FORWARDED_ALLOW_IPS"
