@@ -181,3 +181,99 @@ def test_jobs_that_ship_refuse_to_resolve_dependencies_afresh(baked, name, tmp_p
         timeout=60,
     )
     assert done.returncode == 1 and "::error title=No uv.lock::" in done.stdout, done
+
+
+def cd_jobs(project: Path) -> dict:
+    return yaml.safe_load((project / ".github" / "workflows" / "cd.yml").read_text())["jobs"]
+
+
+def step_named(job: dict, name: str) -> tuple[int, dict]:
+    """(index, step) of the job's step called `name`."""
+    names = [step.get("name") for step in job["steps"]]
+    assert name in names, names
+    return names.index(name), job["steps"][names.index(name)]
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_production_ships_the_digest_staging_tested_after_verifying_its_provenance(baked, name):
+    """Issue 18, finding 9: staging runs `$IMAGE@$DIGEST` from the build job; production verifies that
+    digest's attestation (signed by this repository's cd.yml) before the rollout, the promotion and the
+    tags, then rolls out and tags that digest, never the mutable `model-vN` tag."""
+    jobs = cd_jobs(baked(name).path)
+    assert jobs["build"]["outputs"]["digest"] == "${{ steps.push.outputs.digest }}"
+    _, run_image = step_named(jobs["staging"], "Run the image")
+    assert run_image["env"]["DIGEST"] == "${{ needs.build.outputs.digest }}"
+    assert '"$IMAGE@$DIGEST"' in run_image["run"]
+    production = jobs["production"]
+    assert production["env"]["DIGEST"] == "${{ needs.build.outputs.digest }}"
+    assert production["permissions"]["attestations"] == "read"
+    login, _ = step_named(production, "Log in to GHCR")
+    verify, verification = step_named(production, "Verify the image's provenance")
+    rollout, rolling = step_named(production, "Roll out on Kubernetes")
+    promote, _ = step_named(production, "Promote in the registry")
+    retag, tagging = step_named(production, "Tag the image for production")
+    assert login < verify < min(rollout, promote, retag)
+    assert verification["if"] == tagging["if"] == "vars.SKIP_IMAGE != 'true'"
+    assert re.search(
+        r'gh attestation verify "oci://\$IMAGE@\$DIGEST" --repo "\$GITHUB_REPOSITORY"\s+'
+        r'--signer-workflow "\$GITHUB_REPOSITORY/\.github/workflows/cd\.yml"',
+        verification["run"],
+    ), verification["run"]
+    assert '--image "$IMAGE@${DIGEST:?' in rolling["run"], rolling["run"]
+    assert tagging["with"]["digest"] == "${{ env.DIGEST }}"
+    scripts = " ".join(str(step.get("run", "")) for step in production["steps"])
+    assert "$IMAGE:$IMAGE_TAG" not in scripts and "$IMAGE:" not in scripts, scripts
+
+
+def fake_docker(folder: Path) -> Path:
+    """A `docker` that records its arguments: no container registry can be reached here."""
+    folder.mkdir()
+    docker = folder / "docker"
+    docker.write_text('#!/bin/sh\nprintf "%s\\n" "$*" >> "$DOCKER_CALLS"\n')
+    docker.chmod(0o755)
+    return folder
+
+
+@pytest.mark.parametrize("name", ["DEFAULT"])
+def test_retag_points_the_model_tag_and_production_at_the_tested_digest(baked, name, tmp_path):
+    """The retag action's script, run with a recording `docker` (a stand-in: no registry here): after
+    a promotion both `model-vN` and `production` name the digest; after a rollback (no digest)
+    `production` follows the model's tag, which its own promotion pinned."""
+    action = yaml.safe_load((baked(name).path / ".github/actions/retag/action.yml").read_text())
+    script = next(s for s in action["runs"]["steps"] if s.get("name") == "Tag the image for production")
+    bin_dir, calls = fake_docker(tmp_path / "bin"), tmp_path / "calls"
+    image, digest = "ghcr.io/owner/project", "sha256:" + "a" * 64
+    for given in (digest, ""):
+        env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DOCKER_CALLS": str(calls), "IMAGE": image}
+        done = subprocess.run(
+            ["bash", "-e", "-c", script["run"]],
+            env={**env, "TAG": "model-v3", "DIGEST": given},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done
+    assert calls.read_text().splitlines() == [
+        f"buildx imagetools create --tag {image}:model-v3 --tag {image}:production {image}@{digest}",
+        f"buildx imagetools create --tag {image}:production {image}:model-v3",
+    ]
+
+
+@pytest.mark.parametrize("name", ["DEFAULT"])
+def test_the_build_job_warns_while_the_base_image_is_not_pinned(baked, name, tmp_path):
+    """Issue 18, finding 12 (the part that is left): the template ships no digest it could not verify,
+    so every image build warns until the project pins its base by digest."""
+    project = baked(name).path
+    _, check_pin = step_named(cd_jobs(project)["build"], "Is the base image pinned?")
+    dockerfile = tmp_path / "deploy" / "docker" / "Dockerfile"
+    dockerfile.parent.mkdir(parents=True)
+    generated = (project / "deploy" / "docker" / "Dockerfile").read_text()
+    pinned = re.sub(r"^FROM (\S+)$", r"FROM \1@sha256:" + "0" * 64, generated, flags=re.MULTILINE)
+    assert pinned != generated
+    for text, warns in ((generated, True), (pinned, False)):
+        dockerfile.write_text(text)
+        done = subprocess.run(
+            ["bash", "-e", "-c", check_pin["run"]], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done
+        assert ("::warning title=Base image not pinned::" in done.stdout) is warns, done.stdout

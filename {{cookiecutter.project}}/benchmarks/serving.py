@@ -48,6 +48,7 @@ import psutil
 import yaml
 
 from {{ cookiecutter.package }} import data, prediction_log, registry, training
+from {{ cookiecutter.package }}.auth_off import OVERRIDE_VARIABLE
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.payloads import as_arrow, as_records, as_table
 from {{ cookiecutter.package }}.deploy.server import free_port, serve
@@ -669,6 +670,9 @@ def main() -> None:
         folder = Path(scratch)
         # Bentos and stored models go to the scratch folder too, whatever BENTOML_HOME says outside.
         os.environ["BENTOML_HOME"] = str(folder / "bentoml")
+        # "protections off" serves without authentication on purpose: under CI or in a container
+        # the service refuses that unless told it is meant (auth_off); its servers inherit this.
+        os.environ[OVERRIDE_VARIABLE] = "1"
         settings = scratch_settings(folder, {}, {})
         frame = data.read_table(settings.resolve(settings.params.data.source))
         features, _ = data.split_features_target(frame, settings.params.data)

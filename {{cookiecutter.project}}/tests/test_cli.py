@@ -7,6 +7,7 @@ import json
 import pytest
 
 from {{ cookiecutter.package }} import cli, data
+from {{ cookiecutter.package }}.auth_off import KUBERNETES_VARIABLE, OVERRIDE_VARIABLE
 from {{ cookiecutter.package }}.registry import CHALLENGER, CHAMPION
 
 from .conftest import write_params
@@ -131,3 +132,38 @@ def test_pipeline_promotes_deploys_and_smoke_tests_the_first_model(project, regi
     assert (result["decision"], result["deployed"], result["champion"]) == ("promote", True, 1)
     assert report(project, "smoke")["passed"] is True
     assert registry.alias_version(CHAMPION) == 1
+
+
+@pytest.fixture
+def auth_off(project, monkeypatch):
+    """serving.require_auth: false, on no CI, in no pod and without the override (each test sets
+    what it is about)."""
+    write_params(project, serving={"require_auth": False})
+    for name in ("CI", KUBERNETES_VARIABLE, OVERRIDE_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    return project
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "where"),
+    [("CI", "true", "CI is set"), (KUBERNETES_VARIABLE, "10.0.0.1", "a Kubernetes pod")],
+)
+def test_build_and_serve_refuse_auth_off_under_ci_or_in_a_pod(
+    auth_off, monkeypatch, capsys, variable, value, where
+):
+    """Refused before anything is built or started, naming the setting, the place and the override."""
+    monkeypatch.setenv(variable, value)
+    for command in ("build", "serve"):
+        assert run(command) == cli.EXIT_ERROR, command
+        error = capsys.readouterr().err
+        assert "serving.require_auth is false" in error and where in error, error
+        assert f"{OVERRIDE_VARIABLE}=1" in error, error
+    assert not (auth_off / "reports" / "build.json").exists()
+
+
+def test_the_override_lets_ci_build_a_bento_without_authentication(auth_off, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    monkeypatch.setenv(OVERRIDE_VARIABLE, "1")
+    assert run("train") == cli.EXIT_OK
+    assert run("build", "--version", "1") == cli.EXIT_OK
+    assert report(auth_off, "build")["model_version"] == 1

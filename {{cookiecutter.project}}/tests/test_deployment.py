@@ -15,7 +15,7 @@ import psutil
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import registry
+from {{ cookiecutter.package }} import auth_off, registry
 from {{ cookiecutter.package }}.deploy import smoke
 from {{ cookiecutter.package }}.deploy.bento import (
     BASE_IMAGE_FILE,
@@ -35,7 +35,7 @@ from {{ cookiecutter.package }}.deploy.server import (
     server_environment,
 )
 from {{ cookiecutter.package }}.errors import DeploymentError
-from {{ cookiecutter.package }}.settings import ServingParams
+from {{ cookiecutter.package }}.settings import Settings
 
 from .shared_bento import Built
 
@@ -112,12 +112,58 @@ def test_smoke_passes_against_the_served_version(built: Built, server: Server):
     assert "### Smoke test: passed" in smoke.markdown(report)
 
 
-def test_smoke_checks_a_token_only_where_the_server_requires_one():
-    names = [check.name for check in smoke.checks(ServingParams(require_auth=True))]
+def test_smoke_always_checks_that_a_request_without_a_token_is_refused():
+    names = [check.name for check in smoke.checks()]
     assert names[:3] == ["ready", "refuses_without_token", "metadata_version"]
     assert names[-1] == "responses_carry_version"  # it reads what the prediction checks saw
-    open_names = [check.name for check in smoke.checks(ServingParams(require_auth=False))]
-    assert open_names == [name for name in names if name != "refuses_without_token"]
+
+
+def test_auth_off_is_refused_on_ci_and_in_containers_unless_overridden(tmp_path):
+    marker = tmp_path / ".dockerenv"
+    laptop: tuple = ()
+    assert auth_off.refusal(False, {}, laptop) is None
+    assert auth_off.refusal(False, {"CI": "false"}, laptop) is None
+    assert auth_off.refusal(False, {"CI": "false"}, [marker]) is None  # no marker file yet
+    marker.touch()
+    refused = auth_off.refusal(False, {}, [marker])
+    assert refused and f"{marker} exists (a container)" in refused
+    assert "serving.require_auth is false" in refused and auth_off.OVERRIDE_VARIABLE in refused
+    assert "CI is set" in (auth_off.refusal(False, {"CI": "1"}, laptop) or "")
+    assert (
+        auth_off.refusal(False, {"CI": "true", auth_off.OVERRIDE_VARIABLE: "1"}, [marker]) is None
+    )
+    assert auth_off.refusal(True, {"CI": "true"}, [marker]) is None
+
+
+@pytest.fixture
+def auth_off_bento(built: Built) -> tuple[Settings, str]:
+    """A bento of `built.version` built with serving.require_auth: false."""
+    params = built.settings.params
+    serving = params.serving.model_copy(update={"require_auth": False})
+    settings = built.settings.model_copy(
+        update={"params": params.model_copy(update={"serving": serving})}
+    )
+    return settings, build(settings, registry.Registry(settings), built.version)
+
+
+@pytest.mark.integration
+def test_smoke_fails_against_a_server_without_authentication(
+    built: Built, auth_off_bento, monkeypatch
+):
+    """The open server starts only with the override, and even then the smoke test fails it: a
+    request without a token must be refused by whatever staging or production runs."""
+    settings, bento = auth_off_bento
+    monkeypatch.setenv("CI", "true")  # as on GitHub Actions (this machine may be a container too)
+    monkeypatch.delenv(auth_off.OVERRIDE_VARIABLE, raising=False)
+    with pytest.raises(DeploymentError, match=auth_off.OVERRIDE_VARIABLE):
+        serve(settings, bento)
+    monkeypatch.setenv(auth_off.OVERRIDE_VARIABLE, "1")  # this test needs the open server
+    with serve(settings, bento) as running:
+        report = smoke.run(settings, registry.Registry(settings), running.url, built.version)
+    checks = {check["name"]: check for check in report["checks"]}
+    assert not report["passed"] and not checks["refuses_without_token"]["passed"], checks
+    assert "without authentication" in checks["refuses_without_token"]["detail"]
+    assert all(check["passed"] for name, check in checks.items() if name != "refuses_without_token")
 
 
 @pytest.mark.integration

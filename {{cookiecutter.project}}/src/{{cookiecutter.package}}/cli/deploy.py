@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from .. import pipeline, reports
+from .. import auth_off, pipeline, reports
 from ..errors import CheckFailed, SettingsError
 from ..settings import Settings
 
@@ -18,7 +18,16 @@ if TYPE_CHECKING:
 from .command import VERSION, Command, argument, open_registry, say
 
 
+def refuse_open_serving(settings: Settings) -> None:
+    """Authentication off only on a developer's own machine: never under CI or in a container,
+    unless overridden (see `auth_off`)."""
+    problem = auth_off.refusal(settings.params.serving.require_auth, os.environ)
+    if problem:
+        raise SettingsError(problem)
+
+
 def build(settings: Settings, version: int | None, export: str | None) -> dict:
+    refuse_open_serving(settings)
     registry = open_registry(settings)
     return pipeline.build(
         settings, registry, registry.version_or_champion(version), say, export=export
@@ -39,6 +48,7 @@ def import_bento(settings: Settings, archive: str) -> dict:
 def serve(settings: Settings, port: int | None) -> NoReturn:
     from ..deploy import server
 
+    refuse_open_serving(settings)
     built = reports.read_report(settings.reports_dir, "build")
     serving = settings.params.serving
     command = server.serve_command(built["bento"], serving.host, port or serving.port)

@@ -40,7 +40,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .. import prediction_log
+from .. import auth_off, prediction_log
 from ..errors import BadRows, SecurityError
 from ..integrity import DIGEST_TAG, MLFLOW_MODEL_FOLDER, verify_artifacts
 from ..profile import ProfileCheck, outside_problem
@@ -151,6 +151,8 @@ class ModelService:
         if TOKEN_PROBLEM or PROXIES_PROBLEM:
             raise SecurityError(TOKEN_PROBLEM or PROXIES_PROBLEM)
         if TOKENS is None:
+            if refused := auth_off.refusal(False, os.environ):
+                raise SecurityError(refused)
             logger.warning(
                 "AUTHENTICATION IS OFF (serving.require_auth: false): anyone who reaches this "
                 "server can call its APIs. Only for local development."
