@@ -119,6 +119,26 @@ def test_the_registry_loader_and_the_build_refuse_tampered_files_unread(
     assert not list((settings.bentoml_home / "bentos").rglob("bento.yaml"))  # nothing was built
 
 
+@pytest.mark.parametrize(
+    ("model_file", "refusal"),
+    [
+        ("model.skops", "model.skops is not a readable skops file"),  # a pickle named skops
+        ("../model.skops", "the model file '../model.skops' is not a file of the model folder"),
+    ],
+)
+def test_a_model_file_that_is_not_what_the_mlmodel_says_is_refused(tmp_path, model_file, refusal):
+    folder, marker = tmp_path / "model", tmp_path / "marker"
+    folder.mkdir()
+    payload = pickle.dumps(PicklePayload(marker))
+    (folder / "model.skops").write_bytes(payload)
+    (tmp_path / "model.skops").write_bytes(payload)
+    flavour = {"pickled_model": model_file, "serialization_format": "skops"}
+    (folder / "MLmodel").write_text(yaml.safe_dump({"flavors": {"sklearn": flavour}}))
+    with pytest.raises(SecurityError, match=f"the model: {refusal}"):
+        integrity.load_model(folder, integrity.artifact_digest(folder), "the model")
+    assert not marker.exists()
+
+
 def test_pickled_models_load_only_when_allowed_and_still_verified(
     settings, registry, frame, monkeypatch, caplog, tmp_path
 ):

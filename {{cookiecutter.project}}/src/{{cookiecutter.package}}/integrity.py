@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import logging
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,7 @@ def untrusted(types: list[str]) -> list[str]:
 
 
 def pickled_models_allowed() -> bool:
+    """The opt-in for pickled models, read here only: set for the tests that serve misbehaving ones."""
     return os.environ.get(PICKLED_MODELS_VARIABLE, "").strip() == "1"
 
 
@@ -132,7 +134,10 @@ def checked_model_file(folder: Path | str, expected: str | None, what: str) -> M
         )
     from skops import io as skops_io
 
-    types = skops_io.get_untrusted_types(file=path)
+    try:
+        types = skops_io.get_untrusted_types(file=path)
+    except (zipfile.BadZipFile, OSError, KeyError, ValueError, TypeError) as error:
+        raise SecurityError(f"{what}: {path.name} is not a readable skops file ({error})") from None
     if refused := untrusted(types):
         raise SecurityError(
             f"{what}: the model holds types outside {', '.join(TRUSTED_MODULES)}: "

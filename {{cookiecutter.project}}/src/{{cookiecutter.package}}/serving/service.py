@@ -2,8 +2,9 @@
 
 `deploy.bento.build` imports one registered MLflow model version into the BentoML model store and builds
 a bento of this module with its arguments (`settings.ServiceArgs`: the stored model to serve, the
-digest its files must have, and the serving and monitoring settings of params.yaml). The bento keeps its arguments and `bentoml serve` hands them back to this
-module, so a bento and its container need no params.yaml and no MLflow server. What the model is
+digest its files must have, and the serving and monitoring settings of params.yaml). The bento keeps
+its arguments and `bentoml serve` hands them back to this module, so a bento and its container need
+no params.yaml and no MLflow server. What the model is
 (registered name, version, task) travels with the stored model as labels; the request schema
 is built from the MLflow signature and the feature profile saved with it (`schemas`), so the OpenAPI
 page at /docs lists the real features and their bounds.
