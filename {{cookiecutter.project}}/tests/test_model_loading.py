@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from skops import io as skops_io
 
 from {{ cookiecutter.package }} import data, integrity, training
@@ -50,6 +50,13 @@ class SkopsPayload:
 
 class OwnClassifier(LogisticRegression):
     """A classifier outside scikit-learn, NumPy and SciPy, named by dotted path in params."""
+
+
+class OwnRegressor(Ridge):
+    """A regressor outside scikit-learn, NumPy and SciPy, named by dotted path in params."""
+
+
+OWN_ESTIMATOR = {"classification": OwnClassifier, "regression": OwnRegressor}
 
 
 def switch_to_cloudpickle(folder: Path, marker: Path) -> None:
@@ -160,11 +167,14 @@ def test_pickled_models_load_only_when_allowed_and_still_verified(
     assert not marker.exists()
 
 
-def test_training_refuses_a_model_the_loader_would_not_trust(project, frame):
-    write_params(project, model={"estimator": f"{__name__}.OwnClassifier"})
+def test_training_refuses_a_model_the_loader_would_not_trust(project, settings, frame):
+    own = OWN_ESTIMATOR[settings.params.task].__name__
+    write_params(project, model={"estimator": f"{__name__}.{own}"})
     settings = load_settings(project / "params.yaml")
     registry = Registry(settings)
-    with pytest.raises(SettingsError, match=r"does not trust \(tests\.test_model_loading\.Own"):
+    with pytest.raises(
+        SettingsError, match=rf"does not trust \(tests\.test_model_loading\.{own}\)"
+    ):
         training.train(settings, registry, frame)
     assert registry.alias_version("challenger") is None  # nothing was registered
 
