@@ -6,6 +6,9 @@ call to `predict` or `predict_proba` raises (the service answers HTTP 500) and e
 `register` logs it as a real registered model version, pickled by value with cloudpickle so that the
 server needs none of the test code; it is then built into a real bento and served by the real
 service. The rollout meets real misbehaving servers behind real nginx, not patched functions.
+
+Every loader refuses pickled models by default (they run code on load): `allow_pickled_models` sets
+the one opt-in, ALLOW_PICKLED_MODELS=1, for the test process and the servers it starts.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
 
-from {{ cookiecutter.package }} import profile
+from {{ cookiecutter.package }} import integrity, profile
 from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings
 
@@ -52,6 +55,11 @@ class Misbehaving(BaseEstimator):
         return self.model.predict_proba(features)
 
 
+def allow_pickled_models(monkeypatch) -> None:
+    """Let this test load and serve the pickled models of `register` (its servers inherit it)."""
+    monkeypatch.setenv(integrity.PICKLED_MODELS_VARIABLE, "1")
+
+
 def register(settings: Settings, model: Misbehaving, features: pd.DataFrame) -> int:
     """Register `model` as a new version of the project's model; return the version."""
     import cloudpickle
@@ -71,5 +79,5 @@ def register(settings: Settings, model: Misbehaving, features: pd.DataFrame) -> 
             metadata={"feature_profile": profile.feature_profile(features, numbers_nullable=True)},
         )
     version = int(logged.registered_model_version)
-    registry.record_digest(version)  # as training does: the build and service verify it
+    registry.record_digest(version)  # as training does: every loader verifies it
     return version

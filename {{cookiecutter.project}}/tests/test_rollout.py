@@ -30,7 +30,7 @@ from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Measurement, Traff
 from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
 
 from .conftest import write_params
-from .misbehaving import Misbehaving, register
+from .misbehaving import Misbehaving, allow_pickled_models, register
 from .shared_bento import Built
 
 FAST = {
@@ -225,10 +225,11 @@ _STARTED: list[Candidates] = []
 
 
 @pytest.fixture
-def candidates(built: Built, server: Server, request) -> Candidates:
+def candidates(built: Built, server: Server, request, monkeypatch) -> Candidates:
     """The candidate servers, started by the first test that needs them and stopped at the end."""
     if _STARTED:
         return _STARTED[0]
+    allow_pickled_models(monkeypatch)  # the misbehaving models, built and served
     settings = built.settings
     features, _ = data.split_features_target(
         data.read_table(settings.resolve(settings.params.data.source)), settings.params.data
@@ -413,7 +414,10 @@ def approve(settings, models: registry.Registry, version: int, champion: int) ->
 
 @pytest.mark.integration
 @pytest.mark.rollout
-def test_the_rollout_command_promotes_only_after_a_passing_canary(project, settings, frame, capsys):
+def test_the_rollout_command_promotes_only_after_a_passing_canary(
+    project, settings, frame, capsys, monkeypatch
+):
+    allow_pickled_models(monkeypatch)  # the flaky candidate, built and served
     assert cli.main(["rollout"]) == cli.EXIT_ERROR
     assert "needs a champion and another candidate" in capsys.readouterr().err
     write_params(project, rollout={**FAST, "canary_steps": [50, 100], "proxy_port": free_port()})

@@ -54,8 +54,8 @@ class KubernetesError(PipelineError, RuntimeError):
     """kubectl or Prometheus refused or failed; the message names the command or query and why."""
 
 
-class SecurityError(RuntimeError):
-    """A security setting that cannot work (no tokens, a short token, a changed model)."""
+class SecurityError(PipelineError, RuntimeError):
+    """A security setting that cannot work (no tokens, a short token), a model refused by its loader."""
 
 
 class BadRows(ValueError):

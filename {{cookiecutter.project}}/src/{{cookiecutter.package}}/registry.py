@@ -62,7 +62,7 @@ class Registry:
         """Configure MLflow on first use, once for this registry; the client bound to the store.
 
         MLflow's global configuration is needed besides the client: `mlflow.start_run`,
-        `mlflow.sklearn.load_model`, `download_artifacts` and BentoML's import of a `models:/` URI
+        `mlflow.sklearn.log_model`, `download_artifacts` and BentoML's import of a `models:/` URI
         read it. Waiting for the first use leaves the store untouched by a command that fails before
         it needs the registry (invalid data).
         """
@@ -113,9 +113,15 @@ class Registry:
         return f"models:/{self.model_name}/{version}"
 
     def load_model(self, version: int):
-        """The registered scikit-learn pipeline itself (native flavour: predict_proba, no pyfunc layer)."""
-        self.configure()
-        return mlflow.sklearn.load_model(self.model_uri(version))
+        """The registered scikit-learn pipeline itself (predict_proba, no pyfunc layer).
+
+        Loaded by `integrity.load_model`, never by MLflow (which trusts the model's own MLmodel):
+        the downloaded files must have the digest recorded at registration before any is read.
+        """
+        expected = self.recorded_digest(version)
+        with tempfile.TemporaryDirectory() as folder:
+            local = mlflow.artifacts.download_artifacts(self.model_uri(version), dst_path=folder)
+            return integrity.load_model(local, expected, f"{self.model_name} v{version}")
 
     def feature_profile(self, version: int) -> dict[str, dict]:
         """What training saw of each feature of `version` (its MLmodel metadata, `profile`)."""
@@ -137,8 +143,9 @@ class Registry:
     def record_digest(self, version: int) -> str:
         """Digest the registered files of `version` as the registry hands them out; tag the version.
 
-        The build verifies this tag before packing the model, and the service before serving it, so a
-        model file changed in the artifact store after registration is never served.
+        Every load verifies the files against this tag (`load_model`); the build reads it when it
+        packs the model and pins it into the bento, so a model file changed in the artifact store
+        after registration is never loaded nor served.
         """
         self.configure()
         with tempfile.TemporaryDirectory() as folder:

@@ -223,11 +223,11 @@ class Params(_Section):
 
 
 class ServiceArgs(_Section):
-    """The arguments a bento is built with and serves by: which stored model, and the serving and
-    monitoring sections of params.yaml as they were at build time (the bento needs no params.yaml)."""
+    """What a bento is built with and serves by, so that it needs no params.yaml."""
 
-    model_tag: str
-    serving: ServingParams
+    model_tag: str  # the stored model
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # the registry's digest of its files
+    serving: ServingParams  # params.yaml's sections as they were at build time
     monitoring: MonitoringParams
 
 

@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils import get_tags
 
-from . import data, evaluation, profile
+from . import data, evaluation, integrity, profile
 from .errors import DataError, SettingsError
 from .registry import CHALLENGER, Registry
 from .settings import ModelParams, Settings
@@ -181,17 +181,24 @@ def fit(settings: Settings, x_train: pd.DataFrame, y_train: pd.Series, source: s
         ) from None
 
 
-def trusted_types(pipeline: Pipeline) -> list[str]:
-    """The types skops must be told to trust to load `pipeline` back.
+def trusted_types(settings: Settings, pipeline: Pipeline) -> list[str]:
+    """The types skops must be told to trust to save `pipeline` (MLflow checks them on saving).
 
-    skops loads only the types it trusts (tree models have some it does not trust by default). This
-    pipeline was built and fitted here, from params reviewed in the repository, so every type skops
-    finds in it is ours: trusting them is what lets any estimator skops can audit be stored. The
-    registry's integrity digest still guards the files against a change after registration.
+    skops trusts few types by default (tree models hold others). Every load trusts only the types of
+    `integrity.TRUSTED_MODULES`, whatever the model's files say; a pipeline holding any other type
+    could never be loaded, so it is refused here, before it is registered. The registry's integrity
+    digest guards the files against a change after registration.
     """
     from skops import io as skops_io
 
-    return skops_io.get_untrusted_types(data=skops_io.dumps(pipeline))
+    types = skops_io.get_untrusted_types(data=skops_io.dumps(pipeline))
+    if refused := integrity.untrusted(types):
+        raise SettingsError(
+            f"{settings.params_file}: model.estimator {settings.params.model.estimator!r} holds "
+            f"types the loader does not trust ({', '.join(refused)}); it loads types of "
+            f"{', '.join(integrity.TRUSTED_MODULES)} only (integrity.TRUSTED_MODULES)"
+        )
+    return types
 
 
 def params_hash(settings: Settings) -> str:
@@ -260,8 +267,8 @@ def train(
     roles = data.feature_roles([str(name) for name in frame.columns], params.data, source)
     x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, params.data, source)
     pipeline = fit(settings, x_train, y_train, source)
+    trusted = trusted_types(settings, pipeline)  # refused here, before anything is registered
     metrics = evaluation.score(pipeline, x_holdout, y_holdout, params.task, params.gate)
-
     lineage = {
         "git_sha": git_sha(settings),
         "data_fingerprint": data.fingerprint(frame),
@@ -292,7 +299,7 @@ def train(
             input_example=example,
             pip_requirements=pip_requirements(),
             registered_model_name=params.registry.model_name,
-            skops_trusted_types=trusted_types(pipeline),
+            skops_trusted_types=trusted,
             metadata=model_metadata(settings, pipeline, x_train, y_train, roles),
         )
     model_version = int(model_info.registered_model_version)

@@ -113,8 +113,11 @@ def _package_copy(destination: Path) -> None:
 def build(settings: Settings, registry: Registry, version: int) -> str:
     """Import registered `version` into the BentoML model store and build its bento; return the tag.
 
-    The service learns which stored model to serve from the bento arguments, and what it is (name,
-    version, task) from labels on the stored model, so the bento runs without params.yaml.
+    The service learns which stored model to serve and the digest its files must have from the bento
+    arguments, and what it is (name, version, task) from labels on the stored model, so the bento
+    runs without params.yaml. The digest is the registry's, read now; the imported files are checked
+    against it (and for format and types, `integrity.checked_model_file`) before the build packs
+    them, and the service checks them again at every start.
     """
     import bentoml
     import bentoml.mlflow
@@ -126,19 +129,14 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
         digest = registry.recorded_digest(version)
     except MlflowException as error:
         raise DeploymentError(f"cannot read {uri} from the registry: {error}") from error
-    labels = {
-        "registered_model": name,
-        "registered_version": str(version),
-        "task": params.task,
-        integrity.DIGEST_TAG: digest or "",
-    }
+    labels = {"registered_model": name, "registered_version": str(version), "task": params.task}
     with bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
         try:
             stored = bentoml.mlflow.import_model(name.lower(), uri, labels=labels)
         except Exception as error:
             raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
         try:
-            integrity.verify_artifacts(stored.path_of(integrity.MLFLOW_MODEL_FOLDER), digest, uri)
+            integrity.checked_model_file(stored.path_of(integrity.MLFLOW_MODEL_FOLDER), digest, uri)
         except SecurityError as error:
             bentoml.models.delete(stored.tag)
             raise DeploymentError(str(error)) from None
@@ -154,7 +152,10 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
                 description=f"{name} v{version} ({params.task}) from {uri}",
                 labels={"model_name": name, "model_version": str(version), "task": params.task},
                 args=ServiceArgs(
-                    model_tag=str(stored.tag), serving=params.serving, monitoring=params.monitoring
+                    model_tag=str(stored.tag),
+                    model_sha256=digest,
+                    serving=params.serving,
+                    monitoring=params.monitoring,
                 ).model_dump(mode="json"),
                 python={"packages": runtime_requirements(), "lock_packages": False},
                 docker=docker_options(settings),

@@ -1,10 +1,11 @@
 """The HTTP service: one registered model, packed into the bento, answering JSON requests.
 
 `deploy.bento.build` imports one registered MLflow model version into the BentoML model store and builds
-a bento of this module with its arguments (`settings.ServiceArgs`: the stored model to serve, and the
-serving and monitoring settings of params.yaml). The bento keeps its arguments and `bentoml serve` hands them back to this
-module, so a bento and its container need no params.yaml and no MLflow server. What the model is
-(registered name, version, task, digest) travels with the stored model as labels; the request schema
+a bento of this module with its arguments (`settings.ServiceArgs`: the stored model to serve, the
+digest its files must have, and the serving and monitoring settings of params.yaml). The bento keeps
+its arguments and `bentoml serve` hands them back to this module, so a bento and its container need
+no params.yaml and no MLflow server. What the model is
+(registered name, version, task) travels with the stored model as labels; the request schema
 is built from the MLflow signature and the feature profile saved with it (`schemas`), so the OpenAPI
 page at /docs lists the real features and their bounds.
 
@@ -42,7 +43,7 @@ from starlette.routing import Route
 
 from .. import auth_off, prediction_log
 from ..errors import BadRows, SecurityError
-from ..integrity import DIGEST_TAG, MLFLOW_MODEL_FOLDER, verify_artifacts
+from ..integrity import MLFLOW_MODEL_FOLDER, load_model
 from ..profile import ProfileCheck, outside_problem
 from ..settings import ServiceArgs
 from . import metrics as service_metrics
@@ -146,8 +147,6 @@ class ModelService:
     bento_model = bentoml.models.BentoModel(ARGS.model_tag)
 
     def __init__(self) -> None:
-        import mlflow.sklearn
-
         if TOKEN_PROBLEM or PROXIES_PROBLEM:
             raise SecurityError(TOKEN_PROBLEM or PROXIES_PROBLEM)
         if TOKENS is None:
@@ -157,13 +156,13 @@ class ModelService:
                 "AUTHENTICATION IS OFF (serving.require_auth: false): anyone who reaches this "
                 "server can call its APIs. Only for local development."
             )
-        model_dir = self.bento_model.path_of(MLFLOW_MODEL_FOLDER)
-        verify_artifacts(
-            model_dir,
-            self.bento_model.info.labels.get(DIGEST_TAG),
+        # The expected digest is the bento's own argument, pinned from the registry by the build
+        # (bento.yaml, in the image), not anything stored beside the files it covers.
+        self.model = load_model(
+            self.bento_model.path_of(MLFLOW_MODEL_FOLDER),
+            ARGS.model_sha256,
             f"{MODEL_NAME} v{MODEL_VERSION} ({self.bento_model.tag})",
         )
-        self.model = mlflow.sklearn.load_model(model_dir)
         trained_on = [str(name) for name in getattr(self.model, "feature_names_in_", FEATURES)]
         if trained_on != FEATURES:
             raise RuntimeError(f"signature columns {FEATURES} differ from the model's {trained_on}")
