@@ -33,14 +33,18 @@ def where(uri: str) -> str:
     return f"{parsed.scheme}://{parsed.hostname or ''}" if parsed.hostname else parsed.scheme
 
 
-def source_champion(client: MlflowClient, model_name: str) -> ModelVersion | None:
+def source_champion(client: MlflowClient, model_name: str, source: str) -> ModelVersion | None:
     """The source registry's champion version; None when it has none yet (or no such model)."""
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException as error:
         if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
-        raise RegistryError(f"cannot read the registry's champion: {error.message}") from None
+        raise RegistryError(
+            f"cannot read the champion of {model_name} at {source}: {error.message} (a pull "
+            "request reads it with the `pull-request` environment's MLFLOW_TRACKING_TOKEN; "
+            "docs/setup.md)"
+        ) from None
 
 
 def download_verified(source_uri: str, found: ModelVersion, folder: Path) -> Path:
@@ -78,8 +82,8 @@ def import_champion(registry: Registry, source_uri: str) -> dict:
     """Copy the source registry's champion into `registry` (the local store); what was done."""
     registry.configure()  # the local store first: a store that cannot be written fails before any read
     source = MlflowClient(tracking_uri=source_uri, registry_uri=source_uri)
-    found = source_champion(source, registry.model_name)
     result = {"registry": where(source_uri), "registry_version": None, "champion": None}
+    found = source_champion(source, registry.model_name, result["registry"])
     if found is None:
         return result
     run = source.get_run(found.run_id).data.metrics if found.run_id else {}
