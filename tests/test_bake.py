@@ -52,7 +52,9 @@ def expected_tree(resolved: dict) -> tuple[set[str], set[str]]:
     }
     absent = {f"data/{dropped}.csv", f"validation/{dropped}.json"}
     (absent if resolved["license"] == "Proprietary" else present).add("LICENSE")
-    (present if resolved["s3_bucket"] else absent).add("deploy/aws/s3-policy.json")
+    (present if resolved["s3_bucket"] else absent).update(
+        {"deploy/aws/s3-policy.json", "deploy/aws/s3-read-policy.json"}
+    )
     # GitHub Actions: every bake deploys; only a bake with a bucket has something to batch-score on S3.
     present |= {
         ".github/actions/setup/action.yml",
@@ -183,6 +185,18 @@ def test_license_matches_the_choice(baked, name):
     assert title[resolved["license"]] in text.splitlines()[0] + text.splitlines()[1]
     assert f"{datetime.datetime.now(datetime.UTC).year}" in text
     assert resolved["author"] in text
+
+
+def test_the_read_only_s3_policy_reads_data_and_models_and_writes_nothing(baked):
+    """The role of pull requests and staging (issue 18): no Put, no predictions, decrypt only."""
+    policy = json.loads((baked("WITH_S3").path / "deploy/aws/s3-read-policy.json").read_text())
+    actions = set()
+    for statement in policy["Statement"]:
+        action = statement["Action"]
+        actions |= {action} if isinstance(action, str) else set(action)
+    assert actions == {"s3:ListBucket", "s3:GetObject", "kms:Decrypt"}
+    objects = next(s for s in policy["Statement"] if s["Action"] == "s3:GetObject")["Resource"]
+    assert objects == [f"arn:aws:s3:::my-models-bucket/{prefix}/*" for prefix in ("data", "mlflow")]
 
 
 def test_s3_policy_grants_only_the_project_prefixes(baked):

@@ -5,7 +5,8 @@ One project is baked (defaults, with a committed uv.lock) and made a git reposit
 github.com/<owner>/<project>; one MLflow tracking server (sqlite + local artifacts) plays the team's
 registry for the whole module, since every act job gets a fresh workspace. Scenarios:
 
-1. a pull request (ci.yml, zero configuration: the champion is trained from the base branch);
+1. a pull request (ci.yml, server mode): the registry's champion copied into the job's own store,
+   the candidate trained and evaluated there, nothing written to the registry;
 2. the first push to main (cd.yml): v1 promoted through staging and production;
 3. a push whose model is worse: the gate rejects, nothing after it runs, the run is green;
 4. a push whose deployment fails after promotion (a broken production service): rolled back;
@@ -13,8 +14,10 @@ registry for the whole module, since every act job gets a fresh workspace. Scena
 6. monitor.yml dispatched on a prediction log without drift (no issue), then with drift (one issue
    labelled model-monitoring, cd.yml dispatched to retrain).
 
-2 to 6 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1 runs
-from a clone of the repository in the background while the pushes run, and is asserted last. Each is
+2 to 6 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1
+runs from a clone of the repository in the background once the first push made a champion, while the
+later pushes run, and is asserted last. ci.yml's zero-configuration baseline (the base branch trained
+in the job) is not run here: `check-config` and `baseline-params` are tested in the generated project. Each is
 asserted from act's JSON log (job and step results, outputs, job summaries), from what the stand-ins
 recorded (the pull request comment, docker calls) and from the registry through the project's own
 `history` command. `pytest -s` prints how long each run and job took.
@@ -409,7 +412,7 @@ def assert_deployed(world: World, run: ActRun, version: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def first_push(world, pull_request) -> tuple[ActRun, dict]:
+def first_push(world) -> tuple[ActRun, dict]:
     return pushed(world, "first push", None, "Initial commit from the template")
 
 
@@ -426,7 +429,7 @@ def test_2_first_push_promotes_v1_through_staging_and_production(world, first_pu
 
 
 @pytest.fixture(scope="module")
-def worse_push(world, first_push) -> tuple[ActRun, dict]:
+def worse_push(world, first_push, pull_request) -> tuple[ActRun, dict]:
     return pushed(world, "worse push", WORSE, "Much stronger regularisation")
 
 
@@ -651,28 +654,47 @@ def test_6_monitoring_raises_no_issue_without_drift_then_one_issue_and_a_retrain
     assert [d["workflow_id"] for d in dispatches] == ["cd.yml"]
 
 
-# Scenario 1 runs from its own clone while the pushes run (this machine has cores to spare while the
-# deploy jobs wait on servers), so its assertions come last.
+# Scenario 1 runs from its own clone while the pushes after the first run (this machine has cores to
+# spare while the deploy jobs wait on servers), so its assertions come last.
 
 PR_BRANCH = "weaker-regularisation"
 
 
 @pytest.fixture(scope="module")
-def pull_request(request, world):
-    """(event payload, the running act) of scenario 1; started only if scenario 1 was selected."""
+def pull_request(request, world, first_push):
+    """(event payload, the running act) of scenario 1, against the registry of the first push (champion
+    v1); started only if scenario 1 was selected."""
     if not any(item.name.startswith("test_1_") for item in request.session.items):
         yield None
         return
     payload = pull_request_payload(world.pr_act.repo, world.slug, 1, "main", PR_BRANCH)
-    running = world.pr_act.start("pull_request", "ci.yml", payload=payload, secrets=SECRETS)
+    variables = {"MLFLOW_TRACKING_URI": world.tracking_uri}
+    running = world.pr_act.start(
+        "pull_request", "ci.yml", payload=payload, variables=variables, secrets=SECRETS
+    )
     yield payload, running
     running.stop()
 
 
+def run_on_server(tracking_uri: str, run_id: str) -> bool:
+    """Whether the MLflow server knows the run (its REST API answers 404 for an unknown one)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{tracking_uri}/api/2.0/mlflow/runs/get?run_id={run_id}", timeout=10):
+            return True
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            return False
+        raise
+
+
 @pytest.mark.slow
 @pytest.mark.xdist_group("act")
-def test_1_pull_request_reports_the_candidate_against_the_base_branch(world, pull_request):
-    """No tracking server configured: the champion is trained from the base branch in the same job."""
+def test_1_pull_request_reports_the_candidate_against_the_registrys_champion(world, pull_request):
+    """Server mode: the registry's champion (v1) copied, digest checked, into the job's own store, where
+    the candidate is trained and evaluated; the team's registry gets nothing of the pull request."""
     payload, running = pull_request
     run = running.wait()
     world.done["pull request"] = run
@@ -680,18 +702,24 @@ def test_1_pull_request_reports_the_candidate_against_the_base_branch(world, pul
     assert_ok(run, {"lint", "test", "model", "comment"})
     model = run.steps["model"]
     for step in (
-        "Check out the base branch",
-        "Set up the base branch",
-        "Train the base branch's model as the champion",
+        "Copy the registry's champion",
         "Validate the data",
         "Train the candidate",
         "Evaluate the candidate against the champion",
         "Write the comment and the job summary",
     ):
         assert model.get(step) == "success", f"{step}: {model.get(step)}\n{run.explain()}"
+    assert "Train the base branch's model as the champion" not in {
+        step for step, result in model.items() if result != "skipped"
+    }
     # A throwaway store in the job's workspace: nothing of a pull request reaches the team's registry.
-    assert run.outputs["model"]["mode"] == "baseline"
+    assert run.outputs["model"]["mode"] == "server"
     assert run.outputs["model"]["tracking_uri"].startswith(f"sqlite:///{world.pr_act.cache}/")
+    reports = world.pr_act.artifact("model-report")
+    imported = json.loads((reports / "import-champion.json").read_text())
+    assert (imported["registry_version"], imported["champion"]) == (1, 1), imported
+    trained = json.loads((reports / "train.json").read_text())
+    assert not run_on_server(world.tracking_uri, trained["run_id"]), trained  # trained in its own store
 
     # ONE comment, created through the (fake) GitHub API by the comment job, with the metric table.
     created = [c for c in world.pr_act.api_calls() if c["call"] == "issues.createComment"]
@@ -699,10 +727,10 @@ def test_1_pull_request_reports_the_candidate_against_the_base_branch(world, pul
     body = created[0]["params"]["body"]
     assert [comment["body"] for comment in world.pr_act.comments(1)] == [body]
     assert body.startswith("<!--") and "-->" in body.splitlines()[0]  # the hidden marker
-    head, base = (payload["pull_request"][side]["sha"][:12] for side in ("head", "base"))
-    assert f"commit `{head}`" in body
-    # The champion is the base branch's model, trained in the same job (C 0.001 against 0.01).
-    assert f"Candidate v2 against champion v1 (trained from `main` at `{base}`" in body
+    assert f"commit `{payload['pull_request']['head']['sha'][:12]}`" in body
+    # The champion is the registry's v1, copied (C 0.001 against the pull request's 0.01).
+    copied = "the registry's champion v1, copied into this job's own store"
+    assert f"Candidate v2 against champion v1 ({copied}" in body
     assert "### Gate verdict: **PROMOTE** candidate v2" in body
     assert "| metric | candidate | champion | delta | change |" in body
     evaluated = json.loads((world.pr_act.artifact("model-report") / "evaluate.json").read_text())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,18 @@ def test_there_are_workflows_to_check(repository):
 
 def test_zizmor_finds_nothing(repository):
     check([tool("zizmor"), "--offline", "--min-severity", "low", ".github"], repository)
+
+
+def test_zizmor_finds_nothing_at_the_auditor_persona(repository):
+    """Every finding, whatever its confidence (e.g. a secret outside an environment: issue 18)."""
+    done = subprocess.run(
+        [tool("zizmor"), "--offline", "--persona", "auditor", "--format", "plain", ".github"],
+        cwd=repository,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "No findings to report" in done.stdout, done.stdout + done.stderr
 
 
 def test_actionlint_with_shellcheck_finds_nothing(repository):
@@ -277,3 +290,54 @@ def test_the_build_job_warns_while_the_base_image_is_not_pinned(baked, name, tmp
         )
         assert done.returncode == 0, done
         assert ("::warning title=Base image not pinned::" in done.stdout) is warns, done.stdout
+
+
+# Where each credential may be read (docs/setup.md, section 3; docs/security.md)
+READ_ONLY, MAIN_ONLY = {"pull-request"}, {"registry", "staging", "production"}
+ONLY_IN = {"KUBECONFIG": {"production"}, "SERVICE_API_TOKEN": {"production"}}
+SECRET = re.compile(r"secrets\.(\w+)")
+
+
+def jobs_of(project: Path) -> Iterator[tuple[str, str, dict]]:
+    for path in sorted((project / ".github" / "workflows").glob("*.yml")):
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            yield path.name, name, job
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_credentials_are_read_only_in_protected_environments(baked, name):
+    """Every secret but the job's own GITHUB_TOKEN is read in an environment, never at repository
+    level; pull requests get only the read-only `pull-request` environment, and the cluster's and the
+    service's credentials exist only in production."""
+    for workflow, job_name, job in jobs_of(baked(name).path):
+        used = set(SECRET.findall(yaml.safe_dump(job))) - {"GITHUB_TOKEN"}
+        environment = job.get("environment")
+        where = f"{workflow} job {job_name}"
+        if workflow == "ci.yml":
+            assert environment in (None, *READ_ONLY), f"{where}: a pull request in {environment}"
+        elif used:
+            assert environment in MAIN_ONLY, f"{where} reads {sorted(used)} in {environment}"
+        assert not used or environment, f"{where} reads {sorted(used)} outside any environment"
+        for secret in used & set(ONLY_IN):
+            assert environment in ONLY_IN[secret], f"{where} reads {secret} in {environment}"
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_a_pull_request_writes_only_to_its_own_store(baked, name):
+    """ci.yml hands the registry's URL to `check-config` and `import-champion` only; every other step
+    uses the job's local store. With S3, the pull request's role is the read-only one."""
+    project = baked(name).path
+    ci = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    steps = ci["jobs"]["model"]["steps"]
+    for step in steps:
+        env = step.get("env") or {}
+        reads_registry = {"vars.MLFLOW_TRACKING_URI", "steps.config.outputs.registry_uri"}
+        if any(expression in str(env) for expression in reads_registry):
+            allowed = r'"\$CLI" (check-config --for ci|import-champion --from \S+)'
+            assert re.fullmatch(allowed, step["run"]), step
+        if "MLFLOW_TRACKING_URI" in env and step.get("id") != "config":
+            assert env["MLFLOW_TRACKING_URI"] == "${{ steps.config.outputs.tracking_uri }}", step
+        if "MLFLOW_TRACKING_TOKEN" in env:
+            assert "import-champion" in step["run"], step
+    roles = [s["with"]["role-to-assume"] for s in steps if "configure-aws-credentials" in s.get("uses", "")]
+    assert roles == (["${{ vars.AWS_READ_ROLE_ARN }}"] if baked(name).answers.get("s3_bucket") else [])

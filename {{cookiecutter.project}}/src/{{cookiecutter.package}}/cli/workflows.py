@@ -6,18 +6,20 @@ from __future__ import annotations
 from pathlib import Path
 
 from .. import reports
-from ..errors import SettingsError
+from ..errors import CheckFailed, SecurityError, SettingsError
 from ..github import actions, comment, config_check
 from ..settings import Settings
-from .command import Command, argument, say
+from .command import Command, argument, open_registry, say
 
 ARTIFACT_URL = argument("--artifact-url", help="where the plots were uploaded")
+IMPORT_CHAMPION = "import-champion"
 
 
 def write_comment(settings: Settings, artifact_url: str | None, output: str | None) -> dict:
     """The pull request comment (hidden marker first) from the reports; the same in the job summary."""
     github = settings.env.github
-    source, notes = comment.champion_source(github)
+    imported = reports.load_reports(settings.reports_dir, (IMPORT_CHAMPION,))[IMPORT_CHAMPION]
+    source, notes = comment.champion_source(github, imported)
     provenance = comment.Provenance(
         title="Model report",
         run_url=github.run_url,
@@ -90,6 +92,37 @@ def check_config(settings: Settings, purpose: str) -> dict:
     return {"configured": check.configured, **check.outputs}
 
 
+def import_champion(settings: Settings, source: str) -> dict:
+    """Copy the registry's champion (read-only) into this job's local store, digest checked first.
+
+    The pull request's model job calls it in server mode: its candidate is trained and evaluated in
+    the local store, so nothing of a pull request is written to the team's registry.
+    """
+    from ..champion_copy import import_champion as copy
+
+    local = settings.tracking_uri
+    if not local.startswith("sqlite:"):
+        raise SettingsError(
+            f"MLFLOW_TRACKING_URI is {local.split('://')[0]}://...: import-champion writes only to "
+            "a local sqlite store (the job's own); the registry to read is --from"
+        )
+    if not source.strip() or source == local:
+        raise SettingsError("--from: the URL of the team's tracking server, not the local store")
+    try:
+        result = copy(open_registry(settings), source)
+    except SecurityError as error:
+        raise CheckFailed(str(error)) from None
+    reports.write_report(settings.reports_dir, IMPORT_CHAMPION, result)
+    if result["champion"] is None:
+        say(f"the registry at {result['registry']} has no champion yet: nothing to compare with")
+    else:
+        say(
+            f"champion v{result['registry_version']} of {result['registry']}, digest checked, "
+            f"is v{result['champion']} of the local store"
+        )
+    return result
+
+
 def baseline_params(settings: Settings, base_dir: str) -> dict:
     """Params for training the base branch's code on this checkout's data (pull requests, no server)."""
     import yaml
@@ -149,6 +182,19 @@ COMMANDS = (
                 dest="purpose",
                 required=True,
                 choices=["ci", "cd", "rollback", "batch", "monitor"],
+            ),
+        ),
+    ),
+    Command(
+        IMPORT_CHAMPION,
+        "copy the registry's champion into the local store (pull requests, read-only)",
+        import_champion,
+        (
+            argument(
+                "--from",
+                dest="source",
+                required=True,
+                help="the team's tracking server (read with a read-only MLFLOW_TRACKING_TOKEN)",
             ),
         ),
     ),

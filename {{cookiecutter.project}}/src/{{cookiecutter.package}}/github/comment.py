@@ -182,14 +182,20 @@ def body(report: str, run_url: str | None = None) -> str:
 # Where the champion came from: the registry's, or the base branch's model trained in the same job
 
 
-def champion_source(github: GitHubContext) -> tuple[str, list[str]]:
+def champion_source(
+    github: GitHubContext, imported: Mapping[str, Any] | None = None
+) -> tuple[str, list[str]]:
     """Where the champion of a pull request's evaluation came from, and notes for the reader.
 
     Reads what ci.yml passes: CHAMPION_MODE (`server` or `baseline`, from `check-config --for ci`),
-    BASE_REF and BASE_SHA (the pull request's base), BASELINE_OUTCOME (the baseline step's outcome).
+    BASE_REF and BASE_SHA (the pull request's base), BASELINE_OUTCOME (the baseline step's outcome);
+    in server mode, `imported` is the `import-champion` report (the registry's version it copied).
     """
     if github.champion_mode == "server":
-        return "the registry's champion", []
+        copied = (imported or {}).get("registry_version")
+        if copied is None:
+            return "the registry's champion", []
+        return f"the registry's champion v{copied}, copied into this job's own store", []
     base = f"`{cell(github.base_ref, 100)}`" if github.base_ref else "the base branch"
     sha = cell((github.base_sha or "")[:12])
     source = f"trained from {base}" + (f" at `{sha}`" if sha else "") + " in this job, on this data"

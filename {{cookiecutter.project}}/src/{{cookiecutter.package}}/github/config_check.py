@@ -116,17 +116,24 @@ def check(
 
 
 def _check_ci(env: Environment, project_dir: Path) -> ConfigCheck:
-    """CI is always configured: the champion is the registry's, or the base branch's model."""
+    """CI is always configured: the champion is the registry's, or the base branch's model.
+
+    Either way the pull request's stages write to a throwaway local store (`tracking_uri`), never to
+    the team's registry: in server mode the champion is copied from `registry_uri` into it, read-only.
+    """
     uri, github = env.tracking_uri or "", env.github
     check = ConfigCheck("ci", configured=True)
     head, repository = github.pr_head_repo or "", github.repository or ""
     # A head that is not this repository is a fork's, and so is no head at all (the fork was deleted).
     fork = bool(repository) and head != repository
+    local = f"sqlite:///{(project_dir / 'mlflow.db').resolve()}"
     if uri and not fork:
-        check.outputs = {"mode": "server", "tracking_uri": uri}
-        check.notes.append("champion: the registry's `champion` on the tracking server")
+        check.outputs = {"mode": "server", "tracking_uri": local, "registry_uri": uri}
+        check.notes.append(
+            "champion: the registry's `champion` on the tracking server, copied into this job's "
+            "own store (the pull request writes nothing to the registry)"
+        )
     else:
-        local = f"sqlite:///{(project_dir / 'mlflow.db').resolve()}"
         check.outputs = {"mode": "baseline", "tracking_uri": local}
         why = (
             "a pull request from a fork gets no secrets"
