@@ -383,7 +383,6 @@ IMAGE_STEPS = {
     "Build and push the image",
     "SBOM of the image",
     "Provenance attestation",
-    "Is the base image pinned?",
     "Verify the image's provenance",
     "Run the image",
     "Smoke and load test the image",

@@ -23,6 +23,7 @@ from {{ cookiecutter.package }}.deploy.bento import (
     docker_options,
     export_bento,
     import_bento,
+    pinned_by_digest,
     runtime_requirements,
 )
 from {{ cookiecutter.package }}.deploy.payloads import sample_rows
@@ -325,3 +326,13 @@ def test_docker_base_image_comes_from_the_project_file(settings):
     path.write_text("FROM a\nFROM b\n")
     with pytest.raises(DeploymentError, match="exactly one FROM"):
         docker_options(settings)
+
+
+def test_only_a_base_image_named_by_its_digest_counts_as_pinned():
+    """`build` warns about a base named by tag (issue 18, finding 12): a tag can move, a digest not."""
+    digest = "sha256:" + "0123456789abcdef" * 4
+    assert pinned_by_digest(f"python:3.12-slim@{digest}") and pinned_by_digest(
+        f"ghcr.io/org/base@{digest}"
+    )
+    for image in ("python:3.12-slim", "python:3.12-slim@sha256:abc", f"python@{digest} x"):
+        assert not pinned_by_digest(image), image

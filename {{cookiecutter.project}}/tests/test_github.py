@@ -498,3 +498,9 @@ def test_wait_for_version(fake_server):
     assert loadtest.wait_for_version(fake_server, 7, timeout=5) < 5
     with pytest.raises(NotServing, match="serves v7"):
         loadtest.wait_for_version(fake_server, 8, timeout=0.2, interval=0.1)
+
+
+def test_a_warning_is_an_annotation_only_inside_github_actions():
+    inside, outside = GitHubContext(actions=True), GitHubContext()
+    assert actions.warning("Base image", "pin it", inside) == "::warning title=Base image::pin it"
+    assert actions.warning("Base image", "pin it", outside) == "warning: pin it"

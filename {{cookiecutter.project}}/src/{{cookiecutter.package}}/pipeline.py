@@ -196,6 +196,9 @@ def build(
     from .deploy import bento
 
     result = {"bento": bento.build(settings, registry, version), "model_version": version}
+    base_image = bento.docker_options(settings).get("base_image")
+    if base_image and not bento.pinned_by_digest(base_image):
+        result["unpinned_base_image"] = base_image
     if export:
         result["archive"] = bento.export_bento(settings, result["bento"], export)
     reports.write_report(settings.reports_dir, "build", result)

@@ -27,11 +27,20 @@ def refuse_open_serving(settings: Settings) -> None:
 
 
 def build(settings: Settings, version: int | None, export: str | None) -> dict:
+    from ..github import actions
+
     refuse_open_serving(settings)
     registry = open_registry(settings)
-    return pipeline.build(
+    result = pipeline.build(
         settings, registry, registry.version_or_champion(version), say, export=export
     )
+    if "unpinned_base_image" in result:
+        message = (
+            f"the image's base {result['unpinned_base_image']} is named by tag only, which can name "
+            "another image tomorrow; pin it by digest (deploy/docker/Dockerfile says how)"
+        )
+        print(actions.warning("Base image not pinned", message, settings.env.github), flush=True)
+    return result
 
 
 def import_bento(settings: Settings, archive: str) -> dict:

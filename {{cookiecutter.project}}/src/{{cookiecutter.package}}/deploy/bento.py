@@ -8,6 +8,7 @@ bento stores) is $BENTOML_HOME, else `<project>/.bentoml`.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import sys
 import tarfile
@@ -94,6 +95,11 @@ def docker_options(settings: Settings) -> dict[str, str]:
     if len(images) != 1:
         raise DeploymentError(f"{path}: expected exactly one FROM line, found {len(images)}")
     return {"base_image": images[0]}
+
+
+def pinned_by_digest(image: str) -> bool:
+    """Whether an image reference names its content (`name@sha256:<64 hex>`), not a movable tag."""
+    return re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", image) is not None
 
 
 def runtime_requirements() -> list[str]:

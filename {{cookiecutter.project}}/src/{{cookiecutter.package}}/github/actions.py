@@ -62,6 +62,11 @@ def append_summary(markdown: str, github: GitHubContext) -> bool:
     return True
 
 
+def warning(title: str, message: str, github: GitHubContext) -> str:
+    """A warning line: an annotation on the run's page inside GitHub Actions, plain text elsewhere."""
+    return f"::warning title={title}::{message}" if github.actions else f"warning: {message}"
+
+
 def image_tag(version: object) -> str:
     """The container image's tag for a registered model version; the workflows take it from here."""
     return f"model-v{version}"
