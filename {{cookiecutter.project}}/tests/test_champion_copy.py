@@ -52,12 +52,13 @@ def test_the_champion_is_copied_and_the_candidate_evaluated_without_touching_the
     evaluated = reports.read_report(project / "reports", "evaluate")
     assert (evaluated["candidate_version"], evaluated["champion_version"]) == (2, 1)
     # Same files, same scores: the copy is the registry's champion, its holdout metric included.
-    local = Registry(load_settings(project / "params.yaml"))
+    settings = load_settings(project / "params.yaml")
+    local, metric = Registry(settings), settings.params.gate.primary_metric
     assert (
         local.recorded_digest(1)
         == team_client(team).get_model_version(local.model_name, "2").tags["model_sha256"]
     )
-    assert local.holdout_metric(1, "f1") == pytest.approx(evaluated["champion_metrics"]["f1"])
+    assert local.holdout_metric(1, metric) == pytest.approx(evaluated["champion_metrics"][metric])
     assert team_versions(team) == before  # nothing of the pull request reached the registry
     monkeypatch.setenv("CHAMPION_MODE", "server")  # as ci.yml passes it
     assert cli.main(["comment"]) == 0
