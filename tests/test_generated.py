@@ -17,21 +17,24 @@ from helpers import bake, promtool
 
 pytestmark = pytest.mark.slow
 
-# Bake -> which of its tests run: the whole suite (real servers included) once per task, the rollouts
-# through nginx (minutes, the same for every task) once, the unit tests and linters on the other
-# Python versions and for the options that change names and files but not the servers. The act
-# tests and the demo run the servers on the default version again.
+# Bake -> the arguments of its own pytest run. The default bake's suite but its rollouts runs as
+# ci.yml's `test` job, the way a pull request runs it, in tests/test_workflows_act.py (scenario 1), so
+# here the default bake runs only the rollouts through nginx (minutes, the same for every task). The
+# regression bake runs every test but the rollouts and the files that bring their own data and task
+# (the same in every bake); the other Python versions and the options that change names and files but
+# not the servers run the unit tests. Every bake runs the linters.
+BAKE_INDEPENDENT = ["--ignore=tests/test_own_data_serving.py", "--ignore=tests/test_own_data_monitoring.py"]
 SUITE_RUNS = {
-    "DEFAULT": "",
-    "REGRESSION": "not rollout",
-    "PY311": "not integration",
-    "PY313": "not integration",
-    "WITH_S3": "not integration",
-    "CUSTOM_NAMES": "not integration",
+    "DEFAULT": ["-m", "rollout"],
+    "REGRESSION": ["-m", "not rollout", *BAKE_INDEPENDENT],
+    "PY311": ["-m", "not integration"],
+    "PY313": ["-m", "not integration"],
+    "WITH_S3": ["-m", "not integration"],
+    "CUSTOM_NAMES": ["-m", "not integration"],
 }
 
 
-@pytest.mark.parametrize(("name", "selection"), SUITE_RUNS.items())
+@pytest.mark.parametrize(("name", "selection"), SUITE_RUNS.items(), ids=list(SUITE_RUNS))
 def test_baked_project_passes_its_own_tests_and_linters(name, selection, tmp_path, stack):
     # Without promtool the baked suites check their alert rules by schema only and skip the rules'
     # unit tests: fine on a laptop, not in CI, where .ci/run installs it.
@@ -41,7 +44,7 @@ def test_baked_project_passes_its_own_tests_and_linters(name, selection, tmp_pat
     venv = stack(project)
     run([str(venv / "bin/ruff"), "check", "src", "tests", "benchmarks"], project.path)
     run([str(venv / "bin/ruff"), "format", "--check", "src", "tests", "benchmarks"], project.path)
-    done = run([str(venv / "bin/pytest"), "-q", "-p", "no:cacheprovider", "-m", selection], project.path)
+    done = run([str(venv / "bin/pytest"), "-q", "-p", "no:cacheprovider", *selection], project.path)
     assert " passed" in done.stdout and " failed" not in done.stdout
     skipped = [line for line in done.stdout.splitlines() if line.startswith("SKIPPED")]
     if promtool() is not None:

@@ -50,7 +50,7 @@ from act_runner import (
     remote_actions,
 )
 from conftest import COMBINATIONS, run
-from helpers import BakedProject, bake, commit_all, find_python, git
+from helpers import BakedProject, bake, commit_all, find_python, git, promtool
 
 # Long dummy secrets: act masks every occurrence of a secret's value in its log, so short ones would
 # mask random substrings.
@@ -282,8 +282,8 @@ def world(tmp_path_factory, stack) -> World:
         "ACT_STANDIN_PYTHONS": str(Path(find_python(answers["python_version"])).parent),
         # Each job's `uv sync` links its .venv from this copy, bytecode included.
         "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
-        # The pull request's `make test` leaves out the rollouts through nginx: minutes of the same
-        # tests that test_generated.py runs on this bake; here the workflow is under test.
+        # The pull request's `make test` leaves out the rollouts through nginx (minutes), which
+        # test_generated.py runs on this bake; it runs nothing else of this bake's suite.
         "PYTEST_ADDOPTS": "-m 'not rollout'",
     }
     lap("repositories, bytecode in uv's cache")
@@ -675,6 +675,18 @@ def pull_request(request, world, first_push):
     running.stop()
 
 
+def assert_whole_suite_passed(log: str) -> None:
+    """The `test` job ran the default bake's suite but its rollouts (which tests/test_generated.py runs
+    on this bake, and nothing else of it): real servers included, nothing failed, and with promtool
+    on this machine the alert rules' unit tests were not skipped."""
+    outcome = [line for line in log.splitlines() if re.search(r"\d+ passed.* in [\d.]+s", line)]
+    assert outcome, log[-3000:]
+    assert not re.search(r"failed|error", outcome[-1]), outcome[-1]
+    if promtool() is not None:
+        skipped = [line for line in log.splitlines() if "SKIPPED" in line]
+        assert not [line for line in skipped if "test_monitoring_files" in line], skipped
+
+
 def run_on_server(tracking_uri: str, run_id: str) -> bool:
     """Whether the MLflow server knows the run (its REST API answers 404 for an unknown one)."""
     import urllib.error
@@ -699,6 +711,7 @@ def test_1_pull_request_reports_the_candidate_against_the_registrys_champion(wor
     world.done["pull request"] = run
 
     assert_ok(run, {"lint", "test", "model", "comment"})
+    assert_whole_suite_passed(run.log("test"))
     model = run.steps["model"]
     for step in (
         "Copy the registry's champion",
