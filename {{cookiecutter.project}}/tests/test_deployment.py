@@ -336,3 +336,82 @@ def test_only_a_base_image_named_by_its_digest_counts_as_pinned():
     )
     for image in ("python:3.12-slim", "python:3.12-slim@sha256:abc", f"python@{digest} x"):
         assert not pinned_by_digest(image), image
+
+
+class StandInRegistry:
+    """A container registry's manifest endpoint and token realm on 127.0.0.1 (Docker Registry HTTP API
+    v2, as Docker Hub answers it): a stand-in, since no real registry can be reached here."""
+
+    DIGEST = "sha256:" + "5e" * 32
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        registry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # the token realm
+                body = b'{"token": "pull-token"}' if "scope=repository" in self.path else b"{}"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_HEAD(self) -> None:  # the manifest, with its digest, for a bearer of the token
+                if self.headers.get("Authorization") != "Bearer pull-token":
+                    self.send_response(401)
+                    realm = f"http://127.0.0.1:{registry.port}/token"
+                    challenge = f'Bearer realm="{realm}",service="test",scope="repository:x:pull"'
+                    self.send_header("WWW-Authenticate", challenge)
+                elif self.path == "/v2/library/python/manifests/3.12-slim":
+                    self.send_response(200)
+                    self.send_header("Docker-Content-Digest", registry.DIGEST)
+                else:
+                    self.send_response(404)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_pin_base_image_writes_the_digest_the_registry_gives_the_tag(settings, capsys):
+    """Issue 18, finding 12: the FROM line names its image by digest, asked of the registry with an
+    anonymous pull token; asked again, the pin follows the tag's new digest; an unknown tag is exit 2
+    with the file untouched."""
+    from {{ cookiecutter.package }} import cli
+    from {{ cookiecutter.package }}.deploy.base_image import ImageName
+
+    assert ImageName.parse("python:3.12-slim").manifest_url == (
+        "https://registry-1.docker.io/v2/library/python/manifests/3.12-slim"
+    )
+    assert ImageName.parse("ghcr.io/org/base:1@sha256:ab").repository == "org/base"
+    registry = StandInRegistry()
+    try:
+        path = settings.project_dir / BASE_IMAGE_FILE
+        path.parent.mkdir(parents=True)
+        image = f"127.0.0.1:{registry.port}/library/python:3.12-slim"
+        path.write_text(f"# the base\nFROM {image}\n")
+        assert cli.main(["pin-base-image"]) == cli.EXIT_OK
+        assert path.read_text() == f"# the base\nFROM {image}@{registry.DIGEST}\n"
+        assert docker_options(settings)["base_image"] == f"{image}@{registry.DIGEST}"
+        assert pinned_by_digest(docker_options(settings)["base_image"])
+        registry.DIGEST = "sha256:" + "7f" * 32  # the tag moved: pin again
+        assert cli.main(["pin-base-image"]) == cli.EXIT_OK
+        assert path.read_text().endswith(f"FROM {image}@{registry.DIGEST}\n")
+
+        before = path.read_text().replace("3.12-slim", "no-such-tag")
+        path.write_text(before)
+        assert cli.main(["pin-base-image"]) == cli.EXIT_ERROR
+        assert "cannot read" in capsys.readouterr().err and path.read_text() == before
+    finally:
+        registry.close()

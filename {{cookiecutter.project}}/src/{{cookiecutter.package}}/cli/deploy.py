@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from ..registry import Registry
     from ..rollout import StepResult
 
-from .command import VERSION, Command, argument, open_registry, say
+from .command import PROG, VERSION, Command, argument, open_registry, say
 
 
 def refuse_open_serving(settings: Settings) -> None:
@@ -37,7 +37,7 @@ def build(settings: Settings, version: int | None, export: str | None) -> dict:
     if "unpinned_base_image" in result:
         message = (
             f"the image's base {result['unpinned_base_image']} is named by tag only, which can name "
-            "another image tomorrow; pin it by digest (deploy/docker/Dockerfile says how)"
+            f"another image tomorrow; pin it by digest: `{PROG} pin-base-image`, then commit the Dockerfile"
         )
         print(actions.warning("Base image not pinned", message, settings.env.github), flush=True)
     return result
@@ -204,6 +204,15 @@ def api_token(settings: Settings) -> dict:
     return {}
 
 
+def pin_base_image(settings: Settings) -> dict:
+    """Pin the Dockerfile's base image to the digest its registry gives the tag today."""
+    from ..deploy import base_image, bento
+
+    result = base_image.pin(settings.project_dir / bento.BASE_IMAGE_FILE)
+    say(f"{bento.BASE_IMAGE_FILE}: FROM {result['base_image']} (was {result['before']})")
+    return result
+
+
 COMMANDS = (
     Command(
         "build",
@@ -290,6 +299,11 @@ COMMANDS = (
         "put a bento archive from `build --export` in the store",
         import_bento,
         (argument("archive", help="a file written by `build --export`"),),
+    ),
+    Command(
+        "pin-base-image",
+        "pin deploy/docker/Dockerfile's base image by the digest its registry gives the tag",
+        pin_base_image,
     ),
     Command(
         "api-token",
