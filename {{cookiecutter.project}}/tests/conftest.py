@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from moto.server import ThreadedMotoServer
 
-from {{ cookiecutter.package }} import data, storage
+from {{ cookiecutter.package }} import data, reports, storage
 from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
@@ -128,3 +128,17 @@ def keys(bucket: str, prefix: str = "") -> list[str]:
         boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     )
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def approve(settings, models: Registry, version: int, champion: int) -> None:
+    """Record the gate approving `version` over `champion`, as `evaluate` does (its report and the
+    registry's tag), without the comparison: for tests whose candidates are made to pass or fail
+    what comes after the gate."""
+    evaluated = {
+        "candidate_version": version,
+        "champion_version": champion,
+        "decision": "promote",
+        "reasons": ["approved for this test"],
+    }
+    reports.write_report(settings.reports_dir, "evaluate", evaluated)
+    models.tag_version(version, {"gate_decision": "promote"})

@@ -20,13 +20,14 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import yaml
 
-from {{ cookiecutter.package }} import rollout
+from {{ cookiecutter.package }} import cli, rollout, training
 from {{ cookiecutter.package }}.errors import KubernetesError
+from {{ cookiecutter.package }}.registry import CHALLENGER, CHAMPION, Registry
 from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Traffic, kubernetes
 from {{ cookiecutter.package }}.rollout.kubernetes import KubernetesTarget
 from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
 
-from .conftest import PROJECT_DIR
+from .conftest import PROJECT_DIR, approve, write_params
 
 NAMESPACE = "{{ cookiecutter.project }}-production"
 SKELETON = {
@@ -365,6 +366,42 @@ def test_a_canary_on_the_cluster_walks_its_steps_and_backs_out_on_a_breach(clust
     assert not outcome.passed
     assert [step.step.traffic.candidate_percent for step in outcome.steps] == [5, 25, 50]
     assert [weights(route)[GREEN] for route in applied_routes(cluster.calls())] == [5, 25, 50, 0]
+
+
+def test_production_promotes_the_gated_version_though_challenger_moved(
+    project, settings, frame, cluster, prometheus, monkeypatch, capsys
+):
+    """Issue 18, finding 2: cd.yml's production job on Kubernetes runs `rollout --target kubernetes
+    --version N --promote` with the version its gate approved. Another run trains meanwhile and moves
+    `challenger`: a version the gate did not approve is refused before kubectl is called, and the gated
+    one is rolled out and promoted; `challenger` stays where the other run put it. (kubectl and
+    Prometheus are stand-ins: no cluster runs here.)"""
+    write_params(project, rollout={"canary_steps": [100], "step_seconds": 0.5})
+    models = Registry(settings)
+    gated = [training.train(settings, models, frame).model_version for _ in range(2)][1]
+    models.promote(1, None, why="first model")
+    approve(settings, models, gated, champion=1)
+    other = training.train(settings, models, frame).model_version  # another run, meanwhile
+    assert models.alias_version(CHALLENGER) == other != gated
+
+    cluster.answer("kustomize", stdout=yaml.safe_dump(SKELETON))
+    cluster.answer(
+        "get", stdout=json.dumps(kubernetes.render_route(SKELETON, CHAMPION_ONLY, "blue"))
+    )
+    answer_slot(prometheus, [GREEN], 0, requests="200", errors="0", p95_ms="40")
+    monkeypatch.setenv("PROMETHEUS_URL", prometheus.url)
+    image = "ghcr.io/owner/project@sha256:" + "ab" * 32
+    command = ["rollout", "--target", "kubernetes", "--overlay", "deploy/k8s/overlays/production"]
+    command += ["--image", image, "--promote", "--version"]
+
+    assert cli.main([*command, str(other)]) == cli.EXIT_ERROR
+    assert f"evaluation is of v{gated}, not v{other}" in capsys.readouterr().err
+    assert cluster.calls() == [] and models.alias_version(CHAMPION) == 1
+
+    assert cli.main([*command, str(gated)]) == cli.EXIT_OK
+    assert (models.alias_version(CHAMPION), models.alias_version(CHALLENGER)) == (gated, other)
+    patched = [call for call in cluster.calls() if call["args"][:2] == ["patch", "deployment"]]
+    assert patched and GREEN in patched[0]["args"] and image in json.dumps(patched[0])
 
 
 # The image: the Dockerfile `bentoml build` generates into the bento.

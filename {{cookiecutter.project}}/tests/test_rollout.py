@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from {{ cookiecutter.package }} import cli, data, loadtest, registry, reports, rollout, training
+from {{ cookiecutter.package }} import cli, data, loadtest, registry, rollout, training
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.payloads import sample_rows
 from {{ cookiecutter.package }}.deploy.server import Server, free_port, serve
 from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats, local, nginx
 from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
 
-from .conftest import write_params
+from .conftest import approve, write_params
 from .misbehaving import Misbehaving, allow_pickled_models, register
 from .shared_bento import Built
 
@@ -397,19 +397,6 @@ def test_blue_green_switches_and_rolls_back_without_a_failed_request(built, cand
         for a in answers
         if outcome.steps[0].started_at + 0.5 < a.time < switched_back
     )
-
-
-def approve(settings, models: registry.Registry, version: int, champion: int) -> None:
-    """Record the gate approving `version` over `champion`, as `evaluate` does (its report and the
-    registry's tag), without the comparison: these candidates are made to fail or pass the rollout."""
-    evaluated = {
-        "candidate_version": version,
-        "champion_version": champion,
-        "decision": "promote",
-        "reasons": ["approved for this test"],
-    }
-    reports.write_report(settings.reports_dir, "evaluate", evaluated)
-    models.tag_version(version, {"gate_decision": "promote"})
 
 
 @pytest.mark.integration
