@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import data, reports
+from . import data, model_card, reports
 from .errors import CheckFailed, StateError
 from .settings import Settings
 
@@ -61,6 +61,7 @@ def train(settings: Settings, registry: Registry, say: Say, alias: bool = True) 
         "dropped_rows_missing_target": trained.dropped_rows_missing_target,
     }
     reports.write_report(settings.reports_dir, "train", result)
+    model_card.write_report(settings.reports_dir, trained.card)
     metric = settings.params.gate.primary_metric
     say(
         f"trained v{trained.model_version} ({settings.params.model.estimator}), "
@@ -121,10 +122,25 @@ def evaluate(
     markdown = evaluation.markdown(result, settings.greater_is_better)
     reports.write_report(settings.reports_dir, "evaluate", result, markdown)
     registry.log_evaluation(candidate, comparison, plots)
+    refresh_card(settings, registry, candidate, result, say)
     say(f"gate: {comparison.decision} v{candidate}: {comparison.reasons[0]}")
     if comparison.decision == evaluation.REJECT and fail_on_reject:
         raise CheckFailed(f"gate rejected v{candidate} (--fail-on-reject)")
     return result
+
+
+def refresh_card(
+    settings: Settings, registry: Registry, version: int, evaluated: dict, say: Say
+) -> None:
+    """The card of `version` with the gate's decision, logged with it again and written to reports/
+    (which the pull request comment links)."""
+    card = model_card.read(registry, version)
+    if card is None:
+        say(f"v{version} has no model card (trained before model cards): none refreshed")
+        return
+    card = model_card.with_gate(card, evaluated)
+    model_card.log(registry, card)
+    model_card.write_report(settings.reports_dir, card)
 
 
 def approved_version(registry: Registry, evaluated: dict, version: int | None) -> int:

@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils import get_tags
 
-from . import data, evaluation, integrity, profile
+from . import data, evaluation, integrity, model_card, profile
 from .errors import DataError, SettingsError
 from .registry import CHALLENGER, Registry
 from .settings import ModelParams, Settings
@@ -58,6 +58,7 @@ class TrainingResult:
     params_hash: str
     git_sha: str
     dropped_rows_missing_target: int
+    card: dict
 
 
 def estimator_class(task: str, name: str) -> type[BaseEstimator]:
@@ -249,6 +250,54 @@ def model_metadata(
     return metadata
 
 
+def run_params(settings: Settings, train_rows: int, holdout_rows: int) -> dict[str, object]:
+    """What the training run records as its parameters: the model's params and the data's split."""
+    params = settings.params
+    return {
+        "estimator": params.model.estimator,
+        "impute": params.model.impute,
+        "scale_features": params.model.scale_features,
+        "min_category_share": params.model.min_category_share,
+        "holdout_fraction": params.data.holdout_fraction,
+        "train_rows": train_rows,
+        "holdout_rows": holdout_rows,
+        **flatten("hp", params.model.hyperparameters),
+    }
+
+
+def log_card(
+    settings: Settings,
+    registry: Registry,
+    version: int,
+    pipeline: Pipeline,
+    split: tuple,
+    metrics: dict[str, float],
+    metadata: dict,
+    lineage: dict[str, str],
+) -> dict:
+    """The version's model card, from what training knows, logged with the version."""
+    _, y_train, x_holdout, y_holdout = split
+    params = settings.params
+    facts = model_card.Facts(
+        model_name=params.registry.model_name,
+        version=version,
+        task=params.task,
+        estimator=params.model.estimator,
+        about=model_card.about(settings.project_dir),
+        source=params.data.source,
+        train_target=y_train,
+        holdout_labels=np.asarray(y_holdout),
+        holdout_predictions=np.asarray(pipeline.predict(x_holdout)),
+        holdout_metrics=metrics,
+        feature_profile=metadata["feature_profile"],
+        feature_roles=metadata["feature_roles"],
+        lineage=lineage,
+    )
+    card = model_card.build(facts)
+    model_card.log(registry, card)
+    return card
+
+
 def input_example(x_train: pd.DataFrame, rows: int = 5) -> pd.DataFrame:
     """Rows saved with the model as its example (the service's /docs page shows the first):
     complete ones, where there are enough."""
@@ -265,7 +314,8 @@ def train(
     source = settings.resolve(params.data.source)
     missing_target = data.missing_targets(frame, params.data, source)
     roles = data.feature_roles([str(name) for name in frame.columns], params.data, source)
-    x_train, y_train, x_holdout, y_holdout = data.train_holdout_split(frame, params.data, source)
+    split = data.train_holdout_split(frame, params.data, source)
+    x_train, y_train, x_holdout, y_holdout = split
     pipeline = fit(settings, x_train, y_train, source)
     trusted = trusted_types(settings, pipeline)  # refused here, before anything is registered
     metrics = evaluation.score(pipeline, x_holdout, y_holdout, params.task, params.gate)
@@ -275,21 +325,11 @@ def train(
         "data_source": params.data.source,
         "params_hash": params_hash(settings),
     }
+    metadata = model_metadata(settings, pipeline, x_train, y_train, roles)
     registry.configure()  # the run goes to the project's experiment
     with mlflow.start_run(run_name=f"train-{params.model.estimator}") as run:
         mlflow.set_tags(lineage)
-        mlflow.log_params(
-            {
-                "estimator": params.model.estimator,
-                "impute": params.model.impute,
-                "scale_features": params.model.scale_features,
-                "min_category_share": params.model.min_category_share,
-                "holdout_fraction": params.data.holdout_fraction,
-                "train_rows": len(x_train),
-                "holdout_rows": len(x_holdout),
-                **flatten("hp", params.model.hyperparameters),
-            }
-        )
+        mlflow.log_params(run_params(settings, len(x_train), len(x_holdout)))
         mlflow.log_metrics({f"holdout_{name}": value for name, value in metrics.items()})
         example = input_example(x_train)
         model_info = mlflow.sklearn.log_model(
@@ -300,11 +340,12 @@ def train(
             pip_requirements=pip_requirements(),
             registered_model_name=params.registry.model_name,
             skops_trusted_types=trusted,
-            metadata=model_metadata(settings, pipeline, x_train, y_train, roles),
+            metadata=metadata,
         )
     model_version = int(model_info.registered_model_version)
     registry.tag_version(model_version, lineage)
-    registry.record_digest(model_version)
+    lineage |= {"run_id": run.info.run_id, "model_sha256": registry.record_digest(model_version)}
+    card = log_card(settings, registry, model_version, pipeline, split, metrics, metadata, lineage)
     if alias:
         registry.move_alias(CHALLENGER, model_version, why="newly trained")
     return TrainingResult(
@@ -315,4 +356,5 @@ def train(
         params_hash=lineage["params_hash"],
         git_sha=lineage["git_sha"],
         dropped_rows_missing_target=missing_target,
+        card=card,
     )
