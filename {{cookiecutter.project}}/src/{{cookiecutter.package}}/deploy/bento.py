@@ -8,6 +8,7 @@ bento stores) is $BENTOML_HOME, else `<project>/.bentoml`.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
-from .. import integrity
+from .. import integrity, model_card
 from ..errors import DeploymentError, SecurityError
 from ..registry import Registry
 from ..settings import ServiceArgs, Settings
@@ -120,10 +121,11 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
     """Import registered `version` into the BentoML model store and build its bento; return the tag.
 
     The service learns which stored model to serve and the digest its files must have from the bento
-    arguments, and what it is (name, version, task) from labels on the stored model, so the bento
-    runs without params.yaml. The digest is the registry's, read now; the imported files are checked
-    against it (and for format and types, `integrity.checked_model_file`) before the build packs
-    them, and the service checks them again at every start.
+    arguments, what it is (name, version, task) from labels on the stored model and its model card
+    from the stored model's metadata, so the bento runs without params.yaml. The digest is the
+    registry's, read now; the imported files are checked against it (and for format and types,
+    `integrity.checked_model_file`) before the build packs them, and the service checks them again
+    at every start.
     """
     import bentoml
     import bentoml.mlflow
@@ -133,12 +135,17 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
     uri = registry.model_uri(version)
     try:
         digest = registry.recorded_digest(version)
+        card = model_card.read(registry, version)
     except MlflowException as error:
         raise DeploymentError(f"cannot read {uri} from the registry: {error}") from error
     labels = {"registered_model": name, "registered_version": str(version), "task": params.task}
+    # The version's model card travels with the model for GET /model_card (none: trained before cards).
+    metadata = {} if card is None else {model_card.BENTO_METADATA_KEY: json.dumps(card)}
     with bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
         try:
-            stored = bentoml.mlflow.import_model(name.lower(), uri, labels=labels)
+            stored = bentoml.mlflow.import_model(
+                name.lower(), uri, labels=labels, metadata=metadata
+            )
         except Exception as error:
             raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
         try:

@@ -12,7 +12,7 @@ keeps the model code free of HTTP concerns and answers abuse before any JSON is 
    library; past it: 429 with Retry-After. Failed logins count against the address: the peer's,
    or the one X-Forwarded-For names when the peer is a trusted proxy (`trusted_proxies`);
 4. API bodies must have their API's media type (JSON; an Arrow stream for /predict_arrow) and at
-   most `max_body_bytes` (checked before and while reading);
+   most `max_body_bytes` (checked before and while reading); GET /model_card has none;
 5. every answer of 400 or more has one JSON shape (`http_errors`), and /docs.json is the document
    `openapi.document` makes of BentoML's.
 
@@ -121,8 +121,9 @@ class Guard:
 
     `tokens=None` turns authentication off (local development only; the service warns at start).
     `rate_limit` is in the `limits` notation ("200/second", "10/second;1000/minute") or None.
-    `protected` maps the API paths to the media type their bodies must have; everything else but
-    OPEN_PATHS is left to the app (404s).
+    `protected` maps the API paths to the media type their bodies must have ("" for a GET route,
+    which has none: token and rate limit only); everything else but OPEN_PATHS is left to the app
+    (404s).
     `observe(path, status, seconds)` is called once each protected path's answer is sent.
     `documented`: OpenAPI path items of APIs that BentoML does not list, added to /docs.json.
     """
@@ -173,7 +174,8 @@ class Guard:
             return
         if self.observe is not None:
             send = _observed(scope["path"], send, self.observe)
-        if scope["method"] != "POST":
+        expected = self.protected[scope["path"]]
+        if scope["method"] != ("POST" if expected else "GET"):  # the app answers 405
             await self.app(scope, receive, send)
             return
 
@@ -189,8 +191,10 @@ class Guard:
             message = "a valid bearer token is required (Authorization: Bearer <token>)"
             await self._refuse(send, 401, message, [("www-authenticate", challenge)])
             return
+        if not expected:  # a GET route: no body to check
+            await self.app(scope, receive, send)
+            return
         media_type = headers.get("content-type", b"").split(b";")[0].strip().lower()
-        expected = self.protected[scope["path"]]
         if media_type != expected:
             await self._refuse(send, 415, f"the body must be {expected.decode()}")
             return

@@ -20,6 +20,7 @@ mounted beside the APIs).
 
 In front of the APIs runs `guard.Guard` (tokens, rate limits, body limits, request ids, one error
 shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
+GET /model_card answers the served version's model card, packed by the build.
 
 For monitoring, /metrics carries the series of `metrics`; `prediction_log` keeps a sample of requests
 and answers for drift checks.
@@ -44,6 +45,7 @@ from starlette.routing import Route
 from .. import auth_off, prediction_log
 from ..errors import BadRows, SecurityError
 from ..integrity import MLFLOW_MODEL_FOLDER, load_model
+from ..model_card import BENTO_METADATA_KEY
 from ..profile import ProfileCheck, outside_problem
 from ..settings import ServiceArgs
 from . import metrics as service_metrics
@@ -76,6 +78,8 @@ MODEL_NAME = STORED_MODEL.info.labels["registered_model"]
 MODEL_VERSION = int(STORED_MODEL.info.labels["registered_version"])
 TASK = STORED_MODEL.info.labels["task"]
 MAX_ROWS = ARGS.serving.max_batch_rows
+# The version's model card as JSON text, packed by the build (None: trained before model cards).
+MODEL_CARD = STORED_MODEL.info.metadata.get(BENTO_METADATA_KEY)
 
 Row = schemas.row_model(FEATURES, PROFILE, f"{MODEL_NAME} v{MODEL_VERSION}", META.example)
 Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, META.example)
@@ -121,7 +125,26 @@ async def predict_arrow(request: Request) -> Response:
     )
 
 
-ARROW_APP = Starlette(routes=[Route("/predict_arrow", predict_arrow, methods=["POST"])])
+async def model_card(request: Request) -> Response:
+    """GET /model_card: the served version's model card (model_card.py), as the build packed it.
+
+    Behind the token like the APIs, not open like /livez: it is documentation, but its feature
+    profile tells anyone what inputs the model has seen (docs/security.md).
+    """
+    if MODEL_CARD is None:
+        message = (
+            f"{MODEL_NAME} v{MODEL_VERSION} has no model card: it was trained before model cards"
+        )
+        return JSONResponse(error_body(404, message), status_code=404)
+    return Response(MODEL_CARD, media_type="application/json")
+
+
+ARROW_APP = Starlette(
+    routes=[
+        Route("/predict_arrow", predict_arrow, methods=["POST"]),
+        Route("/model_card", model_card, methods=["GET"]),
+    ]
+)
 
 
 @bentoml.asgi_app(ARROW_APP, path="/")  # only its own routes match: the rest stays BentoML's
@@ -356,6 +379,7 @@ ModelService.add_asgi_middleware(
     protected={
         **{api.route: "application/json" for api in ModelService.apis.values()},
         "/predict_arrow": ARROW_STREAM,
+        "/model_card": "",  # GET, no body
     },
     # BentoML documents its own APIs only: /docs.json gets this one from Guard.
     documented={"/predict_arrow": openapi.arrow_operation()},
