@@ -1,5 +1,6 @@
 """The loop's stages: validate, train, evaluate, promote, rollback, pipeline; and around them
-batch scoring, the registry's history and a starting expectation suite. `pipeline.py` does the work."""
+batch scoring, the registry's history, a version's model card and a starting expectation suite.
+`pipeline.py` does the work."""
 
 from __future__ import annotations
 
@@ -96,6 +97,24 @@ def history(settings: Settings) -> dict:
     return result
 
 
+def model_card(settings: Settings, version: int | None) -> dict:
+    """The model card of the champion (or --version), as logged with it, in reports/."""
+    from .. import model_card as cards
+    from ..errors import StateError
+
+    registry = open_registry(settings)
+    version = registry.version_or_champion(version)
+    card = cards.read(registry, version)
+    if card is None:
+        raise StateError(
+            f"v{version} has no model card ({cards.CARD_JSON} in its run's artifacts): "
+            "it was trained before model cards; train it again"
+        )
+    path = cards.write_report(settings.reports_dir, card)
+    say(f"model card of v{version}: {path} and {path.with_suffix('.md')}")
+    return card
+
+
 def suggest_suite(settings: Settings, use: bool, force: bool) -> dict:
     """Profile the data into a starting suite named after the data file, to review and commit;
     with --use, point validation.suite at it."""
@@ -189,6 +208,12 @@ COMMANDS = (
         ),
     ),
     Command("history", "show every recorded alias move", history),
+    Command(
+        "model-card",
+        "write the model card of the champion (or --version) to reports/model_card.{json,md}",
+        model_card,
+        (VERSION,),
+    ),
     Command(
         "suggest-suite",
         "write a starting expectation suite from the data, validation/<data file name>.json",

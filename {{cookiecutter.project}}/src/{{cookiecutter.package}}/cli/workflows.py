@@ -29,7 +29,7 @@ def write_comment(settings: Settings, artifact_url: str | None, output: str | No
         notes=notes,
     )
     sections = ("evaluate", "validate")
-    found = reports.load_reports(settings.reports_dir, sections)
+    found = reports.load_reports(settings.reports_dir, (*sections, comment.CARD))
     report = comment.render(found, settings.greater_is_better, provenance, sections)
     body = comment.body(report, provenance.run_url)
     path = Path(output or settings.reports_dir / "comment.md")
@@ -55,7 +55,7 @@ def summary(settings: Settings, artifact_url: str | None, title: str, sections: 
         artifact_url=artifact_url or github.artifact_url,
         sha=github.sha,
     )
-    found = reports.load_reports(settings.reports_dir, wanted)
+    found = reports.load_reports(settings.reports_dir, (*wanted, comment.CARD))
     report = comment.render(found, settings.greater_is_better, provenance, wanted)
     if not actions.append_summary(report, github):
         print(report)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..model_card import REPORT as CARD
 from ..reports import cell
 from ..settings import GitHubContext
 from .actions import COMMENT_LIMIT, truncate, utf16_length
@@ -133,6 +134,22 @@ def plots_section(evaluate: Mapping[str, Any] | None, artifact_url: str | None) 
     return f"### Plots\n\n{', '.join(names)} of the candidate on the holdout: in {where}."
 
 
+def card_section(card: Mapping[str, Any] | None, artifact_url: str | None) -> str:
+    """Where the candidate's model card is: reports/model_card.md in the uploaded reports."""
+    if not card:
+        return ""
+    where = (
+        f"[the `model-report` artifact]({artifact_url})"
+        if artifact_url
+        else "the `model-report` artifact of this run"
+    )
+    return (
+        f"### Model card\n\nThe model card of v{card['model']['version']} (intended use, training "
+        f"data, holdout metrics, the gate's decision, known limits, lineage): `model_card.md` in "
+        f"{where}; a server answers it at `GET /model_card`."
+    )
+
+
 def _version(version: Any) -> str:
     return "none" if version is None else f"v{version}"
 
@@ -143,7 +160,8 @@ def render(
     provenance: Provenance,
     sections: tuple[str, ...] = ("evaluate", "validate"),
 ) -> str:
-    """The report in Markdown: a title, then one section per name in `sections`, then the plots.
+    """The report in Markdown: a title, then one section per name in `sections`, then (with the
+    evaluation) the plots and the model card's link, when `reports` hold them (CARD).
 
     A missing report gives a clear line in its section instead of an error, so a failed step still
     leaves a useful comment.
@@ -166,9 +184,10 @@ def render(
         parts.append(" · ".join(about))
     parts += [f"> {note}" for note in provenance.notes]
     parts += [section(name, reports.get(name), greater_is_better, provenance) for name in sections]
-    plots = plots_section(evaluate, provenance.artifact_url) if "evaluate" in sections else ""
-    if plots:
-        parts.append(plots)
+    if "evaluate" in sections:
+        parts.append(plots_section(evaluate, provenance.artifact_url))
+        parts.append(card_section(reports.get(CARD), provenance.artifact_url))
+    parts = [part for part in parts if part]
     return "\n\n".join(parts) + "\n"
 
 
