@@ -139,7 +139,8 @@ async def model_card(request: Request) -> Response:
     return Response(MODEL_CARD, media_type="application/json")
 
 
-ARROW_APP = Starlette(
+# The routes BentoML's API decorators cannot express: a body that is not JSON, and a GET.
+STARLETTE_ROUTES = Starlette(
     routes=[
         Route("/predict_arrow", predict_arrow, methods=["POST"]),
         Route("/model_card", model_card, methods=["GET"]),
@@ -147,7 +148,7 @@ ARROW_APP = Starlette(
 )
 
 
-@bentoml.asgi_app(ARROW_APP, path="/")  # only its own routes match: the rest stays BentoML's
+@bentoml.asgi_app(STARLETTE_ROUTES, path="/")  # only its own routes match: the rest stays BentoML's
 @bentoml.service(
     name="model_service",
     description=f"Serves {MODEL_NAME} v{MODEL_VERSION} ({TASK}).",
