@@ -28,7 +28,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils import get_tags
 
-from . import data, evaluation, integrity, profile
+from . import data, datasets, evaluation, integrity, profile
 from .errors import DataError, SettingsError
 from .registry import CHALLENGER, Registry
 from .settings import ModelParams, Settings
@@ -291,6 +291,9 @@ def train(
             }
         )
         mlflow.log_metrics({f"holdout_{name}": value for name, value in metrics.items()})
+        datasets.log_training_data(
+            frame, x_train.index, x_holdout.index, params.data.source, params.data.target
+        )
         example = input_example(x_train)
         model_info = mlflow.sklearn.log_model(
             pipeline,
