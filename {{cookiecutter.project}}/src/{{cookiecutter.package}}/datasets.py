@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import data, storage
+from .settings import DataParams
 
 if TYPE_CHECKING:
     from mlflow.data.pandas_dataset import PandasDataset
@@ -53,12 +54,13 @@ def source_version(source: str) -> str | None:
 
 
 def log_training_data(
-    frame: pd.DataFrame, train_index: pd.Index, holdout_index: pd.Index, source: str, target: str
+    frame: pd.DataFrame, train_index: pd.Index, holdout_index: pd.Index, params: DataParams
 ) -> None:
-    """Log the training rows and the holdout rows of `frame` (read from `source`) as inputs of the
-    active run, each with every column of the file."""
+    """Log the training rows and the holdout rows of `frame` (read from `data.source`) as inputs of
+    the active run, each with every column of the file."""
     import mlflow
 
+    source, target = params.source, params.target
     version_id = source_version(source)
     with warnings.catch_warnings():
         # MLflow warns that a local path fits two of its source types (the same class), and that

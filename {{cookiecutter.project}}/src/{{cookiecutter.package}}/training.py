@@ -31,7 +31,7 @@ from sklearn.utils import get_tags
 from . import data, datasets, evaluation, integrity, profile
 from .errors import DataError, SettingsError
 from .registry import CHALLENGER, Registry
-from .settings import ModelParams, Settings
+from .settings import ModelParams, Params, Settings
 
 # Short names params.yaml may use for model.estimator, per task; any other scikit-learn-compatible
 # class is named by its dotted path (`estimator_class`). The gate, the service and the reports follow.
@@ -228,6 +228,20 @@ def flatten(prefix: str, values: dict) -> dict[str, object]:
     return {f"{prefix}.{key}": value for key, value in values.items()}
 
 
+def run_params(params: Params, train_rows: int, holdout_rows: int) -> dict[str, object]:
+    """The training run's MLflow params: the model's settings and how many rows each side had."""
+    return {
+        "estimator": params.model.estimator,
+        "impute": params.model.impute,
+        "scale_features": params.model.scale_features,
+        "min_category_share": params.model.min_category_share,
+        "holdout_fraction": params.data.holdout_fraction,
+        "train_rows": train_rows,
+        "holdout_rows": holdout_rows,
+        **flatten("hp", params.model.hyperparameters),
+    }
+
+
 def model_metadata(
     settings: Settings,
     pipeline: Pipeline,
@@ -278,22 +292,9 @@ def train(
     registry.configure()  # the run goes to the project's experiment
     with mlflow.start_run(run_name=f"train-{params.model.estimator}") as run:
         mlflow.set_tags(lineage)
-        mlflow.log_params(
-            {
-                "estimator": params.model.estimator,
-                "impute": params.model.impute,
-                "scale_features": params.model.scale_features,
-                "min_category_share": params.model.min_category_share,
-                "holdout_fraction": params.data.holdout_fraction,
-                "train_rows": len(x_train),
-                "holdout_rows": len(x_holdout),
-                **flatten("hp", params.model.hyperparameters),
-            }
-        )
+        mlflow.log_params(run_params(params, train_rows=len(x_train), holdout_rows=len(x_holdout)))
         mlflow.log_metrics({f"holdout_{name}": value for name, value in metrics.items()})
-        datasets.log_training_data(
-            frame, x_train.index, x_holdout.index, params.data.source, params.data.target
-        )
+        datasets.log_training_data(frame, x_train.index, x_holdout.index, params.data)
         example = input_example(x_train)
         model_info = mlflow.sklearn.log_model(
             pipeline,
