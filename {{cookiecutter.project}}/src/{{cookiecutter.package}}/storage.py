@@ -66,6 +66,17 @@ def read_bytes(location: str) -> bytes:
         raise DataError(f"{location}: file not found") from None
 
 
+def version_id(location: str) -> str | None:
+    """The current version id of an s3:// object; None when its bucket never kept versions. S3 says
+    "null" for an object written while versioning was off or suspended: such a version is
+    overwritten in place, and only the data's fingerprint tells its contents apart."""
+    bucket, key = split_s3(location)
+    try:
+        return s3_client().head_object(Bucket=bucket, Key=key).get("VersionId")
+    except Exception as error:
+        raise DataError(f"{location}: cannot read from S3: {error}") from error
+
+
 def read_many(locations: list[str]) -> Iterator[tuple[str, bytes]]:
     """Each file with its content, in order, READ_THREADS at a time: a day of log from several
     replicas is thousands of small files, and each S3 read mostly waits on the network."""

@@ -28,10 +28,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils import get_tags
 
-from . import data, evaluation, integrity, model_card, profile
+from . import data, datasets, evaluation, integrity, model_card, profile
 from .errors import DataError, SettingsError
 from .registry import CHALLENGER, Registry
-from .settings import ModelParams, Settings
+from .settings import ModelParams, Params, Settings
 
 # Short names params.yaml may use for model.estimator, per task; any other scikit-learn-compatible
 # class is named by its dotted path (`estimator_class`). The gate, the service and the reports follow.
@@ -229,6 +229,20 @@ def flatten(prefix: str, values: dict) -> dict[str, object]:
     return {f"{prefix}.{key}": value for key, value in values.items()}
 
 
+def run_params(params: Params, train_rows: int, holdout_rows: int) -> dict[str, object]:
+    """The training run's MLflow params: the model's settings and how many rows each side had."""
+    return {
+        "estimator": params.model.estimator,
+        "impute": params.model.impute,
+        "scale_features": params.model.scale_features,
+        "min_category_share": params.model.min_category_share,
+        "holdout_fraction": params.data.holdout_fraction,
+        "train_rows": train_rows,
+        "holdout_rows": holdout_rows,
+        **flatten("hp", params.model.hyperparameters),
+    }
+
+
 def model_metadata(
     settings: Settings,
     pipeline: Pipeline,
@@ -248,21 +262,6 @@ def model_metadata(
     if settings.params.task == "regression":
         metadata["prediction_buckets"] = profile.prediction_buckets(y_train)
     return metadata
-
-
-def run_params(settings: Settings, train_rows: int, holdout_rows: int) -> dict[str, object]:
-    """What the training run records as its parameters: the model's params and the data's split."""
-    params = settings.params
-    return {
-        "estimator": params.model.estimator,
-        "impute": params.model.impute,
-        "scale_features": params.model.scale_features,
-        "min_category_share": params.model.min_category_share,
-        "holdout_fraction": params.data.holdout_fraction,
-        "train_rows": train_rows,
-        "holdout_rows": holdout_rows,
-        **flatten("hp", params.model.hyperparameters),
-    }
 
 
 def log_card(
@@ -329,8 +328,9 @@ def train(
     registry.configure()  # the run goes to the project's experiment
     with mlflow.start_run(run_name=f"train-{params.model.estimator}") as run:
         mlflow.set_tags(lineage)
-        mlflow.log_params(run_params(settings, len(x_train), len(x_holdout)))
+        mlflow.log_params(run_params(params, train_rows=len(x_train), holdout_rows=len(x_holdout)))
         mlflow.log_metrics({f"holdout_{name}": value for name, value in metrics.items()})
+        datasets.log_training_data(frame, x_train.index, x_holdout.index, params.data)
         example = input_example(x_train)
         model_info = mlflow.sklearn.log_model(
             pipeline,
