@@ -117,6 +117,24 @@ def _package_copy(destination: Path) -> None:
     )
 
 
+def _import_checked(name: str, uri: str, digest: str | None, **info: dict):
+    """The registry's model in the BentoML store, its files checked (digest, format, types) before
+    anything packs them; nothing of it is kept when they fail."""
+    import bentoml
+    import bentoml.mlflow
+
+    try:
+        stored = bentoml.mlflow.import_model(name, uri, **info)
+    except Exception as error:
+        raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
+    try:
+        integrity.checked_model_file(stored.path_of(integrity.MLFLOW_MODEL_FOLDER), digest, uri)
+    except SecurityError as error:
+        bentoml.models.delete(stored.tag)
+        raise DeploymentError(str(error)) from None
+    return stored
+
+
 def build(settings: Settings, registry: Registry, version: int) -> str:
     """Import registered `version` into the BentoML model store and build its bento; return the tag.
 
@@ -128,7 +146,6 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
     at every start.
     """
     import bentoml
-    import bentoml.mlflow
 
     params = settings.params
     name = params.registry.model_name
@@ -142,17 +159,7 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
     # The version's model card travels with the model for GET /model_card (none: trained before cards).
     metadata = {} if card is None else {model_card.BENTO_METADATA_KEY: json.dumps(card)}
     with bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
-        try:
-            stored = bentoml.mlflow.import_model(
-                name.lower(), uri, labels=labels, metadata=metadata
-            )
-        except Exception as error:
-            raise DeploymentError(f"cannot import {uri} into the BentoML store: {error}") from error
-        try:
-            integrity.checked_model_file(stored.path_of(integrity.MLFLOW_MODEL_FOLDER), digest, uri)
-        except SecurityError as error:
-            bentoml.models.delete(stored.tag)
-            raise DeploymentError(str(error)) from None
+        stored = _import_checked(name.lower(), uri, digest, labels=labels, metadata=metadata)
         _package_copy(Path(context))
         # The service reads its model at import; a module cached from an earlier build in this
         # process would pack that build's model instead.
