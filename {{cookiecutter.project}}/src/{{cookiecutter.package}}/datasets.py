@@ -26,9 +26,9 @@ S3_VERSION_TAG = "s3_version_id"
 MLFLOW_DIGEST_LENGTH = 36  # the longest digest MLflow's stores accept
 
 
-def dataset(rows: pd.DataFrame, source: str, target: str) -> PandasDataset:
+def dataset(rows: pd.DataFrame, source: str, target: str, fingerprint: str) -> PandasDataset:
     """`rows` of the file `source` (as params name it) as an MLflow dataset: schema and row count
-    (MLflow's profile) of their own, our fingerprint as the digest."""
+    (MLflow's profile) of their own, our fingerprint of them as the digest."""
     import mlflow
 
     return mlflow.data.from_pandas(
@@ -36,13 +36,13 @@ def dataset(rows: pd.DataFrame, source: str, target: str) -> PandasDataset:
         source=source,
         targets=target,
         name=source.rsplit("/", 1)[-1],
-        digest=data.fingerprint(rows)[:MLFLOW_DIGEST_LENGTH],
+        digest=fingerprint[:MLFLOW_DIGEST_LENGTH],
     )
 
 
-def input_tags(rows: pd.DataFrame, version_id: str | None) -> dict[str, str]:
-    """The whole fingerprint of `rows`, and the S3 object's version when there is one."""
-    tags = {FINGERPRINT_TAG: data.fingerprint(rows)}
+def input_tags(fingerprint: str, version_id: str | None) -> dict[str, str]:
+    """The rows' whole fingerprint, and the S3 object's version when there is one."""
+    tags = {FINGERPRINT_TAG: fingerprint}
     if version_id:
         tags[S3_VERSION_TAG] = version_id
     return tags
@@ -68,6 +68,9 @@ def log_training_data(
         warnings.simplefilter("ignore", UserWarning)
         for context, index in ((TRAINING, train_index), (HOLDOUT, holdout_index)):
             rows = frame.loc[index]
+            fingerprint = data.fingerprint(rows)
             mlflow.log_input(
-                dataset(rows, source, target), context=context, tags=input_tags(rows, version_id)
+                dataset(rows, source, target, fingerprint),
+                context=context,
+                tags=input_tags(fingerprint, version_id),
             )
