@@ -23,9 +23,6 @@ from . import integrity
 from .errors import RegistryError, SecurityError
 from .registry import CHAMPION, Registry
 
-# The file MLflow adds to a model downloaded through the registry: not part of the model.
-_REGISTRY_FILE = "registered_model_meta"
-
 
 def where(uri: str) -> str:
     """The source registry as a report may name it: scheme and host, never a user or password."""
@@ -57,7 +54,7 @@ def download_verified(source_uri: str, found: ModelVersion, folder: Path) -> Pat
     uri = client.get_model_version_download_uri(found.name, found.version)
     local = mlflow.artifacts.download_artifacts(uri, dst_path=str(folder), tracking_uri=source_uri)
     model = Path(local)
-    (model / _REGISTRY_FILE).unlink(missing_ok=True)
+    (model / integrity.REGISTRY_NOTE).unlink(missing_ok=True)  # not part of the model
     what = f"the registry's champion {found.name} v{found.version}"
     integrity.verify_artifacts(model, found.tags.get(integrity.DIGEST_TAG), what)
     return model

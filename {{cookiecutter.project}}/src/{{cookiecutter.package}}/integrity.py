@@ -29,7 +29,7 @@ MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model puts t
 # The registry tag holding the digest recorded at registration.
 DIGEST_TAG = "model_sha256"
 # The file MLflow adds next to a model when it is downloaded through the registry: not the model.
-_NOT_ARTIFACTS = frozenset({"registered_model_meta"})
+REGISTRY_NOTE = "registered_model_meta"
 # Types skops does not trust by default that a model may still hold: whatever scikit-learn, NumPy
 # and SciPy define (trees, dtypes, loss links), and functools.partial (HistGradientBoosting keeps one
 # around a scikit-learn function; what it wraps is checked like any other type).
@@ -48,7 +48,7 @@ def artifact_digest(folder: Path | str) -> str:
     folder = Path(folder)
     digest = hashlib.sha256()
     files = sorted(
-        path for path in folder.rglob("*") if path.is_file() and path.name not in _NOT_ARTIFACTS
+        path for path in folder.rglob("*") if path.is_file() and path.name != REGISTRY_NOTE
     )
     if not files:
         raise SecurityError(f"{folder}: no model files to digest")
