@@ -22,9 +22,10 @@ from tests.misbehaving import Misbehaving, register
 from {{ cookiecutter.package }} import data, loadtest, registry, rollout, training
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.server import free_port, serve
+from {{ cookiecutter.package }}.params import RolloutParams
 from {{ cookiecutter.package }}.reports import markdown_table
 from {{ cookiecutter.package }}.rollout import local, nginx
-from {{ cookiecutter.package }}.settings import RolloutParams, Settings, load_settings
+from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
 PARAMS = RolloutParams.model_validate(

@@ -10,7 +10,8 @@ import pytest
 
 from {{ cookiecutter.package }} import data, storage
 from {{ cookiecutter.package }}.errors import DataError
-from {{ cookiecutter.package }}.settings import DataParams, Settings, load_settings
+from {{ cookiecutter.package }}.params import DataParams
+from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 from .conftest import PROJECT_DIR
 

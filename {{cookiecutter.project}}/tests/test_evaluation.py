@@ -12,7 +12,7 @@ from {{ cookiecutter.package }} import data, evaluation, metrics, training
 from {{ cookiecutter.package }}.errors import SettingsError
 from {{ cookiecutter.package }}.evaluation import PROMOTE, REJECT, decide
 from {{ cookiecutter.package }}.metrics import Classes
-from {{ cookiecutter.package }}.settings import METRIC_GREATER_IS_BETTER, GateParams
+from {{ cookiecutter.package }}.params import METRIC_GREATER_IS_BETTER, GateParams
 
 DIRECTIONS = {
     **METRIC_GREATER_IS_BETTER["classification"],

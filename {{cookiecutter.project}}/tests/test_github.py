@@ -12,12 +12,8 @@ from {{ cookiecutter.package }} import cli, evaluation, loadtest, reports, valid
 from {{ cookiecutter.package }}.errors import NotServing
 from {{ cookiecutter.package }}.github import actions, comment, config_check, issue
 from {{ cookiecutter.package }}.monitoring import verdict as monitoring
-from {{ cookiecutter.package }}.settings import (
-    METRIC_GREATER_IS_BETTER,
-    Environment,
-    GitHubContext,
-    load_settings,
-)
+from {{ cookiecutter.package }}.params import METRIC_GREATER_IS_BETTER
+from {{ cookiecutter.package }}.settings import Environment, GitHubContext, load_settings
 
 DIRECTIONS = METRIC_GREATER_IS_BETTER["classification"]
 

@@ -22,10 +22,11 @@ import yaml
 
 from {{ cookiecutter.package }} import cli, rollout, training
 from {{ cookiecutter.package }}.errors import KubernetesError
+from {{ cookiecutter.package }}.params import RolloutParams
 from {{ cookiecutter.package }}.registry import CHALLENGER, CHAMPION, Registry
 from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Traffic, kubernetes
 from {{ cookiecutter.package }}.rollout.kubernetes import KubernetesTarget
-from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
+from {{ cookiecutter.package }}.settings import load_settings
 
 from .conftest import PROJECT_DIR, approve, write_params
 

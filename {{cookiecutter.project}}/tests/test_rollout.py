@@ -26,8 +26,9 @@ from {{ cookiecutter.package }} import cli, data, loadtest, registry, rollout, t
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.payloads import sample_rows
 from {{ cookiecutter.package }}.deploy.server import Server, free_port, serve
+from {{ cookiecutter.package }}.params import RolloutParams
 from {{ cookiecutter.package }}.rollout import CHAMPION_ONLY, Measurement, Traffic, UpstreamStats, local, nginx
-from {{ cookiecutter.package }}.settings import RolloutParams, load_settings
+from {{ cookiecutter.package }}.settings import load_settings
 
 from .conftest import approve, write_params
 from .misbehaving import Misbehaving, allow_pickled_models, register

@@ -15,7 +15,7 @@ import pytest
 
 from {{ cookiecutter.package }} import cli, data, suggest, validation
 from {{ cookiecutter.package }}.errors import DataError, SettingsError
-from {{ cookiecutter.package }}.settings import DataParams
+from {{ cookiecutter.package }}.params import DataParams
 
 from .test_own_data import churn
 

@@ -12,8 +12,8 @@ import pandas as pd
 
 from . import storage
 from .errors import DataError
+from .params import DataParams
 from .profile import as_model_input, categorical_columns
-from .settings import DataParams
 
 _READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from . import data, storage
-from .settings import DataParams
+from .params import DataParams
 
 if TYPE_CHECKING:
     from mlflow.data.pandas_dataset import PandasDataset

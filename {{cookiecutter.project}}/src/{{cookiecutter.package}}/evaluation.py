@@ -17,8 +17,8 @@ import pandas as pd
 from . import metrics
 from .errors import DataError, StateError
 from .metrics import Classes
+from .params import GateParams
 from .reports import cell, markdown_table, number, signed
-from .settings import GateParams
 
 if TYPE_CHECKING:
     from sklearn.base import BaseEstimator

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import SettingsError
-from .settings import GateParams
+from .params import GateParams
 
 
 @dataclass(frozen=True)

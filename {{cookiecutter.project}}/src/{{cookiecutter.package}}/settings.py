@@ -11,218 +11,28 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
-    field_validator,
-    model_validator,
 )
 
-from .errors import SettingsError
+from .params import (
+    METRIC_GREATER_IS_BETTER,
+    MonitoringParams,
+    Params,
+    Section,
+    ServingParams,
+    load_params,
+)
 
-Task = Literal["classification", "regression"]
 API_TOKEN_VARIABLE = "SERVICE_API_TOKEN"  # what clients send; the service reads SERVICE_API_TOKENS
 
-# Metric name -> True when a larger value is better. The gate and the evaluation read this one table.
-METRIC_GREATER_IS_BETTER: dict[Task, dict[str, bool]] = {
-    "classification": {
-        "accuracy": True,
-        "f1": True,
-        "precision": True,
-        "recall": True,
-        "roc_auc": True,
-        "log_loss": False,
-    },
-    "regression": {"r2": True, "rmse": False, "mae": False},
-}
 
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataParams(_Section):
-    source: str
-    target: str
-    # The model's inputs: None for every column but the target and `drop`.
-    features: list[str] | None = Field(None, min_length=1)
-    # Columns that are not features: ids, free text, anything known only after the fact.
-    drop: list[str] = Field(default_factory=list)
-    holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    # Rows without a target are left out of training and evaluation (counted in their reports);
-    # above this share of the rows, the data is refused instead.
-    max_missing_target_share: float = Field(0.05, ge=0, le=1)
-
-    @model_validator(mode="after")
-    def _roles_do_not_overlap(self) -> DataParams:
-        if self.target in {*(self.features or ()), *self.drop}:
-            raise ValueError(f"the target {self.target!r} cannot be a feature or dropped")
-        if overlap := sorted(set(self.features or ()) & set(self.drop)):
-            raise ValueError(f"{overlap} are both in data.features and data.drop")
-        return self
-
-
-class ValidationParams(_Section):
-    suite: str
-
-
-class ModelParams(_Section):
-    # A short name of `training.ESTIMATORS` or a dotted path to any scikit-learn-compatible class.
-    estimator: str
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    # How missing numeric values are filled before scaling (none: the estimator takes them as they are).
-    impute: Literal["median", "mean", "most_frequent", "none"] = "median"
-    scale_features: bool = True
-    # Categories rarer than this share of the training rows are grouped (one-hot encoding).
-    min_category_share: float = Field(0.01, ge=0, lt=1)
-    random_state: int = 42
-
-
-class GateParams(_Section):
-    primary_metric: str
-    min_improvement: float = Field(ge=0)
-    guards: dict[str, float] = Field(default_factory=dict)
-    bootstrap_samples: int = Field(1000, ge=100)
-    confidence_level: float = Field(0.95, gt=0.5, lt=1)
-    require_significance: bool = False
-    # The class f1, precision, recall, roc_auc count as positive on a binary target. None: 1 (or
-    # True) when it is a label, else the greater of the two labels in sorted order ("yes" of no/yes).
-    positive_label: str | int | bool | None = None
-    # How precision, recall, f1 and roc_auc (one-vs-rest) average over the classes of a multiclass target.
-    average: Literal["macro", "weighted"] = "macro"
-
-
-class RegistryParams(_Section):
-    model_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
-    experiment: str
-
-
-class ServingParams(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(3000, ge=1, le=65535)
-    ready_timeout_seconds: float = Field(90, gt=0)
-    max_batch_rows: int = Field(1000, ge=1)
-    # Worker processes per server; scale out with replicas first (deploy/k8s).
-    workers: int = Field(1, ge=1, le=64)
-    # false only for local development: the service then warns at every start.
-    require_auth: bool = True
-    # Requests per client (its token, else its address) in the `limits` notation, or null for none.
-    rate_limit: str | None = "1000/second"
-    max_body_bytes: int = Field(2_000_000, ge=1_024)
-    # A value outside what training saw: reject (422 naming the feature), flag (answer, and name the
-    # features in the answer and the metrics) or off.
-    out_of_profile: Literal["reject", "flag", "off"] = "flag"
-    # BentoML's per-request OpenTelemetry spans and access log; each costs a share of requests/s.
-    tracing: bool = False
-    access_log: bool = False
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _limits_notation(cls, value: str | None) -> str | None:
-        if value is not None:
-            from limits import parse_many
-
-            try:
-                parse_many(value)
-            except ValueError:
-                raise ValueError(
-                    f"{value!r} is not a rate limit like '100/second' or '10/second;1000/hour'"
-                ) from None
-        return value
-
-
-class BatchParams(_Section):
-    input: str
-    output: str
-    chunk_rows: int = Field(10_000, ge=1)
-
-
-class RolloutChecks(_Section):
-    """What the candidate must stay within at every step; any breach rolls traffic back."""
-
-    max_error_rate: float = Field(0.01, ge=0, le=1)
-    max_p95_latency_ms: float = Field(500, gt=0)
-    max_disagreement_rate: float = Field(0.05, ge=0, le=1)  # shadow only
-    min_requests: int = Field(50, ge=1)  # fewer candidate requests in a step: not enough to judge
-
-
-class RolloutParams(_Section):
-    strategy: Literal["canary", "shadow", "blue-green"] = "canary"
-    canary_steps: list[int] = Field(default_factory=lambda: [5, 25, 50, 100], min_length=1)
-    step_seconds: float = Field(300, gt=0)
-    shadow_seconds: float = Field(900, gt=0)
-    # Regression predictions agree when within this share of the champion's (at least of 1.0).
-    regression_tolerance: float = Field(0.05, ge=0)
-    checks: RolloutChecks = RolloutChecks()
-    # Local traffic target: nginx in front of the champion and candidate servers on serving.host.
-    proxy_port: int = Field(8080, ge=1, le=65535)
-
-    @model_validator(mode="after")
-    def _steps_climb_to_100(self) -> RolloutParams:
-        steps = self.canary_steps
-        if any(not 0 < step <= 100 for step in steps) or steps != sorted(set(steps)):
-            raise ValueError(f"canary_steps {steps} must rise strictly, each in 1..100")
-        if steps[-1] != 100:
-            raise ValueError(f"canary_steps {steps} must end at 100")
-        return self
-
-
-class MonitoringParams(_Section):
-    # Where the service logs a sample of what it served (Parquet, a folder a day): local or s3://.
-    prediction_log: str = "logs/predictions"
-    # Share of requests logged, chosen by a hash of the request id (0 turns the log off).
-    sample_rate: float = Field(1.0, ge=0, le=1)
-    # The service writes what it sampled at most this often, off the request path.
-    flush_seconds: float = Field(10, gt=0)
-    # Ground truth that arrives later: CSV or Parquet files with request_id, row, label.
-    labels: str = "logs/labels"
-    # `drift` and `performance` judge the last window of this many hours.
-    window_hours: float = Field(24, gt=0)
-    # Data drift: the window drifts when at least this share of the features drifted.
-    drift_share: float = Field(0.5, gt=0, le=1)
-    # Concept drift: how far the primary metric may fall below the champion's offline metric.
-    performance_tolerance: float = Field(0.05, ge=0)
-    # Fewer rows than this in a window: too few to judge, reported as such.
-    min_window_rows: int = Field(50, ge=1)
-    # Retraining is dispatched when drift or decay persists for this many windows in a row.
-    retrain_after_windows: int = Field(2, ge=1)
-
-
-class AwsParams(_Section):
-    region: str = "us-east-1"
-
-
-class Params(_Section):
-    task: Task
-    data: DataParams
-    validation: ValidationParams
-    model: ModelParams
-    gate: GateParams
-    registry: RegistryParams
-    serving: ServingParams = ServingParams()
-    batch: BatchParams
-    rollout: RolloutParams = RolloutParams()
-    monitoring: MonitoringParams = MonitoringParams()
-    aws: AwsParams = AwsParams()
-
-    @model_validator(mode="after")
-    def _metrics_fit_task(self) -> Params:
-        known = METRIC_GREATER_IS_BETTER[self.task]
-        for name in [self.gate.primary_metric, *self.gate.guards]:
-            if name not in known:
-                raise ValueError(
-                    f"gate metric {name!r} is not a {self.task} metric; choose from {sorted(known)}"
-                )
-        return self
-
-
-class ServiceArgs(_Section):
+class ServiceArgs(Section):
     """What a bento is built with and serves by, so that it needs no params.yaml."""
 
     model_tag: str  # the stored model
@@ -371,23 +181,6 @@ class Settings(BaseModel):
     def client_headers(self) -> dict[str, str]:
         """Headers for requests to the service's APIs."""
         return {"Authorization": f"Bearer {self.api_token()}"}
-
-
-def load_params(path: Path) -> Params:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise SettingsError(f"{path}: params file not found") from None
-    except yaml.YAMLError as error:
-        raise SettingsError(f"{path}: not valid YAML: {error}") from None
-    try:
-        return Params.model_validate(raw)
-    except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in issue['loc']) or '(top level)'}: {issue['msg']}"
-            for issue in error.errors()
-        )
-        raise SettingsError(f"{path}: {problems}") from None
 
 
 def load_settings(

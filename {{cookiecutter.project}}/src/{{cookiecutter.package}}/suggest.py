@@ -20,8 +20,8 @@ import yaml
 
 from . import data
 from .errors import SettingsError, SuiteError
+from .params import DataParams
 from .profile import PROFILE_MAX_CATEGORIES
-from .settings import DataParams
 
 # Bounds are widened by this share of the observed range on each side: they catch gross errors (unit
 # mix-ups, sentinels such as -999, sign flips), not drift. Profiling 80% of the bundled rows and

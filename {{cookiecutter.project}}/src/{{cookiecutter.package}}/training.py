@@ -30,8 +30,9 @@ from sklearn.utils import get_tags
 
 from . import data, datasets, evaluation, integrity, model_card, profile
 from .errors import DataError, SettingsError
+from .params import ModelParams, Params
 from .registry import CHALLENGER, Registry
-from .settings import ModelParams, Params, Settings
+from .settings import Settings
 
 # Short names params.yaml may use for model.estimator, per task; any other scikit-learn-compatible
 # class is named by its dotted path (`estimator_class`). The gate, the service and the reports follow.

@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from ..params import RolloutParams
 from ..reports import markdown_table
-from ..settings import RolloutParams
 
 
 @dataclass(frozen=True)

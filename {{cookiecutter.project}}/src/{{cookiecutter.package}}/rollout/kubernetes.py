@@ -30,7 +30,7 @@ import httpx
 import yaml
 
 from ..errors import KubernetesError
-from ..settings import RolloutParams
+from ..params import RolloutParams
 from . import CHAMPION_ONLY, Measurement, StepResult, Traffic, UpstreamStats, report, run
 
 SLOTS = ("blue", "green")

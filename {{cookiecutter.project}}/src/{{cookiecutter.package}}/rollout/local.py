@@ -14,8 +14,9 @@ from typing import Any
 
 from .. import loadtest
 from ..deploy import bento, server
+from ..params import RolloutParams
 from ..registry import Registry
-from ..settings import RolloutParams, Settings
+from ..settings import Settings
 from . import StepResult, plan, report, run
 from .nginx import Proxy
 
