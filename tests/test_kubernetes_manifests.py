@@ -178,7 +178,7 @@ def test_the_route_of_every_rollout_step_is_valid_with_the_planned_weights(
 ):
     kubernetes = baked_kubernetes
     rollout = importlib.import_module("ml_service.rollout")
-    settings = importlib.import_module("ml_service.settings")
+    params = importlib.import_module("ml_service.params")
     [skeleton] = by_kind(rendered["DEFAULT", overlay], "HTTPRoute")
     champion_name = f"ml-service-{champion}"
     candidate_name = f"ml-service-{kubernetes.other_slot(champion)}"
@@ -191,15 +191,15 @@ def test_the_route_of_every_rollout_step_is_valid_with_the_planned_weights(
         mirrors = [f["requestMirror"]["backendRef"]["name"] for f in rule.get("filters", [])]
         return {ref["name"]: ref["weight"] for ref in rule["backendRefs"]}, mirrors
 
-    canary = rollout.plan(settings.RolloutParams(strategy="canary"))
+    canary = rollout.plan(params.RolloutParams(strategy="canary"))
     steps = [render(step.traffic) for step in canary]
     assert [weights[candidate_name] for weights, _ in steps] == [5, 25, 50, 100]
     assert [weights[champion_name] for weights, _ in steps] == [95, 75, 50, 0]
     assert all(mirrors == [] for _, mirrors in steps)
 
-    [shadow] = rollout.plan(settings.RolloutParams(strategy="shadow"))
+    [shadow] = rollout.plan(params.RolloutParams(strategy="shadow"))
     assert render(shadow.traffic) == ({champion_name: 100, candidate_name: 0}, [candidate_name])
 
-    [switch] = rollout.plan(settings.RolloutParams(strategy="blue-green"))
+    [switch] = rollout.plan(params.RolloutParams(strategy="blue-green"))
     assert render(switch.traffic) == ({champion_name: 0, candidate_name: 100}, [])
     assert render(rollout.CHAMPION_ONLY) == ({champion_name: 100, candidate_name: 0}, [])
