@@ -12,7 +12,7 @@ import pytest
 from mlflow.entities import DatasetInput
 from mlflow.tracking import MlflowClient
 
-from {{ cookiecutter.package }} import data, datasets, storage, training
+from {{ cookiecutter.package }} import data, datasets, model_card, storage, training
 from {{ cookiecutter.package }}.errors import DataError
 from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
@@ -49,6 +49,7 @@ def test_a_training_run_records_its_training_rows_and_holdout(settings, registry
         columns = [column["name"] for column in json.loads(dataset.schema)["mlflow_colspec"]]
         assert columns == [str(name) for name in frame.columns]
         assert datasets.S3_VERSION_TAG not in tags
+    assert result.card["training_data"]["s3_version_id"] is None
 
 
 @pytest.mark.integration
@@ -70,6 +71,8 @@ def test_an_s3_source_records_the_object_version_training_read(project, bucket, 
     )
     version = tags[datasets.S3_VERSION_TAG]
     assert version != storage.version_id(source)
+    assert result.card["training_data"]["s3_version_id"] == version  # the card names it too
+    assert f"(S3 version `{version}`)" in model_card.markdown(result.card)
     body = s3.get_object(Bucket=bucket, Key="data/train.csv", VersionId=version)["Body"].read()
     assert data.fingerprint(pd.read_csv(io.BytesIO(body))) == result.data_fingerprint
 

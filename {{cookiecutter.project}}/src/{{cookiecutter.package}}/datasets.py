@@ -54,14 +54,17 @@ def source_version(source: str) -> str | None:
 
 
 def log_training_data(
-    frame: pd.DataFrame, train_index: pd.Index, holdout_index: pd.Index, params: DataParams
+    frame: pd.DataFrame,
+    train_index: pd.Index,
+    holdout_index: pd.Index,
+    params: DataParams,
+    version_id: str | None,
 ) -> None:
-    """Log the training rows and the holdout rows of `frame` (read from `data.source`) as inputs of
-    the active run, each with every column of the file."""
+    """Log the training rows and the holdout rows of `frame` (read from `data.source`, at S3 version
+    `version_id` if any: `source_version`) as inputs of the active run, each with every column."""
     import mlflow
 
     source, target = params.source, params.target
-    version_id = source_version(source)
     with warnings.catch_warnings():
         # MLflow warns that a local path fits two of its source types (the same class), and that
         # integer columns cannot take missing values in a model signature: neither applies here.

@@ -32,6 +32,8 @@ REPORT = "model_card"  # reports/model_card.json and .md
 BENTO_METADATA_KEY = "model_card"  # the card as JSON text, in the bento's stored model's metadata
 # A class the model finds less often than this on the holdout (its recall) is a known limit.
 LOW_RECALL = 0.8
+# The S3 object version training read (datasets.source_version), among the lineage tags.
+LINEAGE_S3_VERSION = "data_s3_version_id"
 NOT_STATED = "not stated: write it in pyproject.toml ([project] {field})"
 
 
@@ -82,6 +84,7 @@ def build(facts: Facts) -> dict[str, Any]:
         "training_data": {
             "source": facts.source,
             "fingerprint": facts.lineage["data_fingerprint"],
+            "s3_version_id": facts.lineage.get(LINEAGE_S3_VERSION),  # None: not a versioned bucket
             "train_rows": len(facts.train_target),
             "holdout_rows": len(facts.holdout_labels),
             "target": target_distribution(facts.task, facts.train_target),
@@ -222,7 +225,9 @@ def _data_markdown(data: Mapping[str, Any]) -> str:
     lines = [
         "## Training data",
         "",
-        f"- source: `{cell(data['source'])}`, fingerprint `{cell(data['fingerprint'])}`",
+        f"- source: `{cell(data['source'])}`"
+        + (f" (S3 version `{cell(data['s3_version_id'])}`)" if data.get("s3_version_id") else "")
+        + f", fingerprint `{cell(data['fingerprint'])}`",
         f"- rows: {data['train_rows']} for training, {data['holdout_rows']} in the frozen holdout",
         f"- features: {len(roles.get('features', []))}"
         + (

@@ -325,13 +325,15 @@ def train(
         "data_source": params.data.source,
         "params_hash": params_hash(settings),
     }
+    if version_id := datasets.source_version(params.data.source):
+        lineage[model_card.LINEAGE_S3_VERSION] = version_id
     metadata = model_metadata(settings, pipeline, x_train, y_train, roles)
     registry.configure()  # the run goes to the project's experiment
     with mlflow.start_run(run_name=f"train-{params.model.estimator}") as run:
         mlflow.set_tags(lineage)
         mlflow.log_params(run_params(params, train_rows=len(x_train), holdout_rows=len(x_holdout)))
         mlflow.log_metrics({f"holdout_{name}": value for name, value in metrics.items()})
-        datasets.log_training_data(frame, x_train.index, x_holdout.index, params.data)
+        datasets.log_training_data(frame, x_train.index, x_holdout.index, params.data, version_id)
         example = input_example(x_train)
         model_info = mlflow.sklearn.log_model(
             pipeline,
