@@ -142,7 +142,10 @@ def test_the_server_answers_the_served_versions_card_to_token_holders_only(
     with httpx.Client(base_url=server.url, timeout=30) as client:
         refused = client.get("/model_card")
         answer = client.get("/model_card", headers=built.settings.client_headers())
+        documented = client.get("/docs.json").json()["paths"]["/model_card"]["get"]
     assert refused.status_code == 401
+    assert documented["security"] == [{"bearer": []}]  # /docs.json lists it, behind the token
+    assert sorted(documented["responses"]) == ["200", "401", "404", "429"]
     assert answer.status_code == 200, answer.text
     assert answer.json() == expected
     assert answer.json()["model"]["version"] == built.version

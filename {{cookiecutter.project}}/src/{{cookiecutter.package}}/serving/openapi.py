@@ -2,7 +2,7 @@
 
 BentoML documents its own APIs only, with its own error shape: `guard.Guard` rewrites the document
 it serves with `document` (the bearer token, the one error shape, required bodies) and adds the
-path items BentoML does not list, such as `arrow_operation`.
+path items BentoML does not list: `arrow_operation` and `model_card_operation`.
 """
 
 from __future__ import annotations
@@ -75,11 +75,13 @@ def document(spec: dict[str, Any], protected: Iterable[str], auth: bool) -> dict
         }
     error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     for path in protected:
-        operation = spec.get("paths", {}).get(path, {}).get("post")
-        if operation is None:
-            continue
+        path_item = spec.get("paths", {}).get(path, {})
         if auth:
-            operation["security"] = [{"bearer": []}]
+            for operation in path_item.values():
+                operation["security"] = [{"bearer": []}]
+        operation = path_item.get("post")
+        if operation is None:
+            continue  # a GET (/model_card) documents its own few answers
         if "requestBody" in operation:
             operation["requestBody"]["required"] = True
         responses = operation.setdefault("responses", {})
@@ -118,6 +120,29 @@ def arrow_operation() -> dict[str, Any]:
                     "description": "Successful Response",
                     "content": {"application/json": {"schema": answer_schema}},
                 }
+            },
+        }
+    }
+
+
+def model_card_operation() -> dict[str, Any]:
+    """The path item of GET /model_card, a Starlette route BentoML does not document either."""
+    error = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    return {
+        "get": {
+            "summary": "model_card",
+            "description": (
+                "The served version's model card (JSON): intended use, training data, holdout "
+                "metrics, the gate's decision, the feature profile, known limits and lineage."
+            ),
+            "responses": {
+                "200": {
+                    "description": "The model card",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "401": {"description": _API_ERRORS["401"], **error},
+                "404": {"description": "the version was trained before model cards", **error},
+                "429": {"description": _API_ERRORS["429"], **error},
             },
         }
     }

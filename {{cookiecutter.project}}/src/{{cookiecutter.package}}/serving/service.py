@@ -383,7 +383,10 @@ ModelService.add_asgi_middleware(
         "/model_card": "",  # GET, no body
     },
     # BentoML documents its own APIs only: /docs.json gets this one from Guard.
-    documented={"/predict_arrow": openapi.arrow_operation()},
+    documented={
+        "/predict_arrow": openapi.arrow_operation(),
+        "/model_card": openapi.model_card_operation(),
+    },
     tokens=TOKENS,
     rate_limit=ARGS.serving.rate_limit,
     max_body_bytes=ARGS.serving.max_body_bytes,
