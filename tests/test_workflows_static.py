@@ -78,9 +78,11 @@ def test_zizmor_finds_nothing_at_the_auditor_persona(repository):
 
 
 def test_actionlint_with_shellcheck_finds_nothing(repository):
-    tool("shellcheck")  # actionlint checks `run:` scripts only when shellcheck is on PATH
+    """actionlint, and jactionlint (a fork with more rules, such as a job output nobody reads)."""
+    tool("shellcheck")  # both check `run:` scripts only when shellcheck is on PATH
     files = [str(path) for path in github_files(repository)["workflows"]]
     check([tool("actionlint"), *files], repository)
+    check([tool("jactionlint"), *files], repository)
 
 
 def test_files_match_githubs_schemas(repository):
