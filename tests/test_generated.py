@@ -9,11 +9,13 @@ takes a second). These tests start real servers (BentoML, moto S3, mlflow server
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import demo
 import pytest
 from conftest import COMBINATIONS, run
-from helpers import bake, promtool
+from helpers import bake, find_python, promtool
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +71,33 @@ def test_the_demo_story(tmp_path, stack):
     assert rollbacks[0][:2] == (4, 3) and "deployment of v4 failed" in rollbacks[0][2]
     assert rollbacks[1][:2] == (3, 1) and "demo" in rollbacks[1][2]
     assert project.report("batch")["output"].endswith("predictions.parquet")
+
+
+def test_make_install_works_with_no_uv_on_path_and_names_the_python_to_pass(tmp_path):
+    """A newcomer's machine: python3 with pip, no uv. `make install` gets uv with pip; asked for a
+    Python it cannot find or download, it lists the interpreters it found and says what to pass."""
+    baked = bake(tmp_path)
+    bare = tmp_path / "bare"  # a python3 with pip and nothing else, first on PATH
+    subprocess.run([sys.executable, "-m", "venv", str(bare)], check=True)
+    environ = {**os.environ, "PATH": f"{bare / 'bin'}:/usr/bin:/bin", "UV_PYTHON_DOWNLOADS": "never"}
+    environ.pop("UV", None)
+
+    def make_install(*arguments: str) -> subprocess.CompletedProcess:
+        command = ["make", "install", *arguments]
+        return subprocess.run(
+            command, cwd=baked.path, env=environ, capture_output=True, text=True, timeout=600
+        )
+
+    refused = make_install("PYTHON=3.99")
+    assert refused.returncode != 0
+    assert "No Python 3.99 here" in refused.stderr
+    assert "make install PYTHON=/path/to/python3" in refused.stderr
+    assert not (baked.path / ".venv").exists()
+
+    python = find_python(baked.answers["python_version"])
+    installed = make_install(f"PYTHON={python}")
+    assert installed.returncode == 0, installed.stdout[-2000:] + installed.stderr[-2000:]
+    assert (bare / "bin" / "uv").exists()  # pip put it there: nothing else had it
+    package = baked.answers["package"]
+    check = [str(baked.path / ".venv/bin/python"), "-c", f"import {package}, bentoml, mlflow"]
+    subprocess.run(check, check=True, timeout=300)
