@@ -163,8 +163,12 @@ def _conclude(
 ) -> dict:
     """Promote a passed canary or blue-green when asked (compare-and-set), and report."""
     from .. import rollout as rollouts
+    from ..monitoring import ab_test
 
     champion, candidate = pair
+    found = reports.load_reports(settings.reports_dir, (ab_test.REPORT,))[ab_test.REPORT]
+    if compared := ab_test.for_versions(found, pair):  # `ab-test` ran on these two versions
+        result["ab_test"] = compared
     strategy = result["strategy"]
     if result["passed"] and promote and strategy != "shadow":
         why = f"{strategy} rollout passed"

@@ -253,4 +253,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             f"All traffic went back to v{champion} {result['rollback_seconds']:.2f} s after the "
             "breach; the registry was not changed."
         )
+    if result.get("ab_test"):
+        from ..monitoring import ab_test
+
+        lines += ["", ab_test.markdown(result["ab_test"])]
     return "\n".join(lines)
