@@ -211,7 +211,8 @@ def _ms(value: float | None) -> str:
 
 
 def markdown(result: Mapping[str, Any]) -> str:
-    """A rollout report (see `report`) for people: one row per step, then what became of traffic."""
+    """A rollout report (see `report`) for people: one row per step, then what became of traffic,
+    then the A/B test of the same two versions when the `rollout` command found one."""
     champion, candidate = result["champion_version"], result["candidate_version"]
     verdict = "passed" if result["passed"] else "**ROLLED BACK**"
     lines = [
