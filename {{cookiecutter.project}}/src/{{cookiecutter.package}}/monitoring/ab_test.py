@@ -74,14 +74,17 @@ def request_resamples(request_ids: np.ndarray, samples: int, seed: int = 0) -> I
 
 
 def resampled_metric(
-    task: str, metric: str, rows: pd.DataFrame, classes, samples: int, seed: int
+    task: str,
+    metric: str,
+    rows: pd.DataFrame,
+    classes: metrics.Classes | None,
+    samples: int,
+    seed: int,
 ) -> np.ndarray:
-    """The metric on bootstrap resamples of the requests; resamples where it is undefined (AUC of
-    a resample holding one class) are left out, as the gate leaves them out."""
-    inputs, _ = metric_inputs(task, metric, rows, classes)
-    if inputs is None or not len(rows):
-        return np.array([])
-    y, predictions, probabilities = inputs
+    """The metric on bootstrap resamples of the requests of `rows` (labelled rows on which the
+    metric is defined); resamples where it is not (AUC of a resample holding one class) are left
+    out, as the gate leaves them out."""
+    (y, predictions, probabilities), _ = metric_inputs(task, metric, rows, classes)
     score = metrics.functions(task, classes)[metric]
     values = []
     for at in request_resamples(rows[REQUEST_ID].to_numpy(), samples, seed):
@@ -94,7 +97,15 @@ def resampled_metric(
     return np.array(values, dtype="float64")
 
 
-def _arm(version: int, log: pd.DataFrame, joined: pd.DataFrame, task, metric, classes) -> dict:
+def _arm(
+    version: int,
+    log: pd.DataFrame,
+    joined: pd.DataFrame,
+    task: str,
+    metric: str,
+    classes: metrics.Classes | None,
+) -> dict[str, Any]:
+    """One version's side: its logged and labelled rows, and its metric on the labelled ones."""
     rows = joined[joined[MODEL_VERSION] == version]
     value, why = (
         window_metric(task, metric, rows, classes) if len(rows) else (None, "no labelled rows")
