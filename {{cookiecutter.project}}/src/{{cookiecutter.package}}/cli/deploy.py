@@ -161,7 +161,8 @@ def rollout(
 def _conclude(
     settings: Settings, registry: Registry, result: dict, promote: bool, pair: tuple[int, int]
 ) -> dict:
-    """Promote a passed canary or blue-green when asked (compare-and-set), and report."""
+    """Promote a passed canary or blue-green when asked (compare-and-set), and report, with the
+    A/B test of the same two versions when `ab-test` wrote one (reports/ab_test.json)."""
     from .. import rollout as rollouts
     from ..monitoring import ab_test
 
