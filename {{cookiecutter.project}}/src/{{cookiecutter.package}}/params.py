@@ -177,6 +177,8 @@ class MonitoringParams(Section):
     performance_tolerance: float = Field(0.05, ge=0)
     # Fewer rows than this in a window: too few to judge, reported as such.
     min_window_rows: int = Field(50, ge=1)
+    # `ab-test` calls no winner until each of the two versions has this many labelled rows.
+    ab_min_labelled_rows: int = Field(200, ge=1)
     # Retraining is dispatched when drift or decay persists for this many windows in a row.
     retrain_after_windows: int = Field(2, ge=1)
 

@@ -161,10 +161,15 @@ def rollout(
 def _conclude(
     settings: Settings, registry: Registry, result: dict, promote: bool, pair: tuple[int, int]
 ) -> dict:
-    """Promote a passed canary or blue-green when asked (compare-and-set), and report."""
+    """Promote a passed canary or blue-green when asked (compare-and-set), and report, with the
+    A/B test of the same two versions when `ab-test` wrote one (reports/ab_test.json)."""
     from .. import rollout as rollouts
+    from ..monitoring import ab_test
 
     champion, candidate = pair
+    found = reports.load_reports(settings.reports_dir, (ab_test.REPORT,))[ab_test.REPORT]
+    if compared := ab_test.for_versions(found, pair):  # `ab-test` ran on these two versions
+        result["ab_test"] = compared
     strategy = result["strategy"]
     if result["passed"] and promote and strategy != "shadow":
         why = f"{strategy} rollout passed"

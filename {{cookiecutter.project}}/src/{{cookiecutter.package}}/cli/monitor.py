@@ -67,6 +67,29 @@ def performance(
     return _raise_if_flagged(verdict.decay_finding(result), result)
 
 
+def ab_test(
+    settings: Settings, since: str | None, until: str | None, versions: list[int] | None
+) -> dict:
+    """Two versions' primary metric on the labelled requests each answered, and which is better.
+
+    Exits 0 whatever the decision, "too few labels" included (it is information); 2 on bad input.
+    """
+    from ..github import actions
+    from ..monitoring import ab_test, windows
+
+    within = windows.time_range(since, until, settings.params.monitoring.window_hours)
+    result = ab_test.judge(settings, open_registry(settings), within, versions)
+    markdown = ab_test.markdown(result)
+    reports.write_report(settings.reports_dir, ab_test.REPORT, result, markdown)
+    actions.append_summary(markdown, settings.env.github)
+    a, b = result["a"], result["b"]
+    say(
+        f"A/B test of v{a['version']} (A) and v{b['version']} (B) on {result['metric']}: "
+        f"{result['decision']} ({result['reason']})"
+    )
+    return result
+
+
 def _raise_if_flagged(finding: Finding, result: dict) -> dict:
     if finding.flagged:
         raise CheckFailed(finding.line)
@@ -109,6 +132,23 @@ def _say_unless_flagged(finding: Finding) -> None:
 
 
 COMMANDS = (
+    Command(
+        "ab-test",
+        "two versions' primary metric on the labelled requests each answered, with a decision",
+        ab_test,
+        (
+            SINCE,
+            UNTIL,
+            argument(
+                "--versions",
+                nargs=2,
+                type=int,
+                metavar=("A", "B"),
+                help="default: the two versions that answered in the window, A the older",
+            ),
+        ),
+        more_help="; --since defaults to monitoring.window_hours before --until",
+    ),
     Command(
         "drift",
         "data drift of the logged features of a window against the training data",

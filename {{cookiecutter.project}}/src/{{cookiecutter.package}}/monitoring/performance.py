@@ -111,20 +111,30 @@ def class_probabilities(metric: str, joined: pd.DataFrame, classes: metrics.Clas
     return np.column_stack(columns), None
 
 
+def metric_inputs(
+    task: str, metric: str, joined: pd.DataFrame, classes: metrics.Classes | None
+) -> tuple[tuple | None, str | None]:
+    """((labels, predictions, class probabilities or None), None) as `metrics.metric` takes them,
+    or (None, why the logged rows cannot give them)."""
+    probabilities = None
+    if task == "classification" and metric in PROBABILITY_METRICS:
+        probabilities, why = class_probabilities(metric, joined, classes)
+        if probabilities is None:
+            return None, why
+    return (joined[LABEL].to_numpy(), joined[PREDICTION].to_numpy(), probabilities), None
+
+
 def window_metric(
     task: str, metric: str, joined: pd.DataFrame, classes: metrics.Classes | None
 ) -> tuple[float | None, str | None]:
     """(value, None), or (None, why the metric cannot be computed from these logged rows).
     `classes`: the champion's (classification), so a window that misses a class is judged as the
     model was."""
-    probabilities = None
-    if task == "classification" and metric in PROBABILITY_METRICS:
-        probabilities, why = class_probabilities(metric, joined, classes)
-        if probabilities is None:
-            return None, why
-    y, predictions = joined[LABEL].to_numpy(), joined[PREDICTION].to_numpy()
+    inputs, why = metric_inputs(task, metric, joined, classes)
+    if inputs is None:
+        return None, why
     try:
-        return metrics.metric(task, metric, y, predictions, probabilities, classes), None
+        return metrics.metric(task, metric, *inputs, classes), None
     except ValueError as error:  # e.g. AUC with one class only
         return None, f"{metric} undefined on these rows: {error}"
 

@@ -211,7 +211,8 @@ def _ms(value: float | None) -> str:
 
 
 def markdown(result: Mapping[str, Any]) -> str:
-    """A rollout report (see `report`) for people: one row per step, then what became of traffic."""
+    """A rollout report (see `report`) for people: one row per step, then what became of traffic,
+    then the A/B test of the same two versions when the `rollout` command found one."""
     champion, candidate = result["champion_version"], result["candidate_version"]
     verdict = "passed" if result["passed"] else "**ROLLED BACK**"
     lines = [
@@ -253,4 +254,8 @@ def markdown(result: Mapping[str, Any]) -> str:
             f"All traffic went back to v{champion} {result['rollback_seconds']:.2f} s after the "
             "breach; the registry was not changed."
         )
+    if result.get("ab_test"):
+        from ..monitoring import ab_test
+
+        lines += ["", ab_test.markdown(result["ab_test"])]
     return "\n".join(lines)
