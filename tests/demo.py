@@ -10,6 +10,7 @@ outcome from the JSON reports it writes; the demo stops with an error at the fir
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -31,13 +32,20 @@ class StoryError(AssertionError):
 class Project(BakedProject):
     """The baked project the story runs, its CLI's output shown as it goes."""
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess:
-        done = super().cli(*args)
-        print(indent(done.stdout + done.stderr), flush=True)
+    def run(self, *args: str, code: int = 0) -> subprocess.CompletedProcess:
+        """The CLI, expected to exit with `code`. Shown: its output without MLflow's chatter; when
+        the exit code is a surprise, all of it. Both streams, in the order they were written."""
+        done = super().cli(*args, merge_stderr=True)
+        if done.returncode == code:
+            print(indent(own_lines(done.stdout)), flush=True)
+        else:
+            print(indent(done.stdout), flush=True)
+            raise StoryError(f"{list(args)} exited {done.returncode}, expected {code}")
         return done
 
     def aliases(self) -> dict[str, int]:
-        expect(self.cli("history"), 0)
+        """Where the aliases point now (from `history`'s report; its table is not shown)."""
+        super().cli("history", check=True)
         return self.report("history")["aliases"]
 
     def set_params(self, **sections: dict) -> None:
@@ -48,14 +56,20 @@ class Project(BakedProject):
         path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+# What MLflow writes whatever happens: its log records, and the registry's print()s.
+LIBRARY_CHATTER = re.compile(
+    r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d (DEBUG|INFO|WARNING) mlflow"
+    r"|^(Successfully registered model|Registered model '.*' already exists|Created version)"
+)
+
+
+def own_lines(output: str) -> str:
+    """The output without MLflow's chatter: the CLI's results and the reasons for them, in order."""
+    return "\n".join(line for line in output.splitlines() if not LIBRARY_CHATTER.match(line))
+
+
 def indent(text: str) -> str:
-    lines = [line for line in text.splitlines() if line.strip()]
-    return "\n".join(f"    {line}" for line in lines[-12:])
-
-
-def expect(done: subprocess.CompletedProcess, code: int) -> None:
-    if done.returncode != code:
-        raise StoryError(f"{done.args[1:]} exited {done.returncode}, expected {code}")
+    return "\n".join(f"    {line}" for line in text.splitlines() if line.strip())
 
 
 def check(condition: bool, message: str) -> None:
@@ -78,7 +92,7 @@ def install(project: BakedProject, venv: Path | None) -> Path:
 
 def step_first_pipeline(p: Project) -> str:
     p.set_params(model={"hyperparameters": {**BASELINE, "max_iter": 1000}})
-    expect(p.cli("pipeline"), 0)
+    p.run("pipeline")
     run = p.report("pipeline")
     check(run["decision"] == "promote" and run["deployed"], f"v1 was not deployed: {run}")
     check(p.report("smoke")["passed"], "the smoke test of v1 did not pass")
@@ -87,7 +101,7 @@ def step_first_pipeline(p: Project) -> str:
 
 
 def step_same_params(p: Project) -> str:
-    expect(p.cli("pipeline"), 0)
+    p.run("pipeline")
     evaluated = p.report("evaluate")
     check(evaluated["decision"] == "reject", f"v2 should be rejected: {evaluated['reasons']}")
     check(p.aliases()["champion"] == 1, "the champion moved although the gate rejected")
@@ -96,7 +110,7 @@ def step_same_params(p: Project) -> str:
 
 def step_better_params(p: Project) -> str:
     p.set_params(model={"hyperparameters": {**BETTER, "max_iter": 1000}})
-    expect(p.cli("pipeline"), 0)
+    p.run("pipeline")
     check(p.report("pipeline")["deployed"], "v3 was not deployed")
     aliases = p.aliases()
     check((aliases["champion"], aliases["previous"]) == (3, 1), f"unexpected aliases {aliases}")
@@ -111,7 +125,7 @@ def step_failure_after_promotion(p: Project) -> str:
         serving={"ready_timeout_seconds": 1},
     )
     try:
-        expect(p.cli("pipeline"), 1)
+        p.run("pipeline", code=1)
     finally:
         p.set_params(serving={"ready_timeout_seconds": timeout})
     run = p.report("pipeline")
@@ -137,9 +151,11 @@ def step_corrupted_data(p: Project) -> str:
     history_before = p.aliases(), len(p.report("history")["history"])
     p.set_params(data={"source": "data/corrupted.csv"})
     try:
-        expect(p.cli("pipeline"), 1)
+        p.run("pipeline", code=1)
     finally:
         p.set_params(data={"source": params["data"]["source"]})
+    report = (p.reports_dir or p.path / "reports") / "validate.md"
+    print(indent("\n".join(line for line in report.read_text().splitlines() if line.startswith("|"))))
     failures = p.report("validate")["failures"]
     named = {failure["column"] for failure in failures}
     check({header[0], header[1], header[2]} <= named, f"validation missed a problem: {failures}")
@@ -151,13 +167,13 @@ def step_corrupted_data(p: Project) -> str:
 
 
 def step_rollback(p: Project) -> str:
-    expect(p.cli("rollback", "--reason", "demo"), 0)
+    p.run("rollback", "--reason", "demo")
     check(p.aliases()["champion"] == 1, "rollback did not return to v1")
     return "rollback: champion v3 -> v1 (previous)"
 
 
 def step_batch(p: Project) -> str:
-    expect(p.cli("batch"), 0)
+    p.run("batch")
     scored = p.report("batch")
     check(scored["model_version"] == 1 and scored["rows"] > 0, f"unexpected batch result {scored}")
     return f"batch: {scored['rows']} rows scored with v1 -> {scored['output']}"

@@ -47,9 +47,11 @@ class BakedProject:
         env: Mapping[str, str] | None = None,
         check: bool = False,
         timeout: float = 900,
+        merge_stderr: bool = False,
     ) -> subprocess.CompletedProcess:
         """The project's console script from its environment, run in the project (env: the whole
-        environment, os.environ by default); check: fail unless it exits 0."""
+        environment, os.environ by default); check: fail unless it exits 0; merge_stderr: both
+        streams in stdout, in the order they were written."""
         assert self.venv is not None, f"{self.path.name} is not installed in an environment"
         environment = dict(os.environ if env is None else env)
         if self.reports_dir is not None:
@@ -58,7 +60,8 @@ class BakedProject:
             [str(self.venv / "bin" / self.package), *args],
             cwd=self.path,
             env=environment,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
             text=True,
             timeout=timeout,
         )

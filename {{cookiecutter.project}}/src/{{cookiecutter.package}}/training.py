@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import logging
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +49,18 @@ ESTIMATORS: dict[str, dict[str, type[BaseEstimator]]] = {
         "gradient_boosting": GradientBoostingRegressor,
     },
 }
+
+
+class _NoPipVersionWarning(logging.Filter):
+    """MLflow writes the training environment's pip version into the model's conda.yaml and warns
+    at every training when there is none: uv's venvs have no pip. Nothing installs the model from
+    conda.yaml (the bento and batch use `pip_requirements`), so the warning says nothing here."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Failed to resolve installed pip version" not in record.getMessage()
+
+
+logging.getLogger("mlflow.utils.environment").addFilter(_NoPipVersionWarning())
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,13 @@ class Server:
             return "".join(deque(log, maxlen=lines)).rstrip()
         return ""
 
+    def log_quote(self) -> str:
+        """The log's last lines, to quote in an error; or that it has none yet (a slow start)."""
+        tail = self.log_tail()
+        if not tail:
+            return f"{self.log_path} is still empty: the server had written nothing yet."
+        return f"Last lines of {self.log_path}:\n{tail}"
+
     def first_error(self) -> str:
         """': <the first exception the log names>', or '': the cause, before the arbiter's noise."""
         with contextlib.suppress(OSError), self.log_path.open(errors="replace") as log:
@@ -173,8 +180,7 @@ class Server:
             if self.process.poll() is not None:
                 raise DeploymentError(
                     f"`bentoml serve {self.bento_tag}` exited with code {self.process.returncode} "
-                    f"before it was ready{self.first_error()}. Last lines of {self.log_path}:\n"
-                    f"{self.log_tail()}"
+                    f"before it was ready{self.first_error()}. {self.log_quote()}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
@@ -184,7 +190,7 @@ class Server:
         self.stop()
         raise DeploymentError(
             f"`bentoml serve {self.bento_tag}` was not ready after {timeout:g} s "
-            f"(serving.ready_timeout_seconds). Last lines of {self.log_path}:\n{self.log_tail()}"
+            f"(serving.ready_timeout_seconds). {self.log_quote()}"
         )
 
     def stop(self, timeout: float = 15) -> None:
