@@ -23,16 +23,15 @@ pytestmark = pytest.mark.slow
 # ci.yml's `test` job, the way a pull request runs it, in tests/test_workflows_act.py (scenario 1), so
 # here the default bake runs only the rollouts through nginx (minutes, the same for every task). The
 # regression bake runs every test but the rollouts and the files that bring their own data and task
-# (the same in every bake); the other Python versions and the options that change names and files but
-# not the servers run the unit tests. Every bake runs the linters.
+# (the same in every bake). The other Python versions run the unit tests, each in a bake that also
+# takes options that change names and files but not the servers (one suite run checks both). Every
+# bake runs the linters.
 BAKE_INDEPENDENT = ["--ignore=tests/test_own_data_serving.py", "--ignore=tests/test_own_data_monitoring.py"]
 SUITE_RUNS = {
     "DEFAULT": ["-m", "rollout"],
     "REGRESSION": ["-m", "not rollout", *BAKE_INDEPENDENT],
-    "PY311": ["-m", "not integration"],
-    "PY313": ["-m", "not integration"],
-    "WITH_S3": ["-m", "not integration"],
-    "CUSTOM_NAMES": ["-m", "not integration"],
+    "PY311+CUSTOM_NAMES": ["-m", "not integration"],
+    "PY313+WITH_S3": ["-m", "not integration"],
 }
 
 
@@ -42,7 +41,8 @@ def test_baked_project_passes_its_own_tests_and_linters(name, selection, tmp_pat
     # unit tests: fine on a laptop, not in CI, where .ci/run installs it.
     if os.environ.get("CI") and promtool() is None:
         pytest.fail("promtool is not installed: .ci/run installs it from Debian's prometheus package")
-    project = bake(tmp_path, **COMBINATIONS[name])
+    options = {key: value for part in name.split("+") for key, value in COMBINATIONS[part].items()}
+    project = bake(tmp_path, **options)
     venv = stack(project)
     run([str(venv / "bin/ruff"), "check", "src", "tests", "benchmarks"], project.path)
     run([str(venv / "bin/ruff"), "format", "--check", "src", "tests", "benchmarks"], project.path)
