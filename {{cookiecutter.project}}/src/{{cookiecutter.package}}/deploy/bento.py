@@ -189,7 +189,7 @@ def _packed_fallback(registry: Registry, version: int, stored) -> FallbackModel 
     return FallbackModel(model_tag=str(packed.tag), model_sha256=digest, version=fallback)
 
 
-def build(settings: Settings, registry: Registry, version: int) -> str:
+def build(settings: Settings, registry: Registry, version: int, with_fallback: bool = True) -> str:
     """Import registered `version` into the BentoML model store and build its bento; return the tag.
 
     The service learns which stored model to serve and the digest its files must have from the bento
@@ -197,7 +197,8 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
     from the stored model's metadata, so the bento runs without params.yaml. The digest is the
     registry's, read now; the imported files are checked against it (and for format and types,
     `integrity.checked_model_file`) before the build packs them, and the service checks them again
-    at every start. The champion it replaces is packed too, checked alike (`_packed_fallback`).
+    at every start. The champion it replaces is packed too, checked alike (`_packed_fallback`),
+    unless `with_fallback` is False (a local canary: its own failures must show).
     """
     import bentoml
 
@@ -214,7 +215,7 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
     metadata = {} if card is None else {model_card.BENTO_METADATA_KEY: json.dumps(card)}
     with bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
         stored = _import_checked(name.lower(), uri, digest, labels=labels, metadata=metadata)
-        fallback = _packed_fallback(registry, version, stored)
+        fallback = _packed_fallback(registry, version, stored) if with_fallback else None
         _package_copy(Path(context))
         # The service reads its model at import; a module cached from an earlier build in this
         # process would pack that build's model instead.
