@@ -25,7 +25,7 @@ from {{ cookiecutter.package }}.deploy.bento import build, fallback_version
 from {{ cookiecutter.package }}.deploy.server import Server, serve
 from {{ cookiecutter.package }}.errors import Overloaded, Unavailable
 from {{ cookiecutter.package }}.registry import CHAMPION, Registry
-from {{ cookiecutter.package }}.serving.fallback import Answering, BurstLog, Loaded
+from {{ cookiecutter.package }}.serving.fallback import Answering, BurstLog, Loaded, fallback_fits
 from {{ cookiecutter.package }}.serving.shedding import LoadShedder
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
@@ -68,6 +68,17 @@ def test_the_fallback_answers_when_the_model_raises_and_503_when_none_can():
     for why, refusing in cases.items():
         with pytest.raises(Unavailable, match=f"model v7 (raised and )?(and )?{why}"):
             refusing.scores(rows)
+
+
+def test_a_fallback_that_cannot_answer_for_the_model_is_refused_at_start():
+    import pandas as pd
+
+    healthy = fitted()
+    assert fallback_fits(healthy, fitted(), ["x"]) is None
+    other_classes = LogisticRegression().fit([[0.0], [1.0], [2.0]], [0, 1, 2])
+    assert "classes differ" in fallback_fits(healthy, other_classes, ["x"])
+    other_features = LogisticRegression().fit(pd.DataFrame({"y": [0.0, 1.0]}), [0, 1])
+    assert "features ['y'] differ" in fallback_fits(healthy, other_features, ["x"])
 
 
 def test_a_burst_of_errors_is_logged_once(caplog):
