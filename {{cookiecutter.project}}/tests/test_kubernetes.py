@@ -314,6 +314,7 @@ def test_the_queries_read_bentomls_metrics_of_the_model_endpoints_of_one_slot():
         "sum(increase(bentoml_service_request_total" + "{" + selector + "}" + "[300s]))"
     )
     assert 'http_response_code=~"5.."' in queries["errors"]
+    assert "model_fallback_answers_total{" + selector + "}" in queries["errors"]
     assert queries["p95_ms"].startswith("1000 * histogram_quantile(0.95, sum by (le) (rate(")
     assert "bentoml_service_request_duration_seconds_bucket" in queries["p95_ms"]
 

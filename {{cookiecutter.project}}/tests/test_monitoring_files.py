@@ -42,6 +42,8 @@ METRICS = {
     "model_prediction_value_sum",
     "model_prediction_value_count",
     "out_of_profile_values_total",
+    "model_fallback_answers_total",
+    "model_shed_requests_total",
     # BentoML's (endpoint, http_response_code, service_name, service_version; no model version)
     "bentoml_service_request_total",
     "bentoml_service_request_duration_seconds_bucket",

@@ -120,7 +120,17 @@ def test_the_document_names_the_token_the_error_answers_and_null_defaults():
 
     operation = documented(auth=True)
     assert operation["security"] == [{"bearer": []}] and operation["requestBody"]["required"]
-    assert set(operation["responses"]) == {"200", "400", "401", "413", "415", "422", "429", "500"}
+    assert set(operation["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "413",
+        "415",
+        "422",
+        "429",
+        "500",
+        "503",
+    }
     error = operation["responses"]["429"]["content"]["application/json"]["schema"]
     assert error == {"$ref": "#/components/schemas/Error"}
     answer = operation["responses"]["200"]["content"]["application/json"]["schema"]

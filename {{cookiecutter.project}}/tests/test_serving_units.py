@@ -22,7 +22,7 @@ from {{ cookiecutter.package }}.errors import BadRows
 from {{ cookiecutter.package }}.profile import ProfileCheck, hard_bounds, outside_problem
 from {{ cookiecutter.package }}.serving import column_names, openapi, schemas
 from {{ cookiecutter.package }}.serving.arrow import ArrowRows
-from {{ cookiecutter.package }}.serving.batcher import MicroBatcher, warnings_ignored
+from {{ cookiecutter.package }}.serving.batcher import MicroBatcher, Scores, warnings_ignored
 from {{ cookiecutter.package }}.serving.guard import configured_tokens, trusted_proxies
 from {{ cookiecutter.package }}.serving.model_meta import read_model_meta
 
@@ -48,12 +48,12 @@ class SlowModel:
         self.release = asyncio.Event()
         self.fail = fail
 
-    async def __call__(self, features: np.ndarray) -> tuple[list, list[float] | None]:
+    async def __call__(self, features: np.ndarray) -> Scores:
         self.batches.append(features[:, 0].tolist())
         await self.release.wait()
         if self.fail:
             raise ZeroDivisionError("the model failed")
-        return [value * 10 for value in features[:, 0]], [0.5] * len(features)
+        return Scores([value * 10 for value in features[:, 0]], [0.5] * len(features), 7)
 
 
 async def within_seconds(awaitable, seconds: float = 5.0):
@@ -82,7 +82,7 @@ def test_rows_arriving_while_the_model_runs_go_to_the_next_call_together():
 
     answers, batches = asyncio.run(scenario())
     assert batches == [[1.0], [2.0, 3.0], [4.0]]  # the first alone, then at most max_rows a call
-    assert answers == [(10.0, 0.5), (20.0, 0.5), (30.0, 0.5), (40.0, 0.5)]
+    assert answers == [(10.0, 0.5, 7), (20.0, 0.5, 7), (30.0, 0.5, 7), (40.0, 0.5, 7)]
 
 
 def test_a_failing_model_call_fails_every_row_waiting_for_it_and_the_next_rows_still_score():
@@ -97,7 +97,7 @@ def test_a_failing_model_call_fails_every_row_waiting_for_it_and_the_next_rows_s
 
     failed, later = asyncio.run(scenario())
     assert [type(error) for error in failed] == [ZeroDivisionError, ZeroDivisionError]
-    assert later == (30.0, 0.5)
+    assert later == (30.0, 0.5, 7)
 
 
 def test_a_cancelled_waiter_does_not_break_the_others():
@@ -112,7 +112,7 @@ def test_a_cancelled_waiter_does_not_break_the_others():
         return await within_seconds(asyncio.gather(first, last)), model.batches
 
     answers, batches = asyncio.run(scenario())
-    assert answers == [(10.0, 0.5), (30.0, 0.5)]
+    assert answers == [(10.0, 0.5, 7), (30.0, 0.5, 7)]
     assert batches == [[1.0], [2.0, 3.0]]
 
 

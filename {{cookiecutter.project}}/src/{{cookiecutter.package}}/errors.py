@@ -65,3 +65,16 @@ class BadRows(ValueError):
     def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
         super().__init__(message)
         self.details = details or []
+
+
+class Unavailable(RuntimeError):
+    """The service cannot answer a request now: the model raised (and no fallback answered), or its
+    queue is past the deadline. Answered 503, with Retry-After (seconds) when waiting helps."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(Unavailable):
+    """A request shed at once: its rows would wait for the model past serving.queue_deadline_ms."""

@@ -108,6 +108,11 @@ class ServingParams(Section):
     # BentoML's per-request OpenTelemetry spans and access log; each costs a share of requests/s.
     tracing: bool = False
     access_log: bool = False
+    # When the served model raises: the previous champion packed in the bento answers (fallback), or 503.
+    on_model_error: Literal["fallback", "unavailable"] = "fallback"
+    # A request whose expected wait for the model exceeds this gets 503 with Retry-After at once;
+    # null: requests queue without bound.
+    queue_deadline_ms: int | None = Field(1000, ge=1)
 
     @field_validator("rate_limit")
     @classmethod

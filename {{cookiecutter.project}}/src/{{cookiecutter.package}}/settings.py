@@ -32,6 +32,14 @@ from .params import (
 API_TOKEN_VARIABLE = "SERVICE_API_TOKEN"  # what clients send; the service reads SERVICE_API_TOKENS
 
 
+class FallbackModel(Section):
+    """The champion a build replaces, packed beside the served model to answer when it raises."""
+
+    model_tag: str
+    model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    version: int = Field(ge=1)
+
+
 class ServiceArgs(Section):
     """What a bento is built with and serves by, so that it needs no params.yaml."""
 
@@ -39,6 +47,7 @@ class ServiceArgs(Section):
     model_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")  # the registry's digest of its files
     serving: ServingParams  # params.yaml's sections as they were at build time
     monitoring: MonitoringParams
+    fallback: FallbackModel | None = None  # none on the first deploy
 
 
 def _variable(name: str, default: Any = None) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import shutil
 import sys
@@ -23,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from .. import integrity, model_card
 from ..errors import DeploymentError, SecurityError
 from ..registry import Registry
-from ..settings import ServiceArgs, Settings
+from ..settings import FallbackModel, ServiceArgs, Settings
 
 # The project's package, one level above this one: the bento packs all of it and serves its service.
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -78,6 +79,8 @@ def bentoml_stores(home: Path) -> Iterator[None]:
             stack.enter_context(provider.patch(value))
         yield
 
+
+logger = logging.getLogger(__name__)
 
 # The container's base image, one FROM line that Dependabot keeps current (pin it by digest).
 BASE_IMAGE_FILE = "deploy/docker/Dockerfile"
@@ -135,7 +138,58 @@ def _import_checked(name: str, uri: str, digest: str | None, **info: dict):
     return stored
 
 
-def build(settings: Settings, registry: Registry, version: int) -> str:
+def fallback_version(version: int, champion: int | None, previous: int | None) -> int | None:
+    """The version a bento of `version` falls back on: the one it replaces.
+
+    The champion when the build is of a candidate (CD builds before promoting), else `previous` when
+    `version` is already the champion (the pipeline promotes first; a rollback builds the champion
+    it restored); none on the first deploy.
+    """
+    for replaced in (champion, previous):
+        if replaced is not None and replaced != version:
+            return replaced
+    return None
+
+
+def _packed_fallback(registry: Registry, version: int, stored) -> FallbackModel | None:
+    """The replaced champion in the BentoML store, checked by the same loader, pinned for the service.
+
+    None when it takes other features than `version` (`stored`): it could not answer the same rows.
+    """
+    import bentoml
+
+    from ..registry import CHAMPION, PREVIOUS
+    from ..serving.model_meta import read_model_meta
+
+    fallback = fallback_version(
+        version, registry.alias_version(CHAMPION), registry.alias_version(PREVIOUS)
+    )
+    if fallback is None:
+        return None
+    uri = registry.model_uri(fallback)
+    try:
+        digest = registry.recorded_digest(fallback)
+    except MlflowException as error:
+        raise DeploymentError(
+            f"cannot read the fallback {uri} from the registry: {error}"
+        ) from error
+    name = stored.info.labels["registered_model"]
+    labels = {"registered_model": name, "registered_version": str(fallback), "role": "fallback"}
+    packed = _import_checked(name.lower(), uri, digest, labels=labels)
+    features = [
+        read_model_meta(Path(model.path_of(integrity.MLFLOW_MODEL_FOLDER))).features
+        for model in (stored, packed)
+    ]
+    if features[0] != features[1]:
+        logger.warning(
+            "not packing fallback v%s: its features differ from v%s's", fallback, version
+        )
+        bentoml.models.delete(packed.tag)
+        return None
+    return FallbackModel(model_tag=str(packed.tag), model_sha256=digest, version=fallback)
+
+
+def build(settings: Settings, registry: Registry, version: int, with_fallback: bool = True) -> str:
     """Import registered `version` into the BentoML model store and build its bento; return the tag.
 
     The service learns which stored model to serve and the digest its files must have from the bento
@@ -143,7 +197,8 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
     from the stored model's metadata, so the bento runs without params.yaml. The digest is the
     registry's, read now; the imported files are checked against it (and for format and types,
     `integrity.checked_model_file`) before the build packs them, and the service checks them again
-    at every start.
+    at every start. The champion it replaces is packed too, checked alike (`_packed_fallback`),
+    unless `with_fallback` is False (a local canary: its own failures must show).
     """
     import bentoml
 
@@ -160,6 +215,7 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
     metadata = {} if card is None else {model_card.BENTO_METADATA_KEY: json.dumps(card)}
     with bentoml_stores(settings.bentoml_home), tempfile.TemporaryDirectory() as context:
         stored = _import_checked(name.lower(), uri, digest, labels=labels, metadata=metadata)
+        fallback = _packed_fallback(registry, version, stored) if with_fallback else None
         _package_copy(Path(context))
         # The service reads its model at import; a module cached from an earlier build in this
         # process would pack that build's model instead.
@@ -176,6 +232,7 @@ def build(settings: Settings, registry: Registry, version: int) -> str:
                     model_sha256=digest,
                     serving=params.serving,
                     monitoring=params.monitoring,
+                    fallback=fallback,
                 ).model_dump(mode="json"),
                 python={"packages": runtime_requirements(), "lock_packages": False},
                 docker=docker_options(settings),

@@ -41,6 +41,8 @@ ROLLOUT_TIMEOUT_SECONDS = 600  # the candidate slot's pods must all be ready wit
 REQUESTS_METRIC = "bentoml_service_request_total"
 LATENCY_BUCKETS_METRIC = "bentoml_service_request_duration_seconds_bucket"
 MODEL_ENDPOINTS = "/predict|/predict_batch|/predict_columns|/predict_arrow"
+# Ours (serving/metrics.py): answers of the fallback model, which the canary's checks count as errors.
+FALLBACK_METRIC = "model_fallback_answers_total"
 
 
 def other_slot(slot: str) -> str:
@@ -136,16 +138,20 @@ def _series(metric: str, *matchers: str) -> str:
 
 def slot_queries(namespace: str, deployments: list[str], seconds: int) -> dict[str, str]:
     """PromQL for what the pods of `deployments` answered on the model's endpoints in the last
-    `seconds`: requests, 5xx answers, and the 95th percentile latency in milliseconds."""
+    `seconds`: requests, errors, and the 95th percentile latency in milliseconds. Errors are 5xx
+    answers and answers of the fallback model (the image's model raised): a canary is judged on
+    its own answers."""
     pods = "|".join(f"{deployment}-[a-z0-9]+-[a-z0-9]+" for deployment in deployments)
     selector = [f'namespace="{namespace}"', f'pod=~"{pods}"', f'endpoint=~"{MODEL_ENDPOINTS}"']
     window = f"[{max(seconds, 1)}s]"
     requests = _series(REQUESTS_METRIC, *selector)
     errors = _series(REQUESTS_METRIC, *selector, 'http_response_code=~"5.."')
+    fallbacks = _series(FALLBACK_METRIC, *selector)
     buckets = _series(LATENCY_BUCKETS_METRIC, *selector)
     return {
         "requests": f"sum(increase({requests}{window}))",
-        "errors": f"sum(increase({errors}{window}))",
+        "errors": f"(sum(increase({errors}{window})) or vector(0))"
+        f" + (sum(increase({fallbacks}{window})) or vector(0))",
         "p95_ms": f"1000 * histogram_quantile(0.95, sum by (le) (rate({buckets}{window})))",
     }
 

@@ -70,7 +70,11 @@ def roll_out(
     With `traffic_threads`, a second process (`traffic`, reading the same params file) sends steady traffic
     through the proxy for the whole plan and records every answer; with 0, bring your own clients.
     """
-    bentos = [bento.build(settings, registry, version) for version in (champion, candidate)]
+    # The candidate without a fallback: a canary is judged on its own answers, the champion is beside it.
+    bentos = [
+        bento.build(settings, registry, champion),
+        bento.build(settings, registry, candidate, with_fallback=False),
+    ]
     record = settings.reports_dir / TRAFFIC_RECORD
     with local_target(settings, *bentos) as target:
         traffic: contextlib.AbstractContextManager = contextlib.nullcontext()

@@ -12,12 +12,18 @@ import asyncio
 import contextlib
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-# Predictions, and every class's probabilities (rows x classes) of a classifier, or None.
-Scores = tuple[list, np.ndarray | None]
+
+class Scores(NamedTuple):
+    """Predictions, every class's probabilities (rows x classes) of a classifier or None, and the
+    version of the model that made them (the fallback's when the served model raised)."""
+
+    predictions: list
+    probabilities: np.ndarray | None
+    model_version: int
 
 
 @contextlib.contextmanager
@@ -46,7 +52,7 @@ class MicroBatcher:
     go to the model together (up to `max_rows` a call). So a lone request never waits, and under load
     the batch grows with the queue. BentoML's own adaptive batching (`batchable=True`) needs the
     public API to take a list, and answers 503 when its latency budget runs out; this keeps /predict
-    a one-row API and sheds nothing.
+    a one-row API, and the service sheds before a row gets here (`shedding`).
     """
 
     def __init__(self, score: Callable[[np.ndarray], Awaitable[Scores]], max_rows: int) -> None:
@@ -54,8 +60,8 @@ class MicroBatcher:
         self._waiting: list[tuple[np.ndarray, asyncio.Future]] = []
         self._draining: asyncio.Task | None = None
 
-    async def score(self, values: np.ndarray) -> tuple[Any, np.ndarray | None]:
-        """The prediction (and every class's probability) for one row of feature values."""
+    async def score(self, values: np.ndarray) -> tuple[Any, np.ndarray | None, int]:
+        """The prediction (every class's probability, or None) and model version for one row."""
         loop = asyncio.get_running_loop()
         answer = loop.create_future()
         self._waiting.append((values, answer))
@@ -70,7 +76,7 @@ class MicroBatcher:
                 del self._waiting[: self._max_rows]
                 features = np.stack([values for values, _ in batch])  # float64, or object
                 try:
-                    predictions, probabilities = await self._score(features)
+                    scored = await self._score(features)
                 except Exception as error:  # every waiting request fails as the call did
                     for _, answer in batch:
                         if not answer.done():
@@ -78,7 +84,10 @@ class MicroBatcher:
                     continue
                 for index, (_, answer) in enumerate(batch):
                     if not answer.done():  # a client that went away cancelled its future
+                        probabilities = scored.probabilities
                         probability = None if probabilities is None else probabilities[index]
-                        answer.set_result((predictions[index], probability))
+                        answer.set_result(
+                            (scored.predictions[index], probability, scored.model_version)
+                        )
         finally:
             self._draining = None

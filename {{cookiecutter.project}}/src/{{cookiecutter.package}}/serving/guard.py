@@ -267,7 +267,7 @@ class Guard:
                     path == "/docs.json" and message["status"] == 200
                 )
                 if not rewrite:
-                    message["headers"] = _without(message.get("headers", []), ids) + ids
+                    message["headers"] = _stamped(message.get("headers", []), ids)
                     await send(message)
                     return
                 held.update(message)
@@ -320,6 +320,13 @@ def _observed(path: str, send: Send, observe: Callable[[str, int, float], None])
             observe(path, status, time.perf_counter() - started)
 
     return answer
+
+
+def _stamped(headers: list[tuple[bytes, bytes]], ids: list[tuple[bytes, bytes]]) -> list:
+    """A success's headers with the request id and model version; a version the app named itself
+    (the fallback's, when it answered) stays."""
+    own = [(name, value) for name, value in headers if name.lower() == ids[1][0]]
+    return _without(headers, ids) + ids[:1] + (own[:1] or ids[1:])
 
 
 def _without(headers: list[tuple[bytes, bytes]], replaced: list[tuple[bytes, bytes]]) -> list:

@@ -1,7 +1,8 @@
 """The service's own Prometheus series on /metrics, beside BentoML's, each labelled with the model
 version: every API answer by endpoint and status (`model_requests_total`,
 `model_request_duration_seconds`), the predictions made (`model_predictions_total` by class, or the
-`model_prediction_value` histogram) and the values outside the training profile."""
+`model_prediction_value` histogram), the values outside the training profile, the answers of the
+fallback model and the requests shed under overload."""
 
 from __future__ import annotations
 
@@ -52,6 +53,17 @@ class Metrics:
             labelnames=["feature", "model_version"],
         )
 
+        self.fallback_answers = bentoml.metrics.Counter(
+            name="model_fallback_answers",
+            documentation="Answers made by the fallback model because the served one raised",
+            labelnames=["endpoint", "model_version"],
+        )
+        self.shed_requests = bentoml.metrics.Counter(
+            name="model_shed_requests",
+            documentation="Requests refused (503) at once: their wait for the model passed the deadline",
+            labelnames=["endpoint", "model_version"],
+        )
+
     def answer(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(
             endpoint=endpoint, status=str(status), model_version=self.version
@@ -68,6 +80,17 @@ class Metrics:
             histogram = self.predicted_values.labels(model_version=self.version)
             for value in predictions:
                 histogram.observe(value)
+
+    def answered_by(self, model_version: int, endpoint: str) -> None:
+        """Counts an answer of `endpoint` made by another version than the served one: the fallback.
+
+        Endpoints are labelled by their route, as in model_requests_total (`predict` -> `/predict`).
+        """
+        if str(model_version) != self.version:
+            self.fallback_answers.labels(endpoint=f"/{endpoint}", model_version=self.version).inc()
+
+    def shed(self, endpoint: str) -> None:
+        self.shed_requests.labels(endpoint=f"/{endpoint}", model_version=self.version).inc()
 
     def out_of_profile(self, feature: str) -> None:
         self.out_of_profile_values.labels(feature=feature, model_version=self.version).inc()

@@ -39,6 +39,7 @@ _API_ERRORS = {
     "422": "a value is outside the training profile (out_of_profile: reject)",
     "429": "over the rate limit; retry after the Retry-After seconds",
     "500": "the server failed; the log has the details under the request id",
+    "503": "overloaded (retry after the Retry-After seconds), or no model could answer",
 }
 
 

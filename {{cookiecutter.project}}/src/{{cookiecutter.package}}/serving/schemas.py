@@ -319,11 +319,13 @@ def columns_model(
     return Columns
 
 
-def prediction_header(predictions: list) -> dict[str, str]:
-    """Answers small enough carry their predictions in a header too (proxies can log them there)."""
+def prediction_header(predictions: list, model_version: int) -> dict[str, str]:
+    """The version that answered (the fallback's, when it did), and the predictions of answers small
+    enough (proxies can log them there)."""
+    version = {"X-Model-Version": str(model_version)}
     if len(predictions) > PREDICTION_HEADER_ROWS:
-        return {}
-    return {"X-Prediction": json.dumps(predictions, separators=(",", ":"))}
+        return version
+    return {**version, "X-Prediction": json.dumps(predictions, separators=(",", ":"))}
 
 
 # A class label in its training type (text, integer, boolean), or a regression's value. Documented as
@@ -355,6 +357,7 @@ class Prediction(BaseModel):
         None, description="classification only: every class's probability, keyed by its label"
     )
     model_version: int
+    fallback: bool = Field(False, description="the fallback model answered: the served one raised")
     out_of_profile: list[str] = Field(
         default_factory=list,
         description="features whose value training never saw (out_of_profile: flag)",
@@ -375,6 +378,7 @@ class BatchPrediction(BaseModel):
         None, description="classification only: per row, every class's probability by its label"
     )
     model_version: int
+    fallback: bool = Field(False, description="the fallback model answered: the served one raised")
     out_of_profile: list[RowOutOfProfile] = Field(
         default_factory=list, description="rows with values training never saw (flag policy)"
     )

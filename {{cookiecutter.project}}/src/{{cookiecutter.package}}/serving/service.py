@@ -32,6 +32,7 @@ import asyncio
 import gc
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -46,14 +47,15 @@ from .. import auth_off, prediction_log
 from ..errors import BadRows, SecurityError
 from ..integrity import MLFLOW_MODEL_FOLDER, load_model
 from ..model_card import BENTO_METADATA_KEY
-from ..profile import ProfileCheck, outside_problem
+from ..profile import ProfileCheck
 from ..settings import ServiceArgs
 from . import metrics as service_metrics
 from . import openapi, schemas
 from .arrow import ARROW_STREAM, ArrowRows
 from .batcher import MicroBatcher, Scores, warnings_ignored
+from .fallback import Answering, Loaded, load_fallback
 from .guard import PROXIES_VARIABLE, Guard, configured_tokens, request_id_of, trusted_proxies
-from .http_errors import QuietClientErrors, error_body
+from .http_errors import QuietClientErrors, error_body, out_of_profile_answer
 from .model_meta import read_model_meta
 from .schemas import (
     BatchPrediction,
@@ -63,6 +65,7 @@ from .schemas import (
     prediction_header,
     probability_fields,
 )
+from .shedding import LoadShedder
 
 # Most single rows scored in one model call when many arrive at once.
 MICRO_BATCH_ROWS = 128
@@ -121,7 +124,7 @@ async def predict_arrow(request: Request) -> Response:
     return Response(
         answer.model_dump_json(),
         media_type="application/json",
-        headers=prediction_header(answer.predictions),
+        headers=prediction_header(answer.predictions, answer.model_version),
     )
 
 
@@ -162,13 +165,14 @@ STARLETTE_ROUTES = Starlette(
     logging={"access": {"enabled": ARGS.serving.access_log}},
 )
 class ModelService:
-    """Loads the packed model once per worker; every answer names the model version behind it.
+    """Loads the packed model (and fallback) once per worker; answers name the version behind them.
 
     APIs are `async def` and the model runs in a thread of its own (`scores`): the event loop
     goes on reading requests meanwhile, and /predict batches the rows that pile up.
     """
 
     bento_model = bentoml.models.BentoModel(ARGS.model_tag)
+    fallback_model = ARGS.fallback and bentoml.models.BentoModel(ARGS.fallback.model_tag)
 
     def __init__(self) -> None:
         if TOKEN_PROBLEM or PROXIES_PROBLEM:
@@ -195,7 +199,14 @@ class ModelService:
         self.classes = (
             [str(label) for label in self.model.classes_] if self.with_probability else []
         )
+        self.answering = Answering(
+            Loaded(self.model, MODEL_VERSION),
+            load_fallback(ARGS.fallback, MODEL_NAME, self.model, FEATURES),
+            ARGS.serving.on_model_error,
+            self.with_probability,
+        )
         metrics()  # before the first request, whose threads would race to make them
+        self.shedder = LoadShedder(ARGS.serving.queue_deadline_ms, metrics().shed)
         log_location = (
             os.environ.get(prediction_log.LOCATION_VARIABLE) or ARGS.monitoring.prediction_log
         )
@@ -229,7 +240,7 @@ class ModelService:
             for name in names:
                 metrics().out_of_profile(name)
         if ARGS.serving.out_of_profile == "reject" and outside:
-            return _refuse_out_of_profile(features, outside)
+            return out_of_profile_answer(features, outside, FEATURES, PROFILE)
         return outside
 
     async def scores(self, features: np.ndarray) -> Scores:
@@ -238,21 +249,16 @@ class ModelService:
         return await loop.run_in_executor(self.model_thread, self._model_scores, features)
 
     def _model_scores(self, features: np.ndarray) -> Scores:
-        """Predictions (and every class's probabilities) for rows of features, in order.
-
-        A classifier runs once: its prediction is the class of highest probability, which is how
-        scikit-learn's classifiers predict (a forest would otherwise walk every tree twice).
-        """
-        model_input = META.model_input(features)
-        with warnings_ignored():
-            if not self.with_probability:
-                predictions = self.model.predict(model_input).tolist()
-                metrics().predictions(predictions)
-                return predictions, None
-            probabilities = self.model.predict_proba(model_input)
-        predictions = self.model.classes_.take(probabilities.argmax(axis=1)).tolist()
-        metrics().predictions(predictions)
-        return predictions, probabilities
+        """Scores of rows of features, in order, by the model or its fallback (`fallback.Answering`);
+        the call's time feeds the shedder's estimate of the wait."""
+        started = time.perf_counter()
+        try:
+            with warnings_ignored():
+                scored = self.answering.scores(META.model_input(features))
+        finally:
+            self.shedder.measured(len(features), time.perf_counter() - started)
+        metrics().predictions(scored.predictions)
+        return scored
 
     def _log(
         self,
@@ -279,8 +285,13 @@ class ModelService:
         if isinstance(outside, JSONResponse):
             ctx.response.status_code = outside.status_code  # BentoML answers with the context's
             return outside
-        prediction, probabilities = await self.batcher.score(features[0])
-        ctx.response.headers.update(prediction_header([prediction]))
+        scored = await self.shedder.answer("predict", 1, lambda: self.batcher.score(features[0]))
+        if isinstance(scored, JSONResponse):
+            ctx.response.status_code = scored.status_code
+            return scored
+        prediction, probabilities, version = scored
+        metrics().answered_by(version, "predict")
+        ctx.response.headers.update(prediction_header([prediction], version))
         probabilities = None if probabilities is None else probabilities[None, :]
         self._log(
             request_id_of(ctx.request.scope), "predict", features, [prediction], probabilities
@@ -290,7 +301,8 @@ class ModelService:
             prediction=prediction,
             probability=fields["probabilities"][0] if fields else None,
             class_probabilities=fields["class_probabilities"][0] if fields else None,
-            model_version=MODEL_VERSION,
+            model_version=version,
+            fallback=version != MODEL_VERSION,
             out_of_profile=outside.get(0, []),
         )
 
@@ -321,7 +333,7 @@ class ModelService:
         if isinstance(answer, JSONResponse):
             ctx.response.status_code = answer.status_code  # BentoML answers with the context's
         else:
-            ctx.response.headers.update(prediction_header(answer.predictions))
+            ctx.response.headers.update(prediction_header(answer.predictions, answer.model_version))
         return answer
 
     async def scored_rows(
@@ -331,12 +343,17 @@ class ModelService:
         outside = self._profiled(features)
         if isinstance(outside, JSONResponse):
             return outside
-        predictions, probabilities = await self.scores(features)
+        scored = await self.shedder.answer(endpoint, len(features), lambda: self.scores(features))
+        if isinstance(scored, JSONResponse):
+            return scored
+        predictions, probabilities, version = scored
+        metrics().answered_by(version, endpoint)
         self._log(request_id, endpoint, features, predictions, probabilities)
         return BatchPrediction(
             predictions=predictions,
             **probability_fields(probabilities, self.classes),
-            model_version=MODEL_VERSION,
+            model_version=version,
+            fallback=version != MODEL_VERSION,
             out_of_profile=[
                 RowOutOfProfile(row=index, features=names) for index, names in outside.items()
             ],
@@ -355,24 +372,6 @@ class ModelService:
             out_of_profile=ARGS.serving.out_of_profile,
             feature_profile=PROFILE,
         )
-
-
-def _refuse_out_of_profile(features: np.ndarray, outside: dict[int, list[str]]) -> JSONResponse:
-    """The 422 of the reject policy, naming each row, feature, value and what training saw."""
-    details = [
-        {
-            "row": row,
-            "field": name,
-            "problem": outside_problem(features[row, FEATURES.index(name)], PROFILE[name]),
-        }
-        for row, names in outside.items()
-        for name in names
-    ]
-    named = sorted({detail["field"] for detail in details})
-    body = error_body(
-        422, f"values outside the training profile: {', '.join(named)}", details=details
-    )
-    return JSONResponse(body, status_code=422)
 
 
 ModelService.add_asgi_middleware(
