@@ -73,6 +73,7 @@ def write_log(location: str, frame: pd.DataFrame, features: list[str], task: str
                 request_id,
                 endpoint,
                 moment,
+                int(version),
                 values[index : index + 1],
                 [prediction],
                 None if task == "regression" else [probabilities[index]],
@@ -87,7 +88,7 @@ def write_log(location: str, frame: pd.DataFrame, features: list[str], task: str
                 )
             )
         ]
-        table = prediction_log.to_table(entries, features, int(version))
+        table = prediction_log.to_table(entries, features)
         prediction_log.write_partition(location, day.isoformat(), table)
 
 

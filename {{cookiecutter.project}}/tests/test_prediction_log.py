@@ -61,6 +61,21 @@ def test_the_sample_is_decided_by_the_request_id():
     assert not any(prediction_log.sampled(request_id, 0.0) for request_id in ids[:100])
 
 
+def test_each_row_names_the_version_that_answered_it(tmp_path):
+    """The served version, or its fallback's when the fallback answered: A/B tests and the
+    performance windows judge each version on its own answers."""
+    log = prediction_log.PredictionLog(str(tmp_path / "log"), FEATURES, 7, 1.0, 3600)
+    log.record("served", "predict", np.array([[1.0, 2.0]]), [0], None)
+    log.record("fell-back", "predict_batch", np.array([[1.0, 2.0], [3.0, 4.0]]), [1, 1], None, 6)
+    assert log.flush() == 3
+    log.close()
+    written = read_log(tmp_path / "log")
+    assert dict(zip(written["request_id"], written["model_version"], strict=True)) == {
+        "fell-back": 6,
+        "served": 7,
+    }
+
+
 def test_rows_are_written_in_the_partition_of_their_utc_day(tmp_path, monkeypatch):
     log = prediction_log.PredictionLog(str(tmp_path / "log"), FEATURES, 7, 1.0, 3600)
     late_evening = datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC).timestamp() * 1e9

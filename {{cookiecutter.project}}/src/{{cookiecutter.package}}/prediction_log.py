@@ -74,6 +74,7 @@ class Entry(NamedTuple):
     request_id: str
     endpoint: str
     logged_at_ms: int
+    model_version: int  # the version that answered: the served one's, or its fallback's
     features: np.ndarray  # rows x features: float64, or object with categorical features
     predictions: list[Any]
     probabilities: list[float] | None  # of each row's predicted class, of a classifier
@@ -88,7 +89,6 @@ def partition_key(location: str, day: str) -> str:
 def to_table(
     entries: list[Entry],
     features: list[str],
-    model_version: int,
     categorical: Collection[str] = (),
     classes: Sequence[str] = (),
 ):
@@ -109,7 +109,9 @@ def to_table(
             np.array([entry.logged_at_ms for entry in entries])[owner],
             pa.timestamp("ms", tz="UTC"),
         ),
-        MODEL_VERSION: pa.array(np.full(len(owner), model_version), pa.int64()),
+        MODEL_VERSION: pa.array(
+            np.array([entry.model_version for entry in entries], np.int64)[owner], pa.int64()
+        ),
         ENDPOINT: pa.array([entry.endpoint for entry in entries], pa.string()).take(owner),
     }
     by_feature = np.vstack([entry.features for entry in entries]).T.copy()  # a row per feature
@@ -186,11 +188,13 @@ class PredictionLog:
         features: np.ndarray,
         predictions: list[Any],
         class_probabilities: np.ndarray | None,
+        answered_by: int | None = None,
     ) -> None:
         """Queue one answered request if it is in the sample. Called on the request path: cheap.
 
         `class_probabilities`: a classifier's, rows x classes in the order of the log's `classes`;
-        the predicted class's is the most probable (as the model predicts)."""
+        the predicted class's is the most probable (as the model predicts). `answered_by`: the
+        version that answered when it is not the served one (a fallback)."""
         if not sampled(request_id, self.sample_rate):
             return
         predicted = None if class_probabilities is None else class_probabilities.max(axis=1)
@@ -198,6 +202,7 @@ class PredictionLog:
             request_id,
             endpoint,
             time.time_ns() // 1_000_000,
+            answered_by or self.model_version,
             features,
             predictions,
             None if predicted is None else predicted.tolist(),
@@ -219,9 +224,7 @@ class PredictionLog:
         for day_number, day_entries in sorted(by_day.items()):
             day = datetime.fromtimestamp(day_number * 86_400, UTC).date().isoformat()
             try:
-                table = to_table(
-                    day_entries, self.features, self.model_version, self.categorical, self.classes
-                )
+                table = to_table(day_entries, self.features, self.categorical, self.classes)
                 write_partition(self.location, day, table)
             except Exception:  # a full disk or an unreachable bucket must not end the server
                 logger.exception("prediction log: cannot write to %s; will retry", self.location)

@@ -265,12 +265,12 @@ class ModelService:
         request_id: str,
         endpoint: str,
         features: np.ndarray,
-        predictions: list,
-        probabilities: np.ndarray | None,
+        scored: Scores,
     ) -> None:
-        """Hand the answer to the prediction log (it keeps the sampled requests)."""
+        """Hand the answer, and the version that made it, to the prediction log (it keeps the
+        sampled requests)."""
         if self.prediction_log is not None:
-            self.prediction_log.record(request_id, endpoint, features, predictions, probabilities)
+            self.prediction_log.record(request_id, endpoint, features, *scored)
 
     @bentoml.on_shutdown
     def _flush_prediction_log(self) -> None:
@@ -293,9 +293,8 @@ class ModelService:
         metrics().answered_by(version, "predict")
         ctx.response.headers.update(prediction_header([prediction], version))
         probabilities = None if probabilities is None else probabilities[None, :]
-        self._log(
-            request_id_of(ctx.request.scope), "predict", features, [prediction], probabilities
-        )
+        answer = Scores([prediction], probabilities, version)
+        self._log(request_id_of(ctx.request.scope), "predict", features, answer)
         fields = probability_fields(probabilities, self.classes)
         return Prediction(
             prediction=prediction,
@@ -348,7 +347,7 @@ class ModelService:
             return scored
         predictions, probabilities, version = scored
         metrics().answered_by(version, endpoint)
-        self._log(request_id, endpoint, features, predictions, probabilities)
+        self._log(request_id, endpoint, features, scored)
         return BatchPrediction(
             predictions=predictions,
             **probability_fields(probabilities, self.classes),
