@@ -27,6 +27,7 @@ import psutil
 from .. import prediction_log
 from ..errors import DeploymentError
 from ..serving import guard
+from ..serving.grpc import ADDRESS_VARIABLE as GRPC_ADDRESS_VARIABLE
 from ..settings import Settings
 
 LOG_TAIL_LINES = 30
@@ -151,6 +152,7 @@ class Server:
     started: float  # time.monotonic() when the process was started
     launch_id: str = ""  # $SERVICE_LAUNCH_ID of the server and every process it started
     ready_seconds: float | None = None
+    grpc_address: str | None = None  # host:port of its gRPC server (serving.grpc_port), if any
     stopped: bool = False
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -272,6 +274,9 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
     launch_id = uuid.uuid4().hex
     env = server_environment(settings, home=_server_home(settings, port))
     env[LAUNCH_VARIABLE] = launch_id
+    grpc_address = None
+    if settings.params.serving.grpc_port is not None:  # its own port: see serving/grpc
+        grpc_address = env[GRPC_ADDRESS_VARIABLE] = f"{host}:{free_port(host)}"
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -283,6 +288,7 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
             start_new_session=True,
         )
     server = Server(bento_tag, f"http://{host}:{port}", process, log_path, started, launch_id)
+    server.grpc_address = grpc_address
     try:
         server.wait_ready(settings.params.serving.ready_timeout_seconds)
     except BaseException:

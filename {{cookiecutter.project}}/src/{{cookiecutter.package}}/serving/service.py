@@ -22,7 +22,8 @@ In front of the APIs runs `guard.Guard` (tokens, rate limits, body limits, reque
 shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
 GET /model_card answers the served version's model card, packed by the build.
 
-For monitoring, /metrics carries the series of `metrics`; `prediction_log` keeps a sample of requests
+Each worker serves gRPC too (`grpc.server`), answering as /predict and /predict_batch. For
+monitoring, /metrics carries the series of `metrics`; `prediction_log` keeps a sample of requests
 and answers for drift checks.
 """
 
@@ -46,15 +47,24 @@ from .. import auth_off, prediction_log
 from ..errors import BadRows, SecurityError
 from ..integrity import MLFLOW_MODEL_FOLDER, load_model
 from ..model_card import BENTO_METADATA_KEY
-from ..profile import ProfileCheck, outside_problem
 from ..settings import ServiceArgs
 from . import metrics as service_metrics
 from . import openapi, schemas
 from .arrow import ARROW_STREAM, ArrowRows
 from .batcher import MicroBatcher, Scores, warnings_ignored
-from .guard import PROXIES_VARIABLE, Guard, configured_tokens, request_id_of, trusted_proxies
+from .grpc import listen_address
+from .grpc import server as grpc_server
+from .guard import (
+    PROXIES_VARIABLE,
+    Access,
+    Guard,
+    configured_tokens,
+    request_id_of,
+    trusted_proxies,
+)
 from .http_errors import QuietClientErrors, error_body
 from .model_meta import read_model_meta
+from .profile_policy import ProfilePolicy
 from .schemas import (
     BatchPrediction,
     Metadata,
@@ -86,9 +96,12 @@ Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, META.example)
 rows_as_array = schemas.rows_reader(FEATURES, PROFILE)
 Rows = schemas.batch_model(Row, MAX_ROWS)
 arrow_rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS, ARGS.serving.max_body_bytes)
-PROFILE_CHECK = ProfileCheck(FEATURES, PROFILE)
+PROFILE_POLICY = ProfilePolicy(FEATURES, PROFILE, ARGS.serving.out_of_profile)
 # The serving entry point, where BentoML requires it, reads the tokens from its environment.
 TOKENS, TOKEN_PROBLEM = configured_tokens(ARGS.serving.require_auth, os.environ)
+# Tokens and rate limit of this worker's REST APIs (Guard) and gRPC methods alike.
+ACCESS = Access(TOKENS, ARGS.serving.rate_limit)
+GRPC_ADDRESS = listen_address(ARGS.serving.grpc_port, os.environ)
 # Read by uvicorn once this module is imported: X-Forwarded-For counts only from these peers.
 os.environ[PROXIES_VARIABLE], PROXIES_PROBLEM = trusted_proxies(os.environ)
 
@@ -219,19 +232,6 @@ class ModelService:
         gc.collect()
         gc.freeze()
 
-    def _profiled(self, features: np.ndarray) -> dict[int, list[str]] | JSONResponse:
-        """The rows with features that training never saw, by row, counted in the metrics.
-
-        Under the reject policy, a row outside the profile makes the answer a 422 instead.
-        """
-        outside = PROFILE_CHECK.outside(features) if ARGS.serving.out_of_profile != "off" else {}
-        for names in outside.values():
-            for name in names:
-                metrics().out_of_profile(name)
-        if ARGS.serving.out_of_profile == "reject" and outside:
-            return _refuse_out_of_profile(features, outside)
-        return outside
-
     async def scores(self, features: np.ndarray) -> Scores:
         """_model_scores in the model thread: the event loop goes on reading requests meanwhile."""
         loop = asyncio.get_running_loop()
@@ -266,8 +266,20 @@ class ModelService:
         if self.prediction_log is not None:
             self.prediction_log.record(request_id, endpoint, features, predictions, probabilities)
 
+    @bentoml.on_startup
+    async def _serve_grpc(self) -> None:
+        """gRPC beside HTTP, in this worker's event loop: it runs once the model is loaded."""
+        self.grpc = None
+        if GRPC_ADDRESS:
+            shared = grpc_server.Shared(
+                self, ACCESS, Row, Rows, rows_as_array, observe_answer, MODEL_VERSION
+            )
+            self.grpc = await grpc_server.start(shared, GRPC_ADDRESS, ARGS.serving.max_body_bytes)
+
     @bentoml.on_shutdown
-    def _flush_prediction_log(self) -> None:
+    async def _flush_prediction_log(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace=5)
         if self.prediction_log is not None:
             self.prediction_log.close()
 
@@ -275,16 +287,23 @@ class ModelService:
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Score one row. The body is the row itself: {"<feature>": <value>, ...}."""
         features = rows_as_array([row])
-        outside = self._profiled(features)
+        answer = await self.scored_row(features, request_id_of(ctx.request.scope), "predict")
+        if isinstance(answer, JSONResponse):
+            ctx.response.status_code = answer.status_code  # BentoML answers with the context's
+        else:
+            ctx.response.headers.update(prediction_header([answer.prediction]))
+        return answer
+
+    async def scored_row(
+        self, features: np.ndarray, request_id: str, endpoint: str
+    ) -> Prediction | JSONResponse:
+        """The answer for one checked row (/predict, gRPC Predict), scored by the micro-batcher."""
+        outside = PROFILE_POLICY.judge(features, metrics())
         if isinstance(outside, JSONResponse):
-            ctx.response.status_code = outside.status_code  # BentoML answers with the context's
             return outside
         prediction, probabilities = await self.batcher.score(features[0])
-        ctx.response.headers.update(prediction_header([prediction]))
         probabilities = None if probabilities is None else probabilities[None, :]
-        self._log(
-            request_id_of(ctx.request.scope), "predict", features, [prediction], probabilities
-        )
+        self._log(request_id, endpoint, features, [prediction], probabilities)
         fields = probability_fields(probabilities, self.classes)
         return Prediction(
             prediction=prediction,
@@ -328,7 +347,7 @@ class ModelService:
         self, features: np.ndarray, request_id: str, endpoint: str
     ) -> BatchPrediction | JSONResponse:
         """The batch endpoints' answer for checked rows: one model call in the model thread."""
-        outside = self._profiled(features)
+        outside = PROFILE_POLICY.judge(features, metrics())
         if isinstance(outside, JSONResponse):
             return outside
         predictions, probabilities = await self.scores(features)
@@ -357,24 +376,6 @@ class ModelService:
         )
 
 
-def _refuse_out_of_profile(features: np.ndarray, outside: dict[int, list[str]]) -> JSONResponse:
-    """The 422 of the reject policy, naming each row, feature, value and what training saw."""
-    details = [
-        {
-            "row": row,
-            "field": name,
-            "problem": outside_problem(features[row, FEATURES.index(name)], PROFILE[name]),
-        }
-        for row, names in outside.items()
-        for name in names
-    ]
-    named = sorted({detail["field"] for detail in details})
-    body = error_body(
-        422, f"values outside the training profile: {', '.join(named)}", details=details
-    )
-    return JSONResponse(body, status_code=422)
-
-
 ModelService.add_asgi_middleware(
     Guard,
     protected={
@@ -384,8 +385,7 @@ ModelService.add_asgi_middleware(
     },
     # BentoML documents its own APIs only: /docs.json gets this one from Guard.
     documented={"/predict_arrow": openapi.arrow_operation()},
-    tokens=TOKENS,
-    rate_limit=ARGS.serving.rate_limit,
+    access=ACCESS,
     max_body_bytes=ARGS.serving.max_body_bytes,
     model_version=MODEL_VERSION,
     observe=observe_answer,
