@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from . import predict_pb2, predict_pb2_grpc
@@ -18,6 +18,11 @@ def as_struct(row: Mapping[str, Any]) -> struct_pb2.Struct:
     struct = struct_pb2.Struct()
     struct.update(row)
     return struct
+
+
+def label(prediction: struct_pb2.Value) -> Any:
+    """A reply's prediction as Python: the label's text or boolean, or a float (a label 1 is 1.0)."""
+    return json_format.MessageToDict(prediction)
 
 
 class ModelClient:
