@@ -53,7 +53,8 @@ def serve_command(bento_tag: str, host: str, port: int) -> list[str]:
 
 def server_environment(settings: Settings, home: Path | None = None) -> dict[str, str]:
     """This process's environment, which a server inherits, plus what a local server needs: the
-    project's stores (or `home`), the tokens it accepts and where it logs predictions.
+    project's stores (or `home`), the tokens it accepts, where it logs predictions and where its
+    gRPC listens (serving.host, as HTTP; a container listens on every interface).
 
     Without $SERVICE_API_TOKENS or $SERVICE_API_TOKENS_FILE, the server accepts this machine's
     client token (`Settings.api_token`), so local servers are protected like deployed ones.
@@ -72,6 +73,9 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     env[prediction_log.LOCATION_VARIABLE] = given.prediction_log or settings.resolve(
         settings.params.monitoring.prediction_log
     )
+    grpc_port = settings.params.serving.grpc_port
+    if grpc_port is not None:
+        env[GRPC_ADDRESS_VARIABLE] = f"{settings.params.serving.host}:{grpc_port}"
     return env
 
 
