@@ -15,7 +15,12 @@ from {{ cookiecutter.package }}.deploy.server import Server
 from {{ cookiecutter.package }}.serving.grpc import codegen
 from {{ cookiecutter.package }}.serving.grpc.client import ModelClient
 
+from . import test_security as security
 from .shared_bento import Built
+from .test_security import CHARLIE, DELTA, STRICT_RATE, bearer, row, start_early_in_a_minute
+
+# test_security's strict server (reject policy, STRICT_RATE requests a minute), one for this module.
+strict = security.strict
 
 
 def test_committed_stubs_are_what_the_proto_generates(tmp_path):
@@ -77,3 +82,27 @@ def test_grpc_answers_as_rest_behind_the_same_token(built: Built, server: Server
         with pytest.raises(grpc.RpcError) as refused:
             ModelClient(server.grpc_address, "x" * 40).predict_batch(records)
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.integration
+def test_grpc_shares_the_rest_rate_limit_and_the_reject_policy(built: Built, strict: Server):
+    record = row(built)
+    start_early_in_a_minute()
+    with httpx.Client(base_url=strict.url, headers=bearer(CHARLIE)) as rest:
+        statuses = [rest.post("/predict", json=record).status_code for _ in range(STRICT_RATE - 1)]
+    with ModelClient(strict.grpc_address, CHARLIE) as client:
+        client.predict(record)  # the last request of CHARLIE's budget, over REST and gRPC together
+        with pytest.raises(grpc.RpcError) as over:
+            client.predict(record)
+    assert statuses == [200] * (STRICT_RATE - 1)
+    assert over.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert int(dict(over.value.trailing_metadata())["retry-after"]) >= 1
+
+    profile = httpx.post(f"{strict.url}/metadata", json={}, headers=bearer(DELTA)).json()
+    feature = next(iter(record))
+    stats = profile["feature_profile"][feature]
+    outside = {**record, feature: stats["max"] + (stats["max"] - stats["min"]) / 2}
+    with ModelClient(strict.grpc_address, DELTA) as client, pytest.raises(grpc.RpcError) as refused:
+        client.predict_batch([record, outside])
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"row 1 {feature}:" in refused.value.details()
