@@ -12,8 +12,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from {{ cookiecutter.package }}.deploy import payloads
 from {{ cookiecutter.package }}.deploy.server import Server
-from {{ cookiecutter.package }}.serving.grpc import codegen
-from {{ cookiecutter.package }}.serving.grpc.client import ModelClient
+from {{ cookiecutter.package }}.serving.grpc import codegen, predict_pb2
+from {{ cookiecutter.package }}.serving.grpc.client import ModelClient, as_struct
 
 from . import test_security as security
 from .shared_bento import Built
@@ -70,18 +70,39 @@ def test_grpc_answers_as_rest_behind_the_same_token(built: Built, server: Server
 
         reflected = ProtoReflectionDescriptorDatabase(client.channel).get_services()
         assert "model_service.v1.ModelService" in reflected
+        request = predict_pb2.PredictRequest(features=as_struct(records[0]))
+        _, call = client.stub.Predict.with_call(
+            request, metadata=(*client.metadata, ("x-request-id", "grpc-order-42"))
+        )
+        sent_back = dict(call.initial_metadata())
 
     # Exactly equal: floats survive both JSON and protobuf; an integer label 1 comes back as 1.0.
     assert grpc_single == [_shown(answer) for answer in single]
     assert grpc_batch == _shown(batch)
+    assert sent_back == {"x-request-id": "grpc-order-42", "x-model-version": str(built.version)}
 
-    with ModelClient(server.grpc_address, token=None) as anonymous:
-        with pytest.raises(grpc.RpcError) as refused:
-            anonymous.predict(records[0])
-        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        with pytest.raises(grpc.RpcError) as refused:
-            ModelClient(server.grpc_address, "x" * 40).predict_batch(records)
-        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    for token in (None, "x" * 40):  # none, or one the server does not know
+        with ModelClient(server.grpc_address, token) as stranger:
+            with pytest.raises(grpc.RpcError) as refused:
+                stranger.predict(records[0])
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.RpcError) as refused:
+                stranger.predict_batch(records)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    # Counted beside REST's endpoints, under the HTTP status REST would have answered.
+    series = httpx.get(f"{server.url}/metrics", timeout=30).text.splitlines()
+    for endpoint, status in (
+        ("grpc_predict", 200),
+        ("grpc_predict_batch", 200),
+        ("grpc_predict", 401),
+    ):
+        assert any(
+            line.startswith("model_requests_total{")
+            and f'endpoint="{endpoint}"' in line
+            and f'status="{status}"' in line
+            for line in series
+        ), (endpoint, status)
 
 
 @pytest.mark.integration
