@@ -95,7 +95,11 @@ def test_the_slots_are_locked_down_and_probed_on_bentomls_health_endpoints(rende
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
             assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
             assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
-            assert container["ports"] == [{"name": "http", "containerPort": 3000}]
+            assert container["ports"] == [
+                {"name": "http", "containerPort": 3000},
+                {"name": "grpc", "containerPort": 3001},
+            ]
+            assert container["startupProbe"]["grpc"] == {"port": 3001}  # gRPC health: SERVING
             assert set(container["resources"]) == {"requests", "limits"}
             mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
             assert set(mounts) == {"/tmp", "/run/secrets/api"}

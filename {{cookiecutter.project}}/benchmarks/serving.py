@@ -55,7 +55,7 @@ from {{ cookiecutter.package }}.deploy.server import free_port, serve
 from {{ cookiecutter.package }}.profile import ProfileCheck, feature_profile
 from {{ cookiecutter.package }}.reports import markdown_table
 from {{ cookiecutter.package }}.serving.arrow import ARROW_STREAM
-from {{ cookiecutter.package }}.serving.guard import Guard
+from {{ cookiecutter.package }}.serving.guard import Access, Guard
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -515,8 +515,8 @@ def guard_work(body: bytes) -> tuple[float, float]:
 
     def guard(tokens: list[str] | None, rate_limit: str | None) -> Guard:
         return Guard(
-            answer_only, protected={"/predict": "application/json"}, tokens=tokens,
-            rate_limit=rate_limit, max_body_bytes=len(body) * 2, model_version=1,
+            answer_only, protected={"/predict": "application/json"},
+            access=Access(tokens, rate_limit), max_body_bytes=len(body) * 2, model_version=1,
         )  # fmt: skip
 
     headers = [

@@ -97,7 +97,10 @@ def test_servers_accept_the_tokens_of_the_environment_they_were_configured_with(
 
 @pytest.mark.integration
 def test_smoke_passes_against_the_served_version(built: Built, server: Server):
-    report = smoke.run(built.settings, registry.Registry(built.settings), server.url, built.version)
+    models = registry.Registry(built.settings)
+    report = smoke.run(
+        built.settings, models, server.url, built.version, grpc_address=server.grpc_address
+    )
     assert report["passed"], smoke.markdown(report)
     assert {check["name"] for check in report["checks"]} >= {
         "ready",
@@ -108,6 +111,8 @@ def test_smoke_passes_against_the_served_version(built: Built, server: Server):
         "predict_batch_matches_registry",
         "predict_columns_matches_registry",
         "predict_arrow_matches_registry",
+        "grpc_health",
+        "grpc_predict_matches_registry",
         "responses_carry_version",
     }
     assert "### Smoke test: passed" in smoke.markdown(report)

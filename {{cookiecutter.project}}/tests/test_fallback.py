@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import grpc
 import httpx
 import numpy as np
 import pytest
@@ -26,6 +27,7 @@ from {{ cookiecutter.package }}.deploy.server import Server, serve
 from {{ cookiecutter.package }}.errors import Overloaded, Unavailable
 from {{ cookiecutter.package }}.registry import CHAMPION, Registry
 from {{ cookiecutter.package }}.serving.fallback import Answering, BurstLog, Loaded, fallback_fits
+from {{ cookiecutter.package }}.serving.grpc.client import ModelClient
 from {{ cookiecutter.package }}.serving.shedding import LoadShedder
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
@@ -180,6 +182,10 @@ def test_a_raising_model_is_answered_by_the_fallback_or_with_503(degraded: Degra
         assert batch.json()["predictions"] == expected
     assert series(degraded.fallback, "model_fallback_answers_total", "/predict") == 5
     assert series(degraded.fallback, "model_fallback_answers_total", "/predict_batch") == 1
+    token = degraded.settings.api_token()
+    with ModelClient(degraded.fallback.grpc_address, token) as client:  # gRPC: marked the same
+        reply = client.predict(records[0])
+    assert (reply.fallback, reply.model_version) == (True, degraded.champion)
     log = degraded.fallback.log_path.read_text()
     assert log.count("raised: RuntimeError") == 1, log[-3000:]  # once per burst
 
@@ -189,6 +195,12 @@ def test_a_raising_model_is_answered_by_the_fallback_or_with_503(degraded: Degra
     assert refused.status_code == 503, refused.text
     assert refused.json()["error"]["code"] == "unavailable"
     assert "Traceback" not in refused.text
+    with (
+        ModelClient(degraded.unavailable.grpc_address, token) as client,
+        pytest.raises(grpc.RpcError) as unavailable,
+    ):
+        client.predict(records[0])
+    assert unavailable.value.code() == grpc.StatusCode.UNAVAILABLE
     assert series(degraded.unavailable, "model_fallback_answers_total", "/predict") == 0
 
 

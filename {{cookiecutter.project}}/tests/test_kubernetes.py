@@ -150,8 +150,11 @@ def test_the_manifests_match_the_modules_names():
     [container] = pod["containers"]
     assert container["name"] == kubernetes.CONTAINER
     assert container["ports"][0]["containerPort"] == kubernetes.PORT
-    [port] = yaml.safe_load((slot / "service.yaml").read_text())["spec"]["ports"]
-    assert port["port"] == kubernetes.PORT
+    ports = {port["name"]: port for port in container["ports"]}
+    grpc_port = load_settings(PROJECT_DIR / "params.yaml").params.serving.grpc_port  # the bento's
+    assert ports["grpc"]["containerPort"] == grpc_port == container["startupProbe"]["grpc"]["port"]
+    service_ports = yaml.safe_load((slot / "service.yaml").read_text())["spec"]["ports"]
+    assert [port["port"] for port in service_ports] == [kubernetes.PORT, grpc_port]
 
 
 # kubectl, through the recording stand-in.

@@ -17,6 +17,7 @@ import pytest
 from {{ cookiecutter.package }} import cli, data
 from {{ cookiecutter.package }}.deploy import payloads, server
 from {{ cookiecutter.package }}.serving.arrow import ARROW_STREAM
+from {{ cookiecutter.package }}.serving.grpc.client import ModelClient, label
 from {{ cookiecutter.package }}.settings import load_settings
 
 from .conftest import write_params
@@ -65,6 +66,9 @@ def test_a_flower_with_a_category_and_a_gap_is_answered_on_every_endpoint(projec
             headers={"Content-Type": ARROW_STREAM},
         )
         unseen = post(running, "/predict", json={**FLOWER, "habitat": "desert"})
+        token = load_settings(Path("params.yaml")).api_token()
+        with ModelClient(str(running.grpc_address), token) as client:  # text and null in a Struct
+            over_grpc = client.predict(FLOWER)
         metadata = post(running, "/metadata", json={}).json()
         series = httpx.get(f"{running.url}/metrics", timeout=30).text.splitlines()
     assert report(project, "smoke")["passed"] is True
@@ -72,6 +76,8 @@ def test_a_flower_with_a_category_and_a_gap_is_answered_on_every_endpoint(projec
     answer = single.json()
     assert answer["prediction"] in SPECIES and answer["out_of_profile"] == []
     assert_every_class(answer["class_probabilities"], answer["probability"])
+    assert label(over_grpc.prediction) == answer["prediction"]
+    assert dict(over_grpc.class_probabilities) == answer["class_probabilities"]
     for batch in (table, arrow):
         assert batch.status_code == 200, batch.text
         assert batch.json()["predictions"] == [answer["prediction"]]

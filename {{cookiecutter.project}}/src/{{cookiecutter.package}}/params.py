@@ -93,6 +93,9 @@ class RegistryParams(Section):
 class ServingParams(Section):
     host: str = "127.0.0.1"
     port: int = Field(3000, ge=1, le=65535)
+    # The gRPC server beside HTTP (serving/grpc), or null for none. Every worker listens on it: gRPC
+    # binds with SO_REUSEPORT on Linux, so the kernel spreads connections over the workers.
+    grpc_port: int | None = Field(3001, ge=1, le=65535)
     ready_timeout_seconds: float = Field(90, gt=0)
     max_batch_rows: int = Field(1000, ge=1)
     # Worker processes per server; scale out with replicas first (deploy/k8s).

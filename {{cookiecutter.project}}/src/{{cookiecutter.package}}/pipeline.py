@@ -244,7 +244,9 @@ def smoke(
         result = smoke.run(settings, registry, url, version, load)
     else:
         with server.serve(settings, bento) as running:
-            result = smoke.run(settings, registry, running.url, version, load)
+            result = smoke.run(
+                settings, registry, running.url, version, load, grpc_address=running.grpc_address
+            )
     reports.write_report(settings.reports_dir, "smoke", result, smoke.markdown(result))
     if not result["passed"]:
         failed = [check["name"] for check in result["checks"] if not check["passed"]]

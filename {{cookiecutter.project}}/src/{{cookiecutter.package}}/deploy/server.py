@@ -27,6 +27,7 @@ import psutil
 from .. import prediction_log
 from ..errors import DeploymentError
 from ..serving import guard
+from ..serving.grpc import ADDRESS_VARIABLE as GRPC_ADDRESS_VARIABLE
 from ..settings import Settings
 
 LOG_TAIL_LINES = 30
@@ -52,7 +53,8 @@ def serve_command(bento_tag: str, host: str, port: int) -> list[str]:
 
 def server_environment(settings: Settings, home: Path | None = None) -> dict[str, str]:
     """This process's environment, which a server inherits, plus what a local server needs: the
-    project's stores (or `home`), the tokens it accepts and where it logs predictions.
+    project's stores (or `home`), the tokens it accepts, where it logs predictions and where its
+    gRPC listens (serving.host, as HTTP; a container listens on every interface).
 
     Without $SERVICE_API_TOKENS or $SERVICE_API_TOKENS_FILE, the server accepts this machine's
     client token (`Settings.api_token`), so local servers are protected like deployed ones.
@@ -71,6 +73,9 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     env[prediction_log.LOCATION_VARIABLE] = given.prediction_log or settings.resolve(
         settings.params.monitoring.prediction_log
     )
+    grpc_port = settings.params.serving.grpc_port
+    if grpc_port is not None:
+        env[GRPC_ADDRESS_VARIABLE] = f"{settings.params.serving.host}:{grpc_port}"
     return env
 
 
@@ -151,6 +156,7 @@ class Server:
     started: float  # time.monotonic() when the process was started
     launch_id: str = ""  # $SERVICE_LAUNCH_ID of the server and every process it started
     ready_seconds: float | None = None
+    grpc_address: str | None = None  # host:port of its gRPC server (serving.grpc_port), if any
     stopped: bool = False
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
@@ -278,6 +284,9 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
     launch_id = uuid.uuid4().hex
     env = server_environment(settings, home=_server_home(settings, port))
     env[LAUNCH_VARIABLE] = launch_id
+    grpc_address = None
+    if settings.params.serving.grpc_port is not None:  # its own port: see serving/grpc
+        grpc_address = env[GRPC_ADDRESS_VARIABLE] = f"{host}:{free_port(host)}"
     started = time.monotonic()
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -289,6 +298,7 @@ def serve(settings: Settings, bento_tag: str, port: int | None = None) -> Server
             start_new_session=True,
         )
     server = Server(bento_tag, f"http://{host}:{port}", process, log_path, started, launch_id)
+    server.grpc_address = grpc_address
     try:
         server.wait_ready(settings.params.serving.ready_timeout_seconds)
     except BaseException:

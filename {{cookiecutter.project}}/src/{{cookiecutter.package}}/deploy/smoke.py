@@ -6,7 +6,8 @@ metadata names the expected model and version; a row with a missing feature and 
 of the wrong kind are refused with a 4xx naming the feature (a 5xx means the server broke); `predict`
 row by row, `predict_batch`, `predict_columns` and `predict_arrow` on the sample rows (gaps kept
 where the model takes null) equal `registry.load_model(...).predict`; every answer carries the
-expected version. With a `LoadTest`, a
+expected version. Given the server's gRPC address, gRPC health answers SERVING and Predict (row by
+row) and PredictBatch equal the registry's predictions too. With a `LoadTest`, a
 bounded load test of /predict runs last, only when everything else passed.
 
 Every check runs and none raises: a check that cannot finish fails with the reason. Each result is
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+import grpc
 import httpx
 import numpy as np
 import pandas as pd
@@ -29,11 +31,12 @@ from ..errors import DeploymentError
 from ..registry import Registry
 from ..reports import cell, markdown_table
 from ..serving.arrow import ARROW_STREAM
+from ..serving.grpc.client import ModelClient, label
 from ..settings import Settings
 from .payloads import as_arrow, as_records, as_table, sample_rows
 
 # What a check raises when the server answers something it cannot read: the check fails, the rest run.
-CHECK_ERRORS = (httpx.HTTPError, ValueError, KeyError, TypeError)
+CHECK_ERRORS = (httpx.HTTPError, grpc.RpcError, ValueError, KeyError, TypeError)
 
 
 @dataclass
@@ -48,6 +51,7 @@ class Probe:
     records: list[dict[str, Any]]  # `rows` as /predict bodies
     versions: list[Any] = field(default_factory=list)  # model_version of every prediction answer
     load: dict[str, Any] | None = None  # the load test's numbers, when it ran
+    grpc_address: str | None = None  # host:port of the server's gRPC, when it is checked too
 
     @property
     def feature(self) -> str:
@@ -174,6 +178,27 @@ def responses_carry_version(http: httpx.Client, probe: Probe) -> tuple[bool, str
     return True, f"all {len(probe.versions)} prediction answers carry model_version {probe.version}"
 
 
+def grpc_health(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    with ModelClient(str(probe.grpc_address), probe.settings.api_token()) as client:
+        status = client.health()
+    return status == "SERVING", f"gRPC health at {probe.grpc_address}: {status}"
+
+
+def grpc_predict_matches_registry(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    """Predict row by row, then PredictBatch, over gRPC with the token in the metadata."""
+    with ModelClient(str(probe.grpc_address), probe.settings.api_token()) as client:
+        single = [client.predict(record) for record in probe.records]
+        batch = client.predict_batch(as_records(probe.batch))
+    probe.versions.extend(reply.model_version for reply in [*single, batch])
+    task = probe.settings.params.task
+    passed, detail = _compare(task, [label(reply.prediction) for reply in single], probe.expected)
+    if not passed:
+        return False, f"Predict: {detail}"
+    batch_labels = [label(value) for value in batch.predictions]
+    passed, detail = _compare(task, batch_labels, probe.expected[: len(probe.batch)])
+    return passed, f"Predict and PredictBatch: {detail}" if passed else f"PredictBatch: {detail}"
+
+
 @dataclass(frozen=True)
 class LoadTest:
     """`smoke --load-seconds`: load-test /predict for `seconds` from `concurrency` client threads."""
@@ -193,8 +218,12 @@ class LoadTest:
         return tested["passed"], tested["detail"]
 
 
-def checks() -> list[Check]:
+def checks(with_grpc: bool = False) -> list[Check]:
     """The checks in the order they run: the version check reads what the prediction checks saw."""
+    over_grpc = [
+        Check("grpc_health", grpc_health),
+        Check("grpc_predict_matches_registry", grpc_predict_matches_registry),
+    ]
     return [
         Check("ready", ready),
         Check("refuses_without_token", refuses_without_token),
@@ -205,6 +234,7 @@ def checks() -> list[Check]:
         Check("predict_batch_matches_registry", predict_batch_matches_registry),
         Check("predict_columns_matches_registry", predict_columns_matches_registry),
         Check("predict_arrow_matches_registry", predict_arrow_matches_registry),
+        *(over_grpc if with_grpc else []),
         Check("responses_carry_version", responses_carry_version),
     ]
 
@@ -217,7 +247,9 @@ def _result(check: Check, http: httpx.Client, probe: Probe) -> dict[str, Any]:
     return {"name": check.name, "passed": bool(passed), "detail": detail}
 
 
-def _probe(settings: Settings, registry: Registry, url: str, version: int) -> Probe:
+def _probe(
+    settings: Settings, registry: Registry, url: str, version: int, grpc_address: str | None
+) -> Probe:
     try:
         model = registry.load_model(version)
         profile = registry.feature_profile(version)
@@ -225,16 +257,25 @@ def _probe(settings: Settings, registry: Registry, url: str, version: int) -> Pr
         raise DeploymentError(f"cannot load v{version} from the registry: {error}") from error
     rows = sample_rows(settings, profile=profile)
     expected = np.asarray(model.predict(rows))
-    return Probe(settings, url.rstrip("/"), version, rows, expected, as_records(rows))
+    records = as_records(rows)
+    return Probe(
+        settings, url.rstrip("/"), version, rows, expected, records, grpc_address=grpc_address
+    )
 
 
 def run(
-    settings: Settings, registry: Registry, url: str, version: int, load: LoadTest | None = None
+    settings: Settings,
+    registry: Registry,
+    url: str,
+    version: int,
+    load: LoadTest | None = None,
+    grpc_address: str | None = None,
 ) -> dict[str, Any]:
-    """Check the server at `url` against registered `version`; the smoke report."""
-    probe = _probe(settings, registry, url, version)
+    """Check the server at `url` (and its gRPC at `grpc_address`, if given) against registered
+    `version`; the smoke report."""
+    probe = _probe(settings, registry, url, version, grpc_address)
     with httpx.Client(base_url=probe.url, timeout=30, headers=settings.client_headers()) as http:
-        results = [_result(check, http, probe) for check in checks()]
+        results = [_result(check, http, probe) for check in checks(grpc_address is not None)]
         if load is not None and all(item["passed"] for item in results):
             results.append(_result(Check("load_test", load), http, probe))
     report = {

@@ -17,7 +17,8 @@ keeps the model code free of HTTP concerns and answers abuse before any JSON is 
    `openapi.document` makes of BentoML's.
 
 Every API answer, refusals included, is reported to `observe(path, status, seconds)`: the service
-counts it in its Prometheus metrics, labelled with the model version.
+counts it in its Prometheus metrics, labelled with the model version. The tokens and the rate limit
+live in `Access`, which the gRPC server (serving/grpc) shares: one budget per client over both.
 
 This module imports nothing heavy: the serving process loads it before any worker starts.
 """
@@ -111,6 +112,57 @@ def trusted_proxies(environ: Mapping[str, str]) -> tuple[str, str | None]:
         return "", f"{PROXIES_VARIABLE}: {error}; list IP addresses or networks, comma-separated"
 
 
+def request_id_from(sent: str) -> str:
+    """The client's request id when well formed, else a new one."""
+    return sent if _WELL_FORMED_REQUEST_ID.match(sent) else uuid.uuid4().hex
+
+
+class Access:
+    """Who may call the APIs and how often: the accepted tokens (only their digests are kept; None:
+    auth off) and `rate_limit` in the `limits` notation ("200/second", "10/second;1000/minute") or
+    None. One per serving worker, shared by Guard and the gRPC server."""
+
+    def __init__(self, tokens: list[str] | None, rate_limit: str | None) -> None:
+        self.digests = (
+            None
+            if tokens is None
+            else [hashlib.sha256(token.encode()).digest() for token in tokens]
+        )
+        self.limits: list[Any] = []
+        if rate_limit:
+            from limits import parse_many
+            from limits.aio.storage import MemoryStorage
+            from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+            self.limits = parse_many(rate_limit)
+            self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+
+    @property
+    def required(self) -> bool:
+        return self.digests is not None
+
+    def client(self, authorization: str, host: str) -> str:
+        """`token:<digest prefix>` for a valid bearer token (or any caller with auth off, `open:`),
+        else `address:<host>`: the rate limit's key, and who is refused."""
+        if self.digests is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() == "bearer" and token:
+                presented = hashlib.sha256(token.strip().encode()).digest()
+                # Compare with every token, without stopping early: timing tells nothing.
+                matches = [hmac.compare_digest(presented, known) for known in self.digests]
+                if any(matches):
+                    return f"token:{presented.hex()[:16]}"
+        return f"address:{host}" if self.digests is not None else f"open:{host}"
+
+    async def retry_after(self, client: str) -> int | None:
+        """Seconds to wait when `client` is over any of the limits, else None (and count the hit)."""
+        for item in self.limits:
+            if not await self.limiter.hit(item, client):
+                stats = await self.limiter.get_window_stats(item, client)
+                return max(1, math.ceil(stats.reset_time - time.time()))
+        return None
+
+
 def request_id_of(scope: Mapping[str, Any]) -> str:
     """The request's id, which Guard sets on every request and answer."""
     return scope["state"]["request_id"]
@@ -119,8 +171,8 @@ def request_id_of(scope: Mapping[str, Any]) -> str:
 class Guard:
     """ASGI middleware: the checks in this module's docstring, in that order.
 
-    `tokens=None` turns authentication off (local development only; the service warns at start).
-    `rate_limit` is in the `limits` notation ("200/second", "10/second;1000/minute") or None.
+    `access` holds the tokens (None: authentication off, for local development only; the service
+    warns at start) and the rate limit.
     `protected` maps the API paths to the media type their bodies must have ("" for a GET route,
     which has none: token and rate limit only); everything else but OPEN_PATHS is left to the app
     (404s).
@@ -133,8 +185,7 @@ class Guard:
         app: Callable[[Scope, Receive, Send], Awaitable[None]],
         *,
         protected: Mapping[str, str],
-        tokens: list[str] | None,
-        rate_limit: str | None,
+        access: Access,
         max_body_bytes: int,
         model_version: int,
         observe: Callable[[str, int, float], None] | None = None,
@@ -144,31 +195,18 @@ class Guard:
         self.observe = observe
         self.documented = dict(documented or {})
         self.protected = {path: kind.encode() for path, kind in protected.items()}
-        self.digests = (
-            None
-            if tokens is None
-            else [hashlib.sha256(token.encode()).digest() for token in tokens]
-        )
+        self.access = access
         self.max_body_bytes = max_body_bytes
         self.model_version = model_version
-        self.limits: list[Any] = []
-        if rate_limit:
-            from limits import parse_many
-            from limits.aio.storage import MemoryStorage
-            from limits.aio.strategies import SlidingWindowCounterRateLimiter
-
-            self.limits = parse_many(rate_limit)
-            self.limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {name.decode("latin-1"): value for name, value in scope["headers"]}
-        sent_id = headers.get(REQUEST_ID_HEADER, b"").decode("latin-1")
-        request_id = sent_id if _WELL_FORMED_REQUEST_ID.match(sent_id) else uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
-        send = self._answering(scope["path"], request_id, send)
+        sent_id = request_id_from(headers.get(REQUEST_ID_HEADER, b"").decode("latin-1"))
+        scope.setdefault("state", {})["request_id"] = sent_id
+        send = self._answering(scope["path"], sent_id, send)
         if scope["path"] not in self.protected:
             await self.app(scope, receive, send)
             return
@@ -179,8 +217,9 @@ class Guard:
             await self.app(scope, receive, send)
             return
 
-        client = self._client(headers, scope)
-        retry_after = await self._over_limit(client)
+        host = (scope.get("client") or ("unknown", 0))[0]
+        client = self.access.client(headers.get("authorization", b"").decode("latin-1"), host)
+        retry_after = await self.access.retry_after(client)
         if retry_after is not None:
             await self._refuse(send, 429, "too many requests", [("retry-after", str(retry_after))])
             return
@@ -203,27 +242,6 @@ class Guard:
             await self._refuse(send, 413, f"the body is over {self.max_body_bytes} bytes")
             return
         await self.app(scope, _replaying(body, receive), send)
-
-    def _client(self, headers: Mapping[str, bytes], scope: Scope) -> str:
-        """`token:<digest prefix>` for a valid token (or any caller with auth off), else `address:`."""
-        if self.digests is not None:
-            scheme, _, token = headers.get("authorization", b"").decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token:
-                presented = hashlib.sha256(token.strip().encode()).digest()
-                # Compare with every token, without stopping early: timing tells nothing.
-                matches = [hmac.compare_digest(presented, known) for known in self.digests]
-                if any(matches):
-                    return f"token:{presented.hex()[:16]}"
-        host = (scope.get("client") or ("unknown", 0))[0]
-        return f"address:{host}" if self.digests is not None else f"open:{host}"
-
-    async def _over_limit(self, client: str) -> int | None:
-        """Seconds to wait when `client` is over any of the limits, else None (and count the hit)."""
-        for item in self.limits:
-            if not await self.limiter.hit(item, client):
-                stats = await self.limiter.get_window_stats(item, client)
-                return max(1, math.ceil(stats.reset_time - time.time()))
-        return None
 
     async def _read_body(self, headers: Mapping[str, bytes], receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it is known to be over the limit."""
@@ -303,7 +321,7 @@ class Guard:
             return json.dumps(shaped).encode()
         spec = json.loads(body)
         spec.setdefault("paths", {}).update(self.documented)
-        return json.dumps(openapi.document(spec, self.protected, self.digests is not None)).encode()
+        return json.dumps(openapi.document(spec, self.protected, self.access.required)).encode()
 
 
 def _observed(path: str, send: Send, observe: Callable[[str, int, float], None]) -> Send:

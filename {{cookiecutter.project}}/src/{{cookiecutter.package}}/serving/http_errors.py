@@ -12,11 +12,6 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-import numpy as np
-from starlette.responses import JSONResponse
-
-from ..profile import outside_problem
-
 ERROR_CODES = {
     400: "invalid_input",
     401: "unauthorized",
@@ -106,26 +101,3 @@ class QuietClientErrors(logging.Filter):
             record.levelno, record.levelname = logging.INFO, "INFO"
             record.msg = f"Refused %s [%s]: {type(error).__name__}"
         return True
-
-
-def out_of_profile_answer(
-    rows: np.ndarray,
-    outside: dict[int, list[str]],
-    features: list[str],
-    profile: Mapping[str, Mapping[str, Any]],
-) -> JSONResponse:
-    """The 422 of the reject policy, naming each row, feature, value and what training saw."""
-    details = [
-        {
-            "row": row,
-            "field": name,
-            "problem": outside_problem(rows[row, features.index(name)], profile[name]),
-        }
-        for row, names in outside.items()
-        for name in names
-    ]
-    named = sorted({detail["field"] for detail in details})
-    body = error_body(
-        422, f"values outside the training profile: {', '.join(named)}", details=details
-    )
-    return JSONResponse(body, status_code=422)

@@ -22,7 +22,8 @@ In front of the APIs runs `guard.Guard` (tokens, rate limits, body limits, reque
 shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
 GET /model_card answers the served version's model card, packed by the build.
 
-For monitoring, /metrics carries the series of `metrics`; `prediction_log` keeps a sample of requests
+Each worker serves gRPC too (`grpc.server`), answering as /predict and /predict_batch. For
+monitoring, /metrics carries the series of `metrics`; `prediction_log` keeps a sample of requests
 and answers for drift checks.
 """
 
@@ -47,16 +48,25 @@ from .. import auth_off, prediction_log
 from ..errors import BadRows, SecurityError
 from ..integrity import MLFLOW_MODEL_FOLDER, load_model
 from ..model_card import BENTO_METADATA_KEY
-from ..profile import ProfileCheck
 from ..settings import ServiceArgs
 from . import metrics as service_metrics
 from . import openapi, schemas
 from .arrow import ARROW_STREAM, ArrowRows
 from .batcher import MicroBatcher, Scores, warnings_ignored
 from .fallback import Answering, Loaded, load_fallback
-from .guard import PROXIES_VARIABLE, Guard, configured_tokens, request_id_of, trusted_proxies
-from .http_errors import QuietClientErrors, error_body, out_of_profile_answer
+from .grpc import listen_address
+from .grpc import server as grpc_server
+from .guard import (
+    PROXIES_VARIABLE,
+    Access,
+    Guard,
+    configured_tokens,
+    request_id_of,
+    trusted_proxies,
+)
+from .http_errors import QuietClientErrors, error_body
 from .model_meta import read_model_meta
+from .profile_policy import ProfilePolicy
 from .schemas import (
     BatchPrediction,
     Metadata,
@@ -89,9 +99,12 @@ Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, META.example)
 rows_as_array = schemas.rows_reader(FEATURES, PROFILE)
 Rows = schemas.batch_model(Row, MAX_ROWS)
 arrow_rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS, ARGS.serving.max_body_bytes)
-PROFILE_CHECK = ProfileCheck(FEATURES, PROFILE)
+PROFILE_POLICY = ProfilePolicy(FEATURES, PROFILE, ARGS.serving.out_of_profile)
 # The serving entry point, where BentoML requires it, reads the tokens from its environment.
 TOKENS, TOKEN_PROBLEM = configured_tokens(ARGS.serving.require_auth, os.environ)
+# Tokens and rate limit of this worker's REST APIs (Guard) and gRPC methods alike.
+ACCESS = Access(TOKENS, ARGS.serving.rate_limit)
+GRPC_ADDRESS = listen_address(ARGS.serving.grpc_port, os.environ)
 # Read by uvicorn once this module is imported: X-Forwarded-For counts only from these peers.
 os.environ[PROXIES_VARIABLE], PROXIES_PROBLEM = trusted_proxies(os.environ)
 
@@ -230,19 +243,6 @@ class ModelService:
         gc.collect()
         gc.freeze()
 
-    def _profiled(self, features: np.ndarray) -> dict[int, list[str]] | JSONResponse:
-        """The rows with features that training never saw, by row, counted in the metrics.
-
-        Under the reject policy, a row outside the profile makes the answer a 422 instead.
-        """
-        outside = PROFILE_CHECK.outside(features) if ARGS.serving.out_of_profile != "off" else {}
-        for names in outside.values():
-            for name in names:
-                metrics().out_of_profile(name)
-        if ARGS.serving.out_of_profile == "reject" and outside:
-            return out_of_profile_answer(features, outside, FEATURES, PROFILE)
-        return outside
-
     async def scores(self, features: np.ndarray) -> Scores:
         """_model_scores in the model thread: the event loop goes on reading requests meanwhile."""
         loop = asyncio.get_running_loop()
@@ -272,8 +272,20 @@ class ModelService:
         if self.prediction_log is not None:
             self.prediction_log.record(request_id, endpoint, features, *scored)
 
+    @bentoml.on_startup
+    async def _serve_grpc(self) -> None:
+        """gRPC beside HTTP, in this worker's event loop: it runs once the model is loaded."""
+        self.grpc = None
+        if GRPC_ADDRESS:
+            shared = grpc_server.Shared(
+                self, ACCESS, Row, Rows, rows_as_array, observe_answer, MODEL_VERSION
+            )
+            self.grpc = await grpc_server.start(shared, GRPC_ADDRESS, ARGS.serving.max_body_bytes)
+
     @bentoml.on_shutdown
-    def _flush_prediction_log(self) -> None:
+    async def _flush_prediction_log(self) -> None:
+        if self.grpc is not None:
+            await self.grpc.stop(grace=5)
         if self.prediction_log is not None:
             self.prediction_log.close()
 
@@ -281,20 +293,29 @@ class ModelService:
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Score one row. The body is the row itself: {"<feature>": <value>, ...}."""
         features = rows_as_array([row])
-        outside = self._profiled(features)
+        answer = await self.scored_row(features, request_id_of(ctx.request.scope), "predict")
+        if isinstance(answer, JSONResponse):
+            ctx.response.status_code = answer.status_code  # BentoML answers with the context's
+        else:
+            ctx.response.headers.update(
+                prediction_header([answer.prediction], answer.model_version)
+            )
+        return answer
+
+    async def scored_row(
+        self, features: np.ndarray, request_id: str, endpoint: str
+    ) -> Prediction | JSONResponse:
+        """The answer for one checked row (/predict, gRPC Predict), scored by the micro-batcher."""
+        outside = PROFILE_POLICY.judge(features, metrics())
         if isinstance(outside, JSONResponse):
-            ctx.response.status_code = outside.status_code  # BentoML answers with the context's
             return outside
-        scored = await self.shedder.answer("predict", 1, lambda: self.batcher.score(features[0]))
+        scored = await self.shedder.answer(endpoint, 1, lambda: self.batcher.score(features[0]))
         if isinstance(scored, JSONResponse):
-            ctx.response.status_code = scored.status_code
             return scored
         prediction, probabilities, version = scored
-        metrics().answered_by(version, "predict")
-        ctx.response.headers.update(prediction_header([prediction], version))
+        metrics().answered_by(version, endpoint)
         probabilities = None if probabilities is None else probabilities[None, :]
-        answer = Scores([prediction], probabilities, version)
-        self._log(request_id_of(ctx.request.scope), "predict", features, answer)
+        self._log(request_id, endpoint, features, Scores([prediction], probabilities, version))
         fields = probability_fields(probabilities, self.classes)
         return Prediction(
             prediction=prediction,
@@ -339,7 +360,7 @@ class ModelService:
         self, features: np.ndarray, request_id: str, endpoint: str
     ) -> BatchPrediction | JSONResponse:
         """The batch endpoints' answer for checked rows: one model call in the model thread."""
-        outside = self._profiled(features)
+        outside = PROFILE_POLICY.judge(features, metrics())
         if isinstance(outside, JSONResponse):
             return outside
         scored = await self.shedder.answer(endpoint, len(features), lambda: self.scores(features))
@@ -385,8 +406,7 @@ ModelService.add_asgi_middleware(
         "/predict_arrow": openapi.arrow_operation(),
         "/model_card": openapi.model_card_operation(),
     },
-    tokens=TOKENS,
-    rate_limit=ARGS.serving.rate_limit,
+    access=ACCESS,
     max_body_bytes=ARGS.serving.max_body_bytes,
     model_version=MODEL_VERSION,
     observe=observe_answer,
