@@ -22,11 +22,21 @@ pytestmark = pytest.mark.slow
 # Bake -> the arguments of its own pytest run. The default bake's suite but its rollouts runs as
 # ci.yml's `test` job, the way a pull request runs it, in tests/test_workflows_act.py (scenario 1), so
 # here the default bake runs only the rollouts through nginx (minutes, the same for every task). The
-# regression bake runs every test but the rollouts and the files that bring their own data and task
-# (the same in every bake). The other Python versions run the unit tests, each in a bake that also
-# takes options that change names and files but not the servers (one suite run checks both). Every
-# bake runs the linters.
-BAKE_INDEPENDENT = ["--ignore=tests/test_own_data_serving.py", "--ignore=tests/test_own_data_monitoring.py"]
+# regression bake runs every test but the rollouts, the files that bring their own data and task, and
+# the servers' armour, loading and process handling, which no task changes (the same in every bake).
+# The other Python versions run the unit tests, each in a bake that also takes options that change
+# names and files but not the servers (one suite run checks both). Every bake runs the linters.
+BAKE_INDEPENDENT = [
+    "--ignore=tests/test_own_data_serving.py",
+    "--ignore=tests/test_own_data_monitoring.py",
+    "--ignore=tests/test_security.py",
+    "--ignore=tests/test_model_loading.py",
+    "--ignore=tests/test_champion_copy.py",
+    "--deselect=tests/test_deployment.py::test_smoke_fails_against_a_server_without_authentication",
+    "--deselect=tests/test_deployment.py::test_stop_ends_the_workers_of_a_server_that_was_killed",
+    "--deselect=tests/test_deployment.py::test_stop_ends_what_the_server_started_even_after_the_server_died",
+    "--deselect=tests/test_deployment.py::test_stop_ends_the_server_and_what_it_started",
+]
 SUITE_RUNS = {
     "DEFAULT": ["-m", "rollout"],
     "REGRESSION": ["-m", "not rollout", *BAKE_INDEPENDENT],
