@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import shutil
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
+import httpx
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -142,3 +145,14 @@ def approve(settings, models: Registry, version: int, champion: int) -> None:
     }
     reports.write_report(settings.reports_dir, "evaluate", evaluated)
     models.tag_version(version, {"gate_decision": "promote"})
+
+
+def probe_livez(url: str, seconds: list[float], done: threading.Event, pause: float = 0) -> None:
+    """GET /livez until `done`, recording how long each answer took: is the server still quick
+    while something else loads it?"""
+    with httpx.Client(base_url=url) as client:
+        while not done.is_set():
+            started = time.perf_counter()
+            client.get("/livez").raise_for_status()
+            seconds.append(time.perf_counter() - started)
+            time.sleep(pause)

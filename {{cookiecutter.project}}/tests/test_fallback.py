@@ -31,7 +31,7 @@ from {{ cookiecutter.package }}.serving.grpc.client import ModelClient
 from {{ cookiecutter.package }}.serving.shedding import LoadShedder
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
-from .conftest import write_params
+from .conftest import probe_livez, write_params
 from .misbehaving import Misbehaving, allow_pickled_models, register
 
 
@@ -214,7 +214,7 @@ def test_a_flood_beyond_the_queue_gets_fast_503s_while_livez_stays_quick(degrade
     probes: list[float] = []
     done = threading.Event()
     with ThreadPoolExecutor(max_workers=1) as prober:
-        prober.submit(probe_livez, url, probes, done)
+        prober.submit(probe_livez, url, probes, done, 0.02)
         answers = asyncio.run(flood(url, headers, body, requests=40))
         done.set()
     shed = [(seconds, answer) for seconds, answer in answers if answer.status_code == 503]
@@ -239,13 +239,3 @@ async def flood(url: str, headers: dict, body: dict, requests: int) -> list:
             return time.perf_counter() - started, answer
 
         return await asyncio.gather(*(timed() for _ in range(requests)))
-
-
-def probe_livez(url: str, seconds: list[float], done: threading.Event) -> None:
-    """GET /livez until `done`, recording how long each answer took."""
-    with httpx.Client(base_url=url) as client:
-        while not done.is_set():
-            started = time.perf_counter()
-            client.get("/livez").raise_for_status()
-            seconds.append(time.perf_counter() - started)
-            time.sleep(0.02)

@@ -32,6 +32,7 @@ from {{ cookiecutter.package }}.serving import guard, http_errors, openapi
 from {{ cookiecutter.package }}.serving.arrow import ARROW_STREAM
 from {{ cookiecutter.package }}.settings import Settings
 
+from .conftest import probe_livez
 from .shared_bento import Built, shared_build
 
 ALPHA, BRAVO, CHARLIE, DELTA = (
@@ -396,15 +397,6 @@ def test_a_wide_arrow_schema_is_refused_quickly_while_livez_answers(built: Built
     seconds = sorted(answer.elapsed.total_seconds() for answer in answers)  # upload included
     assert seconds[len(seconds) // 2] < 0.05, seconds  # the median: the machine is shared
     assert probes and max(probes) < 1.0, probes
-
-
-def probe_livez(url: str, seconds: list[float], done: threading.Event) -> None:
-    """GET /livez until `done`, recording how long each answer took."""
-    with httpx.Client(base_url=url) as client:
-        while not done.is_set():
-            started = time.perf_counter()
-            client.get("/livez").raise_for_status()
-            seconds.append(time.perf_counter() - started)
 
 
 @pytest.mark.integration
