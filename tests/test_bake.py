@@ -312,6 +312,20 @@ def test_python_files_compile(baked, name):
         compile(source, path, "exec", dont_inherit=True)
 
 
+@pytest.mark.parametrize("name", NAMES)
+def test_python_files_pass_the_projects_linters(baked, name):
+    """ruff's checks and formatting, as the project's `make lint` runs them: names and options change
+    the code (import order follows the package's name, a line's length its values), so every bake."""
+    ruff = shutil.which("ruff")
+    assert ruff, "ruff is not on PATH: `make test` installs it from tests/requirements.txt"
+    project = baked(name).path
+    for command in (["check"], ["format", "--check"]):
+        done = subprocess.run(
+            [ruff, *command, "src", "tests", "benchmarks"], cwd=project, capture_output=True, text=True
+        )
+        assert done.returncode == 0, f"ruff {' '.join(command)} in {name}:\n{done.stdout}{done.stderr}"
+
+
 COMPILE_ALL = """
 import json, sys
 for path, source in json.load(sys.stdin).items():

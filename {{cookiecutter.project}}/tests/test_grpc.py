@@ -37,12 +37,10 @@ def _without_generator_versions(code: str) -> str:
 def test_committed_stubs_are_what_the_proto_generates(tmp_path):
     for generated in codegen.generate(tmp_path):
         committed = codegen.HERE / generated.name
-        assert _without_generator_versions(committed.read_text()) == _without_generator_versions(
-            generated.read_text()
-        ), (
-            f"{committed.name} differs from predict.proto: run "
-            "python -m {{ cookiecutter.package }}.serving.grpc.codegen"
+        expected, found = (
+            _without_generator_versions(path.read_text()) for path in (generated, committed)
         )
+        assert found == expected, f"{committed.name} differs: run python -m {codegen.__name__}"
 
 
 def _shown(answer: dict) -> dict:

@@ -11,8 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from {{ cookiecutter.package }} import data, profile, training
 from {{ cookiecutter.package }}.errors import SettingsError
-from {{ cookiecutter.package }}.registry import CHALLENGER, Registry
 from {{ cookiecutter.package }}.params import ModelParams
+from {{ cookiecutter.package }}.registry import CHALLENGER, Registry
 from {{ cookiecutter.package }}.settings import load_settings
 
 from .conftest import write_params
