@@ -73,7 +73,7 @@ def grpc_frame(message: bytes) -> bytes:
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
-    """The nearest-rank percentile, as wrk reports its own."""
+    """The nearest-rank percentile (wrk's histogram reports its own alike, to its precision)."""
     return sorted_values[max(math.ceil(share * len(sorted_values)) - 1, 0)]
 
 
@@ -94,6 +94,8 @@ def h2load(url: str, body: bytes, headers: dict[str, str], c: int, seconds: int,
         word: int(number) for number, word in (p.split()[-2:] for p in counts[10:].split(", "))
     }
     durations = sorted(float(line.split("\t")[2]) for line in log_path.read_text().splitlines())
+    if not durations:
+        raise RuntimeError(f"h2load finished no request in {seconds} s on {url}:\n{output}")
     return {
         "requests": count["done"],
         "seconds": float(seconds),
@@ -163,7 +165,7 @@ def table_rows(rounds: dict[tuple[str, int], list[Load]]) -> list[list]:
             rows.append([
                 endpoint, c, fmt(result.requests_per_second),
                 ratio(result.requests_per_second, reference), fmt(result.p50_ms, 2),
-                fmt(result.p99_ms, 1), result.errors,
+                fmt(result.p99_ms, 1), result.errors, fmt(result.cpu_ms_per_request, 2),
             ])  # fmt: skip
     return rows
 
@@ -208,7 +210,7 @@ def main() -> None:
         rows = measure(folder, seconds, rounds_wanted)
     print(f"Serving on {os.cpu_count()} CPUs, one worker, {MODEL}, protections on; wrk -t1 and h2load -t1 -m1 on 127.0.0.1, {seconds} s per measurement after a {WARMUP_SECONDS} s warm-up")  # fmt: skip
     print(f"Single-row REST /predict and gRPC Predict on the same server, medians of {rounds_wanted} interleaved rounds; errors: non-2xx and socket errors, and gRPC calls the server refused\n")  # fmt: skip
-    header = ["endpoint", "concurrency", "req/s", "vs REST", "p50 ms", "p99 ms", "errors"]
+    header = ["endpoint", "concurrency", "req/s", "vs REST", "p50 ms", "p99 ms", "errors", "server CPU ms/request"]  # fmt: skip
     print(markdown_table(header, rows))
     print(f"\n{time.monotonic() - started:.0f} s in all")
 
