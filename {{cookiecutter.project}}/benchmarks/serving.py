@@ -34,7 +34,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
@@ -131,10 +131,10 @@ end
 """)
 
 
-def require_wrk() -> str:
-    found = shutil.which("wrk")
+def require(tool: str, package: str) -> str:
+    found = shutil.which(tool)
     if not found:
-        sys.exit("benchmarks.serving needs the wrk load generator: apt-get install wrk")
+        sys.exit(f"this benchmark needs the {tool} load generator: apt-get install {package}")
     return found
 
 
@@ -239,14 +239,17 @@ def warm_up(url: str, body: bytes, headers: dict[str, str], pid: int, folder: Pa
     wait_idle(pid)
 
 
-def load(
-    url: str, body: bytes, headers: dict[str, str], concurrency: int, pid: int, folder: Path
-) -> Load:
+def load(url: str, body: bytes, headers: dict[str, str], c: int, pid: int, folder: Path) -> Load:
+    return measured(pid, lambda: wrk(url, body, headers, c, SECONDS, folder))
+
+
+def measured(pid: int, run: Callable[[], dict]) -> Load:
+    """One load generator's run (a dict with wrk's result's keys) and the server's side of it."""
     wait_idle(pid)
     cpu_before = tree_cpu_seconds(pid)
     with peak_memory(pid) as peak:
-        result = wrk(url, body, headers, concurrency, SECONDS, folder)
-    cpu_seconds = tree_cpu_seconds(pid) - cpu_before
+        result = run()
+    cpu_ms = (tree_cpu_seconds(pid) - cpu_before) * 1000
     return Load(
         requests_per_second=result["requests"] / result["seconds"],
         p50_ms=result["p50_us"] / 1000,
@@ -254,7 +257,7 @@ def load(
         errors=result["errors"],
         requests=result["requests"],
         memory_mb=peak[0],
-        cpu_ms_per_request=cpu_seconds * 1000 / max(result["requests"], 1),
+        cpu_ms_per_request=cpu_ms / max(result["requests"], 1),
     )
 
 
@@ -431,7 +434,7 @@ def serve_model(
                     servers[f"BentoML {name}"] = Server(server.url, server.process.pid, headers)
             for server in servers.values():
                 warm_up(f"{server.url}/predict", row_body, server.headers, server.pid, folder)
-            rounds = interleaved(servers, row_body, folder)
+            rounds = interleaved({name: lambda c, s=s: load(f"{s.url}/predict", row_body, s.headers, c, s.pid, folder) for name, s in servers.items()})  # fmt: skip
             for name in servers:
                 for c in CONCURRENCY:
                     baseline = typical(rounds[BASELINE, c])
@@ -452,20 +455,16 @@ def serve_model(
 
 
 def interleaved(
-    servers: dict[str, Server], body: bytes, folder: Path
+    measures: dict[str, Callable[[int], Load]], rounds_wanted: int = ROUNDS
 ) -> dict[tuple[str, int], list[Load]]:
-    """ROUNDS measurements of every server at every concurrency, the servers taking turns (the
-    first of each round rotates, so none is always the one that follows an idle pause)."""
-    rounds: dict[tuple[str, int], list[Load]] = {(n, c): [] for n in servers for c in CONCURRENCY}
-    names = list(servers)
-    for number in range(ROUNDS):
+    """Each measure at each concurrency, in turns; the first rotates, so none always follows a rest."""
+    rounds: dict[tuple[str, int], list[Load]] = {(n, c): [] for n in measures for c in CONCURRENCY}
+    names = list(measures)
+    for number in range(rounds_wanted):
         turn = names[number % len(names) :] + names[: number % len(names)]
         for c in CONCURRENCY:
             for name in turn:
-                server = servers[name]
-                rounds[name, c].append(
-                    load(f"{server.url}/predict", body, server.headers, c, server.pid, folder)
-                )
+                rounds[name, c].append(measures[name](c))
     return rounds
 
 
@@ -660,7 +659,7 @@ def batch_command_rows(
 
 
 def main() -> None:
-    require_wrk()
+    require("wrk", "wrk")
     started = time.monotonic()
     notes: list[str] = []
     single: list[list] = []
