@@ -434,7 +434,7 @@ def serve_model(
                     servers[f"BentoML {name}"] = Server(server.url, server.process.pid, headers)
             for server in servers.values():
                 warm_up(f"{server.url}/predict", row_body, server.headers, server.pid, folder)
-            rounds = interleaved({name: lambda c, s=s: load(f"{s.url}/predict", row_body, s.headers, c, s.pid, folder) for name, s in servers.items()})  # fmt: skip
+            rounds = interleaved({n: at_predict(s, row_body, folder) for n, s in servers.items()})
             for name in servers:
                 for c in CONCURRENCY:
                     baseline = typical(rounds[BASELINE, c])
@@ -452,6 +452,11 @@ def serve_model(
                     if result.errors:
                         notes.append(f"{label} {name} {path}: {result.errors} errors")
     return single, batch, version
+
+
+def at_predict(server: Server, body: bytes, folder: Path) -> Callable[[int], Load]:
+    """`load` on the server's /predict, at the concurrency `interleaved` gives."""
+    return lambda c: load(f"{server.url}/predict", body, server.headers, c, server.pid, folder)
 
 
 def interleaved(
