@@ -241,8 +241,17 @@ def candidates(built: Built, server: Server, request, monkeypatch) -> Candidates
         "flaky": register(settings, Misbehaving(champion_model, fail_every=5), features),
         "slow": register(settings, Misbehaving(champion_model, delay_seconds=0.4), features),
     }
+    # The slow one queues without bound: shedding would turn its slowness into 503s, and these
+    # tests are about a rollout seeing the latency (tests/test_fallback.py sheds).
+    unbounded = settings.params.serving.model_copy(update={"queue_deadline_ms": None})
+    patient = settings.model_copy(
+        update={"params": settings.params.model_copy(update={"serving": unbounded})}
+    )
     models = registry.Registry(settings)
-    bentos = {name: build(settings, models, version) for name, version in versions.items()}
+    bentos = {
+        name: build(patient if name == "slow" else settings, models, version)
+        for name, version in versions.items()
+    }
     with ThreadPoolExecutor(3) as starting:
         futures = {name: starting.submit(serve, settings, b) for name, b in bentos.items()}
     for future in futures.values():  # every server that started stops, even if another did not
