@@ -18,7 +18,8 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.svm import LinearSVC
 
 from {{ cookiecutter.package }} import data, training
 from {{ cookiecutter.package }}.deploy import payloads
@@ -76,11 +77,16 @@ def test_a_fallback_that_cannot_answer_for_the_model_is_refused_at_start():
     import pandas as pd
 
     healthy = fitted()
-    assert fallback_fits(healthy, fitted(), ["x"]) is None
+    assert fallback_fits(healthy, fitted(), ["x"], True) is None
     other_classes = LogisticRegression().fit([[0.0], [1.0], [2.0]], [0, 1, 2])
-    assert "classes differ" in fallback_fits(healthy, other_classes, ["x"])
+    assert "classes differ" in fallback_fits(healthy, other_classes, ["x"], True)
     other_features = LogisticRegression().fit(pd.DataFrame({"y": [0.0, 1.0]}), [0, 1])
-    assert "features ['y'] differ" in fallback_fits(healthy, other_features, ["x"])
+    assert "features ['y'] differ" in fallback_fits(healthy, other_features, ["x"], True)
+    no_probabilities = LinearSVC().fit([[0.0], [1.0]], [0, 1])
+    assert "no predict_proba" in fallback_fits(healthy, no_probabilities, ["x"], True)
+    # a regression answers no probabilities: a fallback without them fits, whatever the served has
+    regressor = Ridge().fit([[0.0], [1.0]], [0.0, 1.0])
+    assert fallback_fits(Ridge().fit([[0.0], [1.0]], [1.0, 0.0]), regressor, ["x"], False) is None
 
 
 def test_a_burst_of_errors_is_logged_once(caplog):

@@ -118,21 +118,28 @@ class Answering:
         return predicted(loaded.model, model_input, self.with_probability)
 
 
-def fallback_fits(served: Any, fallback: Any, features: list[str]) -> str | None:
-    """Why the fallback cannot answer for the served model (other features or classes), or None."""
+def fallback_fits(
+    served: Any, fallback: Any, features: list[str], with_probability: bool
+) -> str | None:
+    """Why the fallback cannot answer for the served model (other features or classes, or no
+    probabilities where the service answers them), or None."""
     trained_on = [str(name) for name in getattr(fallback, "feature_names_in_", features)]
     if trained_on != features:
         return f"the fallback's features {trained_on} differ from the served model's {features}"
     classes = [str(label) for label in getattr(served, "classes_", [])]
     if classes != [str(label) for label in getattr(fallback, "classes_", [])]:
         return f"the fallback's classes differ from the served model's {classes}"
-    if hasattr(served, "predict_proba") and not hasattr(fallback, "predict_proba"):
+    if with_probability and not hasattr(fallback, "predict_proba"):
         return "the fallback has no predict_proba"
     return None
 
 
 def load_fallback(
-    packed: FallbackModel | None, name: str, served: Any, features: list[str]
+    packed: FallbackModel | None,
+    name: str,
+    served: Any,
+    features: list[str],
+    with_probability: bool,
 ) -> Loaded | None:
     """The packed fallback loaded by the one loader, digest checked like the served model; None
     when the build packed none. RuntimeError when it could not answer for the served model."""
@@ -143,6 +150,6 @@ def load_fallback(
     folder = bentoml.models.get(packed.model_tag).path_of(MLFLOW_MODEL_FOLDER)
     what = f"{name} v{packed.version} (fallback, {packed.model_tag})"
     model = load_model(folder, packed.model_sha256, what)
-    if problem := fallback_fits(served, model, features):
+    if problem := fallback_fits(served, model, features, with_probability):
         raise RuntimeError(f"{what}: {problem}")
     return Loaded(model, packed.version)

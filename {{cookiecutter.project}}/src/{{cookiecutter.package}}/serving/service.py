@@ -214,7 +214,7 @@ class ModelService:
         )
         self.answering = Answering(
             Loaded(self.model, MODEL_VERSION),
-            load_fallback(ARGS.fallback, MODEL_NAME, self.model, FEATURES),
+            load_fallback(ARGS.fallback, MODEL_NAME, self.model, FEATURES, self.with_probability),
             ARGS.serving.on_model_error,
             self.with_probability,
         )
