@@ -39,18 +39,15 @@ from pathlib import Path
 
 import bentoml
 import numpy as np
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.responses import JSONResponse
 
 from .. import auth_off, prediction_log
-from ..errors import BadRows, SecurityError
+from ..errors import SecurityError
 from ..integrity import MLFLOW_MODEL_FOLDER, load_model
 from ..model_card import BENTO_METADATA_KEY
 from ..settings import ServiceArgs
 from . import metrics as service_metrics
-from . import openapi, schemas
+from . import openapi, routes, schemas
 from .arrow import ARROW_STREAM, ArrowRows
 from .batcher import MicroBatcher, Scores, warnings_ignored
 from .fallback import Answering, Loaded, load_fallback
@@ -64,7 +61,7 @@ from .guard import (
     request_id_of,
     trusted_proxies,
 )
-from .http_errors import QuietClientErrors, error_body
+from .http_errors import QuietClientErrors
 from .model_meta import read_model_meta
 from .profile_policy import ProfilePolicy
 from .schemas import (
@@ -119,48 +116,9 @@ def observe_answer(endpoint: str, status: int, seconds: float) -> None:
     metrics().answer(endpoint, status, seconds)
 
 
-async def predict_arrow(request: Request) -> Response:
-    """POST /predict_arrow: up to max_batch_rows rows as an Arrow IPC stream (see arrow.ArrowRows).
-
-    The answer is /predict_batch's. Served by a Starlette app mounted beside the BentoML APIs, as
-    BentoML's own APIs parse every body as JSON; Guard protects it like them.
-    """
-    try:  # in a thread: /livez and the other requests go on meanwhile
-        features = await asyncio.to_thread(arrow_rows, await request.body())
-    except BadRows as problem:
-        body = error_body(400, str(problem), details=problem.details)
-        return JSONResponse(body, status_code=400)
-    service: ModelService = bentoml.get_current_service()
-    answer = await service.scored_rows(features, request_id_of(request.scope), "predict_arrow")
-    if isinstance(answer, JSONResponse):
-        return answer
-    return Response(
-        answer.model_dump_json(),
-        media_type="application/json",
-        headers=prediction_header(answer.predictions, answer.model_version),
-    )
-
-
-async def model_card(request: Request) -> Response:
-    """GET /model_card: the served version's model card (model_card.py), as the build packed it.
-
-    Behind the token like the APIs, not open like /livez: it is documentation, but its feature
-    profile tells anyone what inputs the model has seen (docs/security.md).
-    """
-    if MODEL_CARD is None:
-        message = (
-            f"{MODEL_NAME} v{MODEL_VERSION} has no model card: it was trained before model cards"
-        )
-        return JSONResponse(error_body(404, message), status_code=404)
-    return Response(MODEL_CARD, media_type="application/json")
-
-
 # The routes BentoML's API decorators cannot express: a body that is not JSON, and a GET.
-STARLETTE_ROUTES = Starlette(
-    routes=[
-        Route("/predict_arrow", predict_arrow, methods=["POST"]),
-        Route("/model_card", model_card, methods=["GET"]),
-    ]
+STARLETTE_ROUTES = routes.starlette_routes(
+    arrow_rows, MODEL_CARD, f"{MODEL_NAME} v{MODEL_VERSION}", bentoml.get_current_service
 )
 
 
