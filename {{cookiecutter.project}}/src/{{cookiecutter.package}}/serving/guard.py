@@ -204,9 +204,9 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {name.decode("latin-1"): value for name, value in scope["headers"]}
-        sent_id = request_id_from(headers.get(REQUEST_ID_HEADER, b"").decode("latin-1"))
-        scope.setdefault("state", {})["request_id"] = sent_id
-        send = self._answering(scope["path"], sent_id, send)
+        request_id = request_id_from(headers.get(REQUEST_ID_HEADER, b"").decode("latin-1"))
+        scope.setdefault("state", {})["request_id"] = request_id
+        send = self._answering(scope["path"], request_id, send)
         if scope["path"] not in self.protected:
             await self.app(scope, receive, send)
             return
