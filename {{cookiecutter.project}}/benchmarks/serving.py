@@ -580,12 +580,12 @@ BATCH_COMMAND = """
 import re, sys, time, warnings
 warnings.simplefilter("ignore")
 import joblib
-from {{ cookiecutter.package }} import batch
+from {{ cookiecutter.package }}.batch import chunked
 model = joblib.load(sys.argv[1])
 features = [str(name) for name in model.feature_names_in_]
-batch.use_compact_memory_pool()  # as the command does
+chunked.use_compact_memory_pool()  # as the command does
 started = time.perf_counter()
-summary = batch.score_file(model, features, 1, sys.argv[2], sys.argv[3], int(sys.argv[4]))
+summary = chunked.score_file(model, features, 1, sys.argv[2], sys.argv[3], int(sys.argv[4]))
 seconds = time.perf_counter() - started
 peak_kb = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
 print(summary["rows"], seconds, peak_kb)

@@ -8,6 +8,7 @@ import pyarrow as pa
 import pytest
 
 from {{ cookiecutter.package }} import batch, data, training
+from {{ cookiecutter.package }}.batch import chunked
 from {{ cookiecutter.package }}.errors import DataError
 
 
@@ -25,7 +26,7 @@ def test_chunks_cover_every_row_once(settings, frame, model, tmp_path, suffix):
     data.write_table(frame, str(source))
     destination = tmp_path / "out" / f"scored{suffix}"
     features = list(model.feature_names_in_)
-    summary = batch.score_file(model, features, 7, str(source), str(destination), chunk_rows=100)
+    summary = chunked.score_file(model, features, 7, str(source), str(destination), chunk_rows=100)
     assert summary["rows"] == len(frame)
     assert summary["chunks"] == -(-len(frame) // 100)
     scored = data.read_table(str(destination))
@@ -40,7 +41,9 @@ def test_missing_feature_column_is_named_and_nothing_is_written(settings, frame,
     data.write_table(frame.drop(columns=[first_feature]), str(source))
     destination = tmp_path / "scored.csv"
     with pytest.raises(DataError, match=first_feature):
-        batch.score_file(model, list(model.feature_names_in_), 1, str(source), str(destination), 50)
+        chunked.score_file(
+            model, list(model.feature_names_in_), 1, str(source), str(destination), 50
+        )
     assert not destination.exists()
 
 
@@ -49,7 +52,7 @@ def test_a_value_that_is_not_a_number_is_named_and_nothing_is_written(
 ):
     """The bad value sits past the first blocks pyarrow parses: chunks were scored and staged
     before it is met, and still nothing reaches the destination."""
-    monkeypatch.setattr(batch, "CSV_BLOCK_BYTES", 4096)
+    monkeypatch.setattr(chunked, "CSV_BLOCK_BYTES", 4096)
     feature = model.feature_names_in_[3]
     damaged = frame.astype({feature: object})
     damaged.loc[len(frame) - 5, feature] = "n/a?"
@@ -57,7 +60,9 @@ def test_a_value_that_is_not_a_number_is_named_and_nothing_is_written(
     data.write_table(damaged, str(source))
     destination = tmp_path / "scored.parquet"
     with pytest.raises(DataError, match=f"column '{feature}'.*'n/a\\?'"):
-        batch.score_file(model, list(model.feature_names_in_), 1, str(source), str(destination), 50)
+        chunked.score_file(
+            model, list(model.feature_names_in_), 1, str(source), str(destination), 50
+        )
     assert not destination.exists()
 
 
@@ -70,7 +75,7 @@ def test_the_command_allocates_from_jemalloc_where_pyarrow_has_it():
     except NotImplementedError:
         expected = default.backend_name
     try:
-        batch.use_compact_memory_pool()
+        chunked.use_compact_memory_pool()
         assert pa.default_memory_pool().backend_name == expected
     finally:
         pa.set_memory_pool(default)

@@ -22,7 +22,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
-from {{ cookiecutter.package }} import batch, cli, data, prediction_log
+from {{ cookiecutter.package }} import cli, data, prediction_log
+from {{ cookiecutter.package }}.batch import chunked
 from {{ cookiecutter.package }}.errors import DataError
 from {{ cookiecutter.package }}.metrics import Classes
 from {{ cookiecutter.package }}.monitoring import drift, performance
@@ -254,7 +255,7 @@ def test_batch_scores_text_categories_with_gaps(tmp_path):
     source, destination = tmp_path / "in.csv", tmp_path / "out.csv"
     frame.drop(columns="kind").to_csv(source, index=False)
 
-    batch.score_file(
+    chunked.score_file(
         model, ["size", "colour"], 3, str(source), str(destination), 25, categorical={"colour"}
     )
 

@@ -63,7 +63,7 @@ def run_pipeline(settings: Settings, fail_on_reject: bool) -> dict:
 def batch(
     settings: Settings, version: int | None, input_location: str | None, output_location: str | None
 ) -> dict:
-    from .. import batch as scoring
+    from ..batch import chunked as scoring
 
     scoring.use_compact_memory_pool()
     registry = open_registry(settings)

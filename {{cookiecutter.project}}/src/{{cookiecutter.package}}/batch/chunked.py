@@ -1,4 +1,4 @@
-"""Score a whole file with the champion, chunk by chunk, so memory stays flat however large it is.
+"""The one-machine engine: score a whole file with the champion, chunk by chunk, so memory stays flat however large it is.
 
 Chunks are Arrow tables from end to end: pyarrow parses the CSV (on every core, numeric feature
 columns straight to float64, categorical ones as text) or reads the Parquet row groups, the model
@@ -30,12 +30,11 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from . import data, storage
-from .errors import DataError
-from .profile import as_model_input
+from .. import data, storage
+from ..errors import DataError
+from ..profile import as_model_input
+from . import MODEL_VERSION, PREDICTION, PROBABILITY_PREFIX, SCORED_AT
 
-PREDICTION, MODEL_VERSION, SCORED_AT = "prediction", "model_version", "scored_at"
-PROBABILITY_PREFIX = "probability_"  # + a class label: a classifier's probability of that class
 # Bytes of CSV parsed per step (pyarrow splits them across the cores); chunks are then cut to
 # chunk_rows. With 256 KB the batch command peaked 40 MB lower than with pyarrow's default 1 MB and
 # still outran a plain pandas loop (benchmarks/README.md).
