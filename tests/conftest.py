@@ -69,7 +69,8 @@ def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProces
 
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory):
-    """stack(project) -> a venv with the baked project's dependencies, shared per Python version.
+    """stack(project) -> a venv with the baked project's dependencies, its extras (pyspark) and its dev
+    tools, shared per Python version.
 
     The project itself goes in with `--no-deps` (editable), so switching between bakes takes a second.
     Used by tests/test_generated.py and tests/test_workflows_act.py.
@@ -82,8 +83,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
         if version not in venvs:
             venv = tmp_path_factory.mktemp(f"stack-{version}") / "venv"
             run(["uv", "venv", "--quiet", "--python", find_python(version), str(venv)], project.path)
+            extras = pyproject["project"].get("optional-dependencies", {}).values()
             requirements = [
                 *pyproject["project"]["dependencies"],
+                *(requirement for extra in extras for requirement in extra),
                 *pyproject["dependency-groups"]["dev"],
             ]
             run(
