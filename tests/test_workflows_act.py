@@ -862,6 +862,7 @@ def emr_world(tmp_path_factory, stack) -> Iterator[EmrWorld]:
             "execution_role_arn": EMR_ROLE,
             "code": f"s3://{EMR_BUCKET}/emr/code",
             "logs": f"s3://{EMR_BUCKET}/emr/logs",
+            "python": f"/usr/bin/python{answers['python_version']}",
         }
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         init_repository(project, world.slug)

@@ -45,6 +45,7 @@ def emr_params(bucket: str, application: str, **changes) -> dict:
         "execution_role_arn": ROLE,
         "code": f"s3://{bucket}/code",
         "logs": f"s3://{bucket}/emr-logs",
+        "python": "/usr/bin/python3.12",
         "spark_submit_parameters": "--conf spark.executor.cores=2",
         **changes,
     }
@@ -93,6 +94,7 @@ def test_batch_submit_runs_the_champion_on_emr_serverless_and_reports_it(
     ]  # fmt: skip
     parameters = submitted["sparkSubmitParameters"]
     assert f"spark.emr-serverless.driverEnv.MLFLOW_TRACKING_URI={mlflow_server}" in parameters
+    assert "spark.executorEnv.PYSPARK_PYTHON=/usr/bin/python3.12" in parameters
     assert parameters.endswith("--conf spark.executor.cores=2")
     logs = run["configurationOverrides"]["monitoringConfiguration"]["s3MonitoringConfiguration"]
     assert logs == {"logUri": f"s3://{bucket}/emr-logs/"}

@@ -146,8 +146,9 @@ class EmrServerlessParams(Section):
     code: str = Field(pattern=S3_PREFIX)
     # Driver and executor logs; None: EMR Serverless keeps them itself, for 30 days.
     logs: str | None = Field(None, pattern=S3_PREFIX)
-    # The Python of the application's image that has this project installed.
-    python: str = Field("/usr/bin/python3", min_length=1)
+    # The interpreter of the application's image that has this project installed (the image's own
+    # python3 is older than this project's Python), e.g. /usr/bin/python3.12.
+    python: str = Field(pattern=r"^/\S+$")
     # Added to every run's spark-submit parameters: executor sizes, dynamic allocation...
     spark_submit_parameters: str = ""
     # EMR Serverless stops the run after this long, and `batch-submit` cancels it (batch.yml waits 90 min).
