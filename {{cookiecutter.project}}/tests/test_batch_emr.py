@@ -167,6 +167,8 @@ def test_failed_and_timed_out_runs_end_in_errors_with_their_details():
 
 
 def test_what_emr_cannot_use_is_refused_by_name(project, capsys):
+    assert cli.main(["batch-submit"]) == cli.EXIT_ERROR  # params.yaml's default: null
+    assert "batch.emr_serverless is not set; `batch` scores here" in capsys.readouterr().err
     bad = emr_params("bucket", "00f1abcd2ef3gh4i", execution_role_arn="emr-batch")
     write_params(project, batch={"emr_serverless": bad})
     assert cli.main(["batch-submit"]) == cli.EXIT_ERROR
