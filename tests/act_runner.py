@@ -439,3 +439,37 @@ def mlflow_server(venv: Path, folder: Path, timeout: float = 60) -> Iterator[str
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
         log.close()
+
+
+# A moto server standing in for AWS (S3, EMR Serverless) for the jobs and the test alike
+
+
+@contextmanager
+def moto_server(venv: Path, folder: Path, timeout: float = 60) -> Iterator[str]:
+    """`moto_server` of the project's stack on 127.0.0.1 (every service moto implements); yields its URL."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = (folder / "moto.log").open("w")
+    process = subprocess.Popen(
+        [str(venv / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/moto-api/", timeout=2):
+                    break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise ActError(f"moto server did not start:\n{(folder / 'moto.log').read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+        log.close()

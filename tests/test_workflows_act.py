@@ -12,7 +12,10 @@ registry for the whole module, since every act job gets a fresh workspace. Scena
 4. a push whose deployment fails after promotion (a broken production service): rolled back;
 5. rollback.yml dispatched: the champion returns to `previous`;
 6. monitor.yml dispatched on a prediction log without drift (no issue), then with drift (one issue
-   labelled model-monitoring, cd.yml dispatched to retrain).
+   labelled model-monitoring, cd.yml dispatched to retrain);
+7. batch.yml dispatched on a bake with an S3 bucket and `batch.emr_serverless` set: the champion is
+   submitted to EMR Serverless, with a moto server standing in for AWS (its own bake, registry and
+   moto server: it shares nothing with 1 to 6).
 
 2 to 6 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1
 runs from a clone of the repository in the background once the first push made a champion, while the
@@ -46,6 +49,7 @@ from act_runner import (
     init_repository,
     local_repository_args,
     mlflow_server,
+    moto_server,
     precompiled_uv_cache,
     remote_actions,
 )
@@ -761,3 +765,145 @@ def test_1_pull_request_reports_the_candidate_against_the_registrys_champion(wor
 
     # Nothing was deployed: no docker, attestation or AWS call.
     assert world.pr_act.calls() == []
+
+
+# Scenario 7: batch.yml's EMR Serverless path, against a moto server standing in for AWS. Nothing runs
+# Spark: moto ends every job run SUCCESS at once. What is checked is the workflow's path through the CLI:
+# the configuration check, the credentials step (its stand-in points the job's boto3 at moto), the
+# submission with the champion's version, the entry point in the bucket, the job summary.
+
+EMR_BUCKET = "act-batch-bucket"
+EMR_ROLE = "arn:aws:iam::123456789012:role/emr-batch"
+GITHUB_ROLE = "arn:aws:iam::123456789012:role/github-batch"
+
+# Run with the stack's Python: the bucket, the rows to score, an EMR Serverless application (its id
+# printed), and a champion v2 in the registry (the job never loads the model: any source will do).
+PREPARE_AWS = """
+import sys
+import boto3
+from mlflow.tracking import MlflowClient
+
+bucket, rows, tracking_uri, name = sys.argv[1:5]
+boto3.client("s3").create_bucket(Bucket=bucket)
+boto3.client("s3").upload_file(rows, bucket, "data/rows.csv")
+client = MlflowClient(tracking_uri)
+client.create_registered_model(name)
+for _ in range(2):
+    client.create_model_version(name, f"s3://{bucket}/models/unused")
+client.set_registered_model_alias(name, "champion", "2")
+made = boto3.client("emr-serverless").create_application(name="batch", releaseLabel="emr-7.5.0", type="SPARK")
+print(made["applicationId"])
+"""
+
+# The application's job runs and the bucket's keys, as JSON.
+INSPECT_AWS = """
+import json, sys
+import boto3
+
+bucket, application = sys.argv[1:3]
+emr = boto3.client("emr-serverless")
+runs = [
+    emr.get_job_run(applicationId=application, jobRunId=item["id"])["jobRun"]
+    for item in emr.list_job_runs(applicationId=application)["jobRuns"]
+]
+listed = boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+print(json.dumps({"runs": runs, "keys": [item["Key"] for item in listed]}, default=str))
+"""
+
+
+@dataclass(kw_only=True)
+class EmrWorld(BakedProject):
+    act: Act
+    tracking_uri: str
+    aws: str  # the moto server's URL
+    application: str
+    slug: str
+
+    def in_stack(self, script: str, *args: str) -> str:
+        """A script run by the stack's Python against moto; its output."""
+        env = {
+            **os.environ,
+            "AWS_ENDPOINT_URL": self.aws,
+            "AWS_ACCESS_KEY_ID": "act-tests-access-key",
+            "AWS_SECRET_ACCESS_KEY": "act-tests-secret-key",
+            "AWS_DEFAULT_REGION": self.answers["aws_region"],
+        }
+        return run([str(self.venv / "bin" / "python"), "-c", script, *args], self.path, **env).stdout
+
+
+@pytest.fixture(scope="module")
+def emr_world(tmp_path_factory, stack) -> Iterator[EmrWorld]:
+    root = tmp_path_factory.mktemp("act-emr")
+    baked = bake(root / "bake", s3_bucket=EMR_BUCKET)
+    venv = stack(baked)
+    project, answers = baked.path, baked.answers
+    run(["uv", "lock", "--quiet", "--python", str(venv / "bin" / "python")], project)
+    env = {
+        "ACT_STANDIN_PYTHONS": str(Path(find_python(answers["python_version"])).parent),
+        "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
+    }
+    with mlflow_server(venv, root / "registry") as tracking_uri, moto_server(venv, root / "moto") as aws:
+        env["ACT_STANDIN_AWS_ENDPOINT"] = aws  # the credentials step's stand-in exports it
+        world = EmrWorld(
+            path=project,
+            venv=venv,
+            act=Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env),
+            tracking_uri=tracking_uri,
+            aws=aws,
+            application="",
+            slug=f"{answers['github_owner']}/{answers['project']}",
+        )
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        rows = str(project / params["batch"]["input"])
+        name = params["registry"]["model_name"]
+        world.application = world.in_stack(PREPARE_AWS, EMR_BUCKET, rows, tracking_uri, name).strip()
+        params["batch"]["emr_serverless"] = {
+            "application_id": world.application,
+            "execution_role_arn": EMR_ROLE,
+            "code": f"s3://{EMR_BUCKET}/emr/code",
+            "logs": f"s3://{EMR_BUCKET}/emr/logs",
+            "python": f"/usr/bin/python{answers['python_version']}",
+        }
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        init_repository(project, world.slug)
+        yield world
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("act")
+def test_7_batch_yml_submits_the_champion_to_emr_serverless(emr_world):
+    """moto stands in for AWS (S3 and EMR Serverless) and nothing runs Spark: moto reports the run
+    SUCCESS at once. Scoring on the runner is skipped; the job run carries the champion's version."""
+    world, source = emr_world, f"s3://{EMR_BUCKET}/data/rows.csv"
+    done = world.act.run(
+        "workflow_dispatch",
+        "batch.yml",
+        inputs={"input": source, "output": ""},
+        variables={"MLFLOW_TRACKING_URI": world.tracking_uri, "AWS_ROLE_ARN": GITHUB_ROLE},
+        secrets=SECRETS,
+    )
+    assert_ok(done, {"batch"})
+    steps = done.steps["batch"]
+    assert steps["Score on EMR Serverless"] == "success", done.explain()
+    assert steps.get("Score with the champion") in (None, "skipped"), steps
+    assert done.outputs["batch"]["emr_serverless"] == "true"
+    (call,) = world.act.calls()
+    assert call["inputs"]["role-to-assume"] == GITHUB_ROLE
+
+    seen = json.loads(world.in_stack(INSPECT_AWS, EMR_BUCKET, world.application))
+    (job,) = seen["runs"]
+    assert (job["state"], job["executionRole"]) == ("SUCCESS", EMR_ROLE)
+    submitted = job["jobDriver"]["sparkSubmit"]
+    flags = submitted["entryPointArguments"]
+    arguments = dict(zip(flags[::2], flags[1::2], strict=True))
+    assert (arguments["--version"], arguments["--input"]) == ("2", source), arguments
+    assert arguments["--output"] == f"s3://{EMR_BUCKET}/predictions/predictions.parquet"
+    driver_env = f"spark.emr-serverless.driverEnv.MLFLOW_TRACKING_URI={world.tracking_uri}"
+    assert driver_env in submitted["sparkSubmitParameters"]
+    entry_point = submitted["entryPoint"]
+    assert entry_point.startswith(f"s3://{EMR_BUCKET}/emr/code/spark_submit-"), entry_point
+    assert entry_point.removeprefix(f"s3://{EMR_BUCKET}/") in seen["keys"], seen["keys"]
+
+    summary = done.summaries["batch"]
+    assert "### Batch scoring on EMR Serverless: SUCCESS with v2" in summary, summary
+    assert f"job run `{job['jobRunId']}`" in summary, summary

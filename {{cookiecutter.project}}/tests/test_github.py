@@ -223,6 +223,21 @@ def test_s3_locations_need_an_aws_role(tmp_path):
     )
 
 
+def test_batch_on_emr_serverless_needs_an_aws_role_and_says_where_it_runs(tmp_path):
+    env = {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}
+    local = {"data": "data/x.csv", "input": "data/in.csv", "output": "reports/out.parquet"}
+    here = config_check.check("batch", Environment.read(env), local, tmp_path)
+    assert here.outputs == {"configured": "true", "emr_serverless": "false"}
+    emr = config_check.check("batch", Environment.read(env), local, tmp_path, "00f1abcd2ef3gh4i")
+    assert [name for _, name, _ in emr.missing] == ["AWS_ROLE_ARN"]
+    with_role = {**env, "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/gh"}
+    emr = config_check.check(
+        "batch", Environment.read(with_role), local, tmp_path, "00f1abcd2ef3gh4i"
+    )
+    assert emr.outputs == {"configured": "true", "emr_serverless": "true"}
+    assert "EMR Serverless application `00f1abcd2ef3gh4i`" in emr.summary()
+
+
 @pytest.mark.parametrize(
     ("env", "mode"),
     [

@@ -42,6 +42,10 @@ class DeploymentError(PipelineError, RuntimeError):
     """A bento could not be built or served; the message says why, with the server's log if any."""
 
 
+class BatchJobFailed(PipelineError, RuntimeError):
+    """A batch job on a cluster failed, was cancelled or timed out; the message names the job run."""
+
+
 class NotServing(PipelineError, RuntimeError):
     """A server did not serve the expected model version in time."""
 

@@ -132,10 +132,36 @@ class ServingParams(Section):
         return value
 
 
+S3_PREFIX = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+
+
+class EmrServerlessParams(Section):
+    """Where `batch-submit` runs the Spark entry point: an EMR Serverless application whose image
+    holds this project (docs/emr-serverless.md)."""
+
+    application_id: str = Field(pattern=r"^[0-9a-z]{16}$")
+    # The role the job runs as: reads the input and code, writes the output and logs.
+    execution_role_arn: str = Field(pattern=r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$")
+    # The entry point (batch/spark_submit.py) is uploaded under this prefix, named by its digest.
+    code: str = Field(pattern=S3_PREFIX)
+    # Driver and executor logs; None: EMR Serverless keeps them itself, for 30 days.
+    logs: str | None = Field(None, pattern=S3_PREFIX)
+    # The interpreter of the application's image that has this project installed (the image's own
+    # python3 is older than this project's Python), e.g. /usr/bin/python3.12.
+    python: str = Field(pattern=r"^/\S+$")
+    # Added to every run's spark-submit parameters: executor sizes, dynamic allocation...
+    spark_submit_parameters: str = ""
+    # EMR Serverless stops the run after this long, and `batch-submit` cancels it (batch.yml waits 90 min).
+    timeout_minutes: int = Field(60, ge=1, le=1440)
+    poll_seconds: float = Field(15, gt=0, le=300)
+
+
 class BatchParams(Section):
     input: str
     output: str
     chunk_rows: int = Field(10_000, ge=1)
+    # None: `batch` scores on this machine; set: batch.yml submits to EMR Serverless instead.
+    emr_serverless: EmrServerlessParams | None = None
 
 
 class RolloutChecks(Section):

@@ -83,6 +83,33 @@ def batch(
     return result
 
 
+def batch_submit(
+    settings: Settings, version: int | None, input_location: str | None, output_location: str | None
+) -> dict:
+    """Score on EMR Serverless (batch.emr_serverless) and wait; the report is written whatever the end."""
+    from ..batch import emr
+    from ..errors import SettingsError
+
+    where = settings.params.batch.emr_serverless
+    if where is None:
+        raise SettingsError(
+            f"{settings.params_file.name}: batch.emr_serverless is not set; `batch` scores here"
+        )
+    registry = open_registry(settings)
+    run = {
+        "input": input_location or settings.params.batch.input,
+        "output": output_location or settings.params.batch.output,
+        "model_name": settings.params.registry.model_name,
+        "model_version": registry.version_or_champion(version),
+    }
+    say(f"submitting v{run['model_version']} to EMR Serverless application {where.application_id}")
+    result = emr.submit(emr.client(), where, run, settings.tracking_uri)
+    reports.write_report(settings.reports_dir, "batch", result)
+    say(f"job run {result['job_run_id']}: {result['state']} after {result['seconds']} s")
+    emr.require_success(result)
+    return result
+
+
 def history(settings: Settings) -> dict:
     registry = open_registry(settings)
     entries = registry.history()
@@ -149,6 +176,11 @@ def suggest_suite(settings: Settings, use: bool, force: bool) -> dict:
     }
 
 
+BATCH_LOCATIONS = (
+    argument("--input", dest="input_location", help="default: batch.input in params"),
+    argument("--output", dest="output_location", help="default: batch.output in params"),
+)
+
 COMMANDS = (
     Command("validate", "check the data against the expectation suite", validate),
     Command(
@@ -203,9 +235,18 @@ COMMANDS = (
         batch,
         (
             VERSION,
-            argument("--input", dest="input_location", help="default: batch.input in params"),
-            argument("--output", dest="output_location", help="default: batch.output in params"),
+            *BATCH_LOCATIONS,
         ),
+    ),
+    Command(
+        "batch-submit",
+        "score a file with the champion (or --version) on EMR Serverless, and wait",
+        batch_submit,
+        (
+            VERSION,
+            *BATCH_LOCATIONS,
+        ),
+        more_help=" Needs batch.emr_serverless in params (docs/emr-serverless.md).",
     ),
     Command("history", "show every recorded alias move", history),
     Command(

@@ -83,7 +83,14 @@ def check_config(settings: Settings, purpose: str) -> dict:
         "prediction_log": params.monitoring.prediction_log,
         "labels": params.monitoring.labels,
     }
-    check = config_check.check(purpose, settings.env, locations, settings.project_dir)
+    emr = params.batch.emr_serverless
+    check = config_check.check(
+        purpose,
+        settings.env,
+        locations,
+        settings.project_dir,
+        emr_application=emr.application_id if emr else None,
+    )
     actions.write_outputs(check.outputs, settings.env.github)
     if not actions.append_summary(check.summary(), settings.env.github):
         print(check.summary())

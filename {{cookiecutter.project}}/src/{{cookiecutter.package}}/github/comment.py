@@ -108,9 +108,16 @@ def rollback_section(rollback: Mapping[str, Any]) -> str:
 
 
 def batch_section(batch: Mapping[str, Any]) -> str:
+    """This machine's report counts rows; EMR Serverless's names the job run and how it ended."""
+    where = f"- input: `{cell(batch.get('input'))}`\n- output: `{cell(batch.get('output'))}`"
+    if "job_run_id" not in batch:
+        return f"### Batch scoring: {batch.get('rows')} rows with v{batch.get('model_version')}\n\n{where}"
+    details = f": {cell(batch['state_details'], 300)}" if batch.get("state_details") else ""
     return (
-        f"### Batch scoring: {batch.get('rows')} rows with v{batch.get('model_version')}\n\n"
-        f"- input: `{cell(batch.get('input'))}`\n- output: `{cell(batch.get('output'))}`"
+        f"### Batch scoring on EMR Serverless: {batch.get('state')} with v{batch.get('model_version')}"
+        f"\n\n- job run `{cell(batch['job_run_id'])}` of application "
+        f"`{cell(batch.get('application_id'))}`, {batch.get('seconds')} s{details}\n{where}\n"
+        f"- entry point: `{cell(batch.get('entry_point'))}`"
     )
 
 

@@ -63,6 +63,7 @@ def check(
     env: Environment,
     locations: Mapping[str, str],
     project_dir: Path,
+    emr_application: str | None = None,
 ) -> ConfigCheck:
     """What `purpose` (ci, cd, rollback, batch, monitor) needs from the repository's variables and
     secrets.
@@ -70,6 +71,8 @@ def check(
     `env` holds what the workflow passed from `vars` (MLFLOW_TRACKING_URI, AWS_ROLE_ARN, SKIP_IMAGE)
     and, for pull requests, PR_HEAD_REPO. `locations` are the locations of params.yaml (data, batch
     input and output, prediction log and labels) that decide whether AWS credentials are needed.
+    `emr_application` (batch.emr_serverless's) sends batch scoring to EMR Serverless: output
+    `emr_serverless` says which way the workflow goes, and AWS credentials are needed either way.
     CI needs nothing: with no tracking server (or for a pull request from a fork, which gets no
     secrets), the champion is a model trained from the base branch in the same job, in a local store.
     """
@@ -95,7 +98,8 @@ def check(
             "monitoring.prediction_log",
             f"an s3:// location the service writes to (now `{cell(log, 100)}`, not on this runner)",
         )
-    if _needs_aws(purpose, locations) and not github.aws_role_arn:
+    on_emr = purpose == "batch" and emr_application is not None
+    if (on_emr or _needs_aws(purpose, locations)) and not github.aws_role_arn:
         check.require(
             "variable",
             "AWS_ROLE_ARN",
@@ -112,6 +116,10 @@ def check(
             "SKIP_IMAGE is true: no container image is built or pushed; staging smoke-tests the bento."
         )
     check.outputs = {"configured": str(check.configured).lower()}
+    if purpose == "batch":
+        check.outputs["emr_serverless"] = str(on_emr).lower()
+        where = f"EMR Serverless application `{emr_application}`" if on_emr else "this runner"
+        check.notes.append(f"batch scoring runs on {where} (batch.emr_serverless in params.yaml)")
     return check
 
 
