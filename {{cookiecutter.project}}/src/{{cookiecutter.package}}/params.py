@@ -135,7 +135,10 @@ class ServingParams(Section):
 class BatchParams(Section):
     input: str
     output: str
-    chunk_rows: int = Field(10_000, ge=1)
+    engine: Literal["pandas", "spark"] = "pandas"  # pandas: batch/chunked.py; spark: batch/spark.py
+    chunk_rows: int = Field(10_000, ge=1)  # the pandas engine's
+    spark_master: str = Field("local[*]", min_length=1)
+    spark_conf: dict[str, str] = Field(default_factory=dict)  # SparkSession.builder.config
 
 
 class RolloutChecks(Section):
