@@ -138,7 +138,7 @@ class BatchParams(Section):
     engine: Literal["pandas", "spark"] = "pandas"  # pandas: batch/chunked.py; spark: batch/spark.py
     chunk_rows: int = Field(10_000, ge=1)  # the pandas engine's
     spark_master: str = Field("local[*]", min_length=1)
-    spark_conf: dict[str, str] = Field(default_factory=dict)  # SparkSession.builder.config
+    spark_conf: dict[str, str | int | float | bool] = Field(default_factory=dict)  # builder.config
 
 
 class RolloutChecks(Section):

@@ -51,7 +51,7 @@ SAMPLE_LINES = 1000  # a CSV's first lines, from which its other columns' types 
 SUCCESS = "_SUCCESS"  # written last in a published output
 
 
-def start_session(master: str | None, conf: Mapping[str, str]) -> SparkSession:
+def start_session(master: str | None, conf: Mapping[str, str | int | float | bool]) -> SparkSession:
     """A Spark session on `master` (None: the one spark-submit was given) with the users' `conf`.
 
     Python workers run this interpreter unless PYSPARK_PYTHON says otherwise (else they start the
@@ -62,8 +62,8 @@ def start_session(master: str | None, conf: Mapping[str, str]) -> SparkSession:
         from pyspark.sql import SparkSession
     except ImportError:
         raise SettingsError(
-            "batch.engine spark needs pyspark: install the project's spark extra "
-            f"(pip install '{PACKAGE}[spark]', or `make test-spark` here) and Java 17"
+            "batch.engine spark needs pyspark: install the project's spark extra (in the "
+            "project: uv sync --extra spark, or pip install '.[spark]') and Java 17"
         ) from None
     if not (os.environ.get("JAVA_HOME") or shutil.which("java")):  # what Spark's launcher looks for
         raise SettingsError(
@@ -180,6 +180,7 @@ def publish(session: SparkSession, staged: str, destination: str) -> None:
 
 
 def discard(session: SparkSession, staged: str) -> None:
+    """Delete what a failed job staged: the destination was never touched."""
     context = session.sparkContext
     hadoop_path = context._jvm.org.apache.hadoop.fs.Path(staged)
     hadoop_path.getFileSystem(context._jsc.hadoopConfiguration()).delete(hadoop_path, True)
