@@ -33,6 +33,7 @@ SITE = "site"  # the text category added to the bundled data
 
 @pytest.fixture(autouse=True)
 def spark_installed() -> None:
+    """Skip without pyspark or Java; under CI, fail: CI installs both."""
     missing = [
         what
         for what, found in (
@@ -69,7 +70,7 @@ def trained(project: Path, frame: pd.DataFrame) -> Path:
         batch={
             "input": "data/sites.csv",
             "spark_master": "local[2]",
-            "spark_conf": {"spark.sql.files.maxPartitionBytes": "40000"},
+            "spark_conf": {"spark.sql.files.maxPartitionBytes": source.stat().st_size // 3},
         },
     )
     assert run("suggest-suite", "--use") == cli.EXIT_OK
@@ -88,13 +89,19 @@ def test_both_engines_score_the_same_rows_alike(project, frame):
     assert not list(outputs["spark"].parent.glob("_staged-*"))
     assert list(spark_rows.columns) == list(pandas_rows.columns)
     assert spark_rows[batch.SCORED_AT].notna().all()
+    # Labels and inputs alike; numbers to the last bits BLAS may round differently for batches of
+    # other sizes (a regression's predictions: 3 of 442 rows differed, by less than 1e-12).
     pd.testing.assert_frame_equal(
         spark_rows.drop(columns=batch.SCORED_AT),
         pandas_rows.drop(columns=batch.SCORED_AT),
-        check_exact=True,
+        check_exact=False,
+        rtol=1e-12,
+        atol=0,
     )
     assert spark_rows[SITE].isna().any() and "01" in set(spark_rows[SITE])
-    assert {f"{batch.PROBABILITY_PREFIX}0", f"{batch.PROBABILITY_PREFIX}1"} <= set(spark_rows)
+    if load_settings(project / "params.yaml").params.task == "classification":
+        probabilities = [name for name in spark_rows if name.startswith(batch.PROBABILITY_PREFIX)]
+        assert len(probabilities) == 2
     assert json.loads((project / "reports" / "batch.json").read_text())["engine"] == "spark"
 
 
@@ -107,8 +114,10 @@ def test_a_value_that_is_not_a_number_fails_the_job_and_keeps_the_old_output(
     output = project / "reports" / "spark.parquet"
     assert run("batch", "--version", "1", "--engine", "spark", "--output", str(output)) == 0
     before = sorted(output.iterdir())
-    damaged = data.read_table(str(source)).astype({"mean_area": object})
-    damaged.loc[len(damaged) - 5, "mean_area"] = "n/a?"
+    damaged = data.read_table(str(source))
+    feature = damaged.columns[1]  # the first one has gaps
+    damaged = damaged.astype({feature: object})
+    damaged.loc[len(damaged) - 5, feature] = "n/a?"
     data.write_table(damaged, str(source))
     assert run("batch", "--version", "1", "--engine", "spark", "--output", str(output)) == 2
     assert 'For input string: "n/a?"' in capsys.readouterr().err
