@@ -634,12 +634,14 @@ warnings.simplefilter("ignore")
 from mlflow.tracking import MlflowClient
 from {{ cookiecutter.package }} import registry
 from {{ cookiecutter.package }}.batch import spark
+from {{ cookiecutter.package }}.profile import categorical_features
 name, version, source, output = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 with tempfile.TemporaryDirectory() as folder:
     verified = registry.download_verified(MlflowClient(), name, version, folder)
+    categorical = categorical_features(registry.feature_profile(name, version))
     session = spark.start_session("local[*]", {})
     started = time.perf_counter()
-    summary = spark.score_file(session, verified, version, [], source, output)
+    summary = spark.score_file(session, verified, version, categorical, source, output)
     print(summary["rows"], time.perf_counter() - started)
 """
 
