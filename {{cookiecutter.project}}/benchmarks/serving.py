@@ -14,7 +14,8 @@ worker count is up at once and measured in turn, ROUNDS times over: whatever els
 hits them alike, and the tables give each one's median. Then the batch endpoints, rows as objects
 (/predict_batch), as a JSON table (/predict_columns) and as an Arrow stream (/predict_arrow),
 BATCH_ROWS rows per request, against in-process predict on the same batch, and the `batch` command's
-scoring loop on a BATCH_FILE_ROWS-row CSV against a plain chunked read_csv + predict loop.
+scoring loop on a BATCH_FILE_ROWS-row CSV against a plain chunked read_csv + predict loop, and the
+Spark engine on the same file (local[*]; memory summed over the driver, the JVM and the workers).
 What the numbers were and what each setting changed: benchmarks/README.md. Prints tables; `make bench`
 (about 15 minutes). Not part of `make test`.
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import json
 import os
 import shutil
@@ -624,6 +626,73 @@ print(time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN
 """
 
 
+# The Spark engine in a fresh interpreter: the session is started before the clock, as a cluster's
+# is; the model comes from the scratch registry through the one loader, as the command gets it.
+SPARK_ENGINE = """
+import sys, tempfile, time, warnings
+warnings.simplefilter("ignore")
+from mlflow.tracking import MlflowClient
+from {{ cookiecutter.package }} import registry
+from {{ cookiecutter.package }}.batch import spark
+from {{ cookiecutter.package }}.profile import categorical_features
+name, version, source, output = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+with tempfile.TemporaryDirectory() as folder:
+    verified = registry.download_verified(MlflowClient(), name, version, folder)
+    categorical = categorical_features(registry.feature_profile(name, version))
+    session = spark.start_session("local[*]", {})
+    started = time.perf_counter()
+    summary = spark.score_file(session, verified, version, categorical, source, output)
+    print(summary["rows"], time.perf_counter() - started)
+"""
+
+
+def process_tree_peaks(command: list[str], environment: dict[str, str]) -> tuple[list[str], dict]:
+    """Run `command`; its output's words, and the high-water mark (VmHWM) in MB of each kind of its
+    processes (the Python driver, the JVM, the Python workers), each process's read every 0.2 s
+    until it ends and summed per kind: an upper bound of their peak together."""
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=PROJECT,
+        env={**os.environ, **environment},
+    )  # fmt: skip
+    peaks: dict[int, tuple[str, int]] = {}
+    while process.poll() is None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+            for member in family:
+                with contextlib.suppress(OSError, IndexError, psutil.Error):  # ended, a zombie
+                    status = Path(f"/proc/{member.pid}/status").read_text()
+                    peak_kb = int(status.split("VmHWM:")[1].split()[0])
+                    kind = "JVM" if "java" in member.name() else "Python workers"
+                    kind = "Python driver" if member.pid == process.pid else kind
+                    peaks[member.pid] = (kind, max(peak_kb, peaks.get(member.pid, ("", 0))[1]))
+        time.sleep(0.2)
+    words = process.stdout.read().split() if process.stdout else []
+    if process.returncode:
+        raise RuntimeError(f"{command[:3]} exited {process.returncode}")
+    kinds: dict[str, float] = {}
+    for kind, peak_kb in peaks.values():
+        kinds[kind] = kinds.get(kind, 0) + peak_kb / 1024
+    return words, kinds
+
+
+def spark_engine_row(folder: Path, label: str, version: int, source: Path, plain: float) -> list:
+    """The Spark engine on `local[*]` scoring the same file, for the batch table (a note when pyspark
+    or Java is missing: `make test-spark` installs the extra)."""
+    if importlib.util.find_spec("pyspark") is None or shutil.which("java") is None:
+        return [label, "spark engine: not run (needs the spark extra and Java 17)", "-", "-", "-", "-"]  # fmt: skip
+    name = load_settings(folder / label / "params.yaml").params.registry.model_name
+    output = folder / "spark-predictions.parquet"
+    command = [sys.executable, "-c", SPARK_ENGINE, name, str(version), str(source), str(output)]
+    registry_uri = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / label / 'mlflow.db'}"}
+    words, kinds = process_tree_peaks(command, registry_uri)
+    count, seconds = int(words[-2]), float(words[-1])
+    parts = ", ".join(f"{kind} {megabytes:,.0f}" for kind, megabytes in kinds.items())
+    return [
+        label, f"spark engine, local[*] (score_file; peak MB: {parts})", fmt(count),
+        fmt(count / seconds), ratio(count / seconds, plain), fmt(sum(kinds.values())),
+    ]  # fmt: skip
+
+
 def python_script(code: str, *args: object, environment: dict[str, str] | None = None) -> list[str]:
     """The words `code` prints, run in a fresh interpreter from the project folder."""
     return subprocess.run(
@@ -636,7 +705,8 @@ def batch_command_rows(
     folder: Path, frame: pd.DataFrame, chunk_rows: int, versions: dict[str, int]
 ) -> list[list]:
     """The batch command's loop (batch.score_file, staged Parquet output) against the plain loop,
-    then the whole command (imports, registry, model load) for its peak memory."""
+    then the whole command (imports, registry, model load) for its peak memory, then the Spark
+    engine on the same file."""
     source = folder / "big.csv"
     big_csv(frame, source, BATCH_FILE_ROWS)
     rows = []
@@ -660,6 +730,8 @@ def batch_command_rows(
         answer = python_script(WHOLE_COMMAND, *command, environment=registry_uri)
         seconds, peak_kb = float(answer[0]), int(answer[1])
         rows.append([label, f"`batch` command, start to end ({seconds:.1f} s)", fmt(BATCH_FILE_ROWS), fmt(BATCH_FILE_ROWS / seconds), "-", fmt(peak_kb / 1024)])  # fmt: skip
+        plain = measured["plain read_csv + predict"]
+        rows.append(spark_engine_row(folder, label, versions[label], source, plain))
     return rows
 
 

@@ -159,7 +159,10 @@ class EmrServerlessParams(Section):
 class BatchParams(Section):
     input: str
     output: str
-    chunk_rows: int = Field(10_000, ge=1)
+    engine: Literal["pandas", "spark"] = "pandas"  # pandas: batch/chunked.py; spark: batch/spark.py
+    chunk_rows: int = Field(10_000, ge=1)  # the pandas engine's
+    spark_master: str = Field("local[*]", min_length=1)
+    spark_conf: dict[str, str | int | float | bool] = Field(default_factory=dict)  # builder.config
     # None: `batch` scores on this machine; set: batch.yml submits to EMR Serverless instead.
     emr_serverless: EmrServerlessParams | None = None
 

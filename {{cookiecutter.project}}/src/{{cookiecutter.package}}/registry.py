@@ -11,7 +11,10 @@ import getpass
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
@@ -47,6 +50,43 @@ def _local_artifact_root(settings: Settings) -> str | None:
     if urlparse(settings.tracking_uri).scheme == "sqlite":
         return (settings.project_dir / "mlartifacts").as_uri()
     return None  # a tracking server decides where artifacts go
+
+
+def model_uri(name: str, version: int) -> str:
+    return f"models:/{name}/{version}"
+
+
+def recorded_digest(client: MlflowClient, name: str, version: int) -> str | None:
+    """The digest of `name` v`version`'s files, as tagged at registration."""
+    return client.get_model_version(name, str(version)).tags.get(integrity.DIGEST_TAG)
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """A registered model's files, downloaded and checked by `integrity`, and the model they hold."""
+
+    model: Any
+    folder: Path  # the files, whose digest is `digest`: another process may load them again
+    digest: str
+    what: str  # `name vN`, as errors name it
+
+
+def download_verified(client: MlflowClient, name: str, version: int, folder: str) -> VerifiedModel:
+    """Download `name` v`version` into `folder` and load it through `integrity.load_model`, never
+    through MLflow (which trusts the model's own MLmodel): the files must have the digest recorded
+    at registration before any is read. Takes a client, not a Registry: a Spark job has no params.
+    """
+    expected = recorded_digest(client, name, version)
+    what = f"{name} v{version}"
+    local = mlflow.artifacts.download_artifacts(model_uri(name, version), dst_path=folder)
+    model = integrity.load_model(local, expected, what)
+    return VerifiedModel(model, Path(local), str(expected), what)
+
+
+def feature_profile(name: str, version: int) -> dict[str, dict]:
+    """What training saw of each feature of `name` v`version` (its MLmodel metadata, `profile`)."""
+    metadata = mlflow.models.get_model_info(model_uri(name, version)).metadata or {}
+    return metadata.get("feature_profile") or {}
 
 
 class Registry:
@@ -110,7 +150,7 @@ class Registry:
         return champion, candidate
 
     def model_uri(self, version: int) -> str:
-        return f"models:/{self.model_name}/{version}"
+        return model_uri(self.model_name, version)
 
     def load_model(self, version: int):
         """The registered scikit-learn pipeline itself (predict_proba, no pyfunc layer).
@@ -118,15 +158,17 @@ class Registry:
         Loaded by `integrity.load_model`, never by MLflow (which trusts the model's own MLmodel):
         the downloaded files must have the digest recorded at registration before any is read.
         """
-        expected = self.recorded_digest(version)
         with tempfile.TemporaryDirectory() as folder:
-            local = mlflow.artifacts.download_artifacts(self.model_uri(version), dst_path=folder)
-            return integrity.load_model(local, expected, f"{self.model_name} v{version}")
+            return self.download_verified(version, folder).model
+
+    def download_verified(self, version: int, folder: str) -> VerifiedModel:
+        """`version`'s files in `folder`, digest checked, and its model (`download_verified`)."""
+        return download_verified(self.client, self.model_name, version, folder)
 
     def feature_profile(self, version: int) -> dict[str, dict]:
         """What training saw of each feature of `version` (its MLmodel metadata, `profile`)."""
-        metadata = mlflow.models.get_model_info(self.model_uri(version)).metadata or {}
-        return metadata.get("feature_profile") or {}
+        self.configure()
+        return feature_profile(self.model_name, version)
 
     def holdout_metric(self, version: int, metric: str) -> float:
         """What `version` scored on the frozen holdout at training, as logged on its run."""
@@ -155,8 +197,7 @@ class Registry:
         return digest
 
     def recorded_digest(self, version: int) -> str | None:
-        tags = self.client.get_model_version(self.model_name, str(version)).tags
-        return tags.get(integrity.DIGEST_TAG)
+        return recorded_digest(self.client, self.model_name, version)
 
     def gate_decision(self, version: int) -> str | None:
         """The gate's verdict on `version`, as `log_evaluation` recorded it (None if never evaluated)."""

@@ -51,6 +51,17 @@ def use_compact_memory_pool() -> None:
         pa.set_memory_pool(pa.jemalloc_memory_pool())
 
 
+def csv_types(features: list[str], categorical: Collection[str]) -> pa_csv.ConvertOptions:
+    """How a CSV's columns are typed, by either engine: features as float64, categorical ones as
+    text, and an empty cell (or NA, null...) of a text column a gap, as training read it."""
+    return pa_csv.ConvertOptions(
+        strings_can_be_null=True,
+        column_types={
+            name: pa.string() if name in categorical else pa.float64() for name in features
+        },
+    )
+
+
 def read_chunks(
     location: str, features: list[str], chunk_rows: int, categorical: Collection[str] = ()
 ) -> Iterator[pa.Table]:
@@ -77,14 +88,7 @@ def read_chunks(
             batches = pa_csv.open_csv(
                 location,
                 read_options=pa_csv.ReadOptions(block_size=CSV_BLOCK_BYTES),
-                convert_options=pa_csv.ConvertOptions(
-                    # an empty cell (or NA, null...) of a text column is a gap, as training read it
-                    strings_can_be_null=True,
-                    column_types={
-                        name: pa.string() if name in categorical else pa.float64()
-                        for name in features
-                    },
-                ),
+                convert_options=csv_types(features, categorical),
             )
         yield from rechunked(batches, chunk_rows)
     except pa.ArrowInvalid as error:  # a value that is not a number in a feature column, say

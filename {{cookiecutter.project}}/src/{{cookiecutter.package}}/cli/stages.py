@@ -4,6 +4,7 @@ batch scoring, the registry's history, a version's model card and a starting exp
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from .. import data, pipeline, reports
@@ -61,25 +62,39 @@ def run_pipeline(settings: Settings, fail_on_reject: bool) -> dict:
 
 
 def batch(
-    settings: Settings, version: int | None, input_location: str | None, output_location: str | None
+    settings: Settings,
+    version: int | None,
+    input_location: str | None,
+    output_location: str | None,
+    engine: str | None,
 ) -> dict:
-    from ..batch import chunked as scoring
-
-    scoring.use_compact_memory_pool()
+    """Score a file with the champion (or --version) on this machine or with Spark."""
+    params = settings.params.batch
+    engine = engine or params.engine
+    source = settings.resolve(input_location or params.input)
+    destination = settings.resolve(output_location or params.output)
     registry = open_registry(settings)
     version = registry.version_or_champion(version)
-    model = registry.load_model(version)
-    result = scoring.score_file(
-        model,
-        list(model.feature_names_in_),
-        version,
-        settings.resolve(input_location or settings.params.batch.input),
-        settings.resolve(output_location or settings.params.batch.output),
-        settings.params.batch.chunk_rows,
-        categorical_features(registry.feature_profile(version)),
-    )
+    categorical = categorical_features(registry.feature_profile(version))
+    if engine == "spark":
+        from ..batch import spark
+
+        with tempfile.TemporaryDirectory() as folder:
+            verified = registry.download_verified(version, folder)
+            session = spark.start_session(params.spark_master, params.spark_conf)
+            result = spark.score_file(session, verified, version, categorical, source, destination)
+    else:
+        from ..batch import chunked
+
+        chunked.use_compact_memory_pool()
+        model = registry.load_model(version)
+        features = list(model.feature_names_in_)
+        result = chunked.score_file(
+            model, features, version, source, destination, params.chunk_rows, categorical
+        )
+    result = {"engine": engine, **result}
     reports.write_report(settings.reports_dir, "batch", result)
-    say(f"scored {result['rows']} rows with v{version} -> {result['output']}")
+    say(f"scored {result['rows']} rows with v{version} ({engine}) -> {result['output']}")
     return result
 
 
@@ -236,6 +251,11 @@ COMMANDS = (
         (
             VERSION,
             *BATCH_LOCATIONS,
+            argument(
+                "--engine",
+                choices=["pandas", "spark"],
+                help="default: batch.engine in params (spark: docs/batch.md)",
+            ),
         ),
     ),
     Command(
