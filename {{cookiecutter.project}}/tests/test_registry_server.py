@@ -1,0 +1,99 @@
+"""The registry a team runs: `mlflow server --workers 2` on PostgreSQL, and promotions that race on it.
+
+Two CI runs evaluated two candidates against the same champion and promote at the same moment, each
+through its own connection to a different worker of the server: the registry's lock lets exactly one
+move the aliases; the other is refused by the compare-and-set. Needs PostgreSQL's binaries (initdb,
+pg_ctl): skipped without them on a laptop, failed under CI, where they must be installed.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from {{ cookiecutter.package }}.errors import RegistryError
+from {{ cookiecutter.package }}.registry import CHAMPION, PREVIOUS, Registry
+from {{ cookiecutter.package }}.registry_lock import lock_name
+from {{ cookiecutter.package }}.settings import load_settings
+
+from . import postgres
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory) -> str:
+    if postgres.find_bin() is None and not os.environ.get("CI"):
+        pytest.skip(f"PostgreSQL's initdb and pg_ctl not found ({postgres.INSTALL_HINT})")
+    folder = tmp_path_factory.mktemp("tracking-server")
+    with (
+        postgres.cluster() as database,
+        postgres.mlflow_server(database, str(folder / "artifacts"), folder, workers=2) as url,
+    ):
+        yield url
+
+
+@pytest.fixture
+def on_server(project, tracking_server, monkeypatch) -> str:
+    """The scratch project pointed at the server."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_server)
+    return tracking_server
+
+
+def three_versions(settings) -> None:
+    """Versions 1 to 3 of the project's model: metadata only, as promotion reads nothing else."""
+    client = Registry(settings).client
+    experiment = client.get_experiment_by_name(settings.params.registry.experiment)
+    run = client.create_run(experiment.experiment_id)
+    client.create_registered_model(settings.params.registry.model_name)
+    for _ in range(3):
+        client.create_model_version(
+            settings.params.registry.model_name, f"runs:/{run.info.run_id}/model", run.info.run_id
+        )
+
+
+def test_two_promotions_at_the_same_moment_one_wins_the_other_is_refused(project, on_server):
+    settings = load_settings(project / "params.yaml")
+    three_versions(settings)
+    Registry(settings).promote(1, expected_champion=None, why="first")
+    start = threading.Barrier(2)
+    outcomes: dict[int, object] = {}
+
+    def promote(version: int) -> None:
+        registry = Registry(settings)  # one per run, as each CI job makes its own
+        registry.configure()
+        start.wait()
+        try:
+            outcomes[version] = registry.promote(
+                version, expected_champion=1, why="evaluated over v1"
+            )
+        except RegistryError as error:
+            outcomes[version] = error
+
+    threads = [threading.Thread(target=promote, args=(version,)) for version in (2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+
+    won = [version for version, outcome in outcomes.items() if isinstance(outcome, dict)]
+    refused = [outcome for outcome in outcomes.values() if isinstance(outcome, RegistryError)]
+    assert len(won) == 1 and len(refused) == 1, outcomes
+    assert "champion moved since the evaluation (expected v1, " in str(refused[0])
+    assert "evaluate again before promoting" in str(refused[0])
+    registry = Registry(settings)
+    assert registry.alias_version(CHAMPION) == won[0]
+    assert registry.alias_version(PREVIOUS) == 1
+    history = registry.history()
+    assert [entry["action"] for entry in history] == ["promote", "move", "promote"]
+    assert [entry["sequence"] for entry in history] == [1, 2, 3]
+    assert history[-1]["after"] == won[0]
+    client = MlflowClient(on_server)
+    assert not [
+        model
+        for model in client.search_registered_models()
+        if model.name == lock_name(registry.model_name)
+    ]
