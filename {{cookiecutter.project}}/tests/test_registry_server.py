@@ -1,25 +1,33 @@
-"""The registry a team runs: `mlflow server --workers 2` on PostgreSQL, and promotions that race on it.
+"""The registry a team runs: `mlflow server --workers 2` on PostgreSQL, behind deploy/mlflow's nginx.
 
 Two CI runs evaluated two candidates against the same champion and promote at the same moment, each
 through its own connection to a different worker of the server: the registry's lock lets exactly one
-move the aliases; the other is refused by the compare-and-set. Needs PostgreSQL's binaries (initdb,
-pg_ctl): skipped without them on a laptop, failed under CI, where they must be installed.
+move the aliases; the other is refused by the compare-and-set. The token check of deploy/mlflow runs
+in a real nginx in front of the same server (the Kubernetes pod itself needs a cluster: not here).
+Needs PostgreSQL's binaries (initdb, pg_ctl) and nginx: skipped without PostgreSQL on a laptop,
+failed under CI, where they must be installed.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
+from pathlib import Path
 
+import httpx
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from {{ cookiecutter.package }}.errors import RegistryError
 from {{ cookiecutter.package }}.registry import CHAMPION, PREVIOUS, Registry
 from {{ cookiecutter.package }}.registry_lock import lock_name
+from {{ cookiecutter.package }}.rollout.nginx import find_nginx
 from {{ cookiecutter.package }}.settings import load_settings
 
 from . import postgres
+from .conftest import PROJECT_DIR, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +105,54 @@ def test_two_promotions_at_the_same_moment_one_wins_the_other_is_refused(project
         for model in client.search_registered_models()
         if model.name == lock_name(registry.model_name)
     ]
+
+
+def nginx_conf(tracking_server: str, token: str, port: int, runtime: Path) -> str:
+    """deploy/mlflow's server block, filled in as the nginx image does, in a config for this machine."""
+    server = (PROJECT_DIR / "deploy/mlflow/nginx.conf.template").read_text()
+    server = server.replace("${MLFLOW_TRACKING_TOKEN}", token)
+    server = server.replace("127.0.0.1:5000", tracking_server.removeprefix("http://"))
+    server = server.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    user = "user root;" if os.geteuid() == 0 else ""  # as root, workers would run as nobody
+    temp = " ".join(f"{kind}_temp_path {runtime}/{kind};" for kind in ("client_body", "proxy"))
+    head = (
+        f"daemon off; worker_processes 1; pid {runtime}/nginx.pid; error_log {runtime}/error.log;"
+    )
+    return head + user + " events { } http { access_log off; " + temp + server + " }"
+
+
+@pytest.fixture
+def behind_nginx(tracking_server, tmp_path) -> tuple[str, str]:
+    token, port = "0123456789abcdef" * 4, free_port()  # as long as `openssl rand -hex 32`
+    (tmp_path / "nginx.conf").write_text(nginx_conf(tracking_server, token, port, tmp_path))
+    nginx = subprocess.Popen(
+        [find_nginx(), "-c", str(tmp_path / "nginx.conf"), "-p", str(tmp_path)]
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(50):
+            try:
+                httpx.get(f"{url}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert nginx.poll() is None, (tmp_path / "error.log").read_text()
+                threading.Event().wait(0.1)
+        yield url, token
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+
+def test_the_server_answers_the_workflows_token_and_refuses_anything_else(
+    behind_nginx, monkeypatch
+):
+    url, token = behind_nginx
+    assert httpx.get(f"{url}/health").status_code == 200  # the probes need no token
+    search = f"{url}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert httpx.get(search).status_code == 401
+    assert httpx.get(search, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)  # what the workflows set: MLflow sends it
+    client = MlflowClient(url)
+    run = client.create_run(client.create_experiment("behind-nginx"))
+    client.log_text(run.info.run_id, "through the proxy", "note.txt")  # artifacts are proxied too
+    assert mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/note.txt") == "through the proxy"
