@@ -143,7 +143,13 @@ def test_the_tracking_server_is_valid_and_reachable_only_through_the_token_check
     assert [p["targetPort"] for p in service["spec"]["ports"]] == [port["name"]]
     [config] = by_kind(objects, "ConfigMap")
     template = config["data"]["mlflow.conf.template"]
-    assert '"Bearer ${MLFLOW_TRACKING_TOKEN}" 1;' in template
+    assert '"Bearer ${MLFLOW_TRACKING_TOKEN}" write;' in template
+    assert '"Bearer ${MLFLOW_READ_TOKEN}" read;' in template
+    tokens = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in auth["env"] if "valueFrom" in e}
+    assert {name: ref.get("optional", False) for name, ref in tokens.items()} == {
+        "MLFLOW_TRACKING_TOKEN": False,  # an empty token would match an empty Authorization header
+        "MLFLOW_READ_TOKEN": False,
+    }
     assert f"listen {port['containerPort']};" in template
     assert f"proxy_pass http://127.0.0.1:{env['MLFLOW_PORT']};" in template
     for container in containers.values():

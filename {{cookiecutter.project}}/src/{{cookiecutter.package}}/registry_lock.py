@@ -33,8 +33,10 @@ def _stamp(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
 
 
-def _already_exists(error: MlflowException) -> bool:
-    return error.error_code == "RESOURCE_ALREADY_EXISTS"
+def _taken(error: MlflowException) -> bool:
+    """The creation lost to another run's. The server answers RESOURCE_DOES_NOT_EXIST too when the
+    winner released the lock before the server looked up what it lost to (its SQL store does so)."""
+    return error.error_code in ("RESOURCE_ALREADY_EXISTS", "RESOURCE_DOES_NOT_EXIST")
 
 
 def claim(
@@ -52,18 +54,22 @@ def claim(
             ),
         )
     except MlflowException as error:
-        if _already_exists(error):
+        if _taken(error):
             return None
         raise
     return str(expires_at)
 
 
 def _holder(client: MlflowClient, name: str) -> dict[str, str] | None:
-    """The tags of the lock model (who holds it, until when), or None once it is gone."""
+    """The tags of the lock model (who holds it, until when), or None once it is gone.
+
+    A lock being deleted can be read without its tags (the server reads the model, then its tags).
+    """
     try:
-        return client.get_registered_model(name).tags
+        tags = client.get_registered_model(name).tags
     except MlflowException:
         return None
+    return tags if "expires_at" in tags else None
 
 
 def _take_over(client: MlflowClient, name: str, stale: dict[str, str]) -> bool:
