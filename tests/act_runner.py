@@ -18,6 +18,7 @@ minus anything a runner or the tests set themselves (GITHUB_*, MLFLOW_*, ...).
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -379,66 +380,27 @@ def precompiled_uv_cache(venv: Path, destination: Path) -> Path:
 # An MLflow tracking server that outlives the jobs (each act job gets a fresh workspace)
 
 
+@contextmanager
+def mlflow_server(venv: Path, project: Path, folder: Path) -> Iterator[str]:
+    """The team's registry: `mlflow server --workers 2` on a throwaway PostgreSQL cluster, artifacts
+    proxied to a local folder; yields its URL. Started by the baked project's own tests/postgres.py
+    (standard library only), the one starter of both suites."""
+    spec = importlib.util.spec_from_file_location("baked_postgres", project / "tests" / "postgres.py")
+    assert spec and spec.loader
+    postgres = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(postgres)
+    python = str(venv / "bin" / "python")
+    with (
+        postgres.cluster() as database,
+        postgres.mlflow_server(database, str(folder / "artifacts"), folder, workers=2, python=python) as url,
+    ):
+        yield url
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@contextmanager
-def mlflow_server(venv: Path, folder: Path, timeout: float = 60) -> Iterator[str]:
-    """`mlflow server` on sqlite + a local artifact folder (proxied artifacts); yields its URL."""
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = (folder / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            str(venv / "bin" / "mlflow"),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={
-            **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-            # Its job runner (GenAI scorers) starts seven huey consumers, unused here, for the
-            # whole module: seconds of CPU at start and memory throughout, on a two-core machine.
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-            "MLFLOW_DISABLE_TELEMETRY": "true",
-        },
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise ActError(f"mlflow server did not start:\n{(folder / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
 
 
 # A moto server standing in for AWS (S3, EMR Serverless) for the jobs and the test alike

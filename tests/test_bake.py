@@ -82,6 +82,15 @@ def expected_tree(resolved: dict) -> tuple[set[str], set[str]]:
         "benchmarks/baseline_fastapi.py",
         "benchmarks/README.md",
     }
+    # The team's MLflow server (PostgreSQL, S3 artifacts, nginx's token check), for every bake.
+    present |= {
+        "deploy/mlflow/kustomization.yaml",
+        "deploy/mlflow/Dockerfile",
+        "deploy/mlflow/nginx.conf.template",
+        f"src/{resolved['package']}/registry_lock.py",
+        "tests/postgres.py",
+        "tests/test_registry_server.py",
+    }
     # Monitoring: alert rules with their unit tests, a dashboard, the runbook, for every bake.
     present |= {
         "deploy/monitoring/alerts.yml",

@@ -115,6 +115,52 @@ def test_the_slots_are_locked_down_and_probed_on_bentomls_health_endpoints(rende
             assert "replicas" not in deployment["spec"]  # the autoscaler's
 
 
+@pytest.mark.parametrize("name", ["DEFAULT", "CUSTOM_NAMES"])
+def test_the_tracking_server_is_valid_and_reachable_only_through_the_token_check(baked, name):
+    """deploy/mlflow: PostgreSQL from the Secret, S3 artifacts, no job runner, MLflow on loopback, and
+    every port the cluster reaches is nginx's (the token check itself runs in the baked project's
+    tests/test_registry_server.py)."""
+    project = baked(name).path
+    objects = kustomize(project / "deploy/mlflow")
+    assert sorted(doc["kind"] for doc in objects) == ["ConfigMap", "Deployment", "Service", "ServiceAccount"]
+    for doc in objects:
+        for version in KUBERNETES_VERSIONS:
+            kubernetes_validate.validate(doc, version, strict=True)
+    [deployment] = by_kind(objects, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    containers = {c["name"]: c for c in pod["containers"]}
+    mlflow, auth = containers["mlflow"], containers["auth"]
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in mlflow["env"]}
+    secret = {"secretKeyRef": {"name": "mlflow-server", "key": "backend-store-uri"}}
+    assert env["MLFLOW_BACKEND_STORE_URI"] == secret
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"].startswith("s3://")
+    assert env["MLFLOW_HOST"] == "127.0.0.1" and int(env["MLFLOW_WORKERS"]) >= 2
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    [port] = auth["ports"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert mlflow[probe]["httpGet"] == {"path": "/health", "port": port["containerPort"]}
+    [service] = by_kind(objects, "Service")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == [port["name"]]
+    [config] = by_kind(objects, "ConfigMap")
+    template = config["data"]["mlflow.conf.template"]
+    assert '"Bearer ${MLFLOW_TRACKING_TOKEN}" write;' in template
+    assert '"Bearer ${MLFLOW_READ_TOKEN}" read;' in template
+    tokens = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in auth["env"] if "valueFrom" in e}
+    assert {name: ref.get("optional", False) for name, ref in tokens.items()} == {
+        "MLFLOW_TRACKING_TOKEN": False,  # an empty token would match an empty Authorization header
+        "MLFLOW_READ_TOKEN": False,
+    }
+    assert f"listen {port['containerPort']};" in template
+    assert f"proxy_pass http://127.0.0.1:{env['MLFLOW_PORT']};" in template
+    for container in containers.values():
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert container["securityContext"]["runAsUser"] != 0
+    # The image built from deploy/mlflow/Dockerfile carries the version of the official image it extends.
+    dockerfile = (project / "deploy/mlflow/Dockerfile").read_text()
+    base = dockerfile.split("FROM ghcr.io/mlflow/mlflow:v")[1].split()[0]
+    assert mlflow["image"].endswith(f"-mlflow:{base}")
+
+
 def test_each_slot_is_one_deployment_with_its_own_service_autoscaler_and_budget(rendered, baked):
     project = baked("CUSTOM_NAMES").path.name
     objects = rendered["CUSTOM_NAMES", "production"]

@@ -2,8 +2,10 @@
 repository, with every remote action replaced by a small documented stand-in (tests/act/stand-ins).
 
 One project is baked (defaults, with a committed uv.lock) and made a git repository whose `origin` is
-github.com/<owner>/<project>; one MLflow tracking server (sqlite + local artifacts) plays the team's
-registry for the whole module, since every act job gets a fresh workspace. Scenarios:
+github.com/<owner>/<project>; one MLflow tracking server plays the team's registry for the whole
+module, since every act job gets a fresh workspace: `mlflow server --workers 2` on PostgreSQL, as a team
+runs it (deploy/mlflow), started by the baked project's tests/postgres.py (PostgreSQL's initdb and
+pg_ctl must be installed). Scenarios:
 
 1. a pull request (ci.yml, server mode): the registry's champion copied into the job's own store,
    the candidate trained and evaluated there, nothing written to the registry;
@@ -293,7 +295,7 @@ def world(tmp_path_factory, stack) -> World:
     lap("repositories, bytecode in uv's cache")
     act = Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env)
     pr_act = Act(find_act(), pr_repo, state=root / "pr-state", cache=root / "pr-act-cache", env=env)
-    with mlflow_server(venv, root / "registry") as tracking_uri:
+    with mlflow_server(venv, project, root / "registry") as tracking_uri:
         lap("mlflow server")
         world = World(
             path=project,
@@ -842,7 +844,10 @@ def emr_world(tmp_path_factory, stack) -> Iterator[EmrWorld]:
         "ACT_STANDIN_PYTHONS": str(Path(find_python(answers["python_version"])).parent),
         "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
     }
-    with mlflow_server(venv, root / "registry") as tracking_uri, moto_server(venv, root / "moto") as aws:
+    with (
+        mlflow_server(venv, project, root / "registry") as tracking_uri,
+        moto_server(venv, root / "moto") as aws,
+    ):
         env["ACT_STANDIN_AWS_ENDPOINT"] = aws  # the credentials step's stand-in exports it
         world = EmrWorld(
             path=project,

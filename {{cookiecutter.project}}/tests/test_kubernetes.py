@@ -424,6 +424,19 @@ def test_the_base_image_file_passes_hadolint():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_the_tracking_servers_image_runs_as_the_user_its_pod_names_and_passes_hadolint():
+    """deploy/mlflow: the image's USER is the uid the Deployment gives the mlflow container."""
+    dockerfile = PROJECT_DIR / "deploy/mlflow/Dockerfile"
+    [user] = [
+        line.split()[1] for line in dockerfile.read_text().splitlines() if line.startswith("USER")
+    ]
+    pod = yaml.safe_load((PROJECT_DIR / "deploy/mlflow/deployment.yaml").read_text())
+    [mlflow] = [c for c in pod["spec"]["template"]["spec"]["containers"] if c["name"] == "mlflow"]
+    assert int(user) == mlflow["securityContext"]["runAsUser"] != 0
+    done = hadolint(dockerfile)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 @pytest.mark.integration
 def test_the_bentos_dockerfile_runs_as_the_non_root_user_the_manifests_expect(built):
     """BentoML generates the image's Dockerfile; it must end as a non-root user whose uid is the one

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 import mlflow
 import pytest
 
-from {{ cookiecutter.package }} import training
+from {{ cookiecutter.package }} import registry_lock, training
 from {{ cookiecutter.package }}.errors import RegistryError
 from {{ cookiecutter.package }}.registry import CHAMPION, PREVIOUS, Registry
-from {{ cookiecutter.package }}.settings import GitHubContext
+from {{ cookiecutter.package }}.settings import GitHubContext, load_settings
+
+from .conftest import write_params
 
 
 @pytest.fixture
@@ -116,3 +120,28 @@ def test_a_registry_configures_mlflow_once_for_all_its_calls(settings, frame, mo
     registry.undo_promotion_if_champion(version, why="deploy failed")
     assert registry.recorded_digest(version) and registry.history() and registry.aliases()
     assert calls == [settings.tracking_uri]
+
+
+def test_a_lock_left_by_a_crashed_run_refuses_alias_moves_until_it_expires(
+    project, registry, versions
+):
+    """A run that died holding the lock (claimed, never released) blocks moves for a bounded time only.
+
+    The concurrent case, two promotions at once on a server with several workers, is in
+    tests/test_registry_server.py (PostgreSQL); sqlite's store serves one writer at a time.
+    """
+    name = registry_lock.lock_name(registry.model_name)
+    assert registry_lock.claim(registry.client, name, registry.model_name, "a crashed run", 1.0)
+    lock = registry.client.get_registered_model(name)
+    assert lock.description.startswith("Not a model: the lock on")
+    write_params(project, registry={"lock_wait_seconds": 0})
+    impatient = Registry(load_settings(project / "params.yaml"))
+    moves = len(registry.history())
+    with pytest.raises(RegistryError, match=r"locked by a crashed run .* expires at .* nothing"):
+        impatient.promote(1, expected_champion=None, why="first")
+    assert CHAMPION not in impatient.aliases() and len(impatient.history()) == moves
+    time.sleep(1.1)
+    impatient.promote(1, expected_champion=None, why="first")
+    assert impatient.alias_version(CHAMPION) == 1
+    names = [model.name for model in registry.client.search_registered_models()]
+    assert names == [registry.model_name]  # the expired lock taken over, the new one released

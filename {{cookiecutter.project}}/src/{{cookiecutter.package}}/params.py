@@ -88,6 +88,10 @@ class GateParams(Section):
 class RegistryParams(Section):
     model_name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
     experiment: str
+    # Alias moves hold a lock in the registry (registry_lock.py): how long one waits for another's
+    # to be released, and when a lock left by a crashed run expires.
+    lock_wait_seconds: float = Field(60, ge=0, le=3600)
+    lock_expiry_seconds: float = Field(300, gt=0, le=86400)
 
 
 class ServingParams(Section):

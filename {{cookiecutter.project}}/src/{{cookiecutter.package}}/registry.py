@@ -3,14 +3,18 @@
 Three aliases (registry stages are deprecated in MLflow): `champion` serves, `challenger` is the latest
 trained candidate, `previous` is where a rollback goes. Every alias move is written to an audit trail on
 the registered model (who, what, when, why), so `history` can show how production got where it is.
+Alias moves hold the registry's lock (`registry_lock`): two runs never interleave theirs.
 """
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,12 +25,23 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from . import integrity
+from . import integrity, registry_lock
 from .errors import RegistryError, StateError
 from .settings import Settings
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
 _AUDIT_PREFIX = "audit."
+
+
+def _locked(method: Callable) -> Callable:
+    """A Registry method that moves aliases: it runs holding the registry's lock."""
+
+    @functools.wraps(method)
+    def holding_the_lock(self: Registry, *args, **kwargs):
+        with self._alias_lock():
+            return method(self, *args, **kwargs)
+
+    return holding_the_lock
 
 
 def describe(version: int | None) -> str:
@@ -97,6 +112,7 @@ class Registry:
         self.model_name = settings.params.registry.model_name
         self._github = settings.env.github  # who and which run the audit trail records
         self._client: MlflowClient | None = None
+        self._lock_held = False  # promote holds the lock across the moves it makes
 
     def configure(self) -> MlflowClient:
         """Configure MLflow on first use, once for this registry; the client bound to the store.
@@ -115,6 +131,27 @@ class Registry:
     @property
     def client(self) -> MlflowClient:
         return self.configure()
+
+    @contextmanager
+    def _alias_lock(self) -> Iterator[None]:
+        """Hold the registry's lock on the aliases, once for moves that nest (promote, rollback)."""
+        if self._lock_held:
+            yield
+            return
+        params = self._settings.params.registry
+        holder = f"{self._github.actor or getpass.getuser()}, run {self._github.run_id or 'local'}"
+        with registry_lock.held(
+            self.client,
+            self.model_name,
+            holder,
+            params.lock_wait_seconds,
+            params.lock_expiry_seconds,
+        ):
+            self._lock_held = True
+            try:
+                yield
+            finally:
+                self._lock_held = False
 
     def alias_version(self, alias: str) -> int | None:
         """The version behind an alias, or None when the model or the alias does not exist yet."""
@@ -228,6 +265,7 @@ class Registry:
             return []
         return [json.loads(tags[key]) for key in sorted(tags) if key.startswith(_AUDIT_PREFIX)]
 
+    @_locked
     def move_alias(self, alias: str, version: int | None, why: str, action: str = "move") -> dict:
         """Point `alias` at `version` (None removes it) and record the move as `action`."""
         before = self.alias_version(alias)
@@ -244,11 +282,13 @@ class Registry:
             self.client.set_registered_model_alias(self.model_name, alias, str(version))
         return self._record(action, alias=alias, before=before, after=version, why=why)
 
+    @_locked
     def promote(self, version: int, expected_champion: int | None, why: str) -> dict:
         """Make `version` the champion, if the champion is still the one the evaluation compared against.
 
         Compare-and-set: if another run moved `champion` since the evaluation, promoting now would skip
-        a comparison, so it is refused. The old champion becomes `previous`.
+        a comparison, so it is refused. The champion is read holding the registry's lock, so of two
+        promotions against the same champion only the first passes. The old champion becomes `previous`.
         """
         current = self.alias_version(CHAMPION)
         if current != expected_champion:
@@ -270,6 +310,7 @@ class Registry:
             ) from error
         return {"champion": version, "previous": current, "replaced_previous": previous}
 
+    @_locked
     def revert_promotion(self, promotion: dict, why: str) -> dict:
         """Undo what `promote` returned: champion and previous point where they did before it.
 
@@ -289,6 +330,7 @@ class Registry:
                 return entry["before"]
         return None
 
+    @_locked
     def rollback(self, why: str, to_version: int | None = None) -> dict:
         """Move `champion` back to `previous` (or to `to_version`), and `previous` one step further back.
 
@@ -310,6 +352,7 @@ class Registry:
         )
         return {"champion": target, "rolled_back_from": current}
 
+    @_locked
     def undo_promotion_if_champion(
         self, version: int, why: str, to_version: int | None = None
     ) -> dict:
