@@ -24,7 +24,8 @@ pytestmark = pytest.mark.slow
 # here the default bake runs only the rollouts through nginx (minutes, the same for every task) and
 # the Spark engine's tests (a JVM; the act job's environment has no pyspark, an optional extra). The
 # regression bake runs every test but the rollouts, the files that bring their own data and task, and
-# the servers' armour, loading and process handling, which no task changes (the same in every bake).
+# the servers' armour, loading and process handling, the registry's races and the EMR submission,
+# which no task changes (the same in every bake).
 # The other Python versions run the unit tests, each in a bake that also takes options that change
 # names and files but not the servers (one suite run checks both). test_bake lints every bake.
 BAKE_INDEPENDENT = [
@@ -33,6 +34,8 @@ BAKE_INDEPENDENT = [
     "--ignore=tests/test_security.py",
     "--ignore=tests/test_model_loading.py",
     "--ignore=tests/test_champion_copy.py",
+    "--ignore=tests/test_registry_server.py",
+    "--ignore=tests/test_batch_emr.py",
     "--deselect=tests/test_deployment.py::test_smoke_fails_against_a_server_without_authentication",
     "--deselect=tests/test_deployment.py::test_stop_ends_the_workers_of_a_server_that_was_killed",
     "--deselect=tests/test_deployment.py::test_stop_ends_what_the_server_started_even_after_the_server_died",
