@@ -335,6 +335,21 @@ def find_act() -> Path:
 # Jobs that start with their stack's bytecode compiled
 
 
+def hardlinked_copy(source: Path, destination: Path) -> None:
+    """`source` copied as hard links (symlinks as themselves), like `cp -al`, but leaving out what a
+    uv process at work elsewhere has under way: its `.tmp*` folders, and files that vanish meanwhile
+    (`cp -al` failed on one while the other test worker built an sdist)."""
+    for folder, subfolders, files in os.walk(source):
+        here, target = Path(folder), destination / Path(folder).relative_to(source)
+        target.mkdir(parents=True, exist_ok=True)
+        walked = [name for name in subfolders if not name.startswith(".tmp")]
+        linked = [name for name in walked if (here / name).is_symlink()]  # os.walk does not enter them
+        subfolders[:] = [name for name in walked if name not in linked]
+        for name in [*files, *linked]:
+            with contextlib.suppress(FileNotFoundError):
+                os.link(here / name, target / name, follow_symlinks=False)
+
+
 def precompiled_uv_cache(venv: Path, destination: Path) -> Path:
     """Compile `venv`'s packages, and return a private copy of uv's cache holding that bytecode.
 
@@ -345,12 +360,12 @@ def precompiled_uv_cache(venv: Path, destination: Path) -> Path:
     is compiled once, for the tests' own CLI calls and MLflow server, and each .pyc is hardlinked next to
     its source's twin in the cache's unpacked wheels (the same inode: hardlinks of one file). uv links
     every file of a cached wheel, so the bytecode lands in every job's .venv, valid, as the sources keep
-    their mtime. The copy of the cache is itself hardlinks (`cp -al`, a second for GBs) and new files go
-    into its own folders: the machine's cache is never written to.
+    their mtime. The copy of the cache is itself hardlinks (seconds for GBs) and new files go into its
+    own folders: the machine's cache is never written to.
     """
     found = subprocess.run(["uv", "cache", "dir"], capture_output=True, text=True, check=True)
     cache = destination / "uv-cache"
-    subprocess.run(["cp", "-al", found.stdout.strip(), str(cache)], check=True, timeout=300)
+    hardlinked_copy(Path(found.stdout.strip()), cache)
     site = next(venv.glob("lib/python*/site-packages"))
     # Best effort: a few files in some packages do not compile (templates, other Python versions).
     subprocess.run(

@@ -62,7 +62,9 @@ def test_batch_submit_runs_the_champion_on_emr_serverless_and_reports_it(
     capsys,
 ):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    name, client = settings.params.registry.model_name, MlflowClient(mlflow_server)
+    # Both URIs: MLflow's process-wide registry URI may still be an earlier test's.
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    name = settings.params.registry.model_name
     client.create_registered_model(name)
     for _ in range(2):  # the job never loads the model: any source will do
         client.create_model_version(name, f"s3://{bucket}/models/unused")
