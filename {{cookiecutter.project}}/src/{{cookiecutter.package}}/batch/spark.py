@@ -186,6 +186,15 @@ def discard(session: SparkSession, staged: str) -> None:
     hadoop_path.getFileSystem(context._jsc.hadoopConfiguration()).delete(hadoop_path, True)
 
 
+def first_row(frame: DataFrame) -> pa.Table:
+    """The frame's first row as Arrow, with the types Spark hands mapInArrow. Through pandas, not
+    `DataFrame.toArrow`, which Spark 3.5 lacks (EMR 7's Spark)."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    rows = frame.limit(1).toPandas()
+    return pa.Table.from_pandas(rows, schema=to_arrow_schema(frame.schema), preserve_index=False)
+
+
 def score_file(
     session: SparkSession,
     verified: VerifiedModel,
@@ -209,7 +218,7 @@ def score_file(
     )
     staged = staged_beside(destination, "staged")
     try:
-        first = frame.limit(1).toArrow()  # its scored form gives the output's types
+        first = first_row(frame)  # its scored form gives the output's types
         if first.num_rows == 0:
             raise DataError(f"{source}: no rows to score")
         schema = chunked.score_chunk(verified.model, first, features, version, categorical).schema
