@@ -8,6 +8,7 @@ is thrown away; the cluster starts in about a second.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -106,13 +107,14 @@ def mlflow_server(
             start_new_session=True,  # its workers in one process group, stopped together
         )
         try:
-            _wait_healthy(url, process, log_path, timeout)
+            wait_healthy(url, process, log_path, timeout)
             yield url
         finally:
-            _stop(process)
+            stop_group(process)
 
 
-def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+def wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: float = 90) -> None:
+    """Until `url`/health answers 200; RuntimeError with the log's end if the server exits or is late."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -126,10 +128,12 @@ def _wait_healthy(url: str, process: subprocess.Popen, log_path: Path, timeout: 
         time.sleep(0.3)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (its workers too), SIGKILL what is left after 15 s; a group
+    already gone (the server died) is no error."""
+    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    process.wait()

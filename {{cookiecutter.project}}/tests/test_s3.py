@@ -6,15 +6,11 @@ same variables (AWS_ENDPOINT_URL_S3, MLFLOW_S3_ENDPOINT_URL, MLFLOW_TRACKING_URI
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +22,7 @@ from {{ cookiecutter.package }}.errors import DataError
 from {{ cookiecutter.package }}.settings import load_settings
 
 from .conftest import DUMMY_AWS, free_port, keys, write_params
+from .postgres import stop_group, wait_healthy
 
 pytestmark = pytest.mark.integration
 
@@ -73,38 +70,11 @@ def mlflow_server(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_health(url, process, tmp_path / "mlflow-server.log")
+        wait_healthy(url, process, tmp_path / "mlflow-server.log")
         yield url
     finally:
         stop_group(process)
         log.close()
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever is still there after 15 s."""
-    with contextlib.suppress(ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=15)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def wait_for_health(url: str, process: subprocess.Popen, log: Path, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(
-                f"mlflow server exited with {process.returncode}:\n{log.read_text()[-3000:]}"
-            )
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.25)
-    pytest.fail(f"mlflow server not healthy after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 def test_training_against_a_tracking_server_stores_the_model_in_s3(
