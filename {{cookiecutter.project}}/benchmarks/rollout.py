@@ -11,6 +11,7 @@ bench-rollout`. Not part of `make test`.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -53,13 +54,13 @@ def scratch_settings(folder: Path) -> Settings:
     for name in ("data", "validation"):
         shutil.copytree(PROJECT / name, folder / name)
     shutil.copy(PROJECT / "params.yaml", folder / "params.yaml")
-    settings = load_settings(folder / "params.yaml")
-    return settings.model_copy(
-        update={
-            "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
-            "reports_dir": folder / "reports",
-        }
-    )
+    # Its own store and reports, whatever the environment says: MLflow's set_tracking_uri writes
+    # MLFLOW_TRACKING_URI into os.environ, so the next scratch project would read the last one's.
+    own = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "REPORTS_DIR": str(folder / "reports"),
+    }
+    return load_settings(folder / "params.yaml", environ={**os.environ, **own})
 
 
 def main() -> None:

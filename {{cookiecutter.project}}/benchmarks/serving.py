@@ -154,13 +154,13 @@ def scratch_settings(
     for section, overrides in sections.items():
         params[section] = {**params.get(section, {}), **overrides}
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    settings = load_settings(folder / "params.yaml")
-    return settings.model_copy(
-        update={
-            "tracking_uri": f"sqlite:///{folder / 'mlflow.db'}",
-            "reports_dir": folder / "reports",
-        }
-    )
+    # Its own store and reports, whatever the environment says: MLflow's set_tracking_uri writes
+    # MLFLOW_TRACKING_URI into os.environ, so the next scratch project would read the last one's.
+    own = {
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
+        "REPORTS_DIR": str(folder / "reports"),
+    }
+    return load_settings(folder / "params.yaml", environ={**os.environ, **own})
 
 
 def tree_rss_mb(pid: int) -> float:
