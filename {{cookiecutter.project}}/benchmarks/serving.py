@@ -154,13 +154,17 @@ def scratch_settings(
     for section, overrides in sections.items():
         params[section] = {**params.get(section, {}), **overrides}
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    # Its own store and reports, whatever the environment says: MLflow's set_tracking_uri writes
-    # MLFLOW_TRACKING_URI into os.environ, so the next scratch project would read the last one's.
-    own = {
-        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-        "REPORTS_DIR": str(folder / "reports"),
-    }
+    own = {**own_store(folder), "REPORTS_DIR": str(folder / "reports")}
     return load_settings(folder / "params.yaml", environ={**os.environ, **own})
+
+
+def own_store(folder: Path) -> dict[str, str]:
+    """The environment that points MLflow at `folder`'s store, whatever os.environ says: MLflow's
+    set_tracking_uri and set_registry_uri write both variables into os.environ, so a scratch project,
+    or a child process, would otherwise read the last project's (a registry of one store beside the
+    tracking of another: "Logged model ... not found")."""
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    return {"MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri}
 
 
 def tree_rss_mb(pid: int) -> float:
@@ -649,26 +653,32 @@ with tempfile.TemporaryDirectory() as folder:
 def process_tree_peaks(command: list[str], environment: dict[str, str]) -> tuple[list[str], dict]:
     """Run `command`; its output's words, and the high-water mark (VmHWM) in MB of each kind of its
     processes (the Python driver, the JVM, the Python workers), each process's read every 0.2 s
-    until it ends and summed per kind: an upper bound of their peak together."""
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=PROJECT,
-        env={**os.environ, **environment},
-    )  # fmt: skip
-    peaks: dict[int, tuple[str, int]] = {}
-    while process.poll() is None:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
-            for member in family:
-                with contextlib.suppress(OSError, IndexError, psutil.Error):  # ended, a zombie
-                    status = Path(f"/proc/{member.pid}/status").read_text()
-                    peak_kb = int(status.split("VmHWM:")[1].split()[0])
-                    kind = "JVM" if "java" in member.name() else "Python workers"
-                    kind = "Python driver" if member.pid == process.pid else kind
-                    peaks[member.pid] = (kind, max(peak_kb, peaks.get(member.pid, ("", 0))[1]))
-        time.sleep(0.2)
-    words = process.stdout.read().split() if process.stdout else []
-    if process.returncode:
-        raise RuntimeError(f"{command[:3]} exited {process.returncode}")
+    until it ends and summed per kind: an upper bound of their peak together. On failure, the end
+    of its error output is in the exception."""
+    # Files, not pipes: nothing reads while it runs, and Spark's log would fill a pipe.
+    with tempfile.TemporaryFile("w+") as output, tempfile.TemporaryFile("w+") as errors:
+        process = subprocess.Popen(
+            command, stdout=output, stderr=errors, text=True, cwd=PROJECT,
+            env={**os.environ, **environment},
+        )  # fmt: skip
+        peaks: dict[int, tuple[str, int]] = {}
+        while process.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                family = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
+                for member in family:
+                    with contextlib.suppress(OSError, IndexError, psutil.Error):  # ended, a zombie
+                        status = Path(f"/proc/{member.pid}/status").read_text()
+                        peak_kb = int(status.split("VmHWM:")[1].split()[0])
+                        kind = "JVM" if "java" in member.name() else "Python workers"
+                        kind = "Python driver" if member.pid == process.pid else kind
+                        peaks[member.pid] = (kind, max(peak_kb, peaks.get(member.pid, ("", 0))[1]))
+            time.sleep(0.2)
+        output.seek(0)
+        errors.seek(0)
+        if process.returncode:
+            last_lines = "\n".join(errors.read().splitlines()[-40:])
+            raise RuntimeError(f"{command[:3]} exited {process.returncode}:\n{last_lines}")
+        words = output.read().split()
     kinds: dict[str, float] = {}
     for kind, peak_kb in peaks.values():
         kinds[kind] = kinds.get(kind, 0) + peak_kb / 1024
@@ -683,8 +693,7 @@ def spark_engine_row(folder: Path, label: str, version: int, source: Path, plain
     name = load_settings(folder / label / "params.yaml").params.registry.model_name
     output = folder / "spark-predictions.parquet"
     command = [sys.executable, "-c", SPARK_ENGINE, name, str(version), str(source), str(output)]
-    registry_uri = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / label / 'mlflow.db'}"}
-    words, kinds = process_tree_peaks(command, registry_uri)
+    words, kinds = process_tree_peaks(command, own_store(folder / label))
     count, seconds = int(words[-2]), float(words[-1])
     parts = ", ".join(f"{kind} {megabytes:,.0f}" for kind, megabytes in kinds.items())
     return [
@@ -726,8 +735,7 @@ def batch_command_rows(
             sys.executable, "-m", "{{ cookiecutter.package }}.cli", "--params", str(folder / label / "params.yaml"),
             "batch", "--version", str(versions[label]), "--input", str(source), "--output", str(output),
         ]  # fmt: skip
-        registry_uri = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / label / 'mlflow.db'}"}
-        answer = python_script(WHOLE_COMMAND, *command, environment=registry_uri)
+        answer = python_script(WHOLE_COMMAND, *command, environment=own_store(folder / label))
         seconds, peak_kb = float(answer[0]), int(answer[1])
         rows.append([label, f"`batch` command, start to end ({seconds:.1f} s)", fmt(BATCH_FILE_ROWS), fmt(BATCH_FILE_ROWS / seconds), "-", fmt(peak_kb / 1024)])  # fmt: skip
         plain = measured["plain read_csv + predict"]
