@@ -14,9 +14,32 @@ from pathlib import Path
 
 # (option, value) -> paths relative to the project root that this answer drops.
 DROPS: dict[tuple[str, object], tuple[str, ...]] = {
-    ("task", "classification"): ("data/diabetes.csv", "validation/diabetes.json"),
-    ("task", "regression"): ("data/breast_cancer.csv", "validation/breast_cancer.json"),
+    ("task", "classification"): (
+        "data/diabetes.csv",
+        "data/diabetes_features.parquet",
+        "data/diabetes_labels.csv",
+        "validation/diabetes.json",
+    ),
+    ("task", "regression"): (
+        "data/breast_cancer.csv",
+        "data/breast_cancer_features.parquet",
+        "data/breast_cancer_labels.csv",
+        "validation/breast_cancer.json",
+    ),
     ("license", "Proprietary"): ("LICENSE",),
+    # Features arrive with each row: no Feast repository, no entity data, nothing to materialise.
+    ("feature_store", "none"): (
+        "feature_repo",
+        "data/breast_cancer_features.parquet",
+        "data/breast_cancer_labels.csv",
+        "data/diabetes_features.parquet",
+        "data/diabetes_labels.csv",
+        "src/{{ cookiecutter.package }}/feature_store.py",
+        "src/{{ cookiecutter.package }}/cli/features.py",
+        "tests/test_feature_store.py",
+        "docs/feature-store.md",
+        ".github/workflows/materialize.yml",
+    ),
     # Batch scoring reads and writes S3; without a bucket there is nothing for a schedule to score.
     ("s3_bucket", ""): ("deploy/aws", ".github/workflows/batch.yml"),
 }

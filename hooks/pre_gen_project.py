@@ -26,12 +26,13 @@ METRICS = {
     "regression": ("r2", "rmse", "mae"),
 }
 LICENSES = ("MIT", "Apache-2.0", "BSD-3-Clause", "Proprietary")
+FEATURE_STORES = ("none", "feast")
 
 # Import names the generated project depends on (or tests with): a package of the same name would
 # shadow them on sys.path and fail in confusing ways.
 DEPENDENCY_MODULES = frozenset(
     {
-        "bentoml", "boto3", "botocore", "click", "fastapi", "flask", "great_expectations",
+        "bentoml", "boto3", "botocore", "click", "fastapi", "feast", "flask", "great_expectations",
         "hatchling", "jinja2", "joblib", "matplotlib", "mlflow", "moto", "numpy", "opentelemetry",
         "pandas", "pip", "pyarrow", "pydantic", "pytest", "ruff", "s3transfer", "scipy",
         "setuptools", "skops", "sklearn", "starlette", "uvicorn", "yaml",
@@ -196,6 +197,7 @@ RULES: dict[str, Callable[[object], Problems]] = {
     "gate_requires_significance": check_boolean,
     "s3_bucket": check_bucket,
     "aws_region": check_region,
+    "feature_store": check_choice(FEATURE_STORES),
     "license": check_choice(LICENSES),
 }
 

@@ -34,7 +34,9 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "license": "Proprietary",
         "task": "regression",
         "s3_bucket": "models.example-corp",
+        "feature_store": "feast",
     },
+    "FEAST": {"feature_store": "feast"},
     "CUSTOM_NAMES": {
         "project_name": "Churn Predictor",
         "project": "churn-predictor",

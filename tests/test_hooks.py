@@ -230,7 +230,12 @@ def test_validate_names_missing_answers():
 def test_the_hook_allows_the_choices_of_cookiecutter_json():
     """The hook keeps its own copy of the choices, as replayed answers skip cookiecutter's check."""
     choices = json.loads((TEMPLATE / "cookiecutter.json").read_text())
-    hook = {"python_version": pre.PYTHON_VERSIONS, "task": pre.TASKS, "license": pre.LICENSES}
+    hook = {
+        "python_version": pre.PYTHON_VERSIONS,
+        "task": pre.TASKS,
+        "feature_store": pre.FEATURE_STORES,
+        "license": pre.LICENSES,
+    }
     assert {key: set(values) for key, values in hook.items()} == {key: set(choices[key]) for key in hook}
 
 

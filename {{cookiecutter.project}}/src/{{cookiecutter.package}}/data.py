@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 import numpy as np
@@ -14,6 +15,9 @@ from . import storage
 from .errors import DataError
 from .params import DataParams
 from .profile import as_model_input, categorical_columns
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 _READERS = {".csv": pd.read_csv, ".parquet": pd.read_parquet}
 
@@ -29,6 +33,19 @@ def read_table(location: str) -> pd.DataFrame:
     """Read a CSV or Parquet file from a local path or an s3:// URI (`storage`)."""
     reader = _READERS[suffix(location)]
     return reader(io.BytesIO(storage.read_bytes(location)))
+
+
+def training_table(settings: Settings) -> pd.DataFrame:
+{%- if cookiecutter.feature_store == "feast" %}
+    """The rows validation, training, evaluation and drift read: data.source's labels joined
+    point-in-time with their features from the feature store (`feature_store.training_table`)."""
+    from . import feature_store  # Feast takes seconds to import: only what reads the data pays
+
+    return feature_store.training_table(settings)
+{%- else %}
+    """The rows validation, training, evaluation and drift read: data.source as it is."""
+    return read_table(settings.resolve(settings.params.data.source))
+{%- endif %}
 
 
 def write_table(frame: pd.DataFrame, location: str) -> None:

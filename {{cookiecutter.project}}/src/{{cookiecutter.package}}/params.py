@@ -226,6 +226,19 @@ class MonitoringParams(Section):
 
 class AwsParams(Section):
     region: str = "us-east-1"
+{%- if cookiecutter.feature_store == "feast" %}
+
+
+class FeatureStoreParams(Section):
+    """Where the features come from (feature_store.py; docs/feature-store.md): data.source holds the
+    entity keys, the time each label became known and the target; Feast adds the features."""
+
+    repo: str = "feature_repo"  # the Feast repository, relative to params.yaml
+    # What the model reads: training joins it to data.source, the service fetches it by key.
+    feature_service: str = Field(min_length=1)
+    entity_keys: list[str] = Field(min_length=1)
+    event_timestamp: str = "event_timestamp"
+{%- endif %}
 
 
 class Params(Section):
@@ -240,6 +253,20 @@ class Params(Section):
     rollout: RolloutParams = RolloutParams()
     monitoring: MonitoringParams = MonitoringParams()
     aws: AwsParams = AwsParams()
+{%- if cookiecutter.feature_store == "feast" %}
+    feature_store: FeatureStoreParams
+
+    @model_validator(mode="after")
+    def _entity_columns_are_not_features(self) -> Params:
+        store, data = self.feature_store, self.data
+        named = {*store.entity_keys, store.event_timestamp}
+        if clash := sorted(named & {data.target, *(data.features or ()), *data.drop}):
+            raise ValueError(
+                f"{clash}: feature_store's entity keys and event timestamp are set aside by the "
+                "join; they cannot be the target, a feature or dropped"
+            )
+        return self
+{%- endif %}
 
     @model_validator(mode="after")
     def _metrics_fit_task(self) -> Params:

@@ -28,7 +28,7 @@ def validate(settings: Settings, say: Say) -> dict:
     from . import validation
 
     source = settings.resolve(settings.params.data.source)
-    frame = data.read_table(source)
+    frame = data.training_table(settings)
     suite = validation.load_suite(settings.resolve(settings.params.validation.suite))
     result = {
         **validation.validate(frame, suite),
@@ -49,7 +49,7 @@ def train(settings: Settings, registry: Registry, say: Say, alias: bool = True) 
     from . import training
 
     validate(settings, say)  # never register a model trained on data that failed validation
-    frame = data.read_table(settings.resolve(settings.params.data.source))
+    frame = data.training_table(settings)
     trained = training.train(settings, registry, frame, alias=alias)
     result = {
         "model_version": trained.model_version,
@@ -90,7 +90,7 @@ def evaluate(
     if champion == candidate:
         raise StateError(f"v{candidate} is already the champion; nothing to compare")
     source = settings.resolve(params.data.source)
-    frame = data.read_table(source)
+    frame = data.training_table(settings)
     missing_target = data.missing_targets(frame, params.data, source)
     _, _, x_holdout, y_holdout = data.train_holdout_split(frame, params.data, source)
     # Every column of the holdout rows: a champion trained on other features reads its own.

@@ -28,8 +28,11 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from sklearn.utils import get_tags
-
+{% if cookiecutter.feature_store == "feast" %}
+from . import data, datasets, evaluation, feature_store, integrity, model_card, profile
+{%- else %}
 from . import data, datasets, evaluation, integrity, model_card, profile
+{%- endif %}
 from .errors import DataError, SettingsError
 from .params import ModelParams, Params
 from .registry import CHALLENGER, Registry
@@ -340,6 +343,9 @@ def train(
     }
     if version_id := datasets.source_version(params.data.source):
         lineage[model_card.LINEAGE_S3_VERSION] = version_id
+{%- if cookiecutter.feature_store == "feast" %}
+    lineage |= feature_store.lineage(settings)  # the feature service and views, at their versions
+{%- endif %}
     metadata = model_metadata(settings, pipeline, x_train, y_train, roles)
     registry.configure()  # the run goes to the project's experiment
     with mlflow.start_run(run_name=f"train-{params.model.estimator}") as run:

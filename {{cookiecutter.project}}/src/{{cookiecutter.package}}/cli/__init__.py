@@ -16,12 +16,20 @@ import sys
 
 from ..errors import CheckFailed, PipelineError
 from ..settings import load_settings
+{%- if cookiecutter.feature_store == "feast" %}
+from . import deploy, features, monitor, stages, workflows
+{%- else %}
 from . import deploy, monitor, stages, workflows
+{%- endif %}
 from .command import EXIT_CHECK_FAILED, EXIT_ERROR, EXIT_OK, PROG, Command
 
 COMMANDS: dict[str, Command] = {
     command.name: command
+{%- if cookiecutter.feature_store == "feast" %}
+    for group in (stages, features, deploy, monitor, workflows)
+{%- else %}
     for group in (stages, deploy, monitor, workflows)
+{%- endif %}
     for command in group.COMMANDS
 }
 

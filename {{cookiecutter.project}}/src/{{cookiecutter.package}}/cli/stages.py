@@ -167,7 +167,7 @@ def suggest_suite(settings: Settings, use: bool, force: bool) -> dict:
     path = Path(settings.resolve(location))
     if not force:
         suggest.refuse_other_data(path, source)
-    frame = data.read_table(settings.resolve(source))
+    frame = data.training_table(settings)
     suite = suggest.suggest_suite(frame, settings.params.data, source)
     validation.write_suite(suite, path)
     meta = suite["meta"]

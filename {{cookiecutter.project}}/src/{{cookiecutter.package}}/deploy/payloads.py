@@ -27,7 +27,7 @@ def sample_rows(
     Rows with a gap in a feature the model takes no null for are left out: every row with a gap
     without the model's `profile` (its feature_profile, whose `nullable` says which it takes).
     """
-    frame = data.read_table(settings.resolve(settings.params.data.source))
+    frame = data.training_table(settings)
     features, _ = data.split_features_target(frame, settings.params.data)
     required = [
         name

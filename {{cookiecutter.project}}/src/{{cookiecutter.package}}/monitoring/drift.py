@@ -102,8 +102,7 @@ def judge(settings: Settings, window: Window, html: Path) -> dict:
     """Drift of `window` against the training features, and of the windows of the same length
     before it (for the retraining streak); Evidently's HTML report of `window` goes to `html`."""
     params = settings.params.monitoring
-    source = settings.resolve(settings.params.data.source)
-    reference, _ = data.split_features_target(data.read_table(source), settings.params.data)
+    reference, _ = data.split_features_target(data.training_table(settings), settings.params.data)
     features = [str(name) for name in reference.columns]
     length, count = window.end - window.start, params.retrain_after_windows
     periods = [
