@@ -496,12 +496,15 @@ def prediction_log_work(folder: Path, names: list[str], row: np.ndarray) -> tupl
     collector then walks the log's entries, not this program's data frames and imports."""
     gc.collect()
     gc.freeze()
-    log = prediction_log.PredictionLog(str(folder / "log"), names, 1, 1.0, flush_seconds=3600)
+    log = prediction_log.PredictionLog(
+        str(folder / "log"), names, 1, 1.0, flush_seconds=3600, classes=["0", "1"]
+    )
     ids = [uuid.uuid4().hex for _ in range(LOG_REQUESTS)]
     features = row.reshape(1, -1)
+    probabilities = np.array([[0.1, 0.9]])  # a classifier's answer: rows x classes
     started = time.perf_counter()
     for request_id in ids:
-        log.record(request_id, "predict", features, [1], [0.9])
+        log.record(request_id, "predict", features, [1], probabilities)
     recorded = time.perf_counter()
     written = log.flush()
     flushed = time.perf_counter()
@@ -569,7 +572,8 @@ def profile_check_work(features: pd.DataFrame) -> float:
     """Microseconds per single-row request in the out-of-profile check (ProfileCheck on
     the data's profile, as the service runs it), the input check the protections add to the typed
     schema's; the median of GUARD_BLOCKS blocks."""
-    check = ProfileCheck(list(features.columns), feature_profile(features))
+    # As training profiles a pipeline that imputes gaps (params.yaml's model.impute: median).
+    check = ProfileCheck(list(features.columns), feature_profile(features, numbers_nullable=True))
     row = features.to_numpy(dtype=np.float64)[:1]
     blocks = []
     for _ in range(GUARD_BLOCKS):
@@ -761,6 +765,11 @@ def main() -> None:
         frame = data.read_table(settings.resolve(settings.params.data.source))
         features, _ = data.split_features_target(frame, settings.params.data)
         records = as_records(features.sample(n=BATCH_ROWS, replace=True, random_state=0))
+        # The in-process measurements first: seconds, and a mistake shows before the servers' minutes.
+        names = list(features.columns)
+        record_us, write_us = prediction_log_work(folder, names, features.to_numpy()[0])
+        guarded_us, open_us = guard_work(json.dumps(records[0]).encode())
+        profile_us = profile_check_work(features)
         versions: dict[str, int] = {}
         for label in MODELS:
             model_folder = folder / label
@@ -774,10 +783,6 @@ def main() -> None:
         command_rows = batch_command_rows(
             folder, features, settings.params.batch.chunk_rows, versions
         )
-        names = list(features.columns)
-        record_us, write_us = prediction_log_work(folder, names, features.to_numpy()[0])
-        guarded_us, open_us = guard_work(json.dumps(records[0]).encode())
-        profile_us = profile_check_work(features)
     print(f"Serving on {os.cpu_count()} CPUs, wrk -t1 on 127.0.0.1, {SECONDS} s per measurement after a {WARMUP_SECONDS} s warm-up")  # fmt: skip
     print(f"Single-row POST /predict, medians of {ROUNDS} interleaved rounds (latency percentiles as wrk reports them)\n")  # fmt: skip
     header = ["model", "server", "workers", "concurrency", "req/s", "vs baseline", "p50 ms", "p99 ms", "errors", "server MB"]  # fmt: skip
