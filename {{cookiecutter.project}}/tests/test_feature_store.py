@@ -41,11 +41,11 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def bundled(settings, kind: str) -> Path:
-    """The project's own files beside data.source (data/<set>_labels.csv): `kind` "" is the data
-    set the entity data was made from, "_features.parquet" the feature view's source."""
+def bundled(settings, ending: str) -> Path:
+    """A bundled file beside data.source (data/<set>_labels.csv): ".csv" is the data set the entity
+    data was made from, "_features.parquet" the feature view's source."""
     labels = Path(settings.resolve(settings.params.data.source))
-    return labels.with_name(labels.name.replace("_labels.csv", kind or ".csv"))
+    return labels.with_name(labels.name.replace("_labels.csv", ending))
 
 
 def client(settings) -> MlflowClient:
@@ -142,7 +142,7 @@ def test_the_bundled_join_gives_back_the_bundled_data_set(settings):
     """The entity data was made from the bundled data set: the join must return its rows, columns and
     types exactly, so validation, training and drift read what they read without the store."""
     table = data.training_table(settings)
-    original = data.read_table(str(bundled(settings, "")))
+    original = data.read_table(str(bundled(settings, ".csv")))
     pd.testing.assert_frame_equal(table, original)
 
     features = pd.read_parquet(bundled(settings, "_features.parquet"))
@@ -169,7 +169,9 @@ def test_train_records_the_feature_service_and_views_with_the_model(project, set
 
     # The digest is of the view's definition: change it and a model trained now says so.
     definitions = project / "feature_repo" / "features.py"
-    definitions.write_text(definitions.read_text().replace("days=365", "days=30"))
+    text = definitions.read_text()
+    assert "ttl=timedelta(days=365)" in text
+    definitions.write_text(text.replace("ttl=timedelta(days=365)", "ttl=timedelta(days=30)"))
     feature_store.open_store.cache_clear()  # a new process would open the store afresh
     changed = feature_store.lineage(settings)["feast_feature_views"]
     assert changed.startswith("measurements@") and changed != tags["feast_feature_views"]
