@@ -42,6 +42,14 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_tracking_stor
     """A scratch project folder: params.yaml, data/, validation/ and an empty tracking store."""
     for name in ("data", "validation"):
         shutil.copytree(PROJECT_DIR / name, tmp_path / name)
+{%- if cookiecutter.feature_store == "feast" %}
+    # And the Feast definitions, not the registry and online store a local `materialize` left.
+    shutil.copytree(
+        PROJECT_DIR / "feature_repo",
+        tmp_path / "feature_repo",
+        ignore=shutil.ignore_patterns("data", "__pycache__"),
+    )
+{%- endif %}
     shutil.copy(PROJECT_DIR / "params.yaml", tmp_path / "params.yaml")
     shutil.copy(empty_tracking_store, tmp_path / "mlflow.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -75,7 +83,8 @@ def registry(settings: Settings) -> Registry:
 
 @pytest.fixture
 def frame(settings: Settings):
-    return data.read_table(settings.resolve(settings.params.data.source))
+    """The table training reads (data.training_table)."""
+    return data.training_table(settings)
 
 
 @pytest.fixture

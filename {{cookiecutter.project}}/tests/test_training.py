@@ -166,7 +166,7 @@ def test_registered_model_predicts_like_the_trained_pipeline(project, estimator)
     also one named by dotted path whose types skops does not trust by default."""
     write_params(project, model={"estimator": estimator, "hyperparameters": {}})
     settings = load_settings(project / "params.yaml")
-    frame = data.read_table(settings.resolve(settings.params.data.source))
+    frame = data.training_table(settings)
     registry = Registry(settings)
     result = training.train(settings, registry, frame)
     loaded = registry.load_model(result.model_version)

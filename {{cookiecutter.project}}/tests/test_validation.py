@@ -25,7 +25,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 def frame(settings: Settings) -> pd.DataFrame:
-    return data.read_table(settings.resolve(settings.params.data.source))
+    return data.training_table(settings)
 
 
 @pytest.fixture(scope="module")

@@ -33,18 +33,35 @@ def read_table(location: str) -> pd.DataFrame:
     """Read a CSV or Parquet file from a local path or an s3:// URI (`storage`)."""
     reader = _READERS[suffix(location)]
     return reader(io.BytesIO(storage.read_bytes(location)))
+{%- if cookiecutter.feature_store == "feast" %}
 
 
 def training_table(settings: Settings) -> pd.DataFrame:
-{%- if cookiecutter.feature_store == "feast" %}
     """The rows validation, training, evaluation and drift read: data.source's labels joined
     point-in-time with their features from the feature store (`feature_store.training_table`)."""
     from . import feature_store  # Feast takes seconds to import: only what reads the data pays
 
     return feature_store.training_table(settings)
+
+
+def training_source(settings: Settings) -> str:
+    """Where `training_table` comes from, as reports name it."""
+    store = settings.params.feature_store
+    return (
+        f"{settings.params.data.source} joined with Feast feature service "
+        f"{store.feature_service} ({store.repo})"
+    )
 {%- else %}
+
+
+def training_table(settings: Settings) -> pd.DataFrame:
     """The rows validation, training, evaluation and drift read: data.source as it is."""
     return read_table(settings.resolve(settings.params.data.source))
+
+
+def training_source(settings: Settings) -> str:
+    """Where `training_table` comes from, as reports name it."""
+    return settings.params.data.source
 {%- endif %}
 
 

@@ -115,13 +115,21 @@ def training_table(settings: Settings) -> pd.DataFrame:
     entities = entity_frame(data.read_table(source), params, source)
     store = open_store(repo_of(settings))
     service = feature_service(store, params.feature_service)
-    joined = store.get_historical_features(entity_df=entities, features=service).to_df()
     keys = [*params.entity_keys, params.event_timestamp]
-    joined = joined.sort_values(keys, kind="stable").reset_index(drop=True)
+    # Feast is asked for each (entity, time) once, and every label is joined back to its answer:
+    # the file offline store leaves out a label whose entity had no value yet at its time (and
+    # merges labels of the same entity and time), where a label must keep its row, with gaps.
+    moments = entities[keys].drop_duplicates()
+    joined = store.get_historical_features(entity_df=moments, features=service).to_df()
+    joined[params.event_timestamp] = joined[params.event_timestamp].astype(
+        entities[params.event_timestamp].dtype
+    )
+    table = entities.merge(joined, on=keys, how="left", validate="many_to_one")
+    table = table.sort_values(keys, kind="stable").reset_index(drop=True)
     # The features, then the entity frame's own columns (the target) with the types it gave them.
     own = [name for name in entities.columns if name not in keys]
-    features = [name for name in joined.columns if name not in keys and name not in own]
-    return joined[features].join(joined[own].astype(entities[own].dtypes.to_dict()))
+    features = [name for name in joined.columns if name not in keys]
+    return table[features + own]
 
 
 def lineage(settings: Settings) -> dict[str, str]:

@@ -128,7 +128,7 @@ def judge(settings: Settings, window: Window, html: Path) -> dict:
         "window": window.to_dict(),
         "rows": latest["rows"],
         "model_versions": latest["model_versions"],
-        "reference": settings.params.data.source,
+        "reference": data.training_source(settings),
         "reference_rows": len(reference),
         "threshold": params.drift_share,
         "min_window_rows": params.min_window_rows,
