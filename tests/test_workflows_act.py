@@ -20,8 +20,8 @@ pg_ctl must be installed). Scenarios:
    moto server: it shares nothing with 1 to 6);
 8. the first push to main on a bake with feature_store=feast (cd.yml): the online store loaded
    (`materialize`) in staging before the bento is served and in production before the promotion, v1
-   promoted with its feature service recorded; then materialize.yml dispatched (its own bake and
-   registry, like 7).
+   promoted with its feature service recorded (its own bake and registry, like 7);
+9. materialize.yml dispatched on that bake.
 
 2 to 6 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1
 runs from a clone of the repository in the background once the first push made a champion, while the
@@ -41,7 +41,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,15 +260,20 @@ class World(BakedProject):
         return self.report("history")
 
 
+def laps() -> tuple[dict[str, float], Callable[[str], None]]:
+    """(seconds per preparation, lap(name): the time since the last lap, recorded under name)."""
+    setup, started = {}, [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        setup[name], started[0] = time.perf_counter() - started[0], time.perf_counter()
+
+    return setup, lap
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, stack) -> World:
     root = tmp_path_factory.mktemp("act")
-    setup, started = {}, time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal started
-        setup[name], started = time.perf_counter() - started, time.perf_counter()
-
+    setup, lap = laps()
     baked = bake(root / "bake")
     venv = stack(baked)  # the project's stack, once; it also fills uv's cache the jobs install from
     lap("stack")
@@ -932,12 +937,7 @@ def test_7_batch_yml_submits_the_champion_to_emr_serverless(emr_world):
 @pytest.fixture(scope="module")
 def feast_world(tmp_path_factory, stack) -> Iterator[World]:
     root = tmp_path_factory.mktemp("act-feast")
-    setup, started = {}, time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal started
-        setup[name], started = time.perf_counter() - started, time.perf_counter()
-
+    setup, lap = laps()
     baked = bake(root / "bake", **COMBINATIONS["FEAST"])
     venv = stack(baked)
     lap("stack")
