@@ -72,32 +72,35 @@ def run(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProces
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory: pytest.TempPathFactory):
     """stack(project) -> a venv with the baked project's dependencies, its extras (pyspark) and its dev
-    tools, shared per Python version.
+    tools, shared by the bakes with the same Python version and requirements.
 
     The project itself goes in with `--no-deps` (editable), so switching between bakes takes a second.
+    An option that adds a dependency (feature_store: feast) gets a venv of its own rather than changing
+    what the other bakes' suites import (Feast moves prometheus-client back, for one).
     Used by tests/test_generated.py and tests/test_workflows_act.py.
     """
-    venvs: dict[str, Path] = {}
+    venvs: dict[tuple[str, ...], Path] = {}
 
     def get(project: BakedProject) -> Path:
         pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
         version = pyproject["project"]["requires-python"].removeprefix(">=")
-        if version not in venvs:
+        extras = pyproject["project"].get("optional-dependencies", {}).values()
+        requirements = [
+            *pyproject["project"]["dependencies"],
+            *(requirement for extra in extras for requirement in extra),
+            *pyproject["dependency-groups"]["dev"],
+        ]
+        key = (version, *sorted(requirements))
+        if key not in venvs:
             venv = tmp_path_factory.mktemp(f"stack-{version}") / "venv"
             run(["uv", "venv", "--quiet", "--python", find_python(version), str(venv)], project.path)
-            extras = pyproject["project"].get("optional-dependencies", {}).values()
-            requirements = [
-                *pyproject["project"]["dependencies"],
-                *(requirement for extra in extras for requirement in extra),
-                *pyproject["dependency-groups"]["dev"],
-            ]
             run(
                 ["uv", "pip", "install", "--quiet", "--python", str(venv / "bin/python"), *requirements],
                 project.path,
             )
-            venvs[version] = venv
-        install_editable(project, venvs[version])
-        return venvs[version]
+            venvs[key] = venv
+        install_editable(project, venvs[key])
+        return venvs[key]
 
     return get
 

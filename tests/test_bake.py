@@ -102,6 +102,21 @@ def expected_tree(resolved: dict) -> tuple[set[str], set[str]]:
     (present if resolved["s3_bucket"] else absent).add(".github/workflows/batch.yml")
     if not resolved["s3_bucket"]:
         absent.add("deploy/aws")
+    # Feast: its repository, the entity data of the bake's task only, the module, the command, and
+    # the schedule that keeps the online store loaded.
+    feast = {
+        "feature_repo/feature_store.yaml",
+        "feature_repo/features.py",
+        f"src/{resolved['package']}/feature_store.py",
+        f"src/{resolved['package']}/cli/features.py",
+        ".github/workflows/materialize.yml",
+    }
+    absent |= {f"data/{dropped}_features.parquet", f"data/{dropped}_labels.csv"}
+    if resolved["feature_store"] == "feast":
+        present |= feast | {f"data/{kept}_features.parquet", f"data/{kept}_labels.csv"}
+    else:
+        absent |= feast | {"feature_repo", f"data/{kept}_features.parquet", f"data/{kept}_labels.csv"}
+        absent |= {"tests/test_feature_store.py", "docs/feature-store.md"}
     return present, absent
 
 
@@ -323,15 +338,17 @@ def test_python_files_compile(baked, name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_python_files_pass_the_projects_linters(baked, name):
-    """ruff's checks and formatting, as the project's `make lint` runs them: names and options change
-    the code (import order follows the package's name, a line's length its values), so every bake."""
+    """ruff's checks and formatting on the folders `make lint` names (LINTED in the Makefile): names
+    and options change the code (import order follows the package's name, a line's length its values),
+    so every bake."""
     ruff = shutil.which("ruff")
     assert ruff, "ruff is not on PATH: `make test` installs it from tests/requirements.txt"
     project = baked(name).path
+    (linted,) = re.findall(r"^LINTED := (.+)$", (project / "Makefile").read_text(), re.MULTILINE)
+    folders = linted.split()
+    assert {"src", "tests"} <= set(folders), folders
     for command in (["check"], ["format", "--check"]):
-        done = subprocess.run(
-            [ruff, *command, "src", "tests", "benchmarks"], cwd=project, capture_output=True, text=True
-        )
+        done = subprocess.run([ruff, *command, *folders], cwd=project, capture_output=True, text=True)
         assert done.returncode == 0, f"ruff {' '.join(command)} in {name}:\n{done.stdout}{done.stderr}"
 
 

@@ -17,7 +17,11 @@ pg_ctl must be installed). Scenarios:
    labelled model-monitoring, cd.yml dispatched to retrain);
 7. batch.yml dispatched on a bake with an S3 bucket and `batch.emr_serverless` set: the champion is
    submitted to EMR Serverless, with a moto server standing in for AWS (its own bake, registry and
-   moto server: it shares nothing with 1 to 6).
+   moto server: it shares nothing with 1 to 6);
+8. the first push to main on a bake with feature_store=feast (cd.yml): the online store loaded
+   (`materialize`) in staging before the bento is served and in production before the promotion, v1
+   promoted with its feature service recorded (its own bake and registry, like 7);
+9. materialize.yml dispatched on that bake.
 
 2 to 6 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1
 runs from a clone of the repository in the background once the first push made a champion, while the
@@ -37,7 +41,7 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -237,7 +241,8 @@ class World(BakedProject):
     registry server, and what has happened so far."""
 
     act: Act
-    pr_act: Act  # on a clone of the repository, so that scenario 1 can run while the pushes to main do
+    # On a clone of the repository, so that scenario 1 can run while the pushes to main do (none for 8).
+    pr_act: Act | None
     tracking_uri: str
     slug: str  # owner/name on GitHub
     done: dict[str, ActRun] = field(default_factory=dict)
@@ -255,15 +260,20 @@ class World(BakedProject):
         return self.report("history")
 
 
+def laps() -> tuple[dict[str, float], Callable[[str], None]]:
+    """(seconds per preparation, lap(name): the time since the last lap, recorded under name)."""
+    setup, started = {}, [time.perf_counter()]
+
+    def lap(name: str) -> None:
+        setup[name], started[0] = time.perf_counter() - started[0], time.perf_counter()
+
+    return setup, lap
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, stack) -> World:
     root = tmp_path_factory.mktemp("act")
-    setup, started = {}, time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal started
-        setup[name], started = time.perf_counter() - started, time.perf_counter()
-
+    setup, lap = laps()
     baked = bake(root / "bake")
     venv = stack(baked)  # the project's stack, once; it also fills uv's cache the jobs install from
     lap("stack")
@@ -308,15 +318,19 @@ def world(tmp_path_factory, stack) -> World:
             setup=setup,
         )
         yield world
-    # How long each run and job took: shown with `pytest -s`, and kept next to act's logs.
+    report_timings(world)
+
+
+def report_timings(world: World) -> None:
+    """How long the setup, each run and each job took: shown with `pytest -s`, kept next to act's logs."""
     lines = [
         f"{name}: {done.seconds:.0f} s ("
         + ", ".join(f"{job} {seconds:.0f} s" for job, seconds in done.job_seconds().items())
         + ")"
         for name, done in world.done.items()
     ]
-    lines.insert(0, "setup: " + ", ".join(f"{name} {s:.0f} s" for name, s in setup.items()))
-    (act.state / "timings.txt").write_text("\n".join(lines) + "\n")
+    lines.insert(0, "setup: " + ", ".join(f"{name} {s:.0f} s" for name, s in world.setup.items()))
+    (world.act.state / "timings.txt").write_text("\n".join(lines) + "\n")
     print("\nact runs:\n  " + "\n  ".join(lines))
 
 
@@ -912,3 +926,85 @@ def test_7_batch_yml_submits_the_champion_to_emr_serverless(emr_world):
     summary = done.summaries["batch"]
     assert "### Batch scoring on EMR Serverless: SUCCESS with v2" in summary, summary
     assert f"job run `{job['jobRunId']}`" in summary, summary
+
+
+# Scenario 8: the feature store. The service of a feast bake fetches an entity's features from Feast's
+# online store, which every act job would find empty in its fresh workspace (a SQLite file under
+# feature_repo/data/ by default): the jobs that serve a model load it themselves, and so does the
+# scheduled materialize.yml. Its own bake and registry (a feast stack is another venv); no pull request.
+
+
+@pytest.fixture(scope="module")
+def feast_world(tmp_path_factory, stack) -> Iterator[World]:
+    root = tmp_path_factory.mktemp("act-feast")
+    setup, lap = laps()
+    baked = bake(root / "bake", **COMBINATIONS["FEAST"])
+    venv = stack(baked)
+    lap("stack")
+    project, answers = baked.path, baked.answers
+    run(["uv", "lock", "--quiet", "--python", str(venv / "bin" / "python")], project)
+    slug = f"{answers['github_owner']}/{answers['project']}"
+    init_repository(project, slug)
+    env = {
+        "ACT_STANDIN_PYTHONS": str(Path(find_python(answers["python_version"])).parent),
+        "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
+    }
+    lap("uv lock, repository, bytecode in uv's cache")
+    act = Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env)
+    with mlflow_server(venv, project, root / "registry") as tracking_uri:
+        lap("mlflow server")
+        world = World(
+            path=project,
+            venv=venv,
+            reports_dir=act.state / "cli-reports",
+            act=act,
+            pr_act=None,
+            tracking_uri=tracking_uri,
+            slug=slug,
+            setup=setup,
+        )
+        yield world
+    report_timings(world)
+
+
+def model_version_tags(world: World, version: int) -> dict[str, str]:
+    """The registered version's tags, from the MLflow server's REST API."""
+    import urllib.parse
+    import urllib.request
+
+    query = urllib.parse.urlencode({"name": world.package, "version": version})
+    url = f"{world.tracking_uri}/api/2.0/mlflow/model-versions/get?{query}"
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        found = json.load(answer)["model_version"]
+    return {tag["key"]: tag["value"] for tag in found.get("tags", [])}
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("act")
+def test_8_feast_first_push_loads_the_online_store_before_serving_and_promotes_v1(feast_world):
+    world = feast_world
+    run, registry = pushed(world, "feast first push", None, "Initial commit from the template")
+    assert_deployed(world, run, 1)
+    for job in ("staging", "production"):
+        assert run.steps[job]["Load the online store"] == "success", run.explain()
+        # A fresh workspace: its online store was never loaded, so every view loads from the start.
+        assert "materialized measurements: 1970-01-01T00:00:00+00:00 .. " in run.log(job), run.log(job)
+    assert "Load the online store" not in run.steps["gate"]  # training reads the offline store
+    assert registry["aliases"]["champion"] == 1, registry
+    tags = model_version_tags(world, 1)
+    assert tags.get("feast_feature_service") == "model_features", tags
+    assert tags.get("feast_feature_views", "").startswith("measurements@"), tags
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("act")
+def test_9_materialize_yml_loads_the_online_store_with_read_access_only(feast_world):
+    """The schedule's workflow, dispatched: it needs no variable, no secret and no registry."""
+    world = feast_world
+    done = world.act.run(
+        "workflow_dispatch", "materialize.yml", payload={"repository": repository(world.slug)}
+    )
+    world.done["materialize.yml"] = done
+    assert_ok(done, {"materialize"})
+    assert done.steps["materialize"]["Load the online store"] == "success", done.explain()
+    assert "materialized measurements: 1970-01-01T00:00:00+00:00 .. " in done.log("materialize")

@@ -240,6 +240,47 @@ def test_production_ships_the_digest_staging_tested_after_verifying_its_provenan
     assert "$IMAGE:$IMAGE_TAG" not in scripts and "$IMAGE:" not in scripts, scripts
 
 
+# Where a model starts serving, and the steps of each job that serve it (its smoke test included).
+SERVED_AFTER = {
+    ("cd.yml", "staging"): (
+        "Run the image",
+        "Smoke and load test the image",
+        "Smoke and load test the bento",
+    ),
+    ("cd.yml", "production"): ("Roll out on Kubernetes", "Promote in the registry", "Smoke test production"),
+    ("rollback.yml", "rollback"): ("Build and smoke-test the new champion",),
+}
+LOAD_ONLINE_STORE = "Load the online store"
+
+
+@pytest.mark.parametrize("name", COMBINATIONS)
+def test_the_online_store_is_loaded_before_a_model_is_served(baked, name):
+    """With Feast, the service fetches an entity's features from the online store: every job that
+    serves a model runs `materialize` first, a change of feature_repo/ deploys, and materialize.yml
+    loads it on a schedule with nothing but read access. Without a feature store, none of it."""
+    project = baked(name)
+    workflows = project.path / ".github" / "workflows"
+    feast = project.answers["feature_store"] == "feast"
+    assert (workflows / "materialize.yml").exists() is feast
+    cd = yaml.safe_load((workflows / "cd.yml").read_text())
+    assert ("feature_repo/**" in (cd.get(True) or cd["on"])["push"]["paths"]) is feast
+    for (workflow, job_name), served in SERVED_AFTER.items():
+        job = yaml.safe_load((workflows / workflow).read_text())["jobs"][job_name]
+        loads = [i for i, step in enumerate(job["steps"]) if step.get("name") == LOAD_ONLINE_STORE]
+        if not feast:
+            assert loads == [] and "materialize" not in yaml.safe_dump(job), (workflow, job_name)
+            continue
+        assert len(loads) == 1, (workflow, job_name)
+        assert job["steps"][loads[0]]["run"] == '"$CLI" materialize'
+        assert loads[0] < min(step_named(job, step)[0] for step in served), (workflow, job_name)
+    if feast:
+        schedule = yaml.safe_load((workflows / "materialize.yml").read_text())
+        assert {"schedule", "workflow_dispatch"} <= set(schedule.get(True) or schedule["on"])
+        (job,) = schedule["jobs"].values()
+        assert job["permissions"] == {"contents": "read"}
+        assert [step["run"] for step in job["steps"] if "run" in step] == ['"$CLI" materialize']
+
+
 def fake_docker(folder: Path) -> Path:
     """A `docker` that records its arguments: no container registry can be reached here."""
     folder.mkdir()
