@@ -16,24 +16,22 @@ from pathlib import Path
 DROPS: dict[tuple[str, object], tuple[str, ...]] = {
     ("task", "classification"): (
         "data/diabetes.csv",
-        "data/diabetes_features.parquet",
-        "data/diabetes_labels.csv",
+        "data/features/diabetes.parquet",
+        "data/labels/diabetes.csv",
         "validation/diabetes.json",
     ),
     ("task", "regression"): (
         "data/breast_cancer.csv",
-        "data/breast_cancer_features.parquet",
-        "data/breast_cancer_labels.csv",
+        "data/features/breast_cancer.parquet",
+        "data/labels/breast_cancer.csv",
         "validation/breast_cancer.json",
     ),
     ("license", "Proprietary"): ("LICENSE",),
     # Features arrive with each row: no Feast repository, no entity data, nothing to materialise.
     ("feature_store", "none"): (
         "feature_repo",
-        "data/breast_cancer_features.parquet",
-        "data/breast_cancer_labels.csv",
-        "data/diabetes_features.parquet",
-        "data/diabetes_labels.csv",
+        "data/features",
+        "data/labels",
         "src/{{ cookiecutter.package }}/feature_store.py",
         "src/{{ cookiecutter.package }}/cli/features.py",
         "tests/test_feature_store.py",

@@ -110,13 +110,14 @@ def expected_tree(resolved: dict) -> tuple[set[str], set[str]]:
         f"src/{resolved['package']}/feature_store.py",
         f"src/{resolved['package']}/cli/features.py",
         ".github/workflows/materialize.yml",
+        "tests/test_feature_store.py",
+        "docs/feature-store.md",
     }
-    absent |= {f"data/{dropped}_features.parquet", f"data/{dropped}_labels.csv"}
+    absent |= {f"data/features/{dropped}.parquet", f"data/labels/{dropped}.csv"}
     if resolved["feature_store"] == "feast":
-        present |= feast | {f"data/{kept}_features.parquet", f"data/{kept}_labels.csv"}
+        present |= feast | {f"data/features/{kept}.parquet", f"data/labels/{kept}.csv"}
     else:
-        absent |= feast | {"feature_repo", f"data/{kept}_features.parquet", f"data/{kept}_labels.csv"}
-        absent |= {"tests/test_feature_store.py", "docs/feature-store.md"}
+        absent |= feast | {"feature_repo", "data/features", "data/labels"}
     return present, absent
 
 

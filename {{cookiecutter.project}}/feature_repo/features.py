@@ -19,9 +19,9 @@ patient = Entity(
 measurements_source = FileSource(
     name="measurements_source",
 {%- if cookiecutter.task == "classification" %}
-    path="../data/breast_cancer_features.parquet",
+    path="../data/features/breast_cancer.parquet",
 {%- else %}
-    path="../data/diabetes_features.parquet",
+    path="../data/features/diabetes.parquet",
 {%- endif %}
     timestamp_field="event_timestamp",
 )

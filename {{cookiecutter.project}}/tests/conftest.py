@@ -58,11 +58,15 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_tracking_stor
     return tmp_path
 
 
-def write_params(project: Path, **changes: dict) -> Path:
-    """Update sections of the scratch project's params.yaml, e.g. model={"hyperparameters": {...}}."""
+def write_params(project: Path, **changes: dict | None) -> Path:
+    """Update sections of the scratch project's params.yaml, e.g. model={"hyperparameters": {...}};
+    a section given as None is removed (feature_store=None: data.source holds the features)."""
     path = project / "params.yaml"
     params = yaml.safe_load(path.read_text())
     for section, values in changes.items():
+        if values is None:
+            params.pop(section, None)
+            continue
         params[section] = (
             {**params.get(section, {}), **values} if isinstance(values, dict) else values
         )

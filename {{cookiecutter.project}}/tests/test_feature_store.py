@@ -41,11 +41,12 @@ def iso(moment: datetime) -> str:
     return moment.isoformat().replace("+00:00", "Z")
 
 
-def bundled(settings, ending: str) -> Path:
-    """A bundled file beside data.source (data/<set>_labels.csv): ".csv" is the data set the entity
-    data was made from, "_features.parquet" the feature view's source."""
+def bundled(settings, folder: str, suffix: str) -> Path:
+    """A bundled file of the bake's data set, named as data.source (data/labels/<set>.csv) is:
+    ("", ".csv") the data set the entity data was made from, ("features", ".parquet") the feature
+    view's source."""
     labels = Path(settings.resolve(settings.params.data.source))
-    return labels.with_name(labels.name.replace("_labels.csv", ending))
+    return labels.parents[1] / folder / f"{labels.stem}{suffix}"
 
 
 def client(settings) -> MlflowClient:
@@ -142,11 +143,11 @@ def test_the_bundled_join_gives_back_the_bundled_data_set(settings):
     """The entity data was made from the bundled data set: the join must return its rows, columns and
     types exactly, so validation, training and drift read what they read without the store."""
     table = data.training_table(settings)
-    original = data.read_table(str(bundled(settings, ".csv")))
+    original = data.read_table(str(bundled(settings, "", ".csv")))
     pd.testing.assert_frame_equal(table, original)
 
-    features = pd.read_parquet(bundled(settings, "_features.parquet"))
-    labels = pd.read_csv(bundled(settings, "_labels.csv"), parse_dates=["event_timestamp"])
+    features = pd.read_parquet(bundled(settings, "features", ".parquet"))
+    labels = pd.read_csv(bundled(settings, "labels", ".csv"), parse_dates=["event_timestamp"])
     assert features["patient_id"].tolist() == list(range(1, len(original) + 1))
     target = settings.params.data.target
     pd.testing.assert_frame_equal(
@@ -178,7 +179,7 @@ def test_train_records_the_feature_service_and_views_with_the_model(project, set
 
 
 def test_materialize_loads_the_online_store_and_goes_on_from_where_it_ended(project, settings):
-    features = pd.read_parquet(bundled(settings, "_features.parquet")).set_index("patient_id")
+    features = pd.read_parquet(bundled(settings, "features", ".parquet")).set_index("patient_id")
     values = features.drop(columns=["event_timestamp"])
     middle = features.loc[100, "event_timestamp"] + timedelta(minutes=30)  # patients 1..100 known
     last = features["event_timestamp"].max() + timedelta(hours=1)

@@ -156,6 +156,7 @@ def bring(project: Path, name: str) -> pd.DataFrame:
         model={**sections["model"], "scale_features": True},
         gate=sections["gate"],
         batch={"input": location, "output": f"reports/{name}-predictions.parquet"},
+        feature_store=None,  # a file with the features in it, as a user first brings data
     )
     return frame
 

@@ -127,6 +127,8 @@ def bring_customers(project: Path, customers: pd.DataFrame) -> Path:
     params = project / "params.yaml"
     text = re.sub(r"(?m)^  source: .*$", f"  source: {SOURCE}", params.read_text(), count=1)
     text = re.sub(r"(?m)^  target: .*$", "  target: churned", text, count=1)
+    # The features are in the file: no feature store section (a bake with Feast has one).
+    text = re.sub(r"(?m)^feature_store:\n(?:[ #].*\n?)*", "", text)
     # A comment of the user's own (params.yaml may have none: the act tests rewrite it with yaml).
     params.write_text(f"# Churn of our customers.\n{text}")
     return params

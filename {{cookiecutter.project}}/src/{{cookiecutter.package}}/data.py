@@ -33,36 +33,32 @@ def read_table(location: str) -> pd.DataFrame:
     """Read a CSV or Parquet file from a local path or an s3:// URI (`storage`)."""
     reader = _READERS[suffix(location)]
     return reader(io.BytesIO(storage.read_bytes(location)))
+
+
+def training_table(settings: Settings) -> pd.DataFrame:
+    """The rows validation, training, evaluation and drift read: data.source as it is
+{%- if cookiecutter.feature_store == "feast" %}, or, with
+    a feature store in params, its labels joined point-in-time with their features
+    (`feature_store.training_table`).{% else %}.{% endif %}"""
 {%- if cookiecutter.feature_store == "feast" %}
+    if settings.params.feature_store is not None:
+        from . import feature_store  # Feast takes seconds to import: only what reads the data pays
 
-
-def training_table(settings: Settings) -> pd.DataFrame:
-    """The rows validation, training, evaluation and drift read: data.source's labels joined
-    point-in-time with their features from the feature store (`feature_store.training_table`)."""
-    from . import feature_store  # Feast takes seconds to import: only what reads the data pays
-
-    return feature_store.training_table(settings)
-
-
-def training_source(settings: Settings) -> str:
-    """Where `training_table` comes from, as reports name it."""
-    store = settings.params.feature_store
-    return (
-        f"{settings.params.data.source} joined with Feast feature service "
-        f"{store.feature_service} ({store.repo})"
-    )
-{%- else %}
-
-
-def training_table(settings: Settings) -> pd.DataFrame:
-    """The rows validation, training, evaluation and drift read: data.source as it is."""
+        return feature_store.training_table(settings)
+{%- endif %}
     return read_table(settings.resolve(settings.params.data.source))
 
 
 def training_source(settings: Settings) -> str:
     """Where `training_table` comes from, as reports name it."""
-    return settings.params.data.source
+{%- if cookiecutter.feature_store == "feast" %}
+    if (store := settings.params.feature_store) is not None:
+        return (
+            f"{settings.params.data.source} joined with Feast feature service "
+            f"{store.feature_service} ({store.repo})"
+        )
 {%- endif %}
+    return settings.params.data.source
 
 
 def write_table(frame: pd.DataFrame, location: str) -> None:

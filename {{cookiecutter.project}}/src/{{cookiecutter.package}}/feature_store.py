@@ -85,6 +85,10 @@ def feature_service(store: FeatureStore, name: str) -> FeatureService:
 
 
 def repo_of(settings: Settings) -> Path:
+    if settings.params.feature_store is None:
+        raise SettingsError(
+            f"{settings.params_file}: no feature_store section: data.source holds the features"
+        )
     return Path(settings.resolve(settings.params.feature_store.repo))
 
 

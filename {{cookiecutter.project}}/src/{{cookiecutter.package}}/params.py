@@ -254,11 +254,14 @@ class Params(Section):
     monitoring: MonitoringParams = MonitoringParams()
     aws: AwsParams = AwsParams()
 {%- if cookiecutter.feature_store == "feast" %}
-    feature_store: FeatureStoreParams
+    # None: data.source holds the features itself, as without the option.
+    feature_store: FeatureStoreParams | None = None
 
     @model_validator(mode="after")
     def _entity_columns_are_not_features(self) -> Params:
         store, data = self.feature_store, self.data
+        if store is None:
+            return self
         named = {*store.entity_keys, store.event_timestamp}
         if clash := sorted(named & {data.target, *(data.features or ()), *data.drop}):
             raise ValueError(

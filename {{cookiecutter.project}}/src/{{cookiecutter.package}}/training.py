@@ -344,7 +344,9 @@ def train(
     if version_id := datasets.source_version(params.data.source):
         lineage[model_card.LINEAGE_S3_VERSION] = version_id
 {%- if cookiecutter.feature_store == "feast" %}
-    lineage |= feature_store.lineage(settings)  # the feature service and views, at their versions
+    # Which feature service and views made the model, at which versions.
+    if settings.params.feature_store is not None:
+        lineage |= feature_store.lineage(settings)
 {%- endif %}
     metadata = model_metadata(settings, pipeline, x_train, y_train, roles)
     registry.configure()  # the run goes to the project's experiment
