@@ -23,19 +23,13 @@ pytestmark = pytest.mark.slow
 # ci.yml's `test` job, the way a pull request runs it, in tests/test_workflows_act.py (scenario 1), so
 # here the default bake runs only the rollouts through nginx (minutes, the same for every task) and
 # the Spark engine's tests (a JVM; the act job's environment has no pyspark, an optional extra). The
-# regression bake runs every test but the rollouts, the files that bring their own data and task, and
-# the servers' armour, loading and process handling, the registry's races and the EMR submission,
-# which no task changes (the same in every bake).
+# regression bake, with the feature store (feast), runs every test but the rollouts, the files that
+# bring their own data and task, and the servers' armour, loading and process handling, the
+# registry's races and the EMR submission, which no task and no feature store changes (the same in
+# every bake): so the feast bake's own tests (tests/test_feature_store*.py) and every test of what
+# reads the training table or serves the model run with Feast in the loop.
 # The other Python versions run the unit tests, each in a bake that also takes options that change
 # names and files but not the servers (one suite run checks both). test_bake lints every bake.
-# The feast bake is the only one with a feature store, so it runs every file the option can change:
-# the feature store's own (tests/test_feature_store*.py), and those of whatever reads the training
-# table or serves the model (data, training, validation, suggest-suite, evaluation, the model card,
-# drift, the CLI, the service and deployment, batch, own data in training), servers included. It
-# leaves out what the other runs cover and no feature store changes: the regression run's exclusions
-# (own data's serving and monitoring, whose data replaces the feature store's), the registry, S3,
-# gRPC, the fallback, rollouts, Kubernetes, GitHub, A/B tests, the prediction log's contract, alert
-# files, benchmarks.
 BAKE_INDEPENDENT = [
     "--ignore=tests/test_own_data_serving.py",
     "--ignore=tests/test_own_data_monitoring.py",
@@ -49,26 +43,11 @@ BAKE_INDEPENDENT = [
     "--deselect=tests/test_deployment.py::test_stop_ends_what_the_server_started_even_after_the_server_died",
     "--deselect=tests/test_deployment.py::test_stop_ends_the_server_and_what_it_started",
 ]
-FEATURE_STORE_INDEPENDENT = [
-    *BAKE_INDEPENDENT,
-    "--ignore=tests/test_rollout.py",
-    "--ignore=tests/test_registry.py",
-    "--ignore=tests/test_s3.py",
-    "--ignore=tests/test_grpc.py",
-    "--ignore=tests/test_fallback.py",
-    "--ignore=tests/test_kubernetes.py",
-    "--ignore=tests/test_github.py",
-    "--ignore=tests/test_ab_test.py",
-    "--ignore=tests/test_prediction_log.py",
-    "--ignore=tests/test_monitoring_files.py",
-    "--ignore=tests/test_benchmarks.py",
-]
 SUITE_RUNS = {
     "DEFAULT": ["-m", "rollout or spark"],
-    "REGRESSION": ["-m", "not rollout and not spark", *BAKE_INDEPENDENT],
+    "REGRESSION+FEAST": ["-m", "not rollout and not spark", *BAKE_INDEPENDENT],
     "PY311+CUSTOM_NAMES": ["-m", "not integration and not spark"],
     "PY313+WITH_S3": ["-m", "not integration and not spark"],
-    "FEAST": ["-m", "not rollout and not spark", *FEATURE_STORE_INDEPENDENT],
 }
 # Tests that skip where a tool is missing (promtool, Java) and must run in CI, where .ci/run installs it.
 MUST_NOT_SKIP = ("test_monitoring_files", "test_batch_spark")
