@@ -22,6 +22,13 @@ from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+{%- if cookiecutter.feature_store == "feast" %}
+# What a scratch project copies of this one: the Feast repository too, without the registry and
+# online store (*.db) that a local `materialize` left in it.
+PROJECT_FOLDERS = ("data", "validation", "feature_repo")
+{%- else %}
+PROJECT_FOLDERS = ("data", "validation")  # what a scratch project copies of this one
+{%- endif %}
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing-access-key",
     "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
@@ -40,14 +47,21 @@ def empty_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_tracking_store: Path) -> Path:
     """A scratch project folder: params.yaml, data/, validation/ and an empty tracking store."""
-    for name in ("data", "validation"):
-        shutil.copytree(PROJECT_DIR / name, tmp_path / name)
-    shutil.copy(PROJECT_DIR / "params.yaml", tmp_path / "params.yaml")
+    copy_project(tmp_path)
     shutil.copy(empty_tracking_store, tmp_path / "mlflow.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("REPORTS_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def copy_project(destination: Path) -> None:
+    """This project's params, data and suite (PROJECT_FOLDERS) in `destination`."""
+    for name in PROJECT_FOLDERS:
+        shutil.copytree(
+            PROJECT_DIR / name, destination / name, ignore=shutil.ignore_patterns("*.db")
+        )
+    shutil.copy(PROJECT_DIR / "params.yaml", destination / "params.yaml")
 
 
 def write_params(project: Path, **changes: dict) -> Path:
@@ -75,7 +89,7 @@ def registry(settings: Settings) -> Registry:
 
 @pytest.fixture
 def frame(settings: Settings):
-    return data.read_table(settings.resolve(settings.params.data.source))
+    return data.training_table(settings)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from {{ cookiecutter.package }}.deploy.server import Server, serve
 from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
-from .conftest import PROJECT_DIR, write_params
+from .conftest import copy_project, write_params
 
 # The second version is trained far from the first, so their predictions differ on the smoke rows.
 FAR_APART = {
@@ -55,13 +55,11 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store:
     """Train two versions in a scratch project and build a bento of the first (once per session)."""
     if "built" not in _CACHE:
         project = tmp_path_factory.mktemp("deployed")
-        for name in ("data", "validation"):
-            shutil.copytree(PROJECT_DIR / name, project / name)
-        shutil.copy(PROJECT_DIR / "params.yaml", project / "params.yaml")
+        copy_project(project)
         shutil.copy(empty_tracking_store, project / "mlflow.db")
         write_params(project, serving={"max_batch_rows": MAX_BATCH_ROWS})
         settings = _scratch_settings(project)
-        frame = data.read_table(settings.resolve(settings.params.data.source))
+        frame = data.training_table(settings)
         version = training.train(settings, Registry(settings), frame).model_version
         write_params(project, model=FAR_APART[settings.params.task])
         other = _scratch_settings(project)

@@ -1,0 +1,125 @@
+"""/predict_entity against a real server: the features come from a real Feast online store (SQLite,
+loaded by `feature_store.materialize`) and answer exactly as the same row sent whole to /predict."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.package }} import data, feature_store, prediction_log
+from {{ cookiecutter.package }}.deploy import payloads
+from {{ cookiecutter.package }}.deploy.server import Server
+from {{ cookiecutter.package }}.errors import DataError
+
+from .conftest import PROJECT_DIR
+from .shared_bento import Built, shared_build
+
+pytestmark = pytest.mark.integration
+{%- if cookiecutter.task == "classification" %}
+BUNDLED = PROJECT_DIR / "data" / "breast_cancer.csv"  # row k-1 holds patient k's features
+{%- else %}
+BUNDLED = PROJECT_DIR / "data" / "diabetes.csv"  # row k-1 holds patient k's features
+{%- endif %}
+PATIENTS = [1, 17, 200, 321]
+UNKNOWN = 99_999
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store) -> Built:
+    """The shared project (tests/shared_bento.py), its online store loaded with every patient's
+    latest features."""
+    built = shared_build(tmp_path_factory, empty_tracking_store)
+    feature_store.materialize(built.settings)
+    return built
+
+
+@pytest.fixture
+def http(loaded: Built, server: Server):
+    with httpx.Client(
+        base_url=server.url, timeout=30, headers=loaded.settings.client_headers()
+    ) as client:
+        yield client
+
+
+def bundled_features(built: Built) -> pd.DataFrame:
+    return data.read_table(str(BUNDLED)).drop(columns=[built.settings.params.data.target])
+
+
+def full_row(built: Built, patient: int) -> dict:
+    """Patient `patient`'s features as a /predict body, from the bundled data set."""
+    return payloads.as_records(bundled_features(built).iloc[[patient - 1]])[0]
+
+
+def test_an_entity_key_gets_the_answer_of_its_full_row(loaded: Built, http):
+    for patient in PATIENTS:
+        by_key = http.post("/predict_entity", json={"patient_id": patient})
+        whole = http.post("/predict", json=full_row(loaded, patient)).raise_for_status()
+        assert by_key.status_code == 200, by_key.text
+        assert by_key.json() == whole.json(), patient
+        assert by_key.headers["x-prediction"] == whole.headers["x-prediction"]
+
+
+def test_an_unknown_entity_is_a_404_naming_its_key(http):
+    answer = http.post("/predict_entity", json={"patient_id": UNKNOWN})
+    assert answer.status_code == 404, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "not_found" and error["request_id"]
+    assert f"patient_id={UNKNOWN}" in error["message"] and "materialize" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "body", [{}, {"patient_id": 1.5}, {"patient_id": True}, {"patient_id": "17"}, {"other": 1}]
+)
+def test_a_body_without_a_usable_key_is_a_400_naming_the_field(http, body: dict):
+    answer = http.post("/predict_entity", json=body)
+    assert answer.status_code == 400, answer.text
+    named = next(iter(body), "patient_id")
+    assert named in answer.text
+
+
+def test_predict_entity_needs_a_token(loaded: Built, server: Server):
+    answer = httpx.post(f"{server.url}/predict_entity", json={"patient_id": 1}, timeout=30)
+    assert answer.status_code == 401
+
+
+def logged_rows(built: Built, request_ids: set[str], timeout: float = 30) -> pd.DataFrame:
+    """The prediction log's rows of these requests, once the server has flushed them all."""
+    features = list(bundled_features(built).columns)
+    location = built.settings.resolve(built.settings.params.monitoring.prediction_log)
+    since = datetime.now(UTC) - timedelta(hours=1)
+    deadline = time.monotonic() + timeout
+    mine = pd.DataFrame({"request_id": []})
+    while len(mine) < len(request_ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with contextlib.suppress(DataError):  # the log's folder appears with its first flush
+            log = prediction_log.read_log(location, since, datetime.now(UTC), features)
+            mine = log[log["request_id"].isin(request_ids)]
+    return mine.set_index("request_id")
+
+
+def test_the_log_and_the_metrics_see_the_fetched_features(loaded: Built, http, server: Server):
+    sent = {f"entity-{patient}-{time.time_ns()}": patient for patient in PATIENTS}
+    for request_id, patient in sent.items():
+        http.post(
+            "/predict_entity", json={"patient_id": patient}, headers={"X-Request-ID": request_id}
+        ).raise_for_status()
+
+    logged = logged_rows(loaded, set(sent))
+    assert set(logged.index) == set(sent)
+    assert set(logged["endpoint"]) == {"predict_entity"}
+    for request_id, patient in sent.items():
+        row = full_row(loaded, patient)
+        assert np.allclose(logged.loc[request_id, list(row)].to_numpy(float), list(row.values()))
+    series = http.get("/metrics").text.splitlines()
+    assert any(
+        line.startswith("model_requests_total{")
+        and 'endpoint="/predict_entity"' in line
+        and 'status="200"' in line
+        for line in series
+    )
