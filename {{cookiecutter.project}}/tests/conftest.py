@@ -22,12 +22,11 @@ from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+# What a scratch project copies of this one (besides params.yaml).
 {%- if cookiecutter.feature_store == "feast" %}
-# What a scratch project copies of this one: the Feast repository too, without the registry and
-# online store (*.db) that a local `materialize` left in it.
 PROJECT_FOLDERS = ("data", "validation", "feature_repo")
 {%- else %}
-PROJECT_FOLDERS = ("data", "validation")  # what a scratch project copies of this one
+PROJECT_FOLDERS = ("data", "validation")
 {%- endif %}
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing-access-key",
@@ -56,7 +55,8 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_tracking_stor
 
 
 def copy_project(destination: Path) -> None:
-    """This project's params, data and suite (PROJECT_FOLDERS) in `destination`."""
+    """This project's params.yaml and PROJECT_FOLDERS in `destination`, without the SQLite files
+    (*.db) that local runs left in them (a Feast registry and online store)."""
     for name in PROJECT_FOLDERS:
         shutil.copytree(
             PROJECT_DIR / name, destination / name, ignore=shutil.ignore_patterns("*.db")

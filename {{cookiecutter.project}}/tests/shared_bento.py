@@ -14,7 +14,11 @@ from pathlib import Path
 
 import pytest
 
+{% if cookiecutter.feature_store == "feast" -%}
+from {{ cookiecutter.package }} import data, feature_store, training
+{% else -%}
 from {{ cookiecutter.package }} import data, training
+{% endif -%}
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.server import Server, serve
 from {{ cookiecutter.package }}.registry import Registry
@@ -65,6 +69,9 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store:
         other = _scratch_settings(project)
         other_version = training.train(other, Registry(other), frame).model_version
         bento = build(settings, Registry(settings), version)
+{%- if cookiecutter.feature_store == "feast" %}
+        feature_store.materialize(settings)  # as cd.yml does before a deploy (/predict_entity)
+{%- endif %}
         _CACHE["built"] = Built(project, settings, version, other_version, bento)
     return _CACHE["built"]  # type: ignore[return-value]
 

@@ -1,5 +1,6 @@
-"""/predict_entity against a real server: the features come from a real Feast online store (SQLite,
-loaded by `feature_store.materialize`) and answer exactly as the same row sent whole to /predict."""
+"""/predict_entity against the shared server (tests/shared_bento.py): the features come from a real
+Feast online store (SQLite, loaded by `feature_store.materialize`) and answer exactly as the same
+row sent whole to /predict."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from {{ cookiecutter.package }} import data, feature_store, prediction_log
-from {{ cookiecutter.package }}.deploy import payloads
+from {{ cookiecutter.package }} import data, prediction_log
+from {{ cookiecutter.package }}.deploy import payloads, smoke
 from {{ cookiecutter.package }}.deploy.server import Server
 from {{ cookiecutter.package }}.errors import DataError
+from {{ cookiecutter.package }}.registry import Registry
 
 from .conftest import PROJECT_DIR
-from .shared_bento import Built, shared_build
+from .shared_bento import Built
 
 pytestmark = pytest.mark.integration
 {%- if cookiecutter.task == "classification" %}
@@ -30,19 +32,10 @@ PATIENTS = [1, 17, 200, 321]
 UNKNOWN = 99_999
 
 
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store) -> Built:
-    """The shared project (tests/shared_bento.py), its online store loaded with every patient's
-    latest features."""
-    built = shared_build(tmp_path_factory, empty_tracking_store)
-    feature_store.materialize(built.settings)
-    return built
-
-
 @pytest.fixture
-def http(loaded: Built, server: Server):
+def http(built: Built, server: Server):
     with httpx.Client(
-        base_url=server.url, timeout=30, headers=loaded.settings.client_headers()
+        base_url=server.url, timeout=30, headers=built.settings.client_headers()
     ) as client:
         yield client
 
@@ -56,10 +49,10 @@ def full_row(built: Built, patient: int) -> dict:
     return payloads.as_records(bundled_features(built).iloc[[patient - 1]])[0]
 
 
-def test_an_entity_key_gets_the_answer_of_its_full_row(loaded: Built, http):
+def test_an_entity_key_gets_the_answer_of_its_full_row(built: Built, http):
     for patient in PATIENTS:
         by_key = http.post("/predict_entity", json={"patient_id": patient})
-        whole = http.post("/predict", json=full_row(loaded, patient)).raise_for_status()
+        whole = http.post("/predict", json=full_row(built, patient)).raise_for_status()
         assert by_key.status_code == 200, by_key.text
         assert by_key.json() == whole.json(), patient
         assert by_key.headers["x-prediction"] == whole.headers["x-prediction"]
@@ -83,7 +76,7 @@ def test_a_body_without_a_usable_key_is_a_400_naming_the_field(http, body: dict)
     assert named in answer.text
 
 
-def test_predict_entity_needs_a_token(loaded: Built, server: Server):
+def test_predict_entity_needs_a_token(built: Built, server: Server):
     answer = httpx.post(f"{server.url}/predict_entity", json={"patient_id": 1}, timeout=30)
     assert answer.status_code == 401
 
@@ -103,18 +96,18 @@ def logged_rows(built: Built, request_ids: set[str], timeout: float = 30) -> pd.
     return mine.set_index("request_id")
 
 
-def test_the_log_and_the_metrics_see_the_fetched_features(loaded: Built, http, server: Server):
+def test_the_log_and_the_metrics_see_the_fetched_features(built: Built, http, server: Server):
     sent = {f"entity-{patient}-{time.time_ns()}": patient for patient in PATIENTS}
     for request_id, patient in sent.items():
         http.post(
             "/predict_entity", json={"patient_id": patient}, headers={"X-Request-ID": request_id}
         ).raise_for_status()
 
-    logged = logged_rows(loaded, set(sent))
+    logged = logged_rows(built, set(sent))
     assert set(logged.index) == set(sent)
     assert set(logged["endpoint"]) == {"predict_entity"}
     for request_id, patient in sent.items():
-        row = full_row(loaded, patient)
+        row = full_row(built, patient)
         assert np.allclose(logged.loc[request_id, list(row)].to_numpy(float), list(row.values()))
     series = http.get("/metrics").text.splitlines()
     assert any(
@@ -123,3 +116,10 @@ def test_the_log_and_the_metrics_see_the_fetched_features(loaded: Built, http, s
         and 'status="200"' in line
         for line in series
     )
+
+
+def test_the_smoke_test_checks_predict_entity(built: Built, server: Server):
+    report = smoke.run(built.settings, Registry(built.settings), server.url, built.version)
+    checks = {check["name"]: check for check in report["checks"]}
+    assert report["passed"], smoke.markdown(report)
+    assert "patient_id=" in checks["predict_entity_matches_predict"]["detail"]
