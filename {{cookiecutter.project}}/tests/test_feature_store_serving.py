@@ -64,6 +64,8 @@ def test_an_unknown_entity_is_a_404_naming_its_key(http):
     error = answer.json()["error"]
     assert error["code"] == "not_found" and error["request_id"]
     assert f"patient_id={UNKNOWN}" in error["message"] and "materialize" in error["message"]
+    documented = http.get("/docs.json").json()["paths"]["/predict_entity"]["post"]["responses"]
+    assert "404" in documented
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any{% if cookiecutter.feature_store == "feast" %}, Literal{% endif %}
 
 from pydantic import (
     BaseModel,
@@ -50,7 +50,7 @@ class OnlineFeatures(Section):
 
     repo: str
     feature_service: str
-    entity_keys: list[str]
+    entity_keys: dict[str, Literal["integer", "string"]]  # each key's JSON type, from Feast
 {%- endif %}
 
 

@@ -29,6 +29,7 @@ from .. import integrity, model_card
 from ..errors import DeploymentError, SecurityError
 from ..registry import Registry
 {%- if cookiecutter.feature_store == "feast" %}
+from ..serving.entities import key_types
 from ..settings import FallbackModel, OnlineFeatures, ServiceArgs, Settings
 {%- else %}
 from ..settings import FallbackModel, ServiceArgs, Settings
@@ -248,7 +249,10 @@ def build(settings: Settings, registry: Registry, version: int, with_fallback: b
                     online_features=OnlineFeatures(
                         repo=str(feature_store.repo_of(settings)),
                         feature_service=params.feature_store.feature_service,
-                        entity_keys=params.feature_store.entity_keys,
+                        entity_keys=key_types(
+                            feature_store.open_store(feature_store.repo_of(settings)),
+                            params.feature_store.entity_keys,
+                        ),
                     ),
 {%- endif %}
                 ).model_dump(mode="json"),

@@ -7,30 +7,60 @@ only reads the store: `materialize` applies the definitions and loads it. The ro
 way of a /predict row (profile checks, prediction log, metrics), so they all see fetched features.
 """
 
+from __future__ import annotations
+
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, create_model
 from starlette.responses import JSONResponse
 
+from ..errors import SettingsError
 from .http_errors import error_body
 from .schemas import misplaced_values, rows_dtype, value_kinds
 
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
 REPO_VARIABLE = "FEATURE_REPO"
-# A key as JSON gives it: a whole number (Feast's widest integer key) or text; never a float or a
-# boolean, which Feast would silently turn into another entity's key (1.5 and true into 1).
-Key = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | str
+# A key's JSON type -> what the body takes: strictly, never a float or a boolean, which Feast would
+# silently turn into another entity's key (1.5 and true into 1), nor text for a number.
+KEY_TYPES: dict[str, Any] = {
+    "integer": Annotated[int, Field(ge=-(2**63), le=2**63 - 1)],  # Feast's widest integer key
+    "string": str,
+}
 
 
-def key_model(keys: list[str]) -> type[BaseModel]:
-    """The /predict_entity body: each entity key once, no other field."""
+def key_types(store: FeatureStore, keys: list[str]) -> dict[str, str]:
+    """Each of `keys` with the JSON type (of KEY_TYPES) of its entity's values in Feast: the build
+    documents the body with them, a worker checks that its store still has them."""
+    from feast import ValueType
+
+    integers = {ValueType.INT32, ValueType.INT64}
+    join_keys = {
+        entity.join_key: "integer" if entity.value_type in integers else "string"
+        for entity in store.list_entities()
+    }
+    if unknown := [name for name in keys if name not in join_keys]:
+        raise SettingsError(
+            f"feature_store.entity_keys {unknown} are no join keys of the entities in "
+            f"{store.repo_path}; they are {sorted(join_keys)}"
+        )
+    return {name: join_keys[name] for name in keys}
+
+
+def key_model(keys: Mapping[str, str]) -> type[BaseModel]:
+    """The /predict_entity body: each entity key once, of its type (`key_types`), no other field."""
     return create_model(
         "EntityKey",
         __config__=ConfigDict(extra="forbid", strict=True),
         __doc__="The entity to score, by its keys: the online store has its features.",
-        **{f"key_{index}": (Key, Field(alias=name, title=name)) for index, name in enumerate(keys)},
+        **{
+            f"key_{index}": (KEY_TYPES[kind], Field(alias=name, title=name))
+            for index, (name, kind) in enumerate(keys.items())
+        },
     )
 
 
@@ -47,11 +77,11 @@ class OnlineRows:
         self,
         repo: str,
         service: str,
-        keys: list[str],
+        keys: Mapping[str, str],
         features: list[str],
         profile: Mapping[str, Mapping[str, Any]],
     ) -> None:
-        from feast import FeatureStore, ValueType
+        from feast import FeatureStore
         from feast.errors import FeatureServiceNotFoundException
 
         if not (Path(repo) / "feature_store.yaml").is_file():
@@ -74,30 +104,14 @@ class OnlineRows:
         }
         if missing := [name for name in features if name not in fetched]:
             raise RuntimeError(f"feature service {service!r} lacks the model's features {missing}")
-        numbers = {ValueType.INT32, ValueType.INT64}
-        # Per join key, the JSON type Feast takes for it.
-        join_keys = {
-            entity.join_key: int if entity.value_type in numbers else str
-            for entity in self.store.list_entities()
-        }
-        if unknown := [name for name in keys if name not in join_keys]:
-            raise RuntimeError(f"{unknown} are no join keys of the entities in {repo}")
-        self.key_types = {name: join_keys[name] for name in keys}
+        if (found := key_types(self.store, list(keys))) != dict(keys):
+            raise RuntimeError(f"the bento takes entity keys {dict(keys)}, {repo} has {found}")
         self.features = features
         self.dtype, self.kinds = rows_dtype(features, profile), value_kinds(features, profile)
 
     def row(self, key: dict[str, Any]) -> np.ndarray | JSONResponse:
-        """The entity's features as one row in the model's order, or the error to answer: 400 for a
-        key of the wrong type, 404 for an entity the store does not hold, 422 for a row with gaps
-        the model does not take."""
-        wrong = [
-            f"{name}: should be {'a whole number' if self.key_types[name] is int else 'text'}, "
-            f"not {value!r}"
-            for name, value in key.items()
-            if not isinstance(value, self.key_types[name])
-        ]
-        if wrong:
-            return _error(400, "; ".join(wrong))
+        """The entity's features as one row in the model's order, or the error to answer: 404 for an
+        entity the store does not hold, 422 for a row with gaps the model does not take."""
         response = self.store.get_online_features(features=self.service, entity_rows=[key])
         fetched = response.to_dict()
         values = [fetched[name][0] for name in self.features]
