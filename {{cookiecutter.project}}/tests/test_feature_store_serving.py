@@ -15,9 +15,10 @@ import pytest
 
 from {{ cookiecutter.package }} import data, prediction_log
 from {{ cookiecutter.package }}.deploy import payloads, smoke
-from {{ cookiecutter.package }}.deploy.server import Server
-from {{ cookiecutter.package }}.errors import DataError
+from {{ cookiecutter.package }}.deploy.server import Server, serve
+from {{ cookiecutter.package }}.errors import DataError, DeploymentError
 from {{ cookiecutter.package }}.registry import Registry
+from {{ cookiecutter.package }}.serving.entities import REPO_VARIABLE
 
 from .conftest import PROJECT_DIR
 from .shared_bento import Built
@@ -125,3 +126,13 @@ def test_the_smoke_test_checks_predict_entity(built: Built, server: Server):
     checks = {check["name"]: check for check in report["checks"]}
     assert report["passed"], smoke.markdown(report)
     assert "patient_id=" in checks["predict_entity_matches_predict"]["detail"]
+
+
+def test_the_environment_names_the_feature_repo_where_the_bento_runs(
+    built: Built, tmp_path, monkeypatch: pytest.MonkeyPatch
+):
+    """A container mounts its own feature_store.yaml: $FEATURE_REPO replaces the build's folder, and
+    a worker that cannot open it stops the server, saying why."""
+    monkeypatch.setenv(REPO_VARIABLE, str(tmp_path))
+    with pytest.raises(DeploymentError, match=f"{tmp_path}: no feature_store.yaml"):
+        serve(built.settings, built.bento)
