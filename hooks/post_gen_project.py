@@ -35,6 +35,8 @@ DROPS: dict[tuple[str, object], tuple[str, ...]] = {
         "src/{{ cookiecutter.package }}/feature_store.py",
         "src/{{ cookiecutter.package }}/cli/features.py",
         "tests/test_feature_store.py",
+        "tests/test_feature_store_serving.py",
+        "src/{{ cookiecutter.package }}/serving/entities.py",
         "docs/feature-store.md",
         ".github/workflows/materialize.yml",
     ),

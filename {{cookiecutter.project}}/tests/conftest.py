@@ -22,6 +22,12 @@ from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
+# What a scratch project copies of this one (besides params.yaml).
+{%- if cookiecutter.feature_store == "feast" %}
+PROJECT_FOLDERS = ("data", "validation", "feature_repo")
+{%- else %}
+PROJECT_FOLDERS = ("data", "validation")
+{%- endif %}
 DUMMY_AWS = {
     "AWS_ACCESS_KEY_ID": "testing-access-key",
     "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
@@ -40,22 +46,22 @@ def empty_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, empty_tracking_store: Path) -> Path:
     """A scratch project folder: params.yaml, data/, validation/ and an empty tracking store."""
-    for name in ("data", "validation"):
-        shutil.copytree(PROJECT_DIR / name, tmp_path / name)
-{%- if cookiecutter.feature_store == "feast" %}
-    # And the Feast definitions, not the registry and online store a local `materialize` left.
-    shutil.copytree(
-        PROJECT_DIR / "feature_repo",
-        tmp_path / "feature_repo",
-        ignore=shutil.ignore_patterns("data", "__pycache__"),
-    )
-{%- endif %}
-    shutil.copy(PROJECT_DIR / "params.yaml", tmp_path / "params.yaml")
+    copy_project(tmp_path)
     shutil.copy(empty_tracking_store, tmp_path / "mlflow.db")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("REPORTS_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def copy_project(destination: Path) -> None:
+    """This project's params.yaml and PROJECT_FOLDERS in `destination`, without the SQLite files
+    (*.db) that local runs left in them (a Feast registry and online store)."""
+    for name in PROJECT_FOLDERS:
+        shutil.copytree(
+            PROJECT_DIR / name, destination / name, ignore=shutil.ignore_patterns("*.db")
+        )
+    shutil.copy(PROJECT_DIR / "params.yaml", destination / "params.yaml")
 
 
 def write_params(project: Path, **changes: dict | None) -> Path:

@@ -14,13 +14,17 @@ from pathlib import Path
 
 import pytest
 
+{% if cookiecutter.feature_store == "feast" -%}
+from {{ cookiecutter.package }} import data, feature_store, training
+{% else -%}
 from {{ cookiecutter.package }} import data, training
+{% endif -%}
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.server import Server, serve
 from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import Settings, load_settings
 
-from .conftest import PROJECT_DIR, write_params
+from .conftest import copy_project, write_params
 
 # The second version is trained far from the first, so their predictions differ on the smoke rows.
 FAR_APART = {
@@ -55,18 +59,19 @@ def shared_build(tmp_path_factory: pytest.TempPathFactory, empty_tracking_store:
     """Train two versions in a scratch project and build a bento of the first (once per session)."""
     if "built" not in _CACHE:
         project = tmp_path_factory.mktemp("deployed")
-        for name in ("data", "validation"):
-            shutil.copytree(PROJECT_DIR / name, project / name)
-        shutil.copy(PROJECT_DIR / "params.yaml", project / "params.yaml")
+        copy_project(project)
         shutil.copy(empty_tracking_store, project / "mlflow.db")
         write_params(project, serving={"max_batch_rows": MAX_BATCH_ROWS})
         settings = _scratch_settings(project)
-        frame = data.read_table(settings.resolve(settings.params.data.source))
+        frame = data.training_table(settings)
         version = training.train(settings, Registry(settings), frame).model_version
         write_params(project, model=FAR_APART[settings.params.task])
         other = _scratch_settings(project)
         other_version = training.train(other, Registry(other), frame).model_version
         bento = build(settings, Registry(settings), version)
+{%- if cookiecutter.feature_store == "feast" %}
+        feature_store.materialize(settings)  # as cd.yml does before a deploy (/predict_entity)
+{%- endif %}
         _CACHE["built"] = Built(project, settings, version, other_version, bento)
     return _CACHE["built"]  # type: ignore[return-value]
 

@@ -11,7 +11,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any{% if cookiecutter.feature_store == "feast" %}, Literal{% endif %}
 
 from pydantic import (
     BaseModel,
@@ -40,6 +40,20 @@ class FallbackModel(Section):
     version: int = Field(ge=1)
 
 
+{%- if cookiecutter.feature_store == "feast" %}
+
+
+class OnlineFeatures(Section):
+    """Where /predict_entity fetches a row: the Feast repository (absolute, from the build; its
+    feature_store.yaml names the online store; $FEATURE_REPO replaces it where the bento runs, see
+    serving.entities), the feature service the model reads and the entity keys a request names."""
+
+    repo: str
+    feature_service: str
+    entity_keys: dict[str, Literal["integer", "string"]]  # each key's JSON type, from Feast
+{%- endif %}
+
+
 class ServiceArgs(Section):
     """What a bento is built with and serves by, so that it needs no params.yaml."""
 
@@ -48,6 +62,9 @@ class ServiceArgs(Section):
     serving: ServingParams  # params.yaml's sections as they were at build time
     monitoring: MonitoringParams
     fallback: FallbackModel | None = None  # none on the first deploy
+{%- if cookiecutter.feature_store == "feast" %}
+    online_features: OnlineFeatures
+{%- endif %}
 
 
 def _variable(name: str, default: Any = None) -> Any:

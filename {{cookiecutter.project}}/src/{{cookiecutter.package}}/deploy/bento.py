@@ -21,10 +21,19 @@ from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
+{% if cookiecutter.feature_store == "feast" -%}
+from .. import feature_store, integrity, model_card
+{% else -%}
 from .. import integrity, model_card
+{% endif -%}
 from ..errors import DeploymentError, SecurityError
 from ..registry import Registry
+{%- if cookiecutter.feature_store == "feast" %}
+from ..serving.entities import key_types
+from ..settings import FallbackModel, OnlineFeatures, ServiceArgs, Settings
+{%- else %}
 from ..settings import FallbackModel, ServiceArgs, Settings
+{%- endif %}
 
 # The project's package, one level above this one: the bento packs all of it and serves its service.
 PACKAGE_DIR = Path(__file__).resolve().parent.parent
@@ -45,6 +54,9 @@ RUNTIME_PACKAGES = (
     "limits",
     "pyarrow",
     "boto3",
+{%- if cookiecutter.feature_store == "feast" %}
+    "feast",  # /predict_entity reads the online store
+{%- endif %}
 )
 
 
@@ -233,6 +245,16 @@ def build(settings: Settings, registry: Registry, version: int, with_fallback: b
                     serving=params.serving,
                     monitoring=params.monitoring,
                     fallback=fallback,
+{%- if cookiecutter.feature_store == "feast" %}
+                    online_features=OnlineFeatures(
+                        repo=str(feature_store.repo_of(settings)),
+                        feature_service=params.feature_store.feature_service,
+                        entity_keys=key_types(
+                            feature_store.open_store(feature_store.repo_of(settings)),
+                            params.feature_store.entity_keys,
+                        ),
+                    ),
+{%- endif %}
                 ).model_dump(mode="json"),
                 python={"packages": runtime_requirements(), "lock_packages": False},
                 docker=docker_options(settings),

@@ -9,6 +9,9 @@ where the model takes null) equal `registry.load_model(...).predict`; every answ
 expected version. Given the server's gRPC address, gRPC health answers SERVING and Predict (row by
 row) and PredictBatch equal the registry's predictions too. With a `LoadTest`, a
 bounded load test of /predict runs last, only when everything else passed.
+{%- if cookiecutter.feature_store == "feast" %} `predict_entity` for
+data.source's first entity answers as `predict` for the features the online store holds for it.
+{%- endif %}
 
 Every check runs and none raises: a check that cannot finish fails with the reason. Each result is
 `{"name", "passed", "detail"}`; `markdown` renders the report for people.
@@ -26,7 +29,11 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 
+{% if cookiecutter.feature_store == "feast" -%}
+from .. import data, feature_store, loadtest
+{% else -%}
 from .. import loadtest
+{% endif -%}
 from ..errors import DeploymentError
 from ..registry import Registry
 from ..reports import cell, markdown_table
@@ -167,6 +174,31 @@ def predict_arrow_matches_registry(http: httpx.Client, probe: Probe) -> tuple[bo
     return _batch_answer(probe, answer, len(probe.batch))
 
 
+{%- if cookiecutter.feature_store == "feast" %}
+
+
+def predict_entity_matches_predict(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
+    """/predict_entity for data.source's first entity answers as /predict for the features the
+    online store holds for it now (what `materialize` loaded: not necessarily training's)."""
+    settings = probe.settings
+    params = settings.params.feature_store
+    source = data.read_table(settings.resolve(settings.params.data.source))
+    key = source[params.entity_keys].head(1).to_dict(orient="records")[0]
+    store = feature_store.open_store(feature_store.repo_of(settings))
+    service = feature_store.feature_service(store, params.feature_service)
+    online = store.get_online_features(features=service, entity_rows=[key]).to_dict()
+    row = {str(name): online[str(name)][0] for name in probe.rows.columns}
+    by_key = http.post("/predict_entity", json=key).raise_for_status().json()
+    whole = http.post("/predict", json=row).raise_for_status().json()
+    probe.versions.append(by_key["model_version"])
+    named = ", ".join(f"{name}={value!r}" for name, value in key.items())
+    return by_key == whole, (
+        f"{named}: /predict_entity answered {by_key['prediction']!r}, /predict with its online "
+        f"features {whole['prediction']!r}" + ("" if by_key == whole else f": {by_key} != {whole}")
+    )
+{%- endif %}
+
+
 def responses_carry_version(http: httpx.Client, probe: Probe) -> tuple[bool, str]:
     """Every prediction answer of the checks before this one named the expected version."""
     wrong = [served for served in probe.versions if served != probe.version]
@@ -234,6 +266,9 @@ def checks(with_grpc: bool = False) -> list[Check]:
         Check("predict_batch_matches_registry", predict_batch_matches_registry),
         Check("predict_columns_matches_registry", predict_columns_matches_registry),
         Check("predict_arrow_matches_registry", predict_arrow_matches_registry),
+{%- if cookiecutter.feature_store == "feast" %}
+        Check("predict_entity_matches_predict", predict_entity_matches_predict),
+{%- endif %}
         *(over_grpc if with_grpc else []),
         Check("responses_carry_version", responses_carry_version),
     ]

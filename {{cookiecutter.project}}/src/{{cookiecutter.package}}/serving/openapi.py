@@ -93,6 +93,11 @@ def document(spec: dict[str, Any], protected: Iterable[str], auth: bool) -> dict
             if status == "401" and not auth:
                 continue
             responses[status] = {"description": description, **error}
+{%- if cookiecutter.feature_store == "feast" %}
+        if path == "/predict_entity":
+            missing = "no such entity in the online store (`materialize` loads it)"
+            responses["404"] = {"description": missing, **error}
+{%- endif %}
     return spec
 
 

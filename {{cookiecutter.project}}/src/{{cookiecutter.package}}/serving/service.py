@@ -17,6 +17,9 @@ rows go in one request to /predict_batch as objects, to /predict_columns as a ta
 pandas' `to_json(orient="split")` writes), checked as one array, or fastest to /predict_arrow as an
 Arrow IPC stream (`arrow.ArrowRows`), which needs no JSON parsing at all (a small Starlette app
 mounted beside the APIs).
+{%- if cookiecutter.feature_store == "feast" %} /predict_entity takes an entity's keys instead and fetches its
+features from Feast's online store (`entities.OnlineRows`).
+{%- endif %}
 
 In front of the APIs runs `guard.Guard` (tokens, rate limits, body limits, request ids, one error
 shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
@@ -50,6 +53,9 @@ from . import metrics as service_metrics
 from . import openapi, routes, schemas
 from .arrow import ARROW_STREAM, ArrowRows
 from .batcher import MicroBatcher, Scores, warnings_ignored
+{%- if cookiecutter.feature_store == "feast" %}
+from .entities import REPO_VARIABLE, OnlineRows, key_model
+{%- endif %}
 from .fallback import Answering, Loaded, load_fallback
 from .grpc import listen_address
 from .grpc import server as grpc_server
@@ -104,6 +110,11 @@ ACCESS = Access(TOKENS, ARGS.serving.rate_limit)
 GRPC_ADDRESS = listen_address(ARGS.serving.grpc_port, os.environ)
 # Read by uvicorn once this module is imported: X-Forwarded-For counts only from these peers.
 os.environ[PROXIES_VARIABLE], PROXIES_PROBLEM = trusted_proxies(os.environ)
+{%- if cookiecutter.feature_store == "feast" %}
+EntityKey = key_model(ARGS.online_features.entity_keys)
+# A container's own Feast repository (a mounted feature_store.yaml) replaces the build's.
+FEATURE_REPO = os.environ.get(REPO_VARIABLE) or ARGS.online_features.repo
+{%- endif %}
 
 
 def metrics() -> service_metrics.Metrics:
@@ -195,6 +206,15 @@ class ModelService:
         # The one thread that runs the model, so that only it swaps the warning filters.
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.batcher = MicroBatcher(self.scores, MICRO_BATCH_ROWS)
+{%- if cookiecutter.feature_store == "feast" %}
+        self.online_rows = OnlineRows(
+            FEATURE_REPO,
+            ARGS.online_features.feature_service,
+            ARGS.online_features.entity_keys,
+            FEATURES,
+            PROFILE,
+        )
+{%- endif %}
         # What is loaded by now (imports, the model) lives as long as the worker. Frozen, it is left
         # out of the garbage collector's full passes, which otherwise walk it again and again and
         # stall every answer meanwhile (LR at concurrency 64: p99 241 -> 87 ms, benchmarks/README.md).
@@ -250,8 +270,26 @@ class ModelService:
     @bentoml.api
     async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
         """Score one row. The body is the row itself: {"<feature>": <value>, ...}."""
-        features = rows_as_array([row])
-        answer = await self.scored_row(features, request_id_of(ctx.request.scope), "predict")
+        return await self._single_api(rows_as_array([row]), ctx, "predict")
+{%- if cookiecutter.feature_store == "feast" %}
+
+    @bentoml.api
+    async def predict_entity(self, key: EntityKey, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
+        """Score one entity by its keys, e.g. {"patient_id": 17}: the online store has its features,
+        as the last `materialize` left them. An entity it does not hold is a 404; the answer is
+        /predict's."""
+        row = await asyncio.to_thread(self.online_rows.row, key.model_dump(by_alias=True))
+        if isinstance(row, JSONResponse):
+            ctx.response.status_code = row.status_code  # BentoML answers with the context's
+            return row
+        return await self._single_api(row, ctx, "predict_entity")
+{%- endif %}
+
+    async def _single_api(
+        self, features: np.ndarray, ctx: bentoml.Context, endpoint: str
+    ) -> Prediction | JSONResponse:
+        """scored_row for a BentoML API: status and header go through the context it answers from."""
+        answer = await self.scored_row(features, request_id_of(ctx.request.scope), endpoint)
         if isinstance(answer, JSONResponse):
             ctx.response.status_code = answer.status_code  # BentoML answers with the context's
         else:
