@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
     from .params import FeatureStoreParams
     from .settings import Settings
 
-# Read when feast is imported: no usage reports leave this machine unless the user asks.
-os.environ.setdefault("FEAST_USAGE", "False")
 # Where an online store that was never loaded starts: every entity's latest values, whatever their age.
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -63,7 +63,8 @@ class ServiceArgs(Section):
     monitoring: MonitoringParams
     fallback: FallbackModel | None = None  # none on the first deploy
 {%- if cookiecutter.feature_store == "feast" %}
-    online_features: OnlineFeatures
+    # None: params had no feature_store section, and the service has no /predict_entity.
+    online_features: OnlineFeatures | None = None
 {%- endif %}
 
 

@@ -201,6 +201,24 @@ def _packed_fallback(registry: Registry, version: int, stored) -> FallbackModel 
     return FallbackModel(model_tag=str(packed.tag), model_sha256=digest, version=fallback)
 
 
+{%- if cookiecutter.feature_store == "feast" %}
+
+
+def online_features(settings: Settings) -> OnlineFeatures | None:
+    """Where /predict_entity reads its rows, with the keys' types from Feast; None without a
+    feature_store section in params (data.source holds the features: no endpoint by key)."""
+    params = settings.params.feature_store
+    if params is None:
+        return None
+    repo = feature_store.repo_of(settings)
+    return OnlineFeatures(
+        repo=str(repo),
+        feature_service=params.feature_service,
+        entity_keys=key_types(feature_store.open_store(repo), params.entity_keys),
+    )
+{%- endif %}
+
+
 def build(settings: Settings, registry: Registry, version: int, with_fallback: bool = True) -> str:
     """Import registered `version` into the BentoML model store and build its bento; return the tag.
 
@@ -246,14 +264,7 @@ def build(settings: Settings, registry: Registry, version: int, with_fallback: b
                     monitoring=params.monitoring,
                     fallback=fallback,
 {%- if cookiecutter.feature_store == "feast" %}
-                    online_features=OnlineFeatures(
-                        repo=str(feature_store.repo_of(settings)),
-                        feature_service=params.feature_store.feature_service,
-                        entity_keys=key_types(
-                            feature_store.open_store(feature_store.repo_of(settings)),
-                            params.feature_store.entity_keys,
-                        ),
-                    ),
+                    online_features=online_features(settings),
 {%- endif %}
                 ).model_dump(mode="json"),
                 python={"packages": runtime_requirements(), "lock_packages": False},

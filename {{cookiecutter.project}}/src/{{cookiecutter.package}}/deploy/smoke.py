@@ -182,6 +182,8 @@ def predict_entity_matches_predict(http: httpx.Client, probe: Probe) -> tuple[bo
     online store holds for it now (what `materialize` loaded: not necessarily training's)."""
     settings = probe.settings
     params = settings.params.feature_store
+    if params is None:
+        return True, "no feature_store in params: the service has no /predict_entity"
     source = data.read_table(settings.resolve(settings.params.data.source))
     key = source[params.entity_keys].head(1).to_dict(orient="records")[0]
     store = feature_store.open_store(feature_store.repo_of(settings))

@@ -111,9 +111,11 @@ GRPC_ADDRESS = listen_address(ARGS.serving.grpc_port, os.environ)
 # Read by uvicorn once this module is imported: X-Forwarded-For counts only from these peers.
 os.environ[PROXIES_VARIABLE], PROXIES_PROBLEM = trusted_proxies(os.environ)
 {%- if cookiecutter.feature_store == "feast" %}
-EntityKey = key_model(ARGS.online_features.entity_keys)
+# None: the project had no feature_store section at build time, and the service no /predict_entity.
+ONLINE = ARGS.online_features
+EntityKey = ONLINE and key_model(ONLINE.entity_keys)
 # A container's own Feast repository (a mounted feature_store.yaml) replaces the build's.
-FEATURE_REPO = os.environ.get(REPO_VARIABLE) or ARGS.online_features.repo
+FEATURE_REPO = ONLINE and (os.environ.get(REPO_VARIABLE) or ONLINE.repo)
 {%- endif %}
 
 
@@ -207,12 +209,8 @@ class ModelService:
         self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.batcher = MicroBatcher(self.scores, MICRO_BATCH_ROWS)
 {%- if cookiecutter.feature_store == "feast" %}
-        self.online_rows = OnlineRows(
-            FEATURE_REPO,
-            ARGS.online_features.feature_service,
-            ARGS.online_features.entity_keys,
-            FEATURES,
-            PROFILE,
+        self.online_rows = ONLINE and OnlineRows(
+            FEATURE_REPO, ONLINE.feature_service, ONLINE.entity_keys, FEATURES, PROFILE
         )
 {%- endif %}
         # What is loaded by now (imports, the model) lives as long as the worker. Frozen, it is left
@@ -273,16 +271,18 @@ class ModelService:
         return await self._single_api(rows_as_array([row]), ctx, "predict")
 {%- if cookiecutter.feature_store == "feast" %}
 
-    @bentoml.api
-    async def predict_entity(self, key: EntityKey, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
-        """Score one entity by its keys, e.g. {"patient_id": 17}: the online store has its features,
-        as the last `materialize` left them. An entity it does not hold is a 404; the answer is
-        /predict's."""
-        row = await asyncio.to_thread(self.online_rows.row, key.model_dump(by_alias=True))
-        if isinstance(row, JSONResponse):
-            ctx.response.status_code = row.status_code  # BentoML answers with the context's
-            return row
-        return await self._single_api(row, ctx, "predict_entity")
+    if ONLINE is not None:
+
+        @bentoml.api
+        async def predict_entity(self, key: EntityKey, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
+            """Score one entity by its keys, e.g. {"patient_id": 17}: the online store has its
+            features, as the last `materialize` left them. An entity it does not hold is a 404; the
+            answer is /predict's."""
+            row = await asyncio.to_thread(self.online_rows.row, key.model_dump(by_alias=True))
+            if isinstance(row, JSONResponse):
+                ctx.response.status_code = row.status_code  # BentoML answers with the context's
+                return row
+            return await self._single_api(row, ctx, "predict_entity")
 {%- endif %}
 
     async def _single_api(
