@@ -36,6 +36,7 @@ The stand-in checks at the top are fast; the scenarios are `slow`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -305,6 +306,23 @@ def world(tmp_path_factory, stack) -> World:
     lap("repositories, bytecode in uv's cache")
     act = Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env)
     pr_act = Act(find_act(), pr_repo, state=root / "pr-state", cache=root / "pr-act-cache", env=env)
+    with registry_world(project, venv, root, act, pr_act, slug, laps_of=(setup, lap)) as world:
+        yield world
+
+
+@contextlib.contextmanager
+def registry_world(
+    project: Path,
+    venv: Path,
+    root: Path,
+    act: Act,
+    pr_act: Act | None,
+    slug: str,
+    laps_of: tuple[dict[str, float], Callable[[str], None]],
+) -> Iterator[World]:
+    """The world of `project`'s act runs around a shared MLflow server (on PostgreSQL) as their
+    registry; the timings reported when it ends."""
+    setup, lap = laps_of
     with mlflow_server(venv, project, root / "registry") as tracking_uri:
         lap("mlflow server")
         world = World(
@@ -951,20 +969,8 @@ def feast_world(tmp_path_factory, stack) -> Iterator[World]:
     }
     lap("uv lock, repository, bytecode in uv's cache")
     act = Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env)
-    with mlflow_server(venv, project, root / "registry") as tracking_uri:
-        lap("mlflow server")
-        world = World(
-            path=project,
-            venv=venv,
-            reports_dir=act.state / "cli-reports",
-            act=act,
-            pr_act=None,
-            tracking_uri=tracking_uri,
-            slug=slug,
-            setup=setup,
-        )
+    with registry_world(project, venv, root, act, None, slug, laps_of=(setup, lap)) as world:
         yield world
-    report_timings(world)
 
 
 def model_version_tags(world: World, version: int) -> dict[str, str]:
