@@ -270,7 +270,7 @@ def test_a_single_class_is_named(project, settings, frame, capsys):
     if settings.params.task != "classification":
         pytest.skip("a regression target has no classes")
     data.write_table(frame.assign(**{target: frame[target].iloc[0]}), str(project / "one.csv"))
-    error = mistake(project, capsys, True, data={"source": "one.csv"})
+    error = mistake(project, capsys, True, data={"source": "one.csv"}, feature_store=None)
     assert f"data.target {target!r}" in error and "single class" in error
 
 
@@ -303,5 +303,5 @@ def test_too_many_rows_without_a_target_are_refused(project, settings, frame, ca
     gaps = frame.astype({target: "float64"})
     gaps.loc[gaps.index[: len(gaps) // 10], target] = np.nan
     data.write_table(gaps, str(project / "gaps.csv"))
-    error = mistake(project, capsys, True, data={"source": "gaps.csv"})
+    error = mistake(project, capsys, True, data={"source": "gaps.csv"}, feature_store=None)
     assert "data.max_missing_target_share" in error

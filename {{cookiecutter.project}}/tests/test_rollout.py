@@ -232,9 +232,7 @@ def candidates(built: Built, server: Server, request, monkeypatch) -> Candidates
         return _STARTED[0]
     allow_pickled_models(monkeypatch)  # the misbehaving models, built and served
     settings = built.settings
-    features, _ = data.split_features_target(
-        data.read_table(settings.resolve(settings.params.data.source)), settings.params.data
-    )
+    features, _ = data.split_features_target(data.training_table(settings), settings.params.data)
     champion_model = registry.Registry(settings).load_model(built.version)
     versions = {
         "healthy": built.other_version,

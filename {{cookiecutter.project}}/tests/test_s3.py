@@ -83,8 +83,8 @@ def test_training_against_a_tracking_server_stores_the_model_in_s3(
     """Data read from S3, model trained, registered on the server, artifacts in S3, loaded back."""
     source = f"s3://{bucket}/data/train.parquet"
     local = load_settings(project / "params.yaml")
-    data.write_table(data.read_table(local.resolve(local.params.data.source)), source)
-    write_params(project, data={"source": source})
+    data.write_table(data.training_table(local), source)
+    write_params(project, data={"source": source}, feature_store=None)  # the features in the file
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     settings = load_settings(project / "params.yaml")
     assert settings.tracking_uri == mlflow_server

@@ -11,6 +11,9 @@ great-expectations and BentoML each take seconds to import).
 from __future__ import annotations
 
 from collections.abc import Callable
+{%- if cookiecutter.feature_store == "feast" %}
+from datetime import datetime
+{%- endif %}
 from typing import TYPE_CHECKING
 
 from . import data, model_card, reports
@@ -255,6 +258,28 @@ def smoke(
     return result
 
 
+{%- if cookiecutter.feature_store == "feast" %}
+
+
+def materialize(settings: Settings, say: Say, end: datetime | None = None) -> dict:
+    """Apply feature_repo's definitions and load the online store up to `end` (default now)."""
+    from . import feature_store
+
+    loaded = feature_store.materialize(settings, end)
+    for part in loaded:
+        say(f"materialized {part.view}: {part.start.isoformat()} .. {part.end.isoformat()}")
+    result = {
+        "repo": settings.params.feature_store.repo,
+        "views": [
+            {"view": part.view, "start": part.start.isoformat(), "end": part.end.isoformat()}
+            for part in loaded
+        ],
+    }
+    reports.write_report(settings.reports_dir, "materialize", result)
+    return result
+{%- endif %}
+
+
 def run(settings: Settings, registry: Registry, say: Say, fail_on_reject: bool = False) -> dict:
     """validate -> train -> evaluate -> (promote -> build -> serve + smoke), rolling back on failure."""
     from . import evaluation
@@ -266,6 +291,10 @@ def run(settings: Settings, registry: Registry, say: Say, fail_on_reject: bool =
     if evaluated["decision"] == evaluation.PROMOTE:
         promotion = promote(settings, registry, say, version=version)
         try:
+{%- if cookiecutter.feature_store == "feast" %}
+            if settings.params.feature_store is not None:  # /predict_entity reads the online store
+                materialize(settings, say)
+{%- endif %}
             built = build(settings, registry, version, say)
             smoke(settings, registry, version, say, bento=built["bento"])
         except Exception as failure:

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from .. import reports
+from .. import pipeline
 from ..settings import Settings
 from .command import Command, argument, say
 
 
 def materialize(settings: Settings, end: datetime | None) -> dict:
-    from .. import feature_store
-
-    loaded = feature_store.materialize(settings, end)
-    for part in loaded:
-        say(f"materialized {part.view}: {part.start.isoformat()} .. {part.end.isoformat()}")
-    result = {
-        "repo": settings.params.feature_store.repo,
-        "views": [
-            {"view": part.view, "start": part.start.isoformat(), "end": part.end.isoformat()}
-            for part in loaded
-        ],
-    }
-    reports.write_report(settings.reports_dir, "materialize", result)
-    return result
+    return pipeline.materialize(settings, say, end)
 
 
 COMMANDS = (

@@ -23,10 +23,16 @@ from pathlib import Path
 
 import httpx
 import psutil
-
+{% if cookiecutter.feature_store == "feast" %}
+from .. import feature_store, prediction_log
+{%- else %}
 from .. import prediction_log
+{%- endif %}
 from ..errors import DeploymentError
 from ..serving import guard
+{%- if cookiecutter.feature_store == "feast" %}
+from ..serving.entities import REPO_VARIABLE
+{%- endif %}
 from ..serving.grpc import ADDRESS_VARIABLE as GRPC_ADDRESS_VARIABLE
 from ..settings import Settings
 
@@ -76,6 +82,12 @@ def server_environment(settings: Settings, home: Path | None = None) -> dict[str
     grpc_port = settings.params.serving.grpc_port
     if grpc_port is not None:
         env[GRPC_ADDRESS_VARIABLE] = f"{settings.params.serving.host}:{grpc_port}"
+{%- if cookiecutter.feature_store == "feast" %}
+    # The bento names the feature repository of the machine that built it; a server started here
+    # reads this project's (a CI job's checkout is not the build job's).
+    if settings.params.feature_store is not None:
+        env.setdefault(REPO_VARIABLE, str(feature_store.repo_of(settings)))
+{%- endif %}
     return env
 
 
