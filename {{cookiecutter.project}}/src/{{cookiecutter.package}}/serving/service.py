@@ -1,33 +1,20 @@
 """The HTTP service: one registered model, packed into the bento, answering JSON requests.
 
-`deploy.bento.build` imports one registered MLflow model version into the BentoML model store and builds
-a bento of this module with its arguments (`settings.ServiceArgs`: the stored model to serve, the
-digest its files must have, and the serving and monitoring settings of params.yaml). The bento keeps
-its arguments and `bentoml serve` hands them back to this module, so a bento and its container need
-no params.yaml and no MLflow server. What the model is
-(registered name, version, task) travels with the stored model as labels; the request schema
-is built from the MLflow signature and the feature profile saved with it (`schemas`), so the OpenAPI
-page at /docs lists the real features and their bounds.
+`deploy.bento.build` packs a registered version with this module's arguments (`settings.ServiceArgs`),
+so a bento and its container need no params.yaml and no MLflow server; the request schema comes from
+the MLflow signature and the feature profile (`schemas`), so /docs lists the real features. This
+module is the wiring BentoML needs at module level; the parts are plain code beside it.
 
-This module is the wiring: BentoML needs the service class at module level of the module the bento
-names, made at import from the bento's arguments. The parts are plain code beside it.
-
-Single rows sent to /predict at the same time are scored together (`batcher.MicroBatcher`). Many
-rows go in one request to /predict_batch as objects, to /predict_columns as a table (what
-pandas' `to_json(orient="split")` writes), checked as one array, or fastest to /predict_arrow as an
-Arrow IPC stream (`arrow.ArrowRows`), which needs no JSON parsing at all (a small Starlette app
-mounted beside the APIs).
-{%- if cookiecutter.feature_store == "feast" %} /predict_entity takes an entity's keys instead and fetches its
-features from Feast's online store (`entities.OnlineRows`).
+Single rows to /predict are scored together (`batcher.MicroBatcher`); many rows go to /predict_batch
+as objects, /predict_columns as a table, or fastest /predict_arrow as an Arrow IPC stream
+(`arrow.ArrowRows`, a Starlette app mounted beside the APIs).
+{%- if cookiecutter.feature_store == "feast" %}
+/predict_entity takes an entity's keys and fetches its features from Feast's online store
+(`entities.OnlineRows`).
 {%- endif %}
-
-In front of the APIs runs `guard.Guard` (tokens, rate limits, body limits, request ids, one error
-shape). Health and readiness are BentoML's own /livez and /readyz (ready once the model is loaded).
-GET /model_card answers the served version's model card, packed by the build.
-
-Each worker serves gRPC too (`grpc.server`), answering as /predict and /predict_batch. For
-monitoring, /metrics carries the series of `metrics`; `prediction_log` keeps a sample of requests
-and answers for drift checks.
+`guard.Guard` runs in front (tokens, rate and body limits, request ids, one error shape); /livez and
+/readyz are BentoML's; GET /model_card answers the packed model card. Each worker serves gRPC too
+(`grpc.server`); /metrics carries `metrics`; `prediction_log` keeps a sample for drift checks.
 """
 
 from __future__ import annotations
