@@ -29,6 +29,7 @@ HTTPROUTE_SCHEMA = json.loads((SCHEMAS / "gateway-api/httproute_v1.json").read_t
 # The oldest Kubernetes release the manifests are meant for, and the newest the package knows.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.utils.latest_version())
 OVERLAYS = ("staging", "production")
+FEATURE_REPO = "/etc/feast"  # where a feast bake's slots mount feature_store.yaml
 SLOT_KINDS = ["Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service"]
 
 
@@ -45,7 +46,7 @@ def rendered(baked) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """(combination, overlay) -> the objects `kubectl kustomize` renders for that overlay."""
     return {
         (name, overlay): kustomize(baked(name).path / "deploy/k8s/overlays" / overlay)
-        for name in ("DEFAULT", "CUSTOM_NAMES")
+        for name in ("DEFAULT", "CUSTOM_NAMES", "FEAST")
         for overlay in OVERLAYS
     }
 
@@ -102,7 +103,7 @@ def test_the_slots_are_locked_down_and_probed_on_bentomls_health_endpoints(rende
             assert container["startupProbe"]["grpc"] == {"port": 3001}  # gRPC health: SERVING
             assert set(container["resources"]) == {"requests", "limits"}
             mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-            assert set(mounts) == {"/tmp", "/run/secrets/api"}
+            assert set(mounts) - {FEATURE_REPO} == {"/tmp", "/run/secrets/api"}
             assert mounts["/run/secrets/api"]["readOnly"] is True
             assert {"name": "BENTOML_HOME", "value": "/tmp/bentoml"} in container["env"]
             # API tokens from a Secret the service reads as a file; never a literal in the manifest.
@@ -113,6 +114,28 @@ def test_the_slots_are_locked_down_and_probed_on_bentomls_health_endpoints(rende
             secret = volumes[mounts["/run/secrets/api"]["name"]]["secret"]
             assert secret["secretName"].endswith("-api-tokens")
             assert "replicas" not in deployment["spec"]  # the autoscaler's
+
+
+def test_a_feast_bakes_slots_read_the_feature_store_config_they_mount(rendered):
+    """The feast bake's pods open Feast where the ConfigMap is mounted ($FEATURE_REPO, read-only),
+    its ${VARIABLES} from an optional Secret; the other bakes mount nothing of Feast's."""
+    for (name, _), objects in rendered.items():
+        for deployment in by_kind(objects, "Deployment"):
+            pod = deployment["spec"]["template"]["spec"]
+            [container] = pod["containers"]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+            if name != "FEAST":
+                assert "FEATURE_REPO" not in env and FEATURE_REPO not in mounts
+                assert "envFrom" not in container
+                continue
+            assert env["FEATURE_REPO"] == FEATURE_REPO
+            assert mounts[FEATURE_REPO]["readOnly"] is True
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            config = volumes[mounts[FEATURE_REPO]["name"]]["configMap"]["name"]
+            assert config == "ml-service-feature-store"
+            [secret] = container["envFrom"]
+            assert secret["secretRef"] == {"name": config, "optional": True}
 
 
 @pytest.mark.parametrize("name", ["DEFAULT", "CUSTOM_NAMES"])

@@ -273,6 +273,10 @@ def test_the_online_store_is_loaded_before_a_model_is_served(baked, name):
         assert len(loads) == 1, (workflow, job_name)
         assert job["steps"][loads[0]]["run"] == '"$CLI" materialize'
         assert loads[0] < min(step_named(job, step)[0] for step in served), (workflow, job_name)
+    # The image in staging reads the repository the job loaded, not the build's path.
+    run_image = step_named(cd["jobs"]["staging"], "Run the image")[1]["run"]
+    mounted = '--volume "$PWD/feature_repo:/etc/feast:ro" --env FEATURE_REPO=/etc/feast'
+    assert (mounted in " ".join(run_image.split())) is feast
     if feast:
         schedule = yaml.safe_load((workflows / "materialize.yml").read_text())
         assert {"schedule", "workflow_dispatch"} <= set(schedule.get(True) or schedule["on"])

@@ -67,6 +67,7 @@ def trained(project: Path, frame: pd.DataFrame) -> Path:
             "spark_master": "local[2]",
             "spark_conf": {"spark.sql.files.maxPartitionBytes": source.stat().st_size // 3},
         },
+        feature_store=None,  # a file with the features in it
     )
     assert run("suggest-suite", "--use") == cli.EXIT_OK
     assert run("train") == cli.EXIT_OK
