@@ -22,14 +22,15 @@ pytestmark = pytest.mark.slow
 # Bake -> the arguments of its own pytest run. The default bake's suite but its rollouts runs as
 # ci.yml's `test` job, the way a pull request runs it, in tests/test_workflows_act.py (scenario 1), so
 # here the default bake runs only the rollouts through nginx (minutes, the same for every task) and
-# the Spark engine's tests (a JVM; the act job's environment has no pyspark, an optional extra). The
-# regression bake, with the feature store (feast), runs every test but the rollouts, the files that
-# bring their own data and task, and the servers' armour, loading and process handling, the
-# registry's races and the EMR submission, which no task and no feature store changes (the same in
-# every bake): so the feast bake's own tests (tests/test_feature_store*.py) and every test of what
-# reads the training table or serves the model run with Feast in the loop.
-# The other Python versions run the unit tests, each in a bake that also takes options that change
-# names and files but not the servers (one suite run checks both). test_bake lints every bake.
+# the Spark engine's tests (a JVM; the act job's environment has no pyspark, an optional extra).
+# The regression bake with the feature store (feast), on the newest Python, runs every test but the
+# rollouts, the files that bring their own data and task, and the servers' armour, loading and
+# process handling, the registry's races and the EMR submission, which no task, feature store or
+# Python version changes (the same in every bake): so the feast bake's own tests
+# (tests/test_feature_store*.py) and every test of what reads the training table or serves the model
+# run with Feast in the loop, on Python 3.13. The oldest Python runs the unit tests, in a bake that
+# also takes the options that change names and files but not the servers (one suite run checks
+# them all). test_bake lints every bake and compiles it on its Python.
 BAKE_INDEPENDENT = [
     "--ignore=tests/test_own_data_serving.py",
     "--ignore=tests/test_own_data_monitoring.py",
@@ -45,9 +46,8 @@ BAKE_INDEPENDENT = [
 ]
 SUITE_RUNS = {
     "DEFAULT": ["-m", "rollout or spark"],
-    "REGRESSION+FEAST": ["-m", "not rollout and not spark", *BAKE_INDEPENDENT],
-    "PY311+CUSTOM_NAMES": ["-m", "not integration and not spark"],
-    "PY313+WITH_S3": ["-m", "not integration and not spark"],
+    "PY313+REGRESSION+FEAST": ["-m", "not rollout and not spark", *BAKE_INDEPENDENT],
+    "PY311+CUSTOM_NAMES+WITH_S3": ["-m", "not integration and not spark"],
 }
 # Tests that skip where a tool is missing (promtool, Java) and must run in CI, where .ci/run installs it.
 MUST_NOT_SKIP = ("test_monitoring_files", "test_batch_spark")

@@ -4,7 +4,8 @@ One run, one machine, one load generator (wrk on 127.0.0.1), the same registered
 LogisticRegression and a 100-tree RandomForest trained here in a scratch registry (never the project's
 own). For each model and each worker count (one each, then two each):
 
-- the article's FastAPI + joblib app (benchmarks/baseline_fastapi.py, uvicorn), the baseline;
+- the article's FastAPI + joblib app, its code as written (benchmarks/baseline_fastapi.py, uvicorn),
+  the baseline, sent each row as it takes one (`article_body`);
 - the generated BentoML service, once per variant in VARIANTS (overrides of params.yaml);
 - the in-process limit: `model.predict` on one row, called in a loop in this process.
 
@@ -85,6 +86,7 @@ VARIANTS: list[tuple[str, dict[str, dict[str, Any]], tuple[int, ...]]] = [
 ]
 WORKER_COUNTS = (1, 2)  # of the baseline; BentoML variants list theirs
 BASELINE = "FastAPI baseline"
+BASELINE_MODEL = "model.pkl"  # where the article's app loads its model from: its working directory
 CONCURRENCY = (1, 8, 64)
 MODELS = {
     "LR": {"estimator": "logistic_regression", "hyperparameters": {"C": 1.0, "max_iter": 1000}},
@@ -269,17 +271,17 @@ def measured(pid: int, run: Callable[[], dict]) -> Load:
 
 @contextlib.contextmanager
 def baseline_server(model_path: Path, workers: int, log: Path) -> Iterator[tuple[str, int]]:
-    """The FastAPI app under uvicorn with `workers` workers, as the article runs it."""
+    """The article's FastAPI app under uvicorn with `workers` workers, in the folder of
+    `model_path` (the `model.pkl` it loads)."""
     port = free_port()
     command = [
-        sys.executable, "-m", "uvicorn", "benchmarks.baseline_fastapi:app",
+        sys.executable, "-m", "uvicorn", "baseline_fastapi:app", "--app-dir", str(PROJECT / "benchmarks"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
     ]  # fmt: skip
     with log.open("wb") as output:
         process = subprocess.Popen(
             command,
-            cwd=PROJECT,
-            env={**os.environ, "MODEL_PATH": str(model_path)},
+            cwd=model_path.parent,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -311,12 +313,12 @@ def baseline_server(model_path: Path, workers: int, log: Path) -> Iterator[tuple
 
 
 def start_baseline(
-    running: contextlib.ExitStack, model_path: Path, workers: int, folder: Path
+    running: contextlib.ExitStack, model_path: Path, workers: int, folder: Path, body: bytes
 ) -> Server:
     url, pid = running.enter_context(
         baseline_server(model_path, workers, folder / f"baseline-{workers}.log")
     )
-    return Server(url, pid, JSON)
+    return Server(url, pid, JSON, body)
 
 
 def in_process_rate(model: Any, rows: np.ndarray, seconds: float = 1.0) -> float:
@@ -384,6 +386,7 @@ class Server:
     url: str
     pid: int
     headers: dict[str, str]
+    body: bytes  # one row, as this server's /predict takes it
 
 
 def serve_model(
@@ -405,6 +408,7 @@ def serve_model(
     model = models.load_model(version)
     model_path = folder / "model.joblib"
     joblib.dump(model, model_path)
+    joblib.dump(model, folder / BASELINE_MODEL)
     row_body = json.dumps(records[0]).encode()
     rows = pd.DataFrame(records[:BATCH_ROWS])
     batch_bodies = {  # path: body, media type
@@ -413,6 +417,7 @@ def serve_model(
         "/predict_arrow": (as_arrow(rows), {"Content-Type": ARROW_STREAM}),
     }
     features = data.split_features_target(frame, base.params.data)[0]
+    baseline_body = article_body(records[0], list(features.columns))
     one_row = features.head(1).to_numpy(dtype=np.float64)
     many_rows = np.resize(features.to_numpy(dtype=np.float64), (BATCH_ROWS, features.shape[1]))
     single, batch = [], []
@@ -427,7 +432,11 @@ def serve_model(
     single.append([label, "in-process predict, 64 rows a call", 1, 64, fmt(rate_64), "-", "-", "-", "-", "-"])  # fmt: skip
     for workers in WORKER_COUNTS:
         with contextlib.ExitStack() as running:
-            servers = {BASELINE: start_baseline(running, model_path, workers, folder)}
+            servers = {
+                BASELINE: start_baseline(
+                    running, folder / BASELINE_MODEL, workers, folder, baseline_body
+                )
+            }
             for name, overrides, worker_counts in VARIANTS:
                 if workers in worker_counts:
                     serving = {**overrides.get("serving", {}), "workers": workers}
@@ -437,10 +446,12 @@ def serve_model(
                     tag = build(settings, registry.Registry(settings), version)
                     server = running.enter_context(serve(settings, tag))
                     headers = {**JSON, **settings.client_headers()}
-                    servers[f"BentoML {name}"] = Server(server.url, server.process.pid, headers)
+                    servers[f"BentoML {name}"] = Server(
+                        server.url, server.process.pid, headers, row_body
+                    )
             for server in servers.values():
-                warm_up(f"{server.url}/predict", row_body, server.headers, server.pid, folder)
-            rounds = interleaved({n: at_predict(s, row_body, folder) for n, s in servers.items()})
+                warm_up(f"{server.url}/predict", server.body, server.headers, server.pid, folder)
+            rounds = interleaved({n: at_predict(s, folder) for n, s in servers.items()})
             for name in servers:
                 for c in CONCURRENCY:
                     baseline = typical(rounds[BASELINE, c])
@@ -460,9 +471,17 @@ def serve_model(
     return single, batch, version
 
 
-def at_predict(server: Server, body: bytes, folder: Path) -> Callable[[int], Load]:
-    """`load` on the server's /predict, at the concurrency `interleaved` gives."""
-    return lambda c: load(f"{server.url}/predict", body, server.headers, c, server.pid, folder)
+def at_predict(server: Server, folder: Path) -> Callable[[int], Load]:
+    """`load` on the server's /predict with its body, at the concurrency `interleaved` gives."""
+    return lambda c: load(
+        f"{server.url}/predict", server.body, server.headers, c, server.pid, folder
+    )
+
+
+def article_body(record: dict[str, float], columns: list[str]) -> bytes:
+    """`record` as the article's app takes it: {"features": [...]}, bare numbers in the order of
+    the columns the model was trained on."""
+    return json.dumps({"features": [record[name] for name in columns]}).encode()
 
 
 def interleaved(
@@ -762,7 +781,7 @@ def main() -> None:
         # the service refuses that unless told it is meant (auth_off); its servers inherit this.
         os.environ[OVERRIDE_VARIABLE] = "1"
         settings = scratch_settings(folder, {}, {})
-        frame = data.read_table(settings.resolve(settings.params.data.source))
+        frame = data.training_table(settings)
         features, _ = data.split_features_target(frame, settings.params.data)
         records = as_records(features.sample(n=BATCH_ROWS, replace=True, random_state=0))
         # The in-process measurements first: seconds, and a mistake shows before the servers' minutes.

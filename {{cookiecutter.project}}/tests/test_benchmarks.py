@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import math
 
+import httpx
+import joblib
+import pytest
 from benchmarks import serving
 from benchmarks.grpc_load import grpc_frame, percentile
 
 from {{ cookiecutter.package }} import data
 from {{ cookiecutter.package }}.deploy.payloads import as_records
+from {{ cookiecutter.package }}.registry import Registry
 from {{ cookiecutter.package }}.settings import load_settings
 
 
@@ -39,3 +43,23 @@ def test_the_in_process_measurements_run_on_the_projects_rows(tmp_path, monkeypa
     timings = [record_us, write_us, guarded_us, open_us, profile_us]
     assert all(math.isfinite(us) and us > 0 for us in timings), timings
     assert guarded_us > open_us * 0.5  # the same requests, the guard's work added
+
+
+@pytest.mark.integration
+def test_the_baseline_is_served_the_rows_it_takes_and_answers_as_the_model(project, settings):
+    """The article's app, started as the benchmark starts it (uvicorn, its model.pkl in the working
+    directory), answers the harness's body with the registered model's own prediction."""
+    from {{ cookiecutter.package }} import training
+
+    frame = data.training_table(settings)
+    models = Registry(settings)
+    model = models.load_model(training.train(settings, models, frame).model_version)
+    joblib.dump(model, project / serving.BASELINE_MODEL)
+    features, _ = data.split_features_target(frame, settings.params.data)
+    rows = features.head(5)
+    with serving.baseline_server(project / serving.BASELINE_MODEL, 1, project / "log") as (url, _):
+        for record, expected in zip(as_records(rows), model.predict(rows), strict=True):
+            body = serving.article_body(record, list(features.columns))
+            answer = httpx.post(f"{url}/predict", content=body, headers=serving.JSON, timeout=10)
+            assert answer.status_code == 200, answer.text
+            assert answer.json() == {"prediction": [expected.item()]}
