@@ -406,9 +406,8 @@ def serve_model(
     models = registry.Registry(base)
     version = training.train(base, models, frame).model_version
     model = models.load_model(version)
-    model_path = folder / "model.joblib"
+    model_path = folder / BASELINE_MODEL  # the baseline's, and the batch command rows' (main)
     joblib.dump(model, model_path)
-    joblib.dump(model, folder / BASELINE_MODEL)
     row_body = json.dumps(records[0]).encode()
     rows = pd.DataFrame(records[:BATCH_ROWS])
     batch_bodies = {  # path: body, media type
@@ -433,9 +432,7 @@ def serve_model(
     for workers in WORKER_COUNTS:
         with contextlib.ExitStack() as running:
             servers = {
-                BASELINE: start_baseline(
-                    running, folder / BASELINE_MODEL, workers, folder, baseline_body
-                )
+                BASELINE: start_baseline(running, model_path, workers, folder, baseline_body)
             }
             for name, overrides, worker_counts in VARIANTS:
                 if workers in worker_counts:
@@ -798,7 +795,7 @@ def main() -> None:
             )
             single += model_single
             batch += model_batch
-            shutil.copy(model_folder / "model.joblib", folder / f"{label}.joblib")
+            shutil.copy(model_folder / BASELINE_MODEL, folder / f"{label}.joblib")
         command_rows = batch_command_rows(
             folder, features, settings.params.batch.chunk_rows, versions
         )
