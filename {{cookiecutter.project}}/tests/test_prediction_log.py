@@ -20,7 +20,7 @@ import pyarrow.dataset as ds
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from {{ cookiecutter.package }} import prediction_log
+from {{ cookiecutter.package }} import prediction_log, storage
 from {{ cookiecutter.package }}.deploy.bento import build
 from {{ cookiecutter.package }}.deploy.payloads import as_records, sample_rows
 from {{ cookiecutter.package }}.deploy.server import Server, serve
@@ -134,6 +134,8 @@ def test_categories_nulls_and_every_class_probability_are_logged_and_read_back(t
 @pytest.mark.integration
 def test_the_log_goes_to_s3_when_its_location_is_a_bucket(bucket):
     log = prediction_log.PredictionLog(f"s3://{bucket}/served", FEATURES, 3, 1.0, 3600)
+    # the client is made at start, not by the first flush beside the answers in flight
+    assert storage.s3_client.cache_info().currsize == 1
     log.record("to-s3", "predict", np.array([[5.0, 6.0]]), [1], None)
     log.close()  # flushes
     (key,) = keys(bucket)

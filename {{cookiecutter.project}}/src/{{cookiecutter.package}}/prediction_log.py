@@ -155,6 +155,17 @@ def write_partition(location: str, day: str, table) -> str:
     return destination
 
 
+def prepare_writing(location: str) -> None:
+    """Pay the writer's first-use costs now: importing pyarrow's Parquet writer and, for S3, making
+    boto3's client hold the interpreter for about a second. A server calls this at start; on its
+    first flush that second would stall the answers in flight (and the shedder, taking the stall
+    for the model's pace, would refuse the requests behind them)."""
+    import pyarrow.parquet  # noqa: F401
+
+    if storage.in_s3(location):
+        storage.s3_client()
+
+
 class PredictionLog:
     """Samples answered requests and writes them, in batches, from a thread of its own."""
 
@@ -177,6 +188,7 @@ class PredictionLog:
         self._pending: list[Entry] = []
         self._lock = threading.Lock()
         self._closing = threading.Event()
+        prepare_writing(self.location)
         self._writer = threading.Thread(target=self._write_until_closed, name="prediction-log")
         self._writer.daemon = True  # close() flushes; a killed worker must not hang on it
         self._writer.start()
