@@ -396,18 +396,22 @@ def precompiled_uv_cache(venv: Path, destination: Path) -> Path:
 
 
 @contextmanager
-def mlflow_server(venv: Path, project: Path, folder: Path) -> Iterator[str]:
+def mlflow_server(
+    venv: Path, project: Path, folder: Path, artifacts: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """The team's registry: `mlflow server --workers 2` on a throwaway PostgreSQL cluster, artifacts
-    proxied to a local folder; yields its URL. Started by the baked project's own tests/postgres.py
-    (standard library only), the one starter of both suites."""
+    proxied to `artifacts` (default: a local folder; an s3:// URI with `env` pointing the server's boto3
+    at a moto server); yields its URL. Started by the baked project's own tests/postgres.py (standard
+    library only), the one starter of both suites."""
     spec = importlib.util.spec_from_file_location("baked_postgres", project / "tests" / "postgres.py")
     assert spec and spec.loader
     postgres = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(postgres)
     python = str(venv / "bin" / "python")
+    destination = artifacts or str(folder / "artifacts")
     with (
         postgres.cluster() as database,
-        postgres.mlflow_server(database, str(folder / "artifacts"), folder, workers=2, python=python) as url,
+        postgres.mlflow_server(database, destination, folder, workers=2, python=python, env=env) as url,
     ):
         yield url
 

@@ -15,9 +15,10 @@ pg_ctl must be installed). Scenarios:
 5. rollback.yml dispatched: the champion returns to `previous`;
 6. monitor.yml dispatched on a prediction log without drift (no issue), then with drift (one issue
    labelled model-monitoring, cd.yml dispatched to retrain);
-7. batch.yml dispatched on a bake with an S3 bucket and `batch.emr_serverless` set: the champion is
-   submitted to EMR Serverless, with a moto server standing in for AWS (its own bake, registry and
-   moto server: it shares nothing with 1 to 6);
+7. a bake with an S3 bucket, a moto server standing in for AWS (its own bake, registry and moto
+   server: it shares nothing with 1 to 6): the first push trains on the bucket's data and the registry
+   keeps the model there; batch.yml scores the bucket's rows into it on the runner, then, with
+   `batch.emr_serverless` set, submits the champion to EMR Serverless;
 8. the first push to main on a bake with feature_store=feast (cd.yml): the online store loaded
    (`materialize`) in staging before the bento is served and in production before the promotion, v1
    promoted with its feature service recorded (its own bake and registry, like 7);
@@ -37,6 +38,7 @@ The stand-in checks at the top are fast; the scenarios are `slow`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -319,13 +321,17 @@ def registry_world(
     pr_act: Act | None,
     slug: str,
     laps_of: tuple[dict[str, float], Callable[[str], None]],
+    make: Callable[..., World] = World,
+    artifacts: str | None = None,
+    server_env: dict[str, str] | None = None,
 ) -> Iterator[World]:
-    """The world of `project`'s act runs around a shared MLflow server (on PostgreSQL) as their
-    registry; the timings reported when it ends."""
+    """The world (`make`'s) of `project`'s act runs around a shared MLflow server (on PostgreSQL) as
+    their registry, its artifacts in `artifacts` (default: a local folder); the timings reported when
+    it ends."""
     setup, lap = laps_of
-    with mlflow_server(venv, project, root / "registry") as tracking_uri:
+    with mlflow_server(venv, project, root / "registry", artifacts, server_env) as tracking_uri:
         lap("mlflow server")
-        world = World(
+        world = make(
             path=project,
             venv=venv,
             reports_dir=act.state / "cli-reports",
@@ -440,7 +446,7 @@ def assert_deployed(world: World, run: ActRun, version: int) -> None:
     # SKIP_IMAGE: no image step ran, and no docker, SBOM or attestation stand-in was called.
     ran = {step for steps in run.steps.values() for step in steps}
     assert not ran & IMAGE_STEPS, ran & IMAGE_STEPS
-    assert world.act.calls() == []
+    assert [call for call in world.act.calls() if call["action"] != AWS_CREDENTIALS] == []
     # Staging smoke-tested the bento on a local server, load test included; production promoted it.
     staging = run.summaries["staging"]
     assert "### Smoke test: passed" in staging and "| load_test | pass |" in staging, staging
@@ -801,117 +807,209 @@ def test_1_pull_request_reports_the_candidate_against_the_registrys_champion(wor
     assert world.pr_act.calls() == []
 
 
-# Scenario 7: batch.yml's EMR Serverless path, against a moto server standing in for AWS. Nothing runs
-# Spark: moto ends every job run SUCCESS at once. What is checked is the workflow's path through the CLI:
-# the configuration check, the credentials step (its stand-in points the job's boto3 at moto), the
-# submission with the champion's version, the entry point in the bucket, the job summary.
+# Scenario 7: a bake with an S3 bucket, against a moto server standing in for AWS. The training data is
+# in the bucket and so are the registry's artifacts (the MLflow server proxies them there, as
+# docs/setup.md runs it); every AWS step's stand-in points its job's boto3 at moto. A first push goes
+# through production; batch.yml then scores on the runner into the bucket, and, once
+# `batch.emr_serverless` is set, submits the champion to EMR Serverless (moto ends every job run
+# SUCCESS at once: nothing runs Spark; what is checked is the workflow's path through the CLI).
 
-EMR_BUCKET = "act-batch-bucket"
+S3_BUCKET = "act-s3-bucket"
 EMR_ROLE = "arn:aws:iam::123456789012:role/emr-batch"
-GITHUB_ROLE = "arn:aws:iam::123456789012:role/github-batch"
+GITHUB_ROLE = "arn:aws:iam::123456789012:role/github-deploy"
+READ_ROLE = "arn:aws:iam::123456789012:role/github-read"
+AWS_CREDENTIALS = "aws-actions/configure-aws-credentials"
 
-# Run with the stack's Python: the bucket, the rows to score, an EMR Serverless application (its id
-# printed), and a champion v2 in the registry (the job never loads the model: any source will do).
+# Run with the stack's Python: the bucket, the files put in it (key=path arguments), and an EMR
+# Serverless application, whose id it prints.
 PREPARE_AWS = """
 import sys
 import boto3
-from mlflow.tracking import MlflowClient
 
-bucket, rows, tracking_uri, name = sys.argv[1:5]
-boto3.client("s3").create_bucket(Bucket=bucket)
-boto3.client("s3").upload_file(rows, bucket, "data/rows.csv")
-client = MlflowClient(tracking_uri)
-client.create_registered_model(name)
-for _ in range(2):
-    client.create_model_version(name, f"s3://{bucket}/models/unused")
-client.set_registered_model_alias(name, "champion", "2")
+bucket, *files = sys.argv[1:]
+s3 = boto3.client("s3")
+s3.create_bucket(Bucket=bucket)
+s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+for item in files:
+    key, path = item.split("=", 1)
+    s3.upload_file(path, bucket, key)
 made = boto3.client("emr-serverless").create_application(name="batch", releaseLabel="emr-7.5.0", type="SPARK")
 print(made["applicationId"])
 """
 
-# The application's job runs and the bucket's keys, as JSON.
+# The application's job runs, the bucket's keys, the current version of one object and the rows of one
+# Parquet object in it, as JSON.
 INSPECT_AWS = """
-import json, sys
+import io, json, sys
 import boto3
+import pandas as pd
 
-bucket, application = sys.argv[1:3]
+bucket, application, versioned, parquet = sys.argv[1:5]
 emr = boto3.client("emr-serverless")
-runs = [
-    emr.get_job_run(applicationId=application, jobRunId=item["id"])["jobRun"]
-    for item in emr.list_job_runs(applicationId=application)["jobRuns"]
-]
-listed = boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
-print(json.dumps({"runs": runs, "keys": [item["Key"] for item in listed]}, default=str))
+try:
+    listed = emr.list_job_runs(applicationId=application)["jobRuns"]
+except emr.exceptions.ResourceNotFoundException:  # moto's answer for an application without runs
+    listed = []
+runs = [emr.get_job_run(applicationId=application, jobRunId=item["id"])["jobRun"] for item in listed]
+s3 = boto3.client("s3")
+keys = [item["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        for item in page.get("Contents", [])]
+rows = None
+if parquet in keys:
+    frame = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=bucket, Key=parquet)["Body"].read()))
+    rows = frame.to_dict(orient="list")
+version = s3.head_object(Bucket=bucket, Key=versioned)["VersionId"]
+print(json.dumps({"runs": runs, "keys": keys, "version": version, "rows": rows}, default=str))
 """
 
 
 @dataclass(kw_only=True)
-class EmrWorld(BakedProject):
-    act: Act
-    tracking_uri: str
+class S3World(World):
     aws: str  # the moto server's URL
-    application: str
-    slug: str
+    data_key: str  # where the training data is in the bucket (and the rows batch.yml scores)
+    application: str = ""  # the EMR Serverless application's id
+
+    def aws_env(self) -> dict[str, str]:
+        return aws_env(self.aws, self.answers["aws_region"])
 
     def in_stack(self, script: str, *args: str) -> str:
         """A script run by the stack's Python against moto; its output."""
-        env = {
-            **os.environ,
-            "AWS_ENDPOINT_URL": self.aws,
-            "AWS_ACCESS_KEY_ID": "act-tests-access-key",
-            "AWS_SECRET_ACCESS_KEY": "act-tests-secret-key",
-            "AWS_DEFAULT_REGION": self.answers["aws_region"],
-        }
+        env = {**os.environ, **self.aws_env()}
         return run([str(self.venv / "bin" / "python"), "-c", script, *args], self.path, **env).stdout
+
+    def inspect(self, parquet: str = "") -> dict:
+        """moto's EMR job runs, the bucket's keys, the training data's version, and the rows of the
+        object `parquet` (if any)."""
+        found = self.in_stack(INSPECT_AWS, S3_BUCKET, self.application, self.data_key, parquet)
+        return json.loads(found)
+
+
+def aws_env(endpoint: str, region: str) -> dict[str, str]:
+    """What the configure-aws-credentials stand-in exports, for the test's own clients and servers."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "act-tests-access-key",
+        "AWS_SECRET_ACCESS_KEY": "act-tests-secret-key",
+        "AWS_DEFAULT_REGION": region,
+    }
 
 
 @pytest.fixture(scope="module")
-def emr_world(tmp_path_factory, stack) -> Iterator[EmrWorld]:
-    root = tmp_path_factory.mktemp("act-emr")
-    baked = bake(root / "bake", s3_bucket=EMR_BUCKET)
+def s3_world(tmp_path_factory, stack) -> Iterator[S3World]:
+    root = tmp_path_factory.mktemp("act-s3")
+    setup, lap = laps()
+    baked = bake(root / "bake", s3_bucket=S3_BUCKET)
     venv = stack(baked)
+    lap("stack")
     project, answers = baked.path, baked.answers
+    slug = f"{answers['github_owner']}/{answers['project']}"
     run(["uv", "lock", "--quiet", "--python", str(venv / "bin" / "python")], project)
     env = {
         "ACT_STANDIN_PYTHONS": str(Path(find_python(answers["python_version"])).parent),
         "UV_CACHE_DIR": str(precompiled_uv_cache(venv, root)),
     }
-    with (
-        mlflow_server(venv, project, root / "registry") as tracking_uri,
-        moto_server(venv, root / "moto") as aws,
-    ):
+    lap("uv lock, bytecode in uv's cache")
+    with moto_server(venv, root / "moto") as aws:
         env["ACT_STANDIN_AWS_ENDPOINT"] = aws  # the credentials step's stand-in exports it
-        world = EmrWorld(
-            path=project,
-            venv=venv,
-            act=Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env),
-            tracking_uri=tracking_uri,
-            aws=aws,
-            application="",
-            slug=f"{answers['github_owner']}/{answers['project']}",
-        )
         params = yaml.safe_load((project / "params.yaml").read_text())
-        rows = str(project / params["batch"]["input"])
-        name = params["registry"]["model_name"]
-        world.application = world.in_stack(PREPARE_AWS, EMR_BUCKET, rows, tracking_uri, name).strip()
-        params["batch"]["emr_serverless"] = {
-            "application_id": world.application,
-            "execution_role_arn": EMR_ROLE,
-            "code": f"s3://{EMR_BUCKET}/emr/code",
-            "logs": f"s3://{EMR_BUCKET}/emr/logs",
-            "python": f"/usr/bin/python{answers['python_version']}",
-        }
+        local = params["data"]["source"]
+        params["data"]["source"] = f"s3://{S3_BUCKET}/{local}"
+        params["batch"]["input"] = f"s3://{S3_BUCKET}/{local}"
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        init_repository(project, world.slug)
-        yield world
+        init_repository(project, slug)
+        act = Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env)
+        with registry_world(
+            project,
+            venv,
+            root,
+            act,
+            None,
+            slug,
+            laps_of=(setup, lap),
+            make=functools.partial(S3World, aws=aws, data_key=local),
+            artifacts=f"s3://{S3_BUCKET}/mlflow",
+            server_env=aws_env(aws, answers["aws_region"]),
+        ) as world:
+            world.application = world.in_stack(PREPARE_AWS, S3_BUCKET, f"{local}={project / local}").strip()
+            lap("bucket, data and EMR application in moto")
+            yield world
+
+
+@pytest.fixture(scope="module")
+def s3_first_push(s3_world) -> tuple[ActRun, dict]:
+    variables = {"AWS_ROLE_ARN": GITHUB_ROLE, "AWS_READ_ROLE_ARN": READ_ROLE}
+    return pushed(s3_world, "s3 first push", None, "Initial commit from the template", variables)
 
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("act")
-def test_7_batch_yml_submits_the_champion_to_emr_serverless(emr_world):
+def test_7_an_s3_bake_trains_on_the_bucket_and_keeps_the_registry_s_model_there(s3_world, s3_first_push):
+    world, (run_, registry) = s3_world, s3_first_push
+    assert_deployed(world, run_, 1)
+    assert registry["aliases"]["champion"] == 1, registry
+    # Every AWS step ran, with the deploying role where the job writes and the read role where it reads.
+    roles = [
+        (call["inputs"]["role-session-name"].split("-")[0], call["inputs"]["role-to-assume"])
+        for call in world.act.calls()
+        if call["action"] == AWS_CREDENTIALS
+    ]
+    assert ("cd", GITHUB_ROLE) in roles and ("cd", READ_ROLE) in roles, roles
+    # v1 was trained on the bucket's object, at the version the bucket holds, and lives in the bucket.
+    seen, tags = world.inspect(), model_version_tags(world, 1)
+    assert tags["data_source"] == f"s3://{S3_BUCKET}/{world.data_key}", tags
+    assert tags["data_s3_version_id"] == seen["version"], (tags, seen["version"])
+    model_files = [key for key in seen["keys"] if key.startswith("mlflow/") and key.endswith("/MLmodel")]
+    assert model_files, seen["keys"]
+
+
+@pytest.fixture(scope="module")
+def s3_batch(s3_world, s3_first_push) -> ActRun:
+    """batch.yml dispatched with its params' input (in the bucket) and an output there."""
+    done = s3_world.act.run(
+        "workflow_dispatch",
+        "batch.yml",
+        inputs={"input": "", "output": f"s3://{S3_BUCKET}/predictions/act.parquet"},
+        variables={"MLFLOW_TRACKING_URI": s3_world.tracking_uri, "AWS_ROLE_ARN": GITHUB_ROLE},
+        secrets=SECRETS,
+    )
+    s3_world.done["batch.yml"] = done
+    return done
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("act")
+def test_7_batch_yml_scores_the_bucket_s_rows_with_the_champion_into_the_bucket(s3_world, s3_batch):
+    world, done = s3_world, s3_batch
+    assert_ok(done, {"batch"})
+    steps = done.steps["batch"]
+    assert steps["Score with the champion"] == "success", done.explain()
+    assert steps.get("Score on EMR Serverless") in (None, "skipped"), steps
+    scored = world.inspect("predictions/act.parquet")["rows"]
+    assert scored is not None, "no predictions/act.parquet in the bucket"
+    rows = len((world.path / world.data_key).read_text().splitlines()) - 1
+    assert len(scored["prediction"]) == rows
+    assert set(scored["model_version"]) == {1}, set(scored["model_version"])
+    assert "v1" in done.summaries["batch"], done.summaries["batch"]
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("act")
+def test_7_batch_yml_submits_the_champion_to_emr_serverless(s3_world, s3_batch):
     """moto stands in for AWS (S3 and EMR Serverless) and nothing runs Spark: moto reports the run
     SUCCESS at once. Scoring on the runner is skipped; the job run carries the champion's version."""
-    world, source = emr_world, f"s3://{EMR_BUCKET}/data/rows.csv"
+    world = s3_world
+    params = yaml.safe_load((world.path / "params.yaml").read_text())
+    source = params["batch"]["input"]
+    params["batch"]["emr_serverless"] = {
+        "application_id": world.application,
+        "execution_role_arn": EMR_ROLE,
+        "code": f"s3://{S3_BUCKET}/emr/code",
+        "logs": f"s3://{S3_BUCKET}/emr/logs",
+        "python": f"/usr/bin/python{world.answers['python_version']}",
+    }
+    (world.path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit_all(world.path, "Batch scoring on EMR Serverless")
+    calls_before = len(world.act.calls())
     done = world.act.run(
         "workflow_dispatch",
         "batch.yml",
@@ -919,30 +1017,31 @@ def test_7_batch_yml_submits_the_champion_to_emr_serverless(emr_world):
         variables={"MLFLOW_TRACKING_URI": world.tracking_uri, "AWS_ROLE_ARN": GITHUB_ROLE},
         secrets=SECRETS,
     )
+    world.done["batch.yml on EMR"] = done
     assert_ok(done, {"batch"})
     steps = done.steps["batch"]
     assert steps["Score on EMR Serverless"] == "success", done.explain()
     assert steps.get("Score with the champion") in (None, "skipped"), steps
     assert done.outputs["batch"]["emr_serverless"] == "true"
-    (call,) = world.act.calls()
+    (call,) = world.act.calls()[calls_before:]
     assert call["inputs"]["role-to-assume"] == GITHUB_ROLE
 
-    seen = json.loads(world.in_stack(INSPECT_AWS, EMR_BUCKET, world.application))
+    seen = world.inspect()
     (job,) = seen["runs"]
     assert (job["state"], job["executionRole"]) == ("SUCCESS", EMR_ROLE)
     submitted = job["jobDriver"]["sparkSubmit"]
     flags = submitted["entryPointArguments"]
     arguments = dict(zip(flags[::2], flags[1::2], strict=True))
-    assert (arguments["--version"], arguments["--input"]) == ("2", source), arguments
-    assert arguments["--output"] == f"s3://{EMR_BUCKET}/predictions/predictions.parquet"
+    assert (arguments["--version"], arguments["--input"]) == ("1", source), arguments
+    assert arguments["--output"] == f"s3://{S3_BUCKET}/predictions/predictions.parquet"
     driver_env = f"spark.emr-serverless.driverEnv.MLFLOW_TRACKING_URI={world.tracking_uri}"
     assert driver_env in submitted["sparkSubmitParameters"]
     entry_point = submitted["entryPoint"]
-    assert entry_point.startswith(f"s3://{EMR_BUCKET}/emr/code/spark_submit-"), entry_point
-    assert entry_point.removeprefix(f"s3://{EMR_BUCKET}/") in seen["keys"], seen["keys"]
+    assert entry_point.startswith(f"s3://{S3_BUCKET}/emr/code/spark_submit-"), entry_point
+    assert entry_point.removeprefix(f"s3://{S3_BUCKET}/") in seen["keys"], seen["keys"]
 
     summary = done.summaries["batch"]
-    assert "### Batch scoring on EMR Serverless: SUCCESS with v2" in summary, summary
+    assert "### Batch scoring on EMR Serverless: SUCCESS with v1" in summary, summary
     assert f"job run `{job['jobRunId']}`" in summary, summary
 
 

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from glob import glob
 from pathlib import Path
@@ -82,8 +82,10 @@ def mlflow_server(
     workers: int = 2,
     python: str = sys.executable,
     timeout: float = 90,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[str]:
     """`mlflow server` on `backend_store_uri`, proxying `artifacts`; yields its URL once /health answers.
+    `env`: more environment for the server (AWS_* settings of an s3:// `artifacts`).
 
     The job runner (GenAI scorers: seven processes, seconds of CPU) is off, as in deploy/mlflow.
     """
@@ -97,6 +99,7 @@ def mlflow_server(
         **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         "MLFLOW_DISABLE_TELEMETRY": "true",
+        **(env or {}),
     }
     with log_path.open("w") as log:
         process = subprocess.Popen(
