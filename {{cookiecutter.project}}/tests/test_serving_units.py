@@ -448,8 +448,22 @@ def test_a_mixed_table_names_each_value_its_feature_does_not_take():
         ("data", 1, "size"),
         ("data", 1, "weight"),
     ]
-    with pytest.raises(ValidationError, match="weight: should be a number, not null"):
+    with pytest.raises(ValidationError, match="weight: should be a finite number, not null"):
         Columns.model_validate_json(columns_body(MIXED, [["red", 2, None]]))
+
+
+def test_an_infinite_number_is_misplaced_wherever_a_row_comes_from():
+    """The model skips its own finiteness scan: rows that do not come through the request models
+    (an online store's, for one) are checked here."""
+    text, nullable = schemas.value_kinds(MIXED, MIXED_PROFILE)
+    mixed = np.array([["red", float("inf"), 1.0], ["red", 2.0, -float("inf")]], dtype=object)
+    misplaced = schemas.misplaced_values(mixed, MIXED, text, nullable)
+    assert [(row, name) for row, name, _ in misplaced] == [(0, "size"), (1, "weight")]
+    numbers = {name: MIXED_PROFILE[name] for name in MIXED[1:]}
+    floats = np.array([[np.inf, 1.0], [np.nan, 2.0]])
+    text, nullable = schemas.value_kinds(MIXED[1:], numbers)
+    (problem,) = schemas.misplaced_values(floats, MIXED[1:], text, nullable)
+    assert problem[:2] == (0, "size") and "should be a finite number or null, not inf" in problem[2]
 
 
 def test_arrow_takes_string_and_dictionary_columns_for_categories_and_nulls_where_nullable():

@@ -7,6 +7,7 @@ factories have field types that name the factories' own variables, which pydanti
 """
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Annotated, Any, ClassVar, Self
@@ -141,24 +142,32 @@ def misplaced_values(
     rows: np.ndarray, features: list[str], text: np.ndarray, nullable: np.ndarray
 ) -> list[tuple[int, str, str]]:
     """(row, feature, problem) for each value its feature does not take (`value_kinds`): text for a
-    number, a number for a category, a null where none is taken; float64 rows in one vector step."""
+    number, a number for a category, an infinite number, a null where none is taken; float64 rows in
+    one vector step. The model trusts the rows it gets to be finite (`batcher.trust_checked_rows`)."""
     if rows.dtype == np.float64:
-        wrong = np.isnan(rows) & ~nullable
+        wrong = (np.isnan(rows) & ~nullable) | np.isinf(rows)
     else:
         missing = np.vectorize(lambda value: value is None, otypes=[bool])(rows)
         is_text = np.vectorize(lambda value: isinstance(value, str), otypes=[bool])(rows)
-        wrong = np.where(text, ~is_text & ~missing, is_text) | (missing & ~nullable)
+        infinite = np.vectorize(
+            lambda value: isinstance(value, float) and math.isinf(value), otypes=[bool]
+        )(rows)
+        wrong = np.where(text, ~is_text & ~missing, is_text | infinite) | (missing & ~nullable)
     problems = []
     for row, index in zip(*np.nonzero(wrong), strict=True):
-        expected = ("text" if text[index] else "a number") + (" or null" if nullable[index] else "")
+        expected = ("text" if text[index] else "a finite number") + (
+            " or null" if nullable[index] else ""
+        )
         problem = f"{features[index]}: should be {expected}, not {_shown(rows[row, index])}"
         problems.append((int(row), features[index], problem))
     return problems
 
 
 def _shown(value: Any) -> str:
-    """A value of a row as JSON would say it."""
-    return "null" if value is None or value != value else repr(value)
+    """A value of a row as JSON would say it (infinity as Python does: JSON has none)."""
+    if value is None or value != value:
+        return "null"
+    return repr(float(value)) if isinstance(value, np.floating) else repr(value)
 
 
 def named_positions(error: ValidationError, body: bytes | str) -> ValidationError:

@@ -39,7 +39,7 @@ from ..settings import ServiceArgs
 from . import metrics as service_metrics
 from . import openapi, routes, schemas
 from .arrow import ARROW_STREAM, ArrowRows
-from .batcher import MicroBatcher, Scores, warnings_ignored
+from .batcher import MicroBatcher, Scores, trust_checked_rows, warnings_ignored
 {%- if cookiecutter.feature_store == "feast" %}
 from .entities import REPO_VARIABLE, OnlineRows, key_model
 {%- endif %}
@@ -138,8 +138,8 @@ STARLETTE_ROUTES = routes.starlette_routes(
 class ModelService:
     """Loads the packed model (and fallback) once per worker; answers name the version behind them.
 
-    APIs are `async def` and the model runs in a thread of its own (`scores`): the event loop
-    goes on reading requests meanwhile, and /predict batches the rows that pile up.
+    APIs are `async def` and, under load, the model runs in a thread of its own (`scores`): the
+    event loop goes on reading requests meanwhile, and /predict batches the rows that pile up.
     """
 
     bento_model = bentoml.models.BentoModel(ARGS.model_tag)
@@ -192,14 +192,18 @@ class ModelService:
                 categorical=META.categorical,
                 classes=self.classes,
             )
-        # The one thread that runs the model, so that only it swaps the warning filters.
-        self.model_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # The thread that runs the model under load. One call runs at a time, here or (a lone row)
+        # in the event loop, so the warning filters are swapped by one call at a time.
+        self.model_thread = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="model", initializer=trust_checked_rows
+        )
         self.batcher = MicroBatcher(self.scores, MICRO_BATCH_ROWS)
 {%- if cookiecutter.feature_store == "feast" %}
         self.online_rows = ONLINE and OnlineRows(
             FEATURE_REPO, ONLINE.feature_service, ONLINE.entity_keys, FEATURES, PROFILE
         )
 {%- endif %}
+        trust_checked_rows()  # in this thread too: it scores lone rows (`scores`)
         self._warm_up()
         # What is loaded by now (imports, the model) lives as long as the worker. Frozen, it is left
         # out of the garbage collector's full passes, which otherwise walk it again and again and
@@ -223,7 +227,12 @@ class ModelService:
             logger.warning("warm-up: the model failed on its input example (%r)", error)
 
     async def scores(self, features: np.ndarray) -> Scores:
-        """_model_scores in the model thread: the event loop goes on reading requests meanwhile."""
+        """_model_scores in the model thread, so that the event loop goes on reading requests
+        meanwhile. A lone row, the only one admitted, is scored in the loop itself: no other request
+        waits to be read, and the two thread switches would cost it more than a small model's call
+        (benchmarks/README.md). Either way one model call runs at a time."""
+        if len(features) == 1 and self.shedder.queued_rows <= 1:
+            return self._model_scores(features)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.model_thread, self._model_scores, features)
 
