@@ -1,8 +1,7 @@
 """Single rows scored together: the micro-batcher of /predict, and the model's warning filter.
 
-While the model works on one call (in a thread of its own, so the server keeps reading requests;
-a lone row is scored in the event loop, see `ModelService.scores`), the rows that arrive wait and go
-to the next call as one array. A forest scores 64 rows in about the
+While the model works on one call (in a thread of its own, so the server keeps reading requests),
+the rows that arrive wait and go to the next call as one array. A forest scores 64 rows in about the
 time it takes for one, so under load this multiplies requests/s; alone, a request waits for nothing
 (benchmarks/README.md).
 """
@@ -38,7 +37,7 @@ def warnings_ignored() -> Iterator[None]:
     on every request, is noise (rows reach it as arrays, so scikit-learn's "X does not have valid
     feature names"); training and evaluation run the same model with every filter in place. For
     that time the whole process ignores warnings, and `warnings.catch_warnings` is not thread-safe
-    before Python 3.14: only model calls use this, and one runs at a time.
+    before Python 3.14: only the model thread uses this.
     """
     with warnings.catch_warnings():
         warnings.resetwarnings()
@@ -48,7 +47,7 @@ def warnings_ignored() -> Iterator[None]:
 
 def trust_checked_rows() -> None:
     """The model thread's initializer: scikit-learn skips its scan of every input for NaN and
-    infinity, over a third of a one-row LogisticRegression call (benchmarks/README.md). The rows are
+    infinity, about a third of a one-row LogisticRegression call (benchmarks/README.md). The rows are
     checked before they get here: numbers finite (the request models, Arrow and the online store's
     rows refuse infinity) and NaN only in features the model was trained with gaps in, which its
     pipeline imputes. scikit-learn's configuration is per thread: nothing else is affected."""

@@ -138,8 +138,8 @@ STARLETTE_ROUTES = routes.starlette_routes(
 class ModelService:
     """Loads the packed model (and fallback) once per worker; answers name the version behind them.
 
-    APIs are `async def` and, under load, the model runs in a thread of its own (`scores`): the
-    event loop goes on reading requests meanwhile, and /predict batches the rows that pile up.
+    APIs are `async def` and the model runs in a thread of its own (`scores`): the event loop
+    goes on reading requests meanwhile, and /predict batches the rows that pile up.
     """
 
     bento_model = bentoml.models.BentoModel(ARGS.model_tag)
@@ -192,8 +192,7 @@ class ModelService:
                 categorical=META.categorical,
                 classes=self.classes,
             )
-        # The thread that runs the model under load. One call runs at a time, here or (a lone row)
-        # in the event loop, so the warning filters are swapped by one call at a time.
+        # The one thread that runs the model, so that only it swaps the warning filters.
         self.model_thread = ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="model", initializer=trust_checked_rows
         )
@@ -203,7 +202,6 @@ class ModelService:
             FEATURE_REPO, ONLINE.feature_service, ONLINE.entity_keys, FEATURES, PROFILE
         )
 {%- endif %}
-        trust_checked_rows()  # in this thread too: it scores lone rows (`scores`)
         self._warm_up()
         # What is loaded by now (imports, the model) lives as long as the worker. Frozen, it is left
         # out of the garbage collector's full passes, which otherwise walk it again and again and
@@ -227,12 +225,7 @@ class ModelService:
             logger.warning("warm-up: the model failed on its input example (%r)", error)
 
     async def scores(self, features: np.ndarray) -> Scores:
-        """_model_scores in the model thread, so that the event loop goes on reading requests
-        meanwhile. A lone row, the only one admitted, is scored in the loop itself: no other request
-        waits to be read, and the two thread switches would cost it more than a small model's call
-        (benchmarks/README.md). Either way one model call runs at a time."""
-        if len(features) == 1 and self.shedder.queued_rows <= 1:
-            return self._model_scores(features)
+        """_model_scores in the model thread: the event loop goes on reading requests meanwhile."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.model_thread, self._model_scores, features)
 
