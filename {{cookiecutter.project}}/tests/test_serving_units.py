@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from {{ cookiecutter.package }}.deploy import payloads
 from {{ cookiecutter.package }}.errors import BadRows
 from {{ cookiecutter.package }}.profile import ProfileCheck, hard_bounds, outside_problem
-from {{ cookiecutter.package }}.serving import column_names, openapi, schemas
+from {{ cookiecutter.package }}.serving import column_names, openapi, row_values, schemas
 from {{ cookiecutter.package }}.serving.arrow import ArrowRows
 from {{ cookiecutter.package }}.serving.batcher import MicroBatcher, Scores, warnings_ignored
 from {{ cookiecutter.package }}.serving.guard import configured_tokens, trusted_proxies
@@ -455,14 +455,14 @@ def test_a_mixed_table_names_each_value_its_feature_does_not_take():
 def test_an_infinite_number_is_misplaced_wherever_a_row_comes_from():
     """The model skips its own finiteness scan: rows that do not come through the request models
     (an online store's, for one) are checked here."""
-    text, nullable = schemas.value_kinds(MIXED, MIXED_PROFILE)
+    text, nullable = row_values.value_kinds(MIXED, MIXED_PROFILE)
     mixed = np.array([["red", float("inf"), 1.0], ["red", 2.0, -float("inf")]], dtype=object)
-    misplaced = schemas.misplaced_values(mixed, MIXED, text, nullable)
+    misplaced = row_values.misplaced_values(mixed, MIXED, text, nullable)
     assert [(row, name) for row, name, _ in misplaced] == [(0, "size"), (1, "weight")]
     numbers = {name: MIXED_PROFILE[name] for name in MIXED[1:]}
     floats = np.array([[np.inf, 1.0], [np.nan, 2.0]])
-    text, nullable = schemas.value_kinds(MIXED[1:], numbers)
-    (problem,) = schemas.misplaced_values(floats, MIXED[1:], text, nullable)
+    text, nullable = row_values.value_kinds(MIXED[1:], numbers)
+    (problem,) = row_values.misplaced_values(floats, MIXED[1:], text, nullable)
     assert problem[:2] == (0, "size") and "should be a finite number or null, not inf" in problem[2]
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import BadRows
 from ..profile import hard_bounds, is_categorical, takes_null
 from .column_names import column_problem, listed
-from .schemas import rows_dtype
+from .row_values import rows_dtype
 
 # The body of /predict_arrow: an Arrow IPC stream (every other API takes JSON).
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
@@ -59,7 +59,7 @@ class ArrowRows:
         self.dtype = rows_dtype(features, profile)
 
     def __call__(self, body: bytes) -> np.ndarray:
-        """The rows of an Arrow IPC stream as one array (schemas.rows_dtype) in training order."""
+        """The rows of an Arrow IPC stream as one array (row_values.rows_dtype) in training order."""
         import pyarrow as pa
 
         try:

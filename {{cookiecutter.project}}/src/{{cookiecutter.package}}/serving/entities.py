@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse
 
 from ..errors import SettingsError
 from .http_errors import error_body
-from .schemas import misplaced_values, rows_dtype, value_kinds
+from .row_values import misplaced_values, rows_dtype, value_kinds
 
 if TYPE_CHECKING:
     from feast import FeatureStore

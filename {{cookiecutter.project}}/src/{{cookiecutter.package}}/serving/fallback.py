@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import Unavailable
 from ..integrity import MLFLOW_MODEL_FOLDER, load_model
 from ..settings import FallbackModel
-from .batcher import Scores
+from .batcher import Scores, warnings_ignored
 
 logger = logging.getLogger("bentoml.service")
 FALLBACK, UNAVAILABLE = "fallback", "unavailable"  # serving.on_model_error
@@ -78,6 +78,20 @@ def predicted(
         return model.predict(model_input).tolist(), None
     probabilities = model.predict_proba(model_input)
     return model.classes_.take(probabilities.argmax(axis=1)).tolist(), probabilities
+
+
+def warm_up(model: Any, model_input: Any | None, with_probability: bool) -> None:
+    """One call of the model on its input example, before the server is ready. A model's first call
+    pays one-off costs (lazy imports, first allocations): on the first request they would delay its
+    answer and, measured, make the shedder take them for the model's pace and refuse the requests
+    queued behind it. A failure is logged only: requests get what `on_model_error` says."""
+    if model_input is None:
+        return
+    try:
+        with warnings_ignored():
+            predicted(model, model_input, with_probability)
+    except Exception as error:
+        logger.warning("warm-up: the model failed on its input example (%r)", error)
 
 
 class Answering:

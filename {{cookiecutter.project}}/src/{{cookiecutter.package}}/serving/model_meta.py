@@ -16,6 +16,7 @@ import numpy as np
 import yaml
 
 from ..profile import as_model_input, categorical_features, is_categorical
+from .row_values import rows_dtype
 
 NUMERIC_TYPES = {"double", "float", "long", "integer"}
 TEXT_TYPE = "string"  # the signature's type of a categorical feature
@@ -36,6 +37,13 @@ class ModelMeta:
     def categorical(self) -> list[str]:
         """The features whose values are text categories, in training order."""
         return categorical_features(self.profile)
+
+    def example_input(self) -> Any | None:
+        """The input example's first row as the model is called with it, if one was saved."""
+        if self.example is None:
+            return None
+        dtype = rows_dtype(self.features, self.profile)
+        return self.model_input(np.array([[self.example[name] for name in self.features]], dtype))
 
     def model_input(self, rows: np.ndarray) -> Any:
         """What the model is called with: the rows themselves when every feature is a number, else

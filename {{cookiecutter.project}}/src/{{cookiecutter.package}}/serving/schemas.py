@@ -7,7 +7,6 @@ factories have field types that name the factories' own variables, which pydanti
 """
 
 import json
-import math
 from collections.abc import Callable, Mapping
 from operator import attrgetter
 from typing import Annotated, Any, ClassVar, Self
@@ -27,6 +26,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
 
 from ..profile import hard_bounds, is_categorical, takes_null
 from .column_names import column_problem
+from .row_values import misplaced_values, rows_dtype, value_kinds
 
 # Answers of up to this many rows also carry their predictions in the X-Prediction header, where a
 # proxy can log them without reading bodies: a shadow rollout compares champion and candidate there.
@@ -108,12 +108,6 @@ def batch_model(row: type[BaseModel], max_rows: int) -> type[BaseModel]:
     return create_model("Rows", __config__=ConfigDict(extra="forbid"), rows=(rows, ...))
 
 
-def rows_dtype(features: list[str], profile: Mapping[str, Mapping[str, Any]]) -> type:
-    """How the service holds rows: float64 when every feature is a number (a null as NaN), else
-    object (numbers as float, categories as str, a null as None)."""
-    return object if any(is_categorical(profile[name]) for name in features) else np.float64
-
-
 def rows_reader(
     features: list[str], profile: Mapping[str, Mapping[str, Any]]
 ) -> Callable[[list[Any]], np.ndarray]:
@@ -127,47 +121,6 @@ def rows_reader(
         return values.reshape(len(rows), count)
 
     return rows_as_array
-
-
-def value_kinds(
-    features: list[str], profile: Mapping[str, Mapping[str, Any]]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per feature: does it hold text, does the model take it null (once per model, not per table)."""
-    text = np.array([is_categorical(profile[name]) for name in features], dtype=bool)
-    nullable = np.array([takes_null(profile[name]) for name in features], dtype=bool)
-    return text, nullable
-
-
-def misplaced_values(
-    rows: np.ndarray, features: list[str], text: np.ndarray, nullable: np.ndarray
-) -> list[tuple[int, str, str]]:
-    """(row, feature, problem) for each value its feature does not take (`value_kinds`): text for a
-    number, a number for a category, an infinite number, a null where none is taken; float64 rows in
-    one vector step. The model trusts the rows it gets to be finite (`batcher.trust_checked_rows`)."""
-    if rows.dtype == np.float64:
-        wrong = (np.isnan(rows) & ~nullable) | np.isinf(rows)
-    else:
-        missing = np.vectorize(lambda value: value is None, otypes=[bool])(rows)
-        is_text = np.vectorize(lambda value: isinstance(value, str), otypes=[bool])(rows)
-        infinite = np.vectorize(
-            lambda value: isinstance(value, float) and math.isinf(value), otypes=[bool]
-        )(rows)
-        wrong = np.where(text, ~is_text & ~missing, is_text | infinite) | (missing & ~nullable)
-    problems = []
-    for row, index in zip(*np.nonzero(wrong), strict=True):
-        expected = ("text" if text[index] else "a finite number") + (
-            " or null" if nullable[index] else ""
-        )
-        problem = f"{features[index]}: should be {expected}, not {_shown(rows[row, index])}"
-        problems.append((int(row), features[index], problem))
-    return problems
-
-
-def _shown(value: Any) -> str:
-    """A value of a row as JSON would say it (infinity as Python does: JSON has none)."""
-    if value is None or value != value:
-        return "null"
-    return repr(float(value)) if isinstance(value, np.floating) else repr(value)
 
 
 def named_positions(error: ValidationError, body: bytes | str) -> ValidationError:

@@ -43,7 +43,7 @@ from .batcher import MicroBatcher, Scores, trust_checked_rows, warnings_ignored
 {%- if cookiecutter.feature_store == "feast" %}
 from .entities import REPO_VARIABLE, OnlineRows, key_model
 {%- endif %}
-from .fallback import Answering, Loaded, load_fallback, predicted
+from .fallback import Answering, Loaded, load_fallback, warm_up
 from .grpc import listen_address
 from .grpc import server as grpc_server
 from .guard import (
@@ -202,27 +202,12 @@ class ModelService:
             FEATURE_REPO, ONLINE.feature_service, ONLINE.entity_keys, FEATURES, PROFILE
         )
 {%- endif %}
-        self._warm_up()
+        warm_up(self.model, META.example_input(), self.with_probability)
         # What is loaded by now (imports, the model) lives as long as the worker. Frozen, it is left
         # out of the garbage collector's full passes, which otherwise walk it again and again and
         # stall every answer meanwhile (LR at concurrency 64: p99 241 -> 87 ms, benchmarks/README.md).
         gc.collect()
         gc.freeze()
-
-    def _warm_up(self) -> None:
-        """Score the model's input example before the server is ready. A model's first call pays
-        one-off costs (lazy imports, first allocations): on the first request they would delay its
-        answer and, measured, make the shedder take them for the model's pace and refuse the
-        requests queued behind it. Not measured, not counted, not logged as a prediction."""
-        if META.example is None:
-            return
-        dtype = schemas.rows_dtype(FEATURES, PROFILE)
-        row = np.array([[META.example[name] for name in FEATURES]], dtype=dtype)
-        try:
-            with warnings_ignored():
-                predicted(self.model, META.model_input(row), self.with_probability)
-        except Exception as error:  # requests get what `on_model_error` says
-            logger.warning("warm-up: the model failed on its input example (%r)", error)
 
     async def scores(self, features: np.ndarray) -> Scores:
         """_model_scores in the model thread: the event loop goes on reading requests meanwhile."""
