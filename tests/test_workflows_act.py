@@ -869,12 +869,9 @@ class S3World(World):
     data_key: str  # where the training data is in the bucket (and the rows batch.yml scores)
     application: str = ""  # the EMR Serverless application's id
 
-    def aws_env(self) -> dict[str, str]:
-        return aws_env(self.aws, self.answers["aws_region"])
-
     def in_stack(self, script: str, *args: str) -> str:
         """A script run by the stack's Python against moto; its output."""
-        env = {**os.environ, **self.aws_env()}
+        env = {**os.environ, **aws_env(self.aws, self.answers["aws_region"])}
         return run([str(self.venv / "bin" / "python"), "-c", script, *args], self.path, **env).stdout
 
     def inspect(self, parquet: str = "") -> dict:
