@@ -46,15 +46,18 @@ BLUE, GREEN = "{{ cookiecutter.project }}-blue", "{{ cookiecutter.project }}-gre
 STAND_IN = '''
 """Stands in for kubectl talking to a cluster, which cannot run in these tests.
 
-Appends each call (arguments and standard input) as a JSON line to $KUBECTL_RECORD. When
-$KUBECTL_ANSWERS names a JSON file mapping a subcommand to {"stdout", "stderr", "exit"}, answers that
-subcommand so; any other call succeeds silently, as `apply`, `patch` and `rollout status` do.
+Appends each call (arguments, and standard input where `-f -` names it, as kubectl reads it only
+then: under act, a step's standard input is a terminal that never closes) as a JSON line to
+$KUBECTL_RECORD. When $KUBECTL_ANSWERS names a JSON file mapping a subcommand to {"stdout", "stderr",
+"exit"}, answers that subcommand so; any other call succeeds silently, as `apply`, `patch` and
+`rollout status` do.
 """
 import json, os, sys
 
 arguments = sys.argv[1:]
+stdin = sys.stdin.read() if "-" in arguments else ""
 with open(os.environ["KUBECTL_RECORD"], "a") as record:
-    record.write(json.dumps({"args": arguments, "stdin": sys.stdin.read()}) + "\\n")
+    record.write(json.dumps({"args": arguments, "stdin": stdin}) + "\\n")
 answers = {}
 if os.environ.get("KUBECTL_ANSWERS"):
     with open(os.environ["KUBECTL_ANSWERS"]) as file:

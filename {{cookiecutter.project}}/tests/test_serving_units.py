@@ -274,6 +274,20 @@ def test_a_row_is_keyed_by_column_name_strict_and_within_the_hard_bounds():
             Row.model_validate(bad)
 
 
+def test_predict_s_body_reader_names_the_field_and_never_echoes_the_value():
+    Row = schemas.row_model(FEATURES, PROFILE, "model v1", None)
+    read_row = schemas.row_body_reader(Row, schemas.rows_reader(FEATURES, PROFILE))
+    good = {"age": 30, "blood pressure": 120.5, "dose": 1.0}
+    assert read_row(json.dumps(good).encode()).tolist() == [[30.0, 120.5, 1.0]]
+    with pytest.raises(BadRows) as refused:
+        read_row(json.dumps({**good, "age": "thirty-one", "extra": 1}).encode())
+    assert str(refused.value).startswith("age: ") and str(refused.value).endswith("(and 1 more)")
+    assert [detail["field"] for detail in refused.value.details] == ["age", "extra"]
+    assert "thirty-one" not in json.dumps(refused.value.details)
+    with pytest.raises(BadRows, match=r"^body: Invalid JSON"):
+        read_row(b'{"age": 30,')
+
+
 def columns_body(columns: list[str], data: list[list], **extra) -> str:
     return json.dumps({"columns": columns, "data": data, **extra})
 

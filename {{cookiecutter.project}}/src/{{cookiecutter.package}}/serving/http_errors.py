@@ -60,6 +60,18 @@ def _field_problems(detail: Any) -> list[dict[str, str]]:
     return problems
 
 
+def invalid_fields(detail: Any) -> tuple[str, list[dict[str, str]]]:
+    """A 400's message and details for pydantic's error list: the first problem names its field
+    (pydantic's own "1 validation error for Row" names none), the details list them all."""
+    details = _field_problems(detail)
+    if not details:
+        return "invalid input", []
+    first = details[0]
+    message = f"{first['field'] or 'body'}: {first['problem']}"
+    message += f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    return message, details
+
+
 def normalise_error(status: int, body: bytes) -> dict[str, Any]:
     """Any error answer as the one shape; server errors keep only a generic message."""
     reason = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
@@ -75,12 +87,9 @@ def normalise_error(status: int, body: bytes) -> dict[str, Any]:
         return {"error": {**error_body(status, reason)["error"], **parsed["error"]}}
     message, details = reason, []
     if isinstance(parsed, Mapping):
-        details = _field_problems(parsed.get("detail"))
-        message = str(parsed.get("error") or reason)
-        if details:  # pydantic's "1 validation error for RowIODescriptor" names no feature
-            first = details[0]
-            message = f"{first['field'] or 'body'}: {first['problem']}"
-            message += f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+        message, details = invalid_fields(parsed.get("detail"))
+        if not details:
+            message = str(parsed.get("error") or reason)
     elif body and not body.lstrip().startswith((b"{", b"[")):
         message = body.decode("utf-8", "replace").strip()[:200] or reason
     return error_body(status, message, details=details)

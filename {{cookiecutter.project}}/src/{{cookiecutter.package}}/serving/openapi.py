@@ -2,7 +2,8 @@
 
 BentoML documents its own APIs only, with its own error shape: `guard.Guard` rewrites the document
 it serves with `document` (the bearer token, the one error shape, required bodies) and adds the
-path items BentoML does not list: `arrow_operation` and `model_card_operation`.
+path items of the routes it does not list (routes.py): `predict_operation`, `arrow_operation` and
+`model_card_operation`.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import BaseModel
+
 from .arrow import ARROW_STREAM
-from .schemas import BatchPrediction
+from .schemas import BatchPrediction, Prediction
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -101,26 +104,44 @@ def document(spec: dict[str, Any], protected: Iterable[str], auth: bool) -> dict
     return spec
 
 
+def predict_operation(row: type[BaseModel]) -> dict[str, Any]:
+    """The path item of /predict, a Starlette route BentoML does not document: a `row` in, a
+    Prediction out."""
+    return _post_operation(
+        "predict",
+        'Score one row. The body is the row itself: {"<feature>": <value>, ...}.',
+        {"application/json": {"schema": row.model_json_schema()}},
+        Prediction,
+    )
+
+
 def arrow_operation() -> dict[str, Any]:
     """The path item of /predict_arrow, which BentoML does not document (its Starlette app is not an
     API of the service): the answer is /predict_batch's."""
-    answer_schema = BatchPrediction.model_json_schema(ref_template="#/components/schemas/{model}")
+    return _post_operation(
+        "predict_arrow",
+        "Score up to max_batch_rows rows sent as an Arrow IPC stream: what "
+        "pyarrow.ipc.new_stream writes of a table whose columns are the training features "
+        "(any order; integer or float for numeric features, string, large_string or "
+        "dictionary of strings for categorical ones; nulls where the feature is nullable "
+        "in /metadata's feature_profile). The fastest way to send many rows; the answer is "
+        "/predict_batch's.",
+        {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+        BatchPrediction,
+    )
+
+
+def _post_operation(
+    summary: str, description: str, content: dict[str, Any], answer: type[BaseModel]
+) -> dict[str, Any]:
+    """A POST path item; `document` adds the token and the error answers, as to BentoML's."""
+    answer_schema = answer.model_json_schema(ref_template="#/components/schemas/{model}")
     answer_schema.pop("$defs", None)  # RowOutOfProfile is in the document's components already
     return {
         "post": {
-            "summary": "predict_arrow",
-            "description": (
-                "Score up to max_batch_rows rows sent as an Arrow IPC stream: what "
-                "pyarrow.ipc.new_stream writes of a table whose columns are the training features "
-                "(any order; integer or float for numeric features, string, large_string or "
-                "dictionary of strings for categorical ones; nulls where the feature is nullable "
-                "in /metadata's feature_profile). The fastest way to send many rows; the answer is "
-                "/predict_batch's."
-            ),
-            "requestBody": {
-                "required": True,
-                "content": {ARROW_STREAM: {"schema": {"type": "string", "format": "binary"}}},
-            },
+            "summary": summary,
+            "description": description,
+            "requestBody": {"required": True, "content": content},
             "responses": {
                 "200": {
                     "description": "Successful Response",

@@ -1,6 +1,12 @@
-"""The routes BentoML's API decorators cannot express, as a Starlette app mounted beside its APIs:
-a body that is not JSON (POST /predict_arrow: BentoML's APIs parse every body as JSON) and a GET
-(/model_card). Guard protects them like the APIs.
+"""Routes served by a plain Starlette app mounted beside BentoML's APIs. Guard protects them like
+the APIs.
+
+- POST /predict: the one-row path, where a request's own server work is most of its cost. As a
+  BentoML API it went through the API wrapper's request context, IO descriptors and background
+  tasks as well: here, LogisticRegression at concurrency 1 answers about 20% more requests per
+  second (benchmarks/README.md). The body's model and the answer are the same (`schemas`).
+- POST /predict_arrow: a body that is not JSON (BentoML's APIs parse every body as JSON).
+- GET /model_card: a GET.
 """
 
 from __future__ import annotations
@@ -22,11 +28,33 @@ from .schemas import prediction_header
 
 
 def starlette_routes(
-    arrow_rows: ArrowRows, card: str | None, served: str, current_service: Callable[[], Any]
+    read_row: Callable[[bytes], Any],
+    arrow_rows: ArrowRows,
+    card: str | None,
+    served: str,
+    current_service: Callable[[], Any],
 ) -> Starlette:
-    """The app of both routes. `card`: the served version's model card as JSON text, packed by the
+    """The app of the three routes. `read_row`: /predict's body as a one-row array
+    (schemas.row_body_reader); `card`: the served version's model card as JSON text, packed by the
     build (None: trained before model cards); `served`: "<name> v<version>", for messages;
-    `current_service`: the worker's ModelService (its `scored_rows`)."""
+    `current_service`: the worker's ModelService (its `scored_row` and `scored_rows`)."""
+
+    async def predict(request: Request) -> Response:
+        """POST /predict: one row, {"<feature>": <value>, ...} (openapi.predict_operation)."""
+        try:
+            features = read_row(await request.body())
+        except BadRows as problem:
+            body = error_body(400, str(problem), details=problem.details)
+            return JSONResponse(body, status_code=400)
+        request_id = request_id_of(request.scope)
+        answer = await current_service().scored_row(features, request_id, "predict")
+        if isinstance(answer, JSONResponse):
+            return answer
+        return Response(
+            answer.model_dump_json(),
+            media_type="application/json",
+            headers=prediction_header([answer.prediction], answer.model_version),
+        )
 
     async def predict_arrow(request: Request) -> Response:
         """POST /predict_arrow: up to max_batch_rows rows as an Arrow IPC stream (arrow.ArrowRows);
@@ -59,6 +87,7 @@ def starlette_routes(
 
     return Starlette(
         routes=[
+            Route("/predict", predict, methods=["POST"]),
             Route("/predict_arrow", predict_arrow, methods=["POST"]),
             Route("/model_card", model_card, methods=["GET"]),
         ]

@@ -24,8 +24,10 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError, from_json
 
+from ..errors import BadRows
 from ..profile import hard_bounds, is_categorical, takes_null
 from .column_names import column_problem
+from .http_errors import invalid_fields
 from .row_values import misplaced_values, rows_dtype, value_kinds
 
 # Answers of up to this many rows also carry their predictions in the X-Prediction header, where a
@@ -121,6 +123,21 @@ def rows_reader(
         return values.reshape(len(rows), count)
 
     return rows_as_array
+
+
+def row_body_reader(
+    row: type[BaseModel], rows_as_array: Callable[[list[Any]], np.ndarray]
+) -> Callable[[bytes], np.ndarray]:
+    """/predict's body, one row as a JSON object, as a one-row array; BadRows naming each bad field."""
+
+    def read(body: bytes) -> np.ndarray:
+        try:
+            return rows_as_array([row.model_validate_json(body)])
+        except ValidationError as error:
+            message, details = invalid_fields(error.errors(include_url=False, include_input=False))
+            raise BadRows(message, details) from None
+
+    return read
 
 
 def named_positions(error: ValidationError, body: bytes | str) -> ValidationError:

@@ -7,7 +7,8 @@ module is the wiring BentoML needs at module level; the parts are plain code bes
 
 Single rows to /predict are scored together (`batcher.MicroBatcher`); many rows go to /predict_batch
 as objects, /predict_columns as a table, or fastest /predict_arrow as an Arrow IPC stream
-(`arrow.ArrowRows`, a Starlette app mounted beside the APIs).
+(`arrow.ArrowRows`). /predict and /predict_arrow are plain Starlette routes mounted beside the APIs
+(`routes`): the one-row path skips the API wrapper's own work.
 {%- if cookiecutter.feature_store == "feast" %}
 /predict_entity takes an entity's keys and fetches its features from Feast's online store
 (`entities.OnlineRows`).
@@ -87,6 +88,7 @@ MODEL_CARD = STORED_MODEL.info.metadata.get(BENTO_METADATA_KEY)
 Row = schemas.row_model(FEATURES, PROFILE, f"{MODEL_NAME} v{MODEL_VERSION}", META.example)
 Columns = schemas.columns_model(FEATURES, PROFILE, MAX_ROWS, META.example)
 rows_as_array = schemas.rows_reader(FEATURES, PROFILE)
+read_row = schemas.row_body_reader(Row, rows_as_array)
 Rows = schemas.batch_model(Row, MAX_ROWS)
 arrow_rows = ArrowRows(FEATURES, PROFILE, MAX_ROWS, ARGS.serving.max_body_bytes)
 PROFILE_POLICY = ProfilePolicy(FEATURES, PROFILE, ARGS.serving.out_of_profile)
@@ -116,9 +118,10 @@ def observe_answer(endpoint: str, status: int, seconds: float) -> None:
     metrics().answer(endpoint, status, seconds)
 
 
-# The routes BentoML's API decorators cannot express: a body that is not JSON, and a GET.
+# /predict without the API wrapper's work, and what BentoML's decorators cannot express: a body
+# that is not JSON, and a GET.
 STARLETTE_ROUTES = routes.starlette_routes(
-    arrow_rows, MODEL_CARD, f"{MODEL_NAME} v{MODEL_VERSION}", bentoml.get_current_service
+    read_row, arrow_rows, MODEL_CARD, f"{MODEL_NAME} v{MODEL_VERSION}", bentoml.get_current_service
 )
 
 
@@ -255,10 +258,6 @@ class ModelService:
         if self.prediction_log is not None:
             self.prediction_log.close()
 
-    @bentoml.api
-    async def predict(self, row: Row, /, ctx: bentoml.Context) -> Prediction:  # type: ignore[valid-type]
-        """Score one row. The body is the row itself: {"<feature>": <value>, ...}."""
-        return await self._single_api(rows_as_array([row]), ctx, "predict")
 {%- if cookiecutter.feature_store == "feast" %}
 
     if ONLINE is not None:
@@ -272,26 +271,21 @@ class ModelService:
             if isinstance(row, JSONResponse):
                 ctx.response.status_code = row.status_code  # BentoML answers with the context's
                 return row
-            return await self._single_api(row, ctx, "predict_entity")
+            answer = await self.scored_row(row, request_id_of(ctx.request.scope), "predict_entity")
+            if isinstance(answer, JSONResponse):
+                ctx.response.status_code = answer.status_code
+            else:
+                ctx.response.headers.update(
+                    prediction_header([answer.prediction], answer.model_version)
+                )
+            return answer
 {%- endif %}
-
-    async def _single_api(
-        self, features: np.ndarray, ctx: bentoml.Context, endpoint: str
-    ) -> Prediction | JSONResponse:
-        """scored_row for a BentoML API: status and header go through the context it answers from."""
-        answer = await self.scored_row(features, request_id_of(ctx.request.scope), endpoint)
-        if isinstance(answer, JSONResponse):
-            ctx.response.status_code = answer.status_code  # BentoML answers with the context's
-        else:
-            ctx.response.headers.update(
-                prediction_header([answer.prediction], answer.model_version)
-            )
-        return answer
 
     async def scored_row(
         self, features: np.ndarray, request_id: str, endpoint: str
     ) -> Prediction | JSONResponse:
-        """The answer for one checked row (/predict, gRPC Predict), scored by the micro-batcher."""
+        """The answer for one checked row (/predict, gRPC Predict{% if cookiecutter.feature_store == "feast" %}, /predict_entity{% endif %}), scored by the
+        micro-batcher."""
         outside = PROFILE_POLICY.judge(features, metrics())
         if isinstance(outside, JSONResponse):
             return outside
@@ -384,11 +378,13 @@ ModelService.add_asgi_middleware(
     Guard,
     protected={
         **{api.route: "application/json" for api in ModelService.apis.values()},
+        "/predict": "application/json",
         "/predict_arrow": ARROW_STREAM,
         "/model_card": "",  # GET, no body
     },
     # BentoML documents its own APIs only: /docs.json gets this one from Guard.
     documented={
+        "/predict": openapi.predict_operation(Row),
         "/predict_arrow": openapi.arrow_operation(),
         "/model_card": openapi.model_card_operation(),
     },
