@@ -22,28 +22,39 @@ pg_ctl must be installed). Scenarios:
 8. the first push to main on a bake with feature_store=feast (cd.yml): the online store loaded
    (`materialize`) in staging before the bento is served and in production before the promotion, v1
    promoted with its feature service recorded (its own bake and registry, like 7);
-9. materialize.yml dispatched on that bake.
+9. materialize.yml dispatched on that bake;
+10. production on Kubernetes, in 7's bake after its scenarios (the KUBECONFIG secret set: cd.yml's
+    production job rolls out and promotes with `rollout --target kubernetes`): a push whose canary is
+    healthy walks its steps and promotes, then one whose canary breaches a check sends traffic back and
+    promotes nothing. kubectl, Prometheus and the image's digest are stand-ins (no cluster, no image).
 
-2 to 6 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first). Scenario 1
-runs from a clone of the repository in the background once the first push made a champion, while the
-later pushes run, and is asserted last. ci.yml's zero-configuration baseline (the base branch trained
-in the job) is not run here: `check-config` and `baseline-params` are tested in the generated project. Each is
-asserted from act's JSON log (job and step results, outputs, job summaries), from what the stand-ins
-recorded (the pull request comment, docker calls) and from the registry through the project's own
-`history` command. `pytest -s` prints how long each run and job took.
+2 to 6 build on each other through module fixtures (so `-k test_4` runs 2 and 3 first), and 10 on 7's
+first push. Scenario 1 runs from a clone of the repository in the background once the first push made
+a champion, while the later pushes run, and is asserted last. ci.yml's zero-configuration baseline (the
+base branch trained in the job) is not run here: `check-config` and `baseline-params` are tested in the
+generated project. Each is asserted from act's JSON log (job and step results, outputs, job
+summaries), from what the stand-ins recorded (the pull request comment, docker calls, kubectl calls)
+and from the registry through the project's own `history` command. `pytest -s` prints how long each
+run and job took.
 
 The stand-in checks at the top are fast; the scenarios are `slow`.
 """
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
+import http.server
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -387,9 +398,15 @@ def assert_ok(run: ActRun, jobs: set[str]) -> None:
 
 
 def pushed(
-    world: World, scenario: str, c: float | None, message: str, variables: dict[str, str] | None = None
+    world: World,
+    scenario: str,
+    c: float | None,
+    message: str,
+    variables: dict[str, str] | None = None,
+    secrets: dict[str, str] | None = None,
 ) -> tuple[ActRun, dict]:
-    """Commit (new hyperparameters, or nothing) on main and run cd.yml for the push.
+    """Commit (new hyperparameters, or nothing) on main and run cd.yml for the push (`secrets` added
+    to SECRETS).
 
     Returns the run (also kept in `world.done` under `scenario`) and the registry after it.
     """
@@ -407,7 +424,8 @@ def pushed(
         "repository": repository(world.slug),
     }
     variables = {"MLFLOW_TRACKING_URI": world.tracking_uri, "SKIP_IMAGE": "true", **(variables or {})}
-    run = world.act.run("push", "cd.yml", payload=payload, variables=variables, secrets=SECRETS)
+    secrets = {**SECRETS, **(secrets or {})}
+    run = world.act.run("push", "cd.yml", payload=payload, variables=variables, secrets=secrets)
     world.done[scenario] = run
     return run, world.registry()
 
@@ -434,15 +452,18 @@ IMAGE_STEPS = {
 }
 
 
-def assert_deployed(world: World, run: ActRun, version: int) -> None:
-    """gate -> build -> staging -> production all green for `version`, without any image step."""
+def assert_deployed(
+    world: World, run: ActRun, version: int, promoted_by: str = "Promote in the registry"
+) -> None:
+    """gate -> build -> staging -> production all green for `version`, without any image step;
+    `promoted_by`: the production step that promoted it."""
     assert_ok(run, DEPLOY_JOBS)
     gate = run.outputs["gate"]
     assert (gate["decision"], gate["candidate_version"]) == ("promote", str(version)), gate
     assert run.steps["build"]["Build the bento"] == "success"
     assert run.steps["staging"]["Import the bento"] == "success"
     assert run.steps["staging"]["Smoke and load test the bento"] == "success"
-    assert run.steps["production"]["Promote in the registry"] == "success"
+    assert run.steps["production"][promoted_by] == "success"
     # SKIP_IMAGE: no image step ran, and no docker, SBOM or attestation stand-in was called.
     ran = {step for steps in run.steps.values() for step in steps}
     assert not ran & IMAGE_STEPS, ran & IMAGE_STEPS
@@ -818,6 +839,7 @@ S3_BUCKET = "act-s3-bucket"
 EMR_ROLE = "arn:aws:iam::123456789012:role/emr-batch"
 GITHUB_ROLE = "arn:aws:iam::123456789012:role/github-deploy"
 READ_ROLE = "arn:aws:iam::123456789012:role/github-read"
+ROLES = {"AWS_ROLE_ARN": GITHUB_ROLE, "AWS_READ_ROLE_ARN": READ_ROLE}  # what the S3 world's pushes set
 AWS_CREDENTIALS = "aws-actions/configure-aws-credentials"
 
 # Run with the stack's Python: the bucket, the files put in it (key=path arguments), and an EMR
@@ -913,6 +935,7 @@ def s3_world(tmp_path_factory, stack) -> Iterator[S3World]:
         params["data"]["source"] = f"s3://{S3_BUCKET}/{local}"
         params["batch"]["input"] = f"s3://{S3_BUCKET}/{local}"
         (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        world_params(project, WEAK)  # a weak first model, so that better ones win the gate in scenario 10
         init_repository(project, slug)
         act = Act(find_act(), project, state=root / "state", cache=root / "act-cache", env=env)
         with registry_world(
@@ -934,8 +957,7 @@ def s3_world(tmp_path_factory, stack) -> Iterator[S3World]:
 
 @pytest.fixture(scope="module")
 def s3_first_push(s3_world) -> tuple[ActRun, dict]:
-    variables = {"AWS_ROLE_ARN": GITHUB_ROLE, "AWS_READ_ROLE_ARN": READ_ROLE}
-    return pushed(s3_world, "s3 first push", None, "Initial commit from the template", variables)
+    return pushed(s3_world, "s3 first push", None, "Initial commit from the template", ROLES)
 
 
 @pytest.mark.slow
@@ -1040,6 +1062,281 @@ def test_7_batch_yml_submits_the_champion_to_emr_serverless(s3_world, s3_batch):
     summary = done.summaries["batch"]
     assert "### Batch scoring on EMR Serverless: SUCCESS with v1" in summary, summary
     assert f"job run `{job['jobRunId']}`" in summary, summary
+
+
+# Scenario 10: production on Kubernetes, in the S3 world after scenario 7 (a bake and a registry already
+# there, and nothing after 7 depends on its champion). With the KUBECONFIG secret set, cd.yml's
+# production job promotes through `rollout --target kubernetes --promote` instead of "Promote in the
+# registry": the candidate's image goes into the free slot, the HTTPRoute's weights move step by step,
+# each step is judged on Prometheus, and a breach sends all traffic back to the champion.
+
+# The digest the build job would have pushed (pin_production_digest says why it is written in cd.yml).
+PUSHED_DIGEST = "sha256:" + "d1" * 32
+KUBECONFIG = "act-tests-dummy-kubeconfig-the-kubectl-stand-in-never-reads-0123456789abcdef"
+# What a slot's pods answered on the model's endpoints during a step, as Prometheus reports it. The
+# failing slot's errors are 10%, above rollout.checks.max_error_rate (1%).
+HEALTHY = {"requests": 400, "errors": 0, "p95_ms": 40}
+FAILING = {"requests": 400, "errors": 40, "p95_ms": 40}
+# Each query of `slot_queries`, known by a part only it has (the errors' query reads the requests'
+# metric too, so it comes first).
+QUERY_KINDS = (
+    ("p95_ms", "histogram_quantile(0.95, "),
+    ("errors", 'http_response_code=~"5.."'),
+    ("requests", "bentoml_service_request_total{"),
+)
+
+
+def pin_production_digest(project: Path, digest: str) -> None:
+    """Write `digest` where cd.yml's production job takes the build job's `digest` output.
+
+    The image steps stay skipped in every scenario (SKIP_IMAGE: no Docker engine and no container
+    registry here, tests/act/README.md), so the build job pushes nothing and outputs no digest, and the
+    rollout step refuses to run without one (`${DIGEST:?}`). This one line, committed in the world's
+    own repository, stands in for that output; the rest of cd.yml is the baked file. A template whose
+    production job no longer takes DIGEST from the build job fails here.
+    """
+    path = project / ".github/workflows/cd.yml"
+    built = "\n      DIGEST: ${{ needs.build.outputs.digest }}"  # the job's env (staging's is a step's)
+    text = path.read_text()
+    assert text.count(built) == 1, f"{path}: the production job no longer takes DIGEST from the build job"
+    path.write_text(text.replace(built, f"\n      DIGEST: {digest}"))
+    assert yaml.safe_load(path.read_text())["jobs"]["production"]["env"]["DIGEST"] == digest
+
+
+def kubectl_stand_in(project: Path) -> str:
+    """The recording kubectl stand-in of the baked project's own tests (`STAND_IN` in
+    tests/test_kubernetes.py), read from the bake so that the template holds one copy of it."""
+    module = ast.parse((project / "tests" / "test_kubernetes.py").read_text())
+    (script,) = [
+        ast.literal_eval(node.value)
+        for node in module.body
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["STAND_IN"]
+    ]
+    return script
+
+
+class Prometheus:
+    """Stands in for the Prometheus that scrapes the slots' pods: answers the instant queries of the
+    baked rollout/kubernetes.py (`slot_queries`) with what `slots` says each deployment's pods did,
+    summed over the deployments whose pods the query's `pod=~` matches (p95: the slowest). A query
+    of another shape gets Prometheus' error answer, so that a changed query fails loudly."""
+
+    def __init__(self) -> None:
+        self.slots: dict[str, dict[str, float]] = {}  # deployment -> requests, errors, p95_ms
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                form = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
+                query, at = form["query"][0], float(form["time"][0])
+                try:
+                    value = outer.value(query)
+                except LookupError as unknown:
+                    status, body = 400, {"status": "error", "errorType": "bad_data", "error": str(unknown)}
+                else:
+                    vector = [] if value is None else [{"metric": {}, "value": [at, str(value)]}]
+                    data = {"resultType": "vector", "result": vector}
+                    status, body = 200, {"status": "success", "data": data}
+                payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def value(self, query: str) -> float | None:
+        """The query's value; None (no series) when it names no deployment of `slots`."""
+        pods = re.search(r'pod=~"([^"]+)"', query)
+        kind = next((kind for kind, part in QUERY_KINDS if part in query), None)
+        if pods is None or kind is None:
+            raise LookupError(f"the stand-in does not know this query: {query}")
+        # A deployment's pods are named <deployment>-<its replica set's hash>-<suffix>.
+        named = [name for name in self.slots if re.fullmatch(pods[1], f"{name}-5d9c7b8f6d-x2k4q")]
+        values = [self.slots[name][kind] for name in named]
+        if not values:
+            return None
+        return max(values) if kind == "p95_ms" else sum(values)
+
+    def __enter__(self) -> Prometheus:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@dataclass
+class Cluster:
+    """The production cluster as scenario 10's jobs see it: the `kubectl` first on their PATH is the
+    recording stand-in (every call in calls.jsonl; `kustomize` and `get` answered from answers.json),
+    and their PROMETHEUS_URL is `prometheus`."""
+
+    folder: Path  # bin/kubectl, calls.jsonl, answers.json
+    route: dict  # the production overlay's HTTPRoute, as `kubectl kustomize` renders it
+    prometheus: Prometheus
+
+    def deployment(self, slot: str) -> str:
+        return f"{self.route['metadata']['name']}-{slot}"
+
+    def answer(self, subcommand: str, stdout: str) -> None:
+        path = self.folder / "answers.json"
+        answers = json.loads(path.read_text()) if path.exists() else {}
+        path.write_text(json.dumps({**answers, subcommand: {"stdout": stdout}}))
+
+    def calls(self) -> list[dict]:
+        path = self.folder / "calls.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def applied_routes(calls: list[dict]) -> list[dict]:
+    """The routes `kubectl apply -f -` received, in order."""
+    return [json.loads(call["stdin"]) for call in calls if call["args"][:3] == ["apply", "-f", "-"]]
+
+
+def weights(route: dict) -> dict[str, int]:
+    """slot -> its weight on the route."""
+    name = route["metadata"]["name"]
+    (rule,) = route["spec"]["rules"]
+    return {backend["name"].removeprefix(f"{name}-"): backend["weight"] for backend in rule["backendRefs"]}
+
+
+def assert_slot_given_the_pushed_image(world: World, cluster: Cluster, calls: list[dict], slot: str) -> None:
+    """One `kubectl patch` put cd.yml's image at PUSHED_DIGEST into `slot`'s deployment."""
+    image = yaml.safe_load((world.path / ".github/workflows/cd.yml").read_text())["env"]["IMAGE"]
+    (patch,) = [call["args"] for call in calls if call["args"][:2] == ["patch", "deployment"]]
+    assert patch[2] == cluster.deployment(slot), patch
+    (container,) = json.loads(patch[-1].removeprefix("--patch="))["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == f"{image}@{PUSHED_DIGEST}", container
+
+
+@pytest.fixture(scope="module")
+def cluster(s3_world, s3_first_push) -> Iterator[Cluster]:
+    """The S3 world's production on the cluster: the kubectl stand-in first on the jobs' PATH, the
+    Prometheus stand-in serving, and one commit: the pushed digest in cd.yml (pin_production_digest)
+    and one-second rollout steps (rollout.step_seconds, 300 by default)."""
+    world = s3_world
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is not on PATH: scenario 10 renders the production overlay with it (offline)"
+    rendered = run([kubectl, "kustomize", "deploy/k8s/overlays/production"], world.path).stdout
+    (route,) = [doc for doc in yaml.safe_load_all(rendered) if doc and doc["kind"] == "HTTPRoute"]
+    folder = world.act.state / "kubectl"
+    (folder / "bin").mkdir(parents=True)
+    stand_in = folder / "bin" / "kubectl"
+    stand_in.write_text(f"#!{sys.executable}\n{kubectl_stand_in(world.path)}")
+    stand_in.chmod(0o755)
+    with Prometheus() as prometheus:
+        cluster = Cluster(folder, route, prometheus)
+        cluster.answer("kustomize", rendered)
+        cluster.answer("get", json.dumps(route))  # as `kubectl apply -k` of the overlay left it: blue serves
+        world.act.env |= {
+            "PATH": f"{folder / 'bin'}{os.pathsep}{world.act.environment()['PATH']}",
+            "KUBECTL_RECORD": str(folder / "calls.jsonl"),
+            "KUBECTL_ANSWERS": str(folder / "answers.json"),
+        }
+        pin_production_digest(world.path, PUSHED_DIGEST)
+        path = world.path / "params.yaml"
+        params = yaml.safe_load(path.read_text())
+        params["rollout"]["step_seconds"] = 1
+        path.write_text(yaml.safe_dump(params, sort_keys=False))
+        commit_all(world.path, "Production on Kubernetes")
+        yield cluster
+
+
+def rolled_out(
+    world: World, cluster: Cluster, scenario: str, c: float, message: str
+) -> tuple[ActRun, dict, list]:
+    """`pushed` with the cluster configured (KUBECONFIG, PROMETHEUS_URL): the run, the registry after
+    it, and the kubectl calls it made."""
+    before = len(cluster.calls())
+    variables = {**ROLES, "PROMETHEUS_URL": cluster.prometheus.url}
+    run_, registry = pushed(world, scenario, c, message, variables, {"KUBECONFIG": KUBECONFIG})
+    return run_, registry, cluster.calls()[before:]
+
+
+@pytest.fixture(scope="module")
+def healthy_canary(s3_world, cluster) -> tuple[ActRun, dict, list]:
+    """v2 (C 0.01) wins the gate against v1 (C 0.001), and both slots answer healthily."""
+    cluster.prometheus.slots = {cluster.deployment(slot): HEALTHY for slot in ("blue", "green")}
+    return rolled_out(s3_world, cluster, "kubernetes canary", BETTER, "Weaker regularisation")
+
+
+@pytest.fixture(scope="module")
+def breached_canary(s3_world, cluster, healthy_canary) -> tuple[ActRun, dict, list]:
+    """v3 (C 1.0) wins the gate against v2; the live route is where v2's rollout left it (green serves
+    everything), and blue, the slot v3 goes into, answers 10% errors."""
+    cluster.answer("get", json.dumps(applied_routes(healthy_canary[2])[-1]))
+    cluster.prometheus.slots[cluster.deployment("blue")] = FAILING
+    return rolled_out(s3_world, cluster, "kubernetes breach", BEST, "No regularisation to speak of")
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("act")
+def test_10_kubernetes_a_healthy_canary_walks_its_steps_then_promotes(s3_world, cluster, healthy_canary):
+    """cd.yml's "Roll out on Kubernetes", through a real push. Real: the MLflow server and registry,
+    training, the gate, the bento built and smoke-tested in staging, the rollout code. Stand-ins, as
+    no cluster and no image can exist here: kubectl (the baked tests' recording one), Prometheus (a
+    server in this test) and the image's digest (written into cd.yml: pin_production_digest)."""
+    world, (run_, registry, calls) = s3_world, healthy_canary
+    assert_deployed(world, run_, 2, promoted_by="Roll out on Kubernetes")
+    # The rollout promoted: "Promote in the registry", which the first push ran, was skipped (act logs
+    # no skipped step).
+    assert world.done["s3 first push"].steps["production"]["Promote in the registry"] == "success"
+    assert "Promote in the registry" not in run_.steps["production"], run_.steps["production"]
+    assert (registry["aliases"]["champion"], registry["aliases"]["previous"]) == (2, 1), registry
+    alias, before, after, why = entries(registry, "promote")[-1]
+    assert (alias, before, after) == ("champion", 1, 2) and "canary rollout passed" in why, why
+    # The overlay rendered, the live route read (blue serves), green given the pushed image and waited
+    # for, then the route: all to the champion before the first step, then 5, 25, 50, 100% to green.
+    subcommands = [call["args"][0] for call in calls]
+    assert subcommands == ["kustomize", "get", "apply", "patch", "rollout", *["apply"] * 4], subcommands
+    assert calls[0]["args"] == ["kustomize", "deploy/k8s/overlays/production"]
+    assert_slot_given_the_pushed_image(world, cluster, calls, "green")
+    assert [weights(route) for route in applied_routes(calls)] == [
+        {"blue": 100 - percent, "green": percent} for percent in (0, 5, 25, 50, 100)
+    ]
+    summary = run_.summaries["production"]
+    assert "### Rollout (canary) of v2 beside v1: passed" in summary, summary
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("act")
+def test_10_kubernetes_a_breach_sends_traffic_back_and_promotes_nothing(s3_world, cluster, breached_canary):
+    """At the first canary step, v3's slot breaches the error rate: all traffic goes back to v2's, the
+    production job fails before any promotion, and the rollback job's guard (--if-champion) changes
+    nothing. The same stand-ins as the healthy canary."""
+    world, (run_, registry, calls) = s3_world, breached_canary
+    assert run_.returncode != 0, run_.explain()
+    expected = {"gate": "success", "build": "success", "staging": "success"}
+    assert run_.jobs == {**expected, "production": "failure", "rollback": "success"}, run_.explain()
+    assert (run_.outputs["gate"]["decision"], run_.outputs["gate"]["candidate_version"]) == ("promote", "3")
+    steps = run_.steps["production"]
+    assert steps["Roll out on Kubernetes"] == "failure" and "Promote in the registry" not in steps, steps
+    # The live route named green the champion's slot: v3 went into blue, met 5% of traffic, then none.
+    subcommands = [call["args"][0] for call in calls]
+    assert subcommands == ["kustomize", "get", "apply", "patch", "rollout", "apply", "apply"], subcommands
+    assert_slot_given_the_pushed_image(world, cluster, calls, "blue")
+    assert [weights(route) for route in applied_routes(calls)] == [
+        {"blue": 0, "green": 100},
+        {"blue": 5, "green": 95},
+        {"blue": 0, "green": 100},
+    ]
+    summary = run_.summaries["production"]
+    assert "### Rollout (canary) of v3 beside v2: **ROLLED BACK**" in summary, summary
+    assert "error rate 10.0% (40/400) above 1.0%" in summary, summary
+    # The registry as v2's rollout left it: no promotion, and nothing for the rollback job to undo.
+    assert (registry["aliases"]["champion"], registry["aliases"]["previous"]) == (2, 1), registry
+    assert [entry[2] for entry in entries(registry, "promote")] == [1, 2]
+    assert entries(registry, "rollback") == []
+    assert run_.outputs["rollback"]["skipped"] == "true", run_.explain()
+    assert "### Rollback: nothing to do" in run_.summaries["rollback"]
 
 
 # Scenario 8: the feature store. The service of a feast bake fetches an entity's features from Feast's
