@@ -37,7 +37,9 @@ summaries), from what the stand-ins recorded (the pull request comment, docker c
 and from the registry through the project's own `history` command. `pytest -s` prints how long each
 run and job took.
 
-The stand-in checks at the top are fast; the scenarios are `slow`.
+The stand-in checks at the top are fast; the scenarios are `slow`. Each world's scenarios share an
+xdist group (act-main, act-s3, act-feast): a world's tests stay in one worker, and the worlds spread
+over both.
 """
 
 from __future__ import annotations
@@ -481,7 +483,7 @@ def first_push(world) -> tuple[ActRun, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-main")
 def test_2_first_push_promotes_v1_through_staging_and_production(world, first_push):
     run, registry = first_push
     assert_deployed(world, run, 1)
@@ -498,7 +500,7 @@ def worse_push(world, first_push, pull_request) -> tuple[ActRun, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-main")
 def test_3_a_worse_model_is_rejected_and_nothing_after_the_gate_runs(world, worse_push):
     run, registry = worse_push
     assert_ok(run, {"gate"})  # green, and build, staging, production, rollback never started
@@ -587,7 +589,7 @@ def failed_deployment(world, better_push) -> tuple[ActRun, dict, BrokenProductio
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-main")
 def test_4_a_failure_after_promotion_rolls_the_champion_back(world, better_push, failed_deployment):
     before = better_push
     assert (before["aliases"]["champion"], before["aliases"]["previous"]) == (3, 1), before
@@ -614,7 +616,7 @@ def test_4_a_failure_after_promotion_rolls_the_champion_back(world, better_push,
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-main")
 def test_5_rollback_workflow_returns_the_champion_to_previous(world, failed_deployment):
     assert failed_deployment[1]["aliases"]["champion"] == 3
     run = world.act.run(
@@ -701,7 +703,7 @@ def github_calls(world: World) -> list[dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-main")
 def test_6_monitoring_raises_no_issue_without_drift_then_one_issue_and_a_retraining(world, failed_deployment):
     """Persistence is one window here (retrain_after_windows: 1), so the drifted run also retrains."""
     before = len(github_calls(world))
@@ -773,7 +775,7 @@ def run_on_server(tracking_uri: str, run_id: str) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-main")
 def test_1_pull_request_reports_the_candidate_against_the_registrys_champion(world, pull_request):
     """Server mode: the registry's champion (v1) copied, digest checked, into the job's own store, where
     the candidate is trained and evaluated; the team's registry gets nothing of the pull request."""
@@ -961,7 +963,7 @@ def s3_first_push(s3_world) -> tuple[ActRun, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-s3")
 def test_7_an_s3_bake_trains_on_the_bucket_and_keeps_the_registry_s_model_there(s3_world, s3_first_push):
     world, (run_, registry) = s3_world, s3_first_push
     assert_deployed(world, run_, 1)
@@ -996,7 +998,7 @@ def s3_batch(s3_world, s3_first_push) -> ActRun:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-s3")
 def test_7_batch_yml_scores_the_bucket_s_rows_with_the_champion_into_the_bucket(s3_world, s3_batch):
     world, done = s3_world, s3_batch
     assert_ok(done, {"batch"})
@@ -1012,7 +1014,7 @@ def test_7_batch_yml_scores_the_bucket_s_rows_with_the_champion_into_the_bucket(
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-s3")
 def test_7_batch_yml_submits_the_champion_to_emr_serverless(s3_world, s3_batch):
     """moto stands in for AWS (S3 and EMR Serverless) and nothing runs Spark: moto reports the run
     SUCCESS at once. Scoring on the runner is skipped; the job run carries the champion's version."""
@@ -1278,7 +1280,7 @@ def breached_canary(s3_world, cluster, healthy_canary) -> tuple[ActRun, dict, li
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-s3")
 def test_10_kubernetes_a_healthy_canary_walks_its_steps_then_promotes(s3_world, cluster, healthy_canary):
     """cd.yml's "Roll out on Kubernetes", through a real push. Real: the MLflow server and registry,
     training, the gate, the bento built and smoke-tested in staging, the rollout code. Stand-ins, as
@@ -1307,7 +1309,7 @@ def test_10_kubernetes_a_healthy_canary_walks_its_steps_then_promotes(s3_world, 
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-s3")
 def test_10_kubernetes_a_breach_sends_traffic_back_and_promotes_nothing(s3_world, cluster, breached_canary):
     """At the first canary step, v3's slot breaches the error rate: all traffic goes back to v2's, the
     production job fails before any promotion, and the rollback job's guard (--if-champion) changes
@@ -1379,7 +1381,7 @@ def model_version_tags(world: World, version: int) -> dict[str, str]:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-feast")
 def test_8_feast_first_push_loads_the_online_store_before_serving_and_promotes_v1(feast_world):
     world = feast_world
     run, registry = pushed(world, "feast first push", None, "Initial commit from the template")
@@ -1396,7 +1398,7 @@ def test_8_feast_first_push_loads_the_online_store_before_serving_and_promotes_v
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("act")
+@pytest.mark.xdist_group("act-feast")
 def test_9_materialize_yml_loads_the_online_store_with_read_access_only(feast_world):
     """The schedule's workflow, dispatched: it needs no variable, no secret and no registry."""
     world = feast_world
