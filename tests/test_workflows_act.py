@@ -57,9 +57,11 @@ import sys
 import threading
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import pytest
 import yaml
@@ -525,28 +527,47 @@ def better_push(world, worse_push) -> dict:
     return world.registry()
 
 
-class BrokenProduction:
+class JsonHandler(http.server.BaseHTTPRequestHandler):
+    """Answers JSON (`answer`), and logs nothing: the stand-in servers' handlers."""
+
+    def answer(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class LocalServer:
+    """An HTTP server on a free port of 127.0.0.1 (`url`), serving `handler` in a thread while entered."""
+
+    def __init__(self, handler: type[JsonHandler]) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class BrokenProduction(LocalServer):
     """A production service that rolled out the newest registered model and is broken: it says it is
     ready and serves the challenger's version, but every prediction fails (HTTP 503)."""
 
     def __init__(self, tracking_uri: str, model_name: str) -> None:
-        import http.server
-        import threading
-        import urllib.parse
-        import urllib.request
-
         self.requests: list[str] = []
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def answer(self, status: int, body: dict) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 outer.requests.append(f"GET {self.path}")
                 self.answer(200, {"status": "ok"})
@@ -563,20 +584,7 @@ class BrokenProduction:
                 else:
                     self.answer(503, {"error": "the model failed to load"})
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> BrokenProduction:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
 
 
 @pytest.fixture(scope="module")
@@ -1117,7 +1125,7 @@ def kubectl_stand_in(project: Path) -> str:
     return script
 
 
-class Prometheus:
+class Prometheus(LocalServer):
     """Stands in for the Prometheus that scrapes the slots' pods: answers the instant queries of the
     baked rollout/kubernetes.py (`slot_queries`) with what `slots` says each deployment's pods did,
     summed over the deployments whose pods the query's `pod=~` matches (p95: the slowest). A query
@@ -1127,7 +1135,7 @@ class Prometheus:
         self.slots: dict[str, dict[str, float]] = {}  # deployment -> requests, errors, p95_ms
         outer = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_GET(self) -> None:
                 form = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
                 query, at = form["query"][0], float(form["time"][0])
@@ -1139,19 +1147,9 @@ class Prometheus:
                     vector = [] if value is None else [{"metric": {}, "value": [at, str(value)]}]
                     data = {"resultType": "vector", "result": vector}
                     status, body = 200, {"status": "success", "data": data}
-                payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self.answer(status, body)
 
-            def log_message(self, *args) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
     def value(self, query: str) -> float | None:
         """The query's value; None (no series) when it names no deployment of `slots`."""
@@ -1165,14 +1163,6 @@ class Prometheus:
         if not values:
             return None
         return max(values) if kind == "p95_ms" else sum(values)
-
-    def __enter__(self) -> Prometheus:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @dataclass

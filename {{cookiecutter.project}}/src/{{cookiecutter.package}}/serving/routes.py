@@ -24,7 +24,7 @@ from ..errors import BadRows
 from .arrow import ArrowRows
 from .guard import request_id_of
 from .http_errors import error_body
-from .schemas import prediction_header
+from .schemas import BatchPrediction, Prediction, prediction_header
 
 
 def starlette_routes(
@@ -44,17 +44,9 @@ def starlette_routes(
         try:
             features = read_row(await request.body())
         except BadRows as problem:
-            body = error_body(400, str(problem), details=problem.details)
-            return JSONResponse(body, status_code=400)
+            return _refused(problem)
         request_id = request_id_of(request.scope)
-        answer = await current_service().scored_row(features, request_id, "predict")
-        if isinstance(answer, JSONResponse):
-            return answer
-        return Response(
-            answer.model_dump_json(),
-            media_type="application/json",
-            headers=prediction_header([answer.prediction], answer.model_version),
-        )
+        return _answered(await current_service().scored_row(features, request_id, "predict"))
 
     async def predict_arrow(request: Request) -> Response:
         """POST /predict_arrow: up to max_batch_rows rows as an Arrow IPC stream (arrow.ArrowRows);
@@ -62,17 +54,9 @@ def starlette_routes(
         try:  # in a thread: /livez and the other requests go on meanwhile
             features = await asyncio.to_thread(arrow_rows, await request.body())
         except BadRows as problem:
-            body = error_body(400, str(problem), details=problem.details)
-            return JSONResponse(body, status_code=400)
+            return _refused(problem)
         request_id = request_id_of(request.scope)
-        answer = await current_service().scored_rows(features, request_id, "predict_arrow")
-        if isinstance(answer, JSONResponse):
-            return answer
-        return Response(
-            answer.model_dump_json(),
-            media_type="application/json",
-            headers=prediction_header(answer.predictions, answer.model_version),
-        )
+        return _answered(await current_service().scored_rows(features, request_id, "predict_arrow"))
 
     async def model_card(request: Request) -> Response:
         """GET /model_card: the served version's model card (model_card.py).
@@ -91,4 +75,21 @@ def starlette_routes(
             Route("/predict_arrow", predict_arrow, methods=["POST"]),
             Route("/model_card", model_card, methods=["GET"]),
         ]
+    )
+
+
+def _refused(problem: BadRows) -> JSONResponse:
+    """The 400 of a body whose rows were refused, naming what is wrong."""
+    return JSONResponse(error_body(400, str(problem), details=problem.details), status_code=400)
+
+
+def _answered(answer: Prediction | BatchPrediction | JSONResponse) -> Response:
+    """A scored answer as the APIs give it, with the X-Prediction header; a refusal as it is."""
+    if isinstance(answer, JSONResponse):
+        return answer
+    predictions = [answer.prediction] if isinstance(answer, Prediction) else answer.predictions
+    return Response(
+        answer.model_dump_json(),
+        media_type="application/json",
+        headers=prediction_header(predictions, answer.model_version),
     )
